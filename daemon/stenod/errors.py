@@ -1,0 +1,124 @@
+"""The error taxonomy: every failure stenod knows how to handle has a class here.
+
+::
+
+    StenodError
+    ├── JobError                 a job (or item) cannot proceed; the daemon carries on
+    │   ├── RetryableError       may succeed later: timeout, network, 429, 5xx
+    │   │                        carries retry_after: float | None
+    │   └── PermanentError       will fail again: bad input, unsupported format, 4xx, limit
+    │       └── AuthError        credentials rejected; a person must act
+    ├── ConfigError              settings or plugin config invalid; startup stops, exit 2
+    ├── PluginError              a plugin failed to load or validate; reported, daemon continues
+    └── InvalidTransition        programming error in the state machine
+
+In the journal and in events errors are data: :class:`ErrorInfo`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ErrorInfo",
+    "InvalidTransition",
+    "JobError",
+    "PermanentError",
+    "PluginError",
+    "RetryableError",
+    "StenodError",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error as data: what went wrong and what a person can do about it."""
+
+    code: str
+    message: str
+    retryable: bool = False
+    hint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
+        if self.hint:
+            data["hint"] = self.hint
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(
+            code=str(data.get("code", "error")),
+            message=str(data.get("message", "")),
+            retryable=bool(data.get("retryable", False)),
+            hint=data.get("hint"),
+        )
+
+
+class StenodError(Exception):
+    """Base of every error stenod raises on purpose."""
+
+
+class JobError(StenodError):
+    """A job or item cannot proceed; the daemon carries on."""
+
+    code = "job_error"
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.hint = hint
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(code=self.code, message=self.message, retryable=self.retryable, hint=self.hint)
+
+
+class RetryableError(JobError):
+    """May succeed later: timeout, network error, 429, 5xx."""
+
+    code = "retryable"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, code: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.retry_after = retry_after
+
+
+class PermanentError(JobError):
+    """Will fail again: bad input, unsupported format, 4xx validation, over a limit."""
+
+    code = "permanent"
+
+
+class AuthError(PermanentError):
+    """Credentials were rejected; a person must act."""
+
+    code = "auth"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(
+            message, code=code, hint=hint or "Check the provider's API key (config or credentials directory)."
+        )
+
+
+class ConfigError(StenodError):
+    """Settings or plugin configuration are invalid; startup stops with exit code 2."""
+
+
+class PluginError(StenodError):
+    """A plugin failed to load or validate; it is reported and the daemon continues."""
+
+
+class InvalidTransition(StenodError):
+    """A state change the state machine does not allow: a bug, not a job failure."""
+
+    def __init__(self, current: object, target: object) -> None:
+        super().__init__(f"invalid transition {current} -> {target}")

@@ -1,0 +1,255 @@
+"""Core settings: one TOML file overlaid by ``STENOD_…`` environment variables.
+
+Sources, highest priority first: init arguments, environment (``STENOD_`` prefix,
+``__`` for nesting), the TOML file (``--config`` > ``$STENOD_CONFIG`` >
+``/etc/stenod/stenod.toml`` if present), built-in defaults. Provider sections are
+passed through raw here; each plugin validates its own with its ``Settings`` model.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stenod.errors import ConfigError
+from stenod.provider import Task
+
+SYSTEM_CONFIG = Path("/etc/stenod/stenod.toml")
+OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory= if set, else the XDG state home."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "stenod"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WatchRule(_Section):
+    """A ``[[watch]]`` rule: a folder, and what to do with files dropped into it."""
+
+    path: Path
+    provider: str | None = None  # None: default_provider
+    task: Task = Task.TRANSCRIBE
+    language: str | None = None
+    target_language: str | list[str] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    formats: list[Literal["txt", "json", "srt", "vtt"]] = Field(default_factory=lambda: list(OUTPUT_FORMATS))
+    output_dir: Path | None = None
+    after: Literal["keep", "move", "delete"] = "keep"
+    recursive: bool = False
+    settle_seconds: float = Field(default=2.0, ge=0)
+    then_translate_to: str | list[str] | None = None  # chain: transcribe, then translate the transcript
+    translate_provider: str | None = None
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    @property
+    def target_languages(self) -> tuple[str, ...]:
+        value = self.target_language
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    @property
+    def chain_languages(self) -> tuple[str, ...]:
+        value = self.then_translate_to
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    @model_validator(mode="after")
+    def _translate_needs_target(self) -> WatchRule:
+        if self.task == Task.TRANSLATE and not self.target_languages:
+            raise ValueError("task = 'translate' needs target_language")
+        return self
+
+
+class AmqpSettings(_Section):
+    url: SecretStr | None = None
+    request_queue: str = "stenod.requests"
+    event_exchange: str = "stenod.events"
+    dead_letter_exchange: str = "stenod.dead-letter"
+    dead_letter_queue: str = "stenod.requests.dead"
+    allowed_roots: list[Path] = Field(default_factory=list)
+    prefetch: int = Field(default=32, ge=1, le=10_000)
+    delivery_limit: int = Field(default=5, ge=1)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    reconnect_interval_seconds: float = Field(default=2.0, gt=0)
+    publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    progress_interval_seconds: float = Field(default=5.0, ge=0)
+    inline_transcript_bytes: int = Field(default=256 * 1024, ge=0)
+    allow_http_urls: bool = False
+    allow_private_urls: bool = False
+    max_download_bytes: int = Field(default=2 * 1024**3, ge=1)
+    download_timeout_seconds: float = Field(default=600.0, gt=0)
+    downloads_dir: Path | None = None
+    connection_name: str = "stenod"
+
+
+class RetrySettings(_Section):
+    max_attempts: int = Field(default=8, ge=1)
+    base_seconds: float = Field(default=2.0, gt=0)
+    max_seconds: float = Field(default=300.0, gt=0)
+
+
+class HttpSettings(_Section):
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+    user_agent: str = "stenod/0.1"
+
+
+class HealthSettings(_Section):
+    listen: str | None = None  # "127.0.0.1:9464"; None: off
+
+
+class Settings(BaseSettings):
+    """All core keys. See config/stenod.toml for the annotated example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STENOD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    default_provider: str = "sphinx"
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    rescan_interval_seconds: float = Field(default=60.0, gt=0)
+    pack_window_seconds: float = Field(default=1.0, ge=0)
+    min_free_bytes: int = Field(default=100 * 1024**2, ge=0)
+    amqp: AmqpSettings = Field(default_factory=AmqpSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    watch: list[WatchRule] = Field(default_factory=list)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # Where this configuration came from (for `stenod config` and error messages).
+    config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is read by load_settings() and passed as init data, below env.
+        return env_settings, init_settings
+
+    @property
+    def amqp_enabled(self) -> bool:
+        return self.amqp.url is not None and bool(self.amqp.url.get_secret_value())
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.db"
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env := os.environ.get("STENOD_CONFIG"):
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"config file {path} is not readable: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8: {exc}") from exc
+
+
+def credential(name: str) -> str | None:
+    """A secret from systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``)."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / name
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"credential {path} is not readable: {exc.strerror}") from exc
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration. Raises ConfigError (exit 2)."""
+    path = config_path(explicit)
+    data: dict[str, Any] = _read_toml(path) if path is not None else {}
+    data.update(overrides)
+    origin = str(path) if path else "built-in defaults"
+    try:
+        settings = Settings(**data, config_file=path)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin + " + STENOD_* environment")) from exc
+    for name, section in settings.providers.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"invalid configuration ({origin}):\n  providers.{name}: must be a table")
+        if "api_key" not in section and (key := credential(f"{name}.api_key")):
+            section["api_key"] = key
+    if settings.amqp.url is None and (url := credential("amqp.url")):
+        settings.amqp.url = SecretStr(url)
+    if not settings.watch and path is None and not settings.amqp_enabled:
+        # A new user with no config at all gets a working transcriber: ./inbox, offline.
+        settings.watch = [WatchRule(path=Path("inbox").absolute())]
+    return settings
+
+
+def redacted_dump(settings: Settings) -> dict[str, Any]:
+    """The effective configuration with every secret masked (``stenod config``)."""
+    data = settings.model_dump(mode="json")
+    if settings.amqp.url is not None:
+        data["amqp"]["url"] = _mask_url(settings.amqp.url.get_secret_value())
+    for section in data.get("providers", {}).values():
+        for key in list(section):
+            if any(word in key.lower() for word in ("key", "secret", "token", "password", "sas", "credential")):
+                section[key] = "**********" if section[key] else section[key]
+    return data
+
+
+def _mask_url(url: str) -> str:
+    try:
+        parsed = AnyUrl(url)
+    except ValueError:
+        return "**********"
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":**********@", 1)
+    return url

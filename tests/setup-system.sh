@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# System packages and services the test suite needs. Idempotent; called by ./dev test.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+need_apt=()
+command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# RabbitMQ: the tests use the machine's broker on 127.0.0.1:5672 (guest/guest).
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    echo "setup: starting RabbitMQ" >&2
+    $SUDO rabbitmq-server -detached
+    for _ in $(seq 1 60); do rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+fi
+rabbitmqctl -q await_startup >/dev/null
+rabbitmqctl -q start_app >/dev/null 2>&1 || true
+
+# Azurite (the real Azure Storage emulator) for the Azure Document Translation tests.
+if [ ! -x "$here/tests/node_modules/.bin/azurite" ]; then
+    echo "setup: installing Azurite" >&2
+    (cd "$here/tests" && npm install --silent --no-audit --no-fund --prefix . azurite@3 >/dev/null)
+fi
