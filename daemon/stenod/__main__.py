@@ -1,6 +1,8 @@
+"""Entry point: ``stenod …`` and ``python -m stenod …``."""
+
 import sys
 
+from stenod.cli import main
 
-def main() -> int:
-    print("stenod: not built yet", file=sys.stderr)
-    return 2
+if __name__ == "__main__":
+    sys.exit(main())

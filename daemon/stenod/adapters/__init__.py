@@ -1,0 +1,1 @@
+"""Adapters: stenod's edges to the outside world (SQLite, systemd, HTTP, …)."""

@@ -1,0 +1,216 @@
+"""Result files: ``.txt``, ``.json``, ``.srt``, ``.vtt``, translated documents and
+``.error.json``, each written atomically (temp file, fsync, rename, fsync the folder).
+
+Also applies a watch rule's ``after`` action (keep, move to done/ or failed/, delete).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import unicodedata
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pysubs2
+import structlog
+
+from stenod.adapters.sqlite_journal import OpenItem
+from stenod.errors import ErrorInfo
+from stenod.provider import ItemResult, Transcript
+
+log = structlog.get_logger("stenod.output")
+
+TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
+ERROR_SUFFIX = ".error.json"
+_MAX_NAME = 255
+
+
+def safe_stem(name: str) -> str:
+    """A file-name stem that cannot leave its folder (names from requests or providers)."""
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    base = "".join(ch for ch in base if ch.isprintable() and ch not in "\x00/")
+    stem = base.rsplit(".", 1)[0] if "." in base.strip(".") else base
+    stem = stem.strip().lstrip(".")
+    if stem in ("", ".", ".."):
+        stem = "input"
+    return stem.encode("utf-8")[:200].decode("utf-8", "ignore")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one, never
+    a torn one, and never through a symlink planted at the temp or final name."""
+    directory = path.parent
+    if len(path.name.encode()) > _MAX_NAME:
+        raise OSError(36, "file name too long", str(path))
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp = f".{path.name}.{os.getpid()}.stenod-tmp"
+        with _suppress_missing():
+            os.unlink(tmp, dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class _suppress_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        return isinstance(exc, FileNotFoundError)
+
+
+def render_txt(t: Transcript) -> bytes:
+    if any(s.speaker for s in t.segments):
+        lines = [f"{_speaker(s.speaker)}: {s.text.strip()}" for s in t.segments if s.text.strip()]
+        return ("\n".join(lines) + "\n").encode()
+    return (t.text.strip() + "\n").encode()
+
+
+def render_json(t: Transcript, *, source: str) -> bytes:
+    data = {"source": source, **t.to_json()}
+    return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def _speaker(label: str | None) -> str:
+    if label is None:
+        return ""
+    return label if not label.isdigit() else f"Speaker {label}"
+
+
+def _subtitles(t: Transcript, *, vtt: bool) -> pysubs2.SSAFile:
+    subs = pysubs2.SSAFile()
+    segments = t.segments or ()
+    if not segments and t.text.strip():
+        from stenod.provider import Segment
+
+        segments = (Segment(0.0, t.duration or 0.0, t.text),)
+    for seg in segments:
+        text = " ".join(seg.text.split())
+        if not text:
+            continue
+        if vtt:
+            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            if seg.speaker:
+                text = f"<v {_speaker(seg.speaker)}>{text}"
+        elif seg.speaker:
+            text = f"{_speaker(seg.speaker)}: {text}"
+        end = max(seg.end, seg.start + 0.001)
+        subs.append(pysubs2.SSAEvent(start=round(seg.start * 1000), end=round(end * 1000), text=text))
+    return subs
+
+
+def render_srt(t: Transcript) -> bytes:
+    return _subtitles(t, vtt=False).to_string("srt").encode()
+
+
+def render_vtt(t: Transcript) -> bytes:
+    return _subtitles(t, vtt=True).to_string("vtt").encode()
+
+
+class FileSink:
+    """The OutputSink the dispatcher writes through. Runs in worker threads."""
+
+    def __init__(self, fallback_dir: Path) -> None:
+        self._fallback_dir = fallback_dir  # for inputs with no folder of their own (URL downloads)
+
+    def _target(self, item: OpenItem, *, failed: bool = False) -> Path:
+        output: Mapping[str, Any] = item.output
+        if output.get("dir"):
+            directory = Path(output["dir"])
+        elif output.get("after") == "move" and output.get("root"):
+            directory = Path(output["root"]) / ("failed" if failed else "done")
+        elif item.path and not output.get("downloaded"):
+            directory = Path(item.path).parent
+        else:
+            directory = self._fallback_dir / item.job_id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def write_result(self, item: OpenItem, result: ItemResult) -> list[str]:
+        directory = self._target(item)
+        stem = safe_stem(item.name)
+        written: list[str] = []
+        if result.transcript is not None:
+            formats = item.output.get("formats") or TRANSCRIPT_FORMATS
+            renderers: dict[str, Callable[[Transcript], bytes]] = {
+                "txt": render_txt,
+                "json": lambda t: render_json(t, source=item.input),
+                "srt": render_srt,
+                "vtt": render_vtt,
+            }
+            for fmt in formats:
+                path = directory / f"{stem}.{fmt}"
+                atomic_write(path, renderers[fmt](result.transcript))
+                written.append(str(path))
+        for doc in result.documents:
+            lang = "".join(ch for ch in doc.language if ch.isalnum() or ch == "-")[:35] or "xx"
+            ext = doc.extension.lstrip(".").lower()
+            if not ext.isalnum():
+                ext = "bin"
+            path = directory / f"{stem}.{lang}.{ext}"
+            atomic_write(path, doc.content)
+            written.append(str(path))
+        self._clear_error(directory, stem)
+        self._after(item, succeeded=True)
+        return written
+
+    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]:
+        directory = self._target(item, failed=True)
+        stem = safe_stem(item.name)
+        path = directory / f"{stem}{ERROR_SUFFIX}"
+        body = {
+            "input": item.input,
+            "job_id": item.job_id,
+            "provider": item.provider,
+            "error": error.to_json(),
+            "what_to_do": error.hint or _default_hint(error),
+        }
+        atomic_write(path, (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode())
+        self._after(item, succeeded=False)
+        return [str(path)]
+
+    @staticmethod
+    def _clear_error(directory: Path, stem: str) -> None:
+        with _suppress_missing():
+            (directory / f"{stem}{ERROR_SUFFIX}").unlink()
+
+    def _after(self, item: OpenItem, *, succeeded: bool) -> None:
+        action = item.output.get("after", "keep")
+        if action == "keep" or not item.path:
+            return
+        source = Path(item.path)
+        try:
+            st = source.lstat()
+        except FileNotFoundError:
+            return  # already moved or deleted (a restart after the action)
+        if item.inode is not None and st.st_ino != item.inode:
+            return  # a different file now has this name: not ours to touch
+        if action == "delete":
+            if succeeded:
+                source.unlink()
+                log.info("input.deleted", input=str(source))
+            return
+        root = Path(item.output.get("root") or source.parent)
+        destination = root / ("done" if succeeded else "failed")
+        destination.mkdir(exist_ok=True)
+        shutil.move(source, destination / source.name)
+        log.info("input.moved", input=str(source), to=str(destination))
+
+
+def _default_hint(error: ErrorInfo) -> str:
+    if error.retryable:
+        return "This looked temporary but kept failing; stenod gave up. Drop the file again to retry."
+    return "Fix the cause above, then copy the file into the folder again (or edit it) to retry."

@@ -1,0 +1,755 @@
+"""The job journal on SQLite: jobs, items, provider jobs (batches) with their handles
+and step checkpoints, seen files, and the transactional outbox of events.
+
+Every state change and the event it produces are committed in one transaction.
+Public job states are derived from item states (``stenod.jobs.derive_job_state``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from stenod.adapters.sqlite_store import WriterThread, connect
+from stenod.errors import ErrorInfo
+from stenod.events import EventKind, JobEvent, utc_now
+from stenod.jobs import (
+    BatchState,
+    ItemState,
+    ItemView,
+    JobId,
+    JobState,
+    JobView,
+    check_item_transition,
+    derive_job_state,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    request_id TEXT UNIQUE,
+    source TEXT NOT NULL,
+    task TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    language TEXT,
+    target_languages TEXT NOT NULL DEFAULT '[]',
+    options TEXT NOT NULL DEFAULT '{}',
+    output TEXT NOT NULL DEFAULT '{}',
+    state TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    cost TEXT,
+    reply_to TEXT,
+    correlation_id TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    input TEXT NOT NULL,
+    path TEXT,
+    name TEXT NOT NULL,
+    size INTEGER,
+    device INTEGER,
+    inode INTEGER,
+    content_hash TEXT,
+    state TEXT NOT NULL,
+    batch_id TEXT,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    error TEXT,
+    result TEXT,
+    cost TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_job ON items(job_id);
+CREATE INDEX IF NOT EXISTS items_open ON items(state, batch_id) WHERE state IN ('pending', 'fetched');
+CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id) WHERE batch_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    state TEXT NOT NULL,
+    handle TEXT,
+    checkpoint TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_poll_at REAL,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_active ON batches(state) WHERE state NOT IN ('done', 'failed');
+CREATE TABLE IF NOT EXISTS seen_files (
+    rule TEXT NOT NULL,
+    path TEXT NOT NULL,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    job_id TEXT,
+    PRIMARY KEY (rule, path)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    reply_to TEXT,
+    correlation_id TEXT,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# -- values passed in and out ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    input: str
+    name: str
+    path: str | None = None
+    size: int | None = None
+    device: int | None = None
+    inode: int | None = None
+    content_hash: str | None = None
+    reused_result: Mapping[str, Any] | None = None  # an earlier identical input's result
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    source: str
+    task: str
+    provider: str
+    items: Sequence[NewItem]
+    language: str | None = None
+    target_languages: Sequence[str] = ()
+    options: Mapping[str, Any] | None = None
+    output: Mapping[str, Any] | None = None
+    request_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    seen: tuple[str, str, int, int, int, int] | None = None  # (rule, path, dev, ino, size, mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenItem:
+    """An item that needs the dispatcher: waiting to be packed, or with a reused result."""
+
+    item_id: str
+    job_id: str
+    state: ItemState
+    task: str
+    provider: str
+    language: str | None
+    target_languages: tuple[str, ...]
+    options: Mapping[str, Any]
+    output: Mapping[str, Any]
+    input: str
+    name: str
+    path: str | None
+    size: int | None
+    device: int | None
+    inode: int | None
+    result: Mapping[str, Any] | None
+    created_at: str
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    batch_id: str
+    provider: str
+    state: BatchState
+    handle: Mapping[str, Any] | None
+    checkpoint: Mapping[str, Any] | None
+    attempts: int
+    next_at: float
+    last_poll_at: float | None
+    items: tuple[OpenItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What happened to one item: terminal state, files written, error, result."""
+
+    item_id: str
+    state: ItemState
+    outputs: Sequence[str] = ()
+    error: ErrorInfo | None = None
+    result: Mapping[str, Any] | None = None
+    cost: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    event_id: str
+    job_id: str
+    routing_key: str
+    body: str
+    reply_to: str | None
+    correlation_id: str | None
+
+
+# -- pure SQL functions (shared by the async journal and the CLI's reader) -----
+
+
+def _job_view(conn: sqlite3.Connection, job_id: str) -> JobView | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    items = tuple(
+        ItemView(
+            item_id=r["id"],
+            index=r["idx"],
+            input=r["input"],
+            state=ItemState(r["state"]),
+            outputs=tuple(_loads(r["outputs"]) or ()),
+            error=ErrorInfo.from_json(_loads(r["error"])) if r["error"] else None,
+            transcript=(_loads(r["result"]) or {}).get("transcript") if r["result"] else None,
+        )
+        for r in conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,))
+    )
+    return JobView(
+        job_id=JobId(row["id"]),
+        request_id=row["request_id"],
+        task=row["task"],
+        provider=row["provider"],
+        state=JobState(row["state"]),
+        progress=row["progress"],
+        items=items,
+        error=ErrorInfo.from_json(_loads(row["error"])) if row["error"] else None,
+        cost=_loads(row["cost"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        source=row["source"],
+        language=row["language"],
+        target_languages=tuple(_loads(row["target_languages"])),
+    )
+
+
+def _list_jobs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[JobView]:
+    if state:
+        rows = conn.execute("SELECT id FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit))
+    else:
+        rows = conn.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+    return [v for r in rows.fetchall() if (v := _job_view(conn, r["id"])) is not None]
+
+
+class JournalReader:
+    """Read-only access for the CLI (``stenod jobs``, ``stenod job``), in the calling thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect(path, readonly=True)
+
+    def job(self, job_id: str) -> JobView | None:
+        return _job_view(self._conn, job_id)
+
+    def jobs(self, state: str | None = None, limit: int = 50) -> list[JobView]:
+        return _list_jobs(self._conn, state, limit)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+_OPEN_ITEM_SQL = """
+SELECT i.*, j.task, j.provider, j.language, j.target_languages, j.options, j.output,
+       j.created_at AS job_created_at, j.cancel_requested
+FROM items i JOIN jobs j ON j.id = i.job_id
+"""
+
+
+def _open_item(r: sqlite3.Row) -> OpenItem:
+    return OpenItem(
+        item_id=r["id"],
+        job_id=r["job_id"],
+        state=ItemState(r["state"]),
+        task=r["task"],
+        provider=r["provider"],
+        language=r["language"],
+        target_languages=tuple(_loads(r["target_languages"])),
+        options=_loads(r["options"]),
+        output=_loads(r["output"]),
+        input=r["input"],
+        name=r["name"],
+        path=r["path"],
+        size=r["size"],
+        device=r["device"],
+        inode=r["inode"],
+        result=_loads(r["result"]),
+        created_at=r["job_created_at"],
+        cancel_requested=bool(r["cancel_requested"]),
+    )
+
+
+class SqliteJournal:
+    """The daemon's journal. All calls run on the single writer thread."""
+
+    def __init__(self, path: Path, *, outbox: bool = True, inline_transcript_bytes: int = 256 * 1024) -> None:
+        self.path = path
+        self._writer = WriterThread(path, SCHEMA)
+        self._outbox = outbox
+        self._inline = inline_transcript_bytes
+
+    @classmethod
+    def open(cls, path: Path, **kwargs: Any) -> SqliteJournal:
+        journal = cls(path, **kwargs)
+        journal._writer.start()
+        return journal
+
+    async def __aenter__(self) -> SqliteJournal:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def ping(self) -> bool:
+        """The writer thread answers (the watchdog's health check)."""
+        return bool(await self._writer.call(lambda c: c.execute("SELECT 1").fetchone()[0], write=False))
+
+    # -- events ----------------------------------------------------------------
+
+    def _emit(self, conn: sqlite3.Connection, kind: EventKind, job_id: str, view: JobView | None = None) -> None:
+        if not self._outbox:
+            return
+        view = view or _job_view(conn, job_id)
+        assert view is not None
+        row = conn.execute("SELECT reply_to, correlation_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        event = JobEvent.new(kind, job_id, view.provider, view.to_data(inline_transcript_bytes=self._inline))
+        reply_to = row["reply_to"] if kind.terminal else None
+        conn.execute(
+            "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.id, job_id, event.routing_key, _dumps(event.envelope()), reply_to,
+             row["correlation_id"] if reply_to else None, event.time),
+        )
+
+    def _refresh_job(self, conn: sqlite3.Connection, job_id: str) -> JobState:
+        """Recompute the job's state from its items; on a change, store it and emit its event."""
+        job = conn.execute("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        old = JobState(job["state"])
+        states = [ItemState(r[0]) for r in conn.execute("SELECT state FROM items WHERE job_id = ?", (job_id,))]
+        new = derive_job_state(states, cancel_requested=bool(job["cancel_requested"]))
+        if new == old:
+            return new
+        if old.terminal:
+            return old  # a terminal job never moves again
+        now = utc_now()
+        progress = 1.0 if new.terminal else None
+        error = None
+        if new == JobState.FAILED:
+            errors = [
+                _loads(r[0]) for r in conn.execute("SELECT error FROM items WHERE job_id = ? AND error IS NOT NULL", (job_id,))
+            ]
+            if len(errors) == 1 or (errors and all(e["code"] == errors[0]["code"] for e in errors)):
+                error = _dumps(errors[0])
+            elif errors:
+                error = _dumps({"code": "items_failed", "message": f"all {len(errors)} items failed", "retryable": False})
+        cost = self._job_cost(conn, job_id) if new.terminal else None
+        conn.execute(
+            "UPDATE jobs SET state = ?, updated_at = ?, progress = COALESCE(?, progress), "
+            "error = COALESCE(?, error), cost = COALESCE(?, cost) WHERE id = ?",
+            (str(new), now, progress, error, cost, job_id),
+        )
+        kind = {
+            JobState.SUBMITTED: EventKind.SUBMITTED,
+            JobState.RUNNING: EventKind.PROGRESS,
+        }.get(new) or EventKind(str(new))
+        if new == JobState.RUNNING and old == JobState.ACCEPTED:
+            self._emit(conn, EventKind.SUBMITTED, job_id)
+        self._emit(conn, kind, job_id)
+        return new
+
+    @staticmethod
+    def _job_cost(conn: sqlite3.Connection, job_id: str) -> str | None:
+        total: dict[str, float] = {}
+        for (raw,) in conn.execute("SELECT cost FROM items WHERE job_id = ? AND cost IS NOT NULL", (job_id,)):
+            c = _loads(raw)
+            total[c.get("currency", "USD")] = total.get(c.get("currency", "USD"), 0.0) + float(c["amount"])
+        if not total:
+            return None
+        if len(total) == 1:
+            currency, amount = next(iter(total.items()))
+            return _dumps({"amount": round(amount, 8), "currency": currency})
+        return _dumps({"amounts": total})
+
+    # -- intake ---------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> tuple[JobView, bool]:
+        """Commit a job (and, for folder jobs, its seen-file record) and its accepted event.
+
+        With a ``request_id`` that already exists, nothing is created and the existing job
+        is returned with ``created=False`` (a redelivery or a client retry).
+        """
+
+        def op(conn: sqlite3.Connection) -> tuple[JobView, bool]:
+            if new.request_id is not None:
+                row = conn.execute("SELECT id FROM jobs WHERE request_id = ?", (new.request_id,)).fetchone()
+                if row is not None:
+                    view = _job_view(conn, row["id"])
+                    assert view is not None
+                    return view, False
+            job_id = str(ULID())
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
+                "output, state, reply_to, correlation_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
+                (job_id, new.request_id, new.source, new.task, new.provider, new.language,
+                 _dumps(list(new.target_languages)), _dumps(dict(new.options or {})), _dumps(dict(new.output or {})),
+                 new.reply_to, new.correlation_id, now, now),
+            )
+            for idx, item in enumerate(new.items):
+                state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+                conn.execute(
+                    "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, "
+                    "state, result, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (str(ULID()), job_id, idx, item.input, item.path, item.name, item.size, item.device,
+                     item.inode, item.content_hash, str(state),
+                     _dumps(dict(item.reused_result)) if item.reused_result is not None else None, now),
+                )
+            if new.seen is not None:
+                rule, path, dev, ino, size, mtime = new.seen
+                conn.execute(
+                    "INSERT OR REPLACE INTO seen_files (rule, path, device, inode, size, mtime_ns, job_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (rule, path, dev, ino, size, mtime, job_id),
+                )
+            view = _job_view(conn, job_id)
+            assert view is not None
+            self._emit(conn, EventKind.ACCEPTED, job_id, view)
+            return view, True
+
+        return await self._writer.call(op)
+
+    async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
+        """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT device, inode, size, mtime_ns FROM seen_files WHERE rule = ? AND path = ?", (rule, path)
+            ).fetchone()
+            return row is not None and tuple(row) == (device, inode, size, mtime_ns)
+
+        return await self._writer.call(op, write=False)
+
+    async def forget_seen(self, rule: str, path: str) -> None:
+        await self._writer.call(lambda c: c.execute("DELETE FROM seen_files WHERE rule = ? AND path = ?", (rule, path)))
+
+    async def record_seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> None:
+        """Remember a file that was looked at but made no job (e.g. ignored), so rescans skip it."""
+        await self._writer.call(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO seen_files (rule, path, device, inode, size, mtime_ns, job_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (rule, path, device, inode, size, mtime_ns),
+            )
+        )
+
+    async def reusable_result(
+        self, content_hash: str, provider: str, task: str, language: str | None,
+        target_languages: Sequence[str], options: Mapping[str, Any],
+    ) -> Mapping[str, Any] | None:
+        """The result of an earlier succeeded item with the same content and the same request."""
+
+        def op(conn: sqlite3.Connection) -> Mapping[str, Any] | None:
+            row = conn.execute(
+                "SELECT i.result FROM items i JOIN jobs j ON j.id = i.job_id WHERE i.content_hash = ? "
+                "AND i.state = 'succeeded' AND i.result IS NOT NULL AND j.provider = ? AND j.task = ? "
+                "AND j.language IS ? AND j.target_languages = ? AND j.options = ? ORDER BY i.id DESC LIMIT 1",
+                (content_hash, provider, task, language, _dumps(list(target_languages)), _dumps(dict(options))),
+            ).fetchone()
+            return _loads(row["result"]) if row else None
+
+        return await self._writer.call(op, write=False)
+
+    # -- dispatcher ---------------------------------------------------------------------
+
+    async def open_items(self) -> list[OpenItem]:
+        """Items waiting to be packed (pending, no provider job) or with a result to write."""
+
+        def op(conn: sqlite3.Connection) -> list[OpenItem]:
+            rows = conn.execute(
+                _OPEN_ITEM_SQL + " WHERE (i.state = 'pending' AND i.batch_id IS NULL) OR "
+                "(i.state = 'fetched' AND i.batch_id IS NULL) ORDER BY i.id"
+            ).fetchall()
+            return [_open_item(r) for r in rows]
+
+        return await self._writer.call(op, write=False)
+
+    async def active_batches(self) -> list[BatchRow]:
+        def op(conn: sqlite3.Connection) -> list[BatchRow]:
+            rows = conn.execute("SELECT id FROM batches WHERE state NOT IN ('done', 'failed')").fetchall()
+            return [b for r in rows if (b := self._batch(conn, r["id"])) is not None]
+
+        return await self._writer.call(op, write=False)
+
+    def _batch(self, conn: sqlite3.Connection, batch_id: str) -> BatchRow | None:
+        row = conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None:
+            return None
+        items = tuple(
+            _open_item(r) for r in conn.execute(_OPEN_ITEM_SQL + " WHERE i.batch_id = ? ORDER BY i.id", (batch_id,))
+        )
+        return BatchRow(
+            batch_id=row["id"], provider=row["provider"], state=BatchState(row["state"]),
+            handle=_loads(row["handle"]), checkpoint=_loads(row["checkpoint"]), attempts=row["attempts"],
+            next_at=row["next_at"], last_poll_at=row["last_poll_at"], items=items,
+        )
+
+    async def create_batch(self, provider: str, item_ids: Sequence[str], *, next_at: float) -> BatchRow:
+        """Record the intent to submit these items as one provider job (before any remote call)."""
+
+        def op(conn: sqlite3.Connection) -> BatchRow:
+            batch_id = str(ULID())
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO batches (id, provider, state, next_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (batch_id, provider, str(BatchState.SUBMITTING), next_at, now, now),
+            )
+            conn.executemany(
+                "UPDATE items SET batch_id = ?, updated_at = ? WHERE id = ? AND state = 'pending' AND batch_id IS NULL",
+                [(batch_id, now, item_id) for item_id in item_ids],
+            )
+            batch = self._batch(conn, batch_id)
+            assert batch is not None
+            return batch
+
+        return await self._writer.call(op)
+
+    async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None:
+        text = _dumps(dict(data))
+        await self._writer.call(
+            lambda c: c.execute("UPDATE batches SET checkpoint = ?, updated_at = ? WHERE id = ?", (text, utc_now(), batch_id))
+        )
+
+    async def batch_submitted(self, batch_id: str, handle: Mapping[str, Any], *, next_at: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = utc_now()
+            conn.execute(
+                "UPDATE batches SET state = ?, handle = ?, attempts = 0, next_at = ?, error = NULL, updated_at = ? "
+                "WHERE id = ?",
+                (str(BatchState.POLLING), _dumps(dict(handle)), next_at, now, batch_id),
+            )
+            self._move_items(conn, batch_id, ItemState.SUBMITTED)
+
+        await self._writer.call(op)
+
+    def _move_items(self, conn: sqlite3.Connection, batch_id: str, state: ItemState) -> None:
+        now = utc_now()
+        jobs: set[str] = set()
+        for r in conn.execute("SELECT id, job_id, state FROM items WHERE batch_id = ?", (batch_id,)).fetchall():
+            current = ItemState(r["state"])
+            if current.terminal or current == state:
+                continue
+            check_item_transition(current, state)
+            conn.execute("UPDATE items SET state = ?, updated_at = ? WHERE id = ?", (str(state), now, r["id"]))
+            jobs.add(r["job_id"])
+        for job_id in sorted(jobs):
+            self._refresh_job(conn, job_id)
+
+    async def batch_polled(
+        self, batch_id: str, *, running: bool, progress: float | None, next_at: float, poll_time: float
+    ) -> list[str]:
+        """Record a poll; returns the ids of jobs whose progress changed."""
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "UPDATE batches SET attempts = 0, next_at = ?, last_poll_at = ?, error = NULL, updated_at = ? WHERE id = ?",
+                (next_at, poll_time, utc_now(), batch_id),
+            )
+            if running:
+                self._move_items(conn, batch_id, ItemState.RUNNING)
+            changed: list[str] = []
+            if progress is not None:
+                for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM items WHERE batch_id = ?", (batch_id,)).fetchall():
+                    cur = conn.execute("UPDATE jobs SET progress = ? WHERE id = ? AND progress < ? AND state NOT IN "
+                                       "('succeeded', 'partial', 'failed', 'cancelled')",
+                                       (progress, job_id, progress))
+                    if cur.rowcount:
+                        changed.append(job_id)
+            return changed
+
+        return await self._writer.call(op)
+
+    async def set_progress(self, job_ids: Iterable[str], progress: float) -> None:
+        ids = list(job_ids)
+        await self._writer.call(
+            lambda c: c.executemany(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND progress < ?", [(progress, j, progress) for j in ids]
+            )
+        )
+
+    async def emit_progress(self, job_id: str) -> None:
+        """A (rate-limited by the caller) progress event for a running job."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            view = _job_view(conn, job_id)
+            if view is not None and not view.state.terminal:
+                self._emit(conn, EventKind.PROGRESS, job_id, view)
+
+        await self._writer.call(op)
+
+    async def batch_state(self, batch_id: str, state: BatchState, *, next_at: float | None = None) -> None:
+        await self._writer.call(
+            lambda c: c.execute(
+                "UPDATE batches SET state = ?, next_at = COALESCE(?, next_at), updated_at = ? WHERE id = ?",
+                (str(state), next_at, utc_now(), batch_id),
+            )
+        )
+
+    async def batch_retry(self, batch_id: str, *, attempts: int, next_at: float, error: ErrorInfo) -> None:
+        await self._writer.call(
+            lambda c: c.execute(
+                "UPDATE batches SET attempts = ?, next_at = ?, error = ?, updated_at = ? WHERE id = ?",
+                (attempts, next_at, _dumps(error.to_json()), utc_now(), batch_id),
+            )
+        )
+
+    async def finish_items(self, outcomes: Sequence[ItemOutcome], *, batch_id: str | None = None,
+                           batch_state: BatchState | None = None, batch_error: ErrorInfo | None = None) -> None:
+        """Commit item outcomes (and optionally close their provider job) with the events they cause."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            now = utc_now()
+            jobs: set[str] = set()
+            for o in outcomes:
+                row = conn.execute("SELECT job_id, state FROM items WHERE id = ?", (o.item_id,)).fetchone()
+                if row is None or ItemState(row["state"]).terminal:
+                    continue
+                check_item_transition(ItemState(row["state"]), o.state)
+                conn.execute(
+                    "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), "
+                    "cost = ?, updated_at = ? WHERE id = ?",
+                    (str(o.state), _dumps(list(o.outputs)), _dumps(o.error.to_json()) if o.error else None,
+                     _dumps(dict(o.result)) if o.result is not None else None,
+                     _dumps(dict(o.cost)) if o.cost else None, now, o.item_id),
+                )
+                jobs.add(row["job_id"])
+            if batch_id is not None and batch_state is not None:
+                conn.execute(
+                    "UPDATE batches SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (str(batch_state), _dumps(batch_error.to_json()) if batch_error else None, now, batch_id),
+                )
+            for job_id in sorted(jobs):
+                self._refresh_job(conn, job_id)
+
+        await self._writer.call(op)
+
+    async def release_items(self, batch_id: str, item_ids: Sequence[str]) -> None:
+        """Return items to the queue (their provider job ended without them)."""
+        await self._writer.call(
+            lambda c: c.executemany(
+                "UPDATE items SET batch_id = NULL, state = 'pending', updated_at = ? WHERE id = ? AND batch_id = ?",
+                [(utc_now(), i, batch_id) for i in item_ids],
+            )
+        )
+
+    # -- cancel -----------------------------------------------------------------------
+
+    async def request_cancel(self, job_id: str) -> JobView | None:
+        def op(conn: sqlite3.Connection) -> JobView | None:
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return _job_view(conn, job_id)
+
+        return await self._writer.call(op)
+
+    async def cancel_requested_jobs(self) -> list[str]:
+        return await self._writer.call(
+            lambda c: [r[0] for r in c.execute(
+                "SELECT id FROM jobs WHERE cancel_requested = 1 AND state NOT IN "
+                "('succeeded', 'partial', 'failed', 'cancelled')").fetchall()],
+            write=False,
+        )
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> JobView | None:
+        return await self._writer.call(lambda c: _job_view(c, job_id), write=False)
+
+    async def job_by_request(self, request_id: str) -> JobView | None:
+        def op(conn: sqlite3.Connection) -> JobView | None:
+            row = conn.execute("SELECT id FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+            return _job_view(conn, row[0]) if row else None
+
+        return await self._writer.call(op, write=False)
+
+    async def jobs(self, state: str | None = None, limit: int = 50) -> list[JobView]:
+        return await self._writer.call(lambda c: _list_jobs(c, state, limit), write=False)
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Jobs by provider and state (metrics, STATUS lines)."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for r in conn.execute("SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state"):
+                out.setdefault(r[0], {})[r[1]] = r[2]
+            return out
+
+        return await self._writer.call(op, write=False)
+
+    # -- outbox -----------------------------------------------------------------------
+
+    async def emit_for_existing(self, job_id: str) -> None:
+        """Re-publish a job's current state (a repeated request_id gets the existing job's events)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            view = _job_view(conn, job_id)
+            if view is None:
+                return
+            kind = EventKind(str(view.state)) if view.state.terminal else (
+                EventKind.ACCEPTED if view.state == JobState.ACCEPTED else
+                EventKind.SUBMITTED if view.state == JobState.SUBMITTED else EventKind.PROGRESS)
+            self._emit(conn, kind, job_id, view)
+
+        await self._writer.call(op)
+
+    async def add_event(self, event: JobEvent, *, reply_to: str | None = None, correlation_id: str | None = None) -> None:
+        """An event about something that is not a job row (e.g. a rejected request)."""
+        if not self._outbox:
+            return
+        await self._writer.call(
+            lambda c: c.execute(
+                "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (event.id, event.job_id, event.routing_key, _dumps(event.envelope()), reply_to, correlation_id, event.time),
+            )
+        )
+
+    async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
+        def op(conn: sqlite3.Connection) -> list[OutboxRow]:
+            rows = conn.execute("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
+            return [OutboxRow(r["seq"], r["event_id"], r["job_id"], r["routing_key"], r["body"], r["reply_to"],
+                              r["correlation_id"]) for r in rows]
+
+        return await self._writer.call(op, write=False)
+
+    async def outbox_delete(self, seqs: Sequence[int]) -> None:
+        await self._writer.call(lambda c: c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]))
+
+    async def outbox_depth(self) -> int:
+        return int(await self._writer.call(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0], write=False))
+

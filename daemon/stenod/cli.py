@@ -1,0 +1,255 @@
+"""The ``stenod`` command line. Exit codes: 0 ok, 1 job failed, 2 usage or config error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from stenod import __version__
+from stenod import logging as stenod_logging
+from stenod.errors import ConfigError
+from stenod.settings import Settings, load_settings, redacted_dump
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on usage errors, as we want
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"stenod: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="stenod", description="Turn audio (and documents) into text.")
+    p.add_argument("--version", action="version", version=f"stenod {__version__}")
+    p.add_argument("--config", type=Path, help="TOML config (default: $STENOD_CONFIG, /etc/stenod/stenod.toml)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("run", help="run the daemon in the foreground")
+
+    t = sub.add_parser("transcribe", help="transcribe files now, in this process (no broker needed)")
+    t.add_argument("files", nargs="+", type=Path)
+    t.add_argument("--provider", "-p")
+    t.add_argument("--language", "-l")
+    t.add_argument("--format", "-f", dest="formats", action="append", choices=["txt", "json", "srt", "vtt"])
+    t.add_argument("--output-dir", "-o", type=Path)
+    t.add_argument("--translate-to", action="append", metavar="LANG",
+                   help="translate the input (documents) or the transcript (audio) to LANG")
+    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="provider option (JSON value), e.g. --option with_diarization=true")
+    t.add_argument("--print", dest="print_text", action="store_true", help="print the transcript text")
+
+    j = sub.add_parser("jobs", help="list jobs from the journal")
+    j.add_argument("--state")
+    j.add_argument("--limit", type=int, default=50)
+    j.add_argument("--json", action="store_true")
+
+    one = sub.add_parser("job", help="show one job")
+    one.add_argument("job_id")
+    one.add_argument("--json", action="store_true")
+
+    sub.add_parser("providers", help="discovered provider plugins, their limits and errors")
+    sub.add_parser("config", help="validate and print the effective config (secrets masked)")
+    _add_queue_commands(sub)
+    return p
+
+
+def _add_queue_commands(sub: Any) -> None:
+    s = sub.add_parser("submit", help="publish a request to the queue")
+    s.add_argument("files", nargs="*", type=Path)
+    s.add_argument("--url", action="append", default=[])
+    s.add_argument("--provider", "-p")
+    s.add_argument("--language", "-l")
+    s.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    s.add_argument("--translate-to", dest="target_language")
+    s.add_argument("--format", "-f", dest="formats", action="append", choices=["txt", "json", "srt", "vtt"])
+    s.add_argument("--output-dir", "-o", type=Path)
+    s.add_argument("--request-id")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--wait", action="store_true", help="follow the job's events and print the result")
+    s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    c = sub.add_parser("cancel", help="cancel a job")
+    c.add_argument("job_id")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"stenod: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stenod_logging.configure(fmt=settings.log_format, level=settings.log_level)
+    handler: Callable[[argparse.Namespace, Settings], int] = COMMANDS[args.command]
+    try:
+        return handler(args, settings)
+    except ConfigError as exc:
+        structlog.get_logger("stenod").error("config.invalid", error=str(exc))
+        print(f"stenod: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.app import run
+
+    return asyncio.run(run(settings))
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.oneshot import transcribe_files
+
+    options = parse_options(args.option)
+    with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
+        one_shot = settings.model_copy(update={"state_dir": Path(tmp), "watch": [],
+                                               "amqp": settings.amqp.model_copy(update={"url": None})})
+        return asyncio.run(transcribe_files(
+            one_shot, args.files, provider=args.provider or settings.default_provider, language=args.language,
+            formats=args.formats, output_dir=args.output_dir, translate_to=args.translate_to or [],
+            options=options, print_text=args.print_text))
+
+
+def _job_line(view: Any) -> str:
+    inputs = ", ".join(Path(i.input).name for i in view.items[:3]) + (" …" if len(view.items) > 3 else "")
+    return f"{view.job_id}  {view.state:<10} {view.provider:<8} {view.task:<10} {view.created_at}  {inputs}"
+
+
+def _reader(settings: Settings) -> Any:
+    from stenod.adapters.sqlite_journal import JournalReader
+
+    if not settings.journal_path.exists():
+        raise ConfigError(f"no journal at {settings.journal_path} (has the daemon run with this state_dir?)")
+    return JournalReader(settings.journal_path)
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    reader = _reader(settings)
+    try:
+        views = reader.jobs(args.state, args.limit)
+    finally:
+        reader.close()
+    if args.json:
+        print(json.dumps([v.to_data() for v in views], indent=2, ensure_ascii=False))
+    else:
+        for view in views:
+            print(_job_line(view))
+    return EXIT_OK
+
+
+def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
+    reader = _reader(settings)
+    try:
+        view = reader.job(args.job_id)
+    finally:
+        reader.close()
+    if view is None:
+        print(f"stenod: no job {args.job_id}", file=sys.stderr)
+        return EXIT_USAGE
+    data = view.to_data()
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(_job_line(view))
+        if view.error:
+            print(f"  error: {view.error.code}: {view.error.message}")
+        if view.cost:
+            print(f"  cost: {json.dumps(dict(view.cost))}")
+        for item in view.items:
+            print(f"  [{item.state}] {item.input}")
+            for out in item.outputs:
+                print(f"      → {out}")
+            if item.error:
+                print(f"      error: {item.error.code}: {item.error.message}")
+                if item.error.hint:
+                    print(f"      what to do: {item.error.hint}")
+    return EXIT_OK if view.state in ("succeeded",) or not view.state.terminal else EXIT_FAILED
+
+
+def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.app import describe_providers
+    from stenod.plugins import Catalogue
+
+    rows = describe_providers(Catalogue.discover(), settings)
+    for row in rows:
+        if row["status"] == "ok":
+            limit = ", ".join(f"{k}={row[k]}" for k in ("max_files", "max_file_bytes", "max_batch_bytes",
+                                                          "max_audio_seconds", "min_poll_seconds") if row[k] is not None)
+            print(f"{row['name']:<10} ok      {row['distribution']}")
+            print(f"           tasks: {', '.join(row['tasks'])}; formats: {', '.join(row['formats'])}")
+            print(f"           limits: {limit}")
+            print(f"           configured: {row['configured']}")
+        else:
+            print(f"{row['name']:<10} BROKEN  {row['distribution']} ({row['target']})")
+            print(f"           error: {row['error']}")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.app import describe_providers
+    from stenod.plugins import Catalogue
+
+    catalogue = Catalogue.discover()
+    problems: list[str] = []
+    for name in settings.providers:
+        if name not in catalogue.available:
+            problems.append(f"providers.{name}: no provider plugin named {name!r} is installed")
+    for row in describe_providers(catalogue, settings):
+        if row["status"] == "ok" and row["name"] in settings.providers and row["configured"].startswith("no"):
+            problems.append(row["configured"][4:])
+    names = set(catalogue.available)
+    for idx, rule in enumerate(settings.watch):
+        provider = rule.provider or settings.default_provider
+        if provider not in names:
+            problems.append(f"watch.{idx}.provider: unknown provider {provider!r}")
+        if not rule.path.is_dir():
+            problems.append(f"watch.{idx}.path: {rule.path} does not exist or is not a folder")
+    print(json.dumps(redacted_dump(settings), indent=2, default=str))
+    for problem in problems:
+        print(f"stenod: invalid configuration: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.queue_cli import submit
+
+    return submit(args, settings)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from stenod.queue_cli import cancel
+
+    return cancel(args, settings)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "run": cmd_run,
+    "transcribe": cmd_transcribe,
+    "jobs": cmd_jobs,
+    "job": cmd_job,
+    "providers": cmd_providers,
+    "config": cmd_config,
+    "submit": cmd_submit,
+    "cancel": cmd_cancel,
+}

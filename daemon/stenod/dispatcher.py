@@ -1,0 +1,654 @@
+"""The dispatcher: the only component that calls providers.
+
+It packs open items into provider jobs within each provider's limits, submits them
+(resumably, through checkpoints), polls on a schedule that honours the minimum poll
+interval and Retry-After (with jitter), retries retryable errors with backoff up to a
+limit, fails permanent errors at once, fetches results and hands them to the sink.
+Between steps it sleeps until the next one is due: no busy polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from stenod.adapters.sqlite_journal import BatchRow, ItemOutcome, OpenItem, SqliteJournal
+from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.jobs import BatchState, ItemState
+from stenod.provider import Batch, BatchItem, ItemResult, Json, Limits, Provider, RemoteState, Status, Task
+from stenod.settings import RetrySettings
+
+log = structlog.get_logger("stenod.dispatcher")
+
+_CANCEL_CHECK_SECONDS = 2.0
+
+
+class OutputSink(Protocol):
+    """Writes an item's outputs (or its error file). Called in a worker thread."""
+
+    def write_result(self, item: OpenItem, result: ItemResult) -> list[str]: ...
+
+    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]: ...
+
+
+class Metrics(Protocol):
+    def provider_call(self, provider: str, operation: str) -> Any: ...
+    def provider_error(self, provider: str, code: str) -> None: ...
+    def retry(self, provider: str) -> None: ...
+    def item_finished(self, provider: str, state: str, audio_seconds: float | None,
+                      cost: Mapping[str, Any] | None) -> None: ...
+
+
+@dataclass(slots=True)
+class ProviderRuntime:
+    """A configured provider with what the dispatcher needs to pace it."""
+
+    name: str
+    provider: Provider
+    limits: Limits
+    poll_interval: float
+    max_concurrent_jobs: int
+    in_flight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    error: ErrorInfo | None
+    duration: float | None = None
+
+
+@dataclass(slots=True)
+class _Schedule:
+    heap: list[tuple[float, str]] = field(default_factory=list)
+    due: dict[str, float] = field(default_factory=dict)
+
+    def push(self, batch_id: str, when: float) -> None:
+        self.due[batch_id] = when
+        heapq.heappush(self.heap, (when, batch_id))
+
+    def pop_due(self, now: float) -> list[str]:
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            when, batch_id = heapq.heappop(self.heap)
+            if self.due.get(batch_id) == when:
+                del self.due[batch_id]
+                out.append(batch_id)
+        return out
+
+    def next_time(self) -> float | None:
+        while self.heap and self.due.get(self.heap[0][1]) != self.heap[0][0]:
+            heapq.heappop(self.heap)
+        return self.heap[0][0] if self.heap else None
+
+
+class JournalStepContext:
+    """The StepContext handed to ``submit``: checkpoints go to the journal."""
+
+    def __init__(self, journal: SqliteJournal, batch_id: str, saved: Mapping[str, Json] | None,
+                 on_progress: Callable[[float], None]) -> None:
+        self._journal = journal
+        self._batch_id = batch_id
+        self._saved = saved
+        self._on_progress = on_progress
+
+    @property
+    def saved(self) -> Mapping[str, Json] | None:
+        return self._saved
+
+    async def checkpoint(self, data: Mapping[str, Json]) -> None:
+        await self._journal.save_checkpoint(self._batch_id, data)
+        self._saved = dict(data)
+
+    def progress(self, fraction: float) -> None:
+        self._on_progress(fraction)
+
+
+def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None) -> float:
+    """Exponential backoff with equal jitter; Retry-After, when given, is a floor."""
+    cap = min(policy.max_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
+    delay = cap / 2 + random.uniform(0, cap / 2)
+    if retry_after is not None:
+        delay = max(retry_after, min(delay, retry_after + policy.base_seconds))
+        delay += random.uniform(0, min(1.0, retry_after * 0.1))
+    return delay
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        journal: SqliteJournal,
+        runtimes: Mapping[str, ProviderRuntime],
+        sink: OutputSink,
+        policy: RetrySettings,
+        *,
+        probe: Callable[[Path], float | None],
+        pack_window_seconds: float = 1.0,
+        progress_interval_seconds: float = 5.0,
+        grace_seconds: float = 20.0,
+        metrics: Metrics | None = None,
+        idle: asyncio.Event | None = None,
+    ) -> None:
+        self._journal = journal
+        self._runtimes = runtimes
+        self._sink = sink
+        self._policy = policy
+        self._probe = probe
+        self._pack_window = pack_window_seconds
+        self._progress_interval = progress_interval_seconds
+        self._grace = grace_seconds
+        self._metrics = metrics
+        self._wake = asyncio.Event()
+        self._dirty = True
+        self._schedule = _Schedule()
+        self._batches: dict[str, BatchRow] = {}
+        self._running: set[str] = set()
+        self._preflight: dict[str, Preflight] = {}
+        self._finishing: set[str] = set()
+        self._last_progress: dict[str, float] = {}
+        self._pack_wakeup: float | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._stopping = False
+        self.idle = idle  # set whenever nothing is left to do (tests, `stenod transcribe`)
+
+    # -- called by sources ----------------------------------------------------------
+
+    def notify(self) -> None:
+        """New work was committed to the journal (a job accepted, a cancel requested)."""
+        self._dirty = True
+        self._wake.set()
+
+    @property
+    def active_jobs(self) -> int:
+        return len(self._batches) + len(self._running)
+
+    # -- main loop ------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        for batch in await self._journal.active_batches():
+            self._adopt(batch)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as deadline:
+                async with asyncio.TaskGroup() as tg:
+                    self._tg = tg
+                    tg.create_task(self._relay_stop(stopping), name="dispatcher:stop-relay")
+                    while not stopping.is_set():
+                        if self._dirty:
+                            self._dirty = False
+                            await self._intake(tg)
+                        self._launch_due(tg)
+                        await self._sleep()
+                    self._stopping = True
+                    log.info("dispatcher.draining", in_flight=len(self._running), grace_seconds=self._grace)
+                    deadline.reschedule(loop.time() + self._grace)
+        except TimeoutError:
+            log.warning("dispatcher.grace_expired", interrupted=len(self._running))
+        finally:
+            self._tg = None
+
+    async def _relay_stop(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        now = time.time()
+        candidates = [t for t in (self._schedule.next_time(), self._pack_wakeup) if t is not None]
+        if self._batches or self._running:
+            candidates.append(now + _CANCEL_CHECK_SECONDS)
+        timeout = max(0.0, min(candidates) - now) if candidates else None
+        if self.idle is not None and not self._batches and not self._running and not self._finishing \
+                and self._pack_wakeup is None and not self._dirty:
+            self.idle.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+        if self._pack_wakeup is not None and time.time() >= self._pack_wakeup:
+            self._pack_wakeup = None
+            self._dirty = True
+        if self._batches or self._running:
+            self._dirty = True  # re-check cancellations and freed capacity
+
+    def _adopt(self, batch: BatchRow) -> None:
+        self._batches[batch.batch_id] = batch
+        runtime = self._runtimes.get(batch.provider)
+        if runtime is not None:
+            runtime.in_flight += 1
+        self._schedule.push(batch.batch_id, batch.next_at)
+
+    def _launch_due(self, tg: asyncio.TaskGroup) -> None:
+        if self._stopping:
+            return
+        for batch_id in self._schedule.pop_due(time.time()):
+            batch = self._batches.pop(batch_id, None)
+            if batch is None:
+                continue
+            self._running.add(batch_id)
+            tg.create_task(self._step(batch), name=f"batch:{batch_id}")
+
+    # -- intake: preflight, cancel, pack --------------------------------------------
+
+    async def _intake(self, tg: asyncio.TaskGroup) -> None:
+        items = await self._journal.open_items()
+        cancelled = set(await self._journal.cancel_requested_jobs())
+        if cancelled:
+            await self._cancel_batches(cancelled)
+        groups: dict[tuple[Any, ...], list[OpenItem]] = defaultdict(list)
+        failures: list[tuple[OpenItem, ErrorInfo]] = []
+        for item in items:
+            if item.item_id in self._finishing:
+                continue
+            if item.cancel_requested:
+                self._finish_later(tg, [item], cancelled=True)
+                continue
+            if item.state == ItemState.FETCHED:
+                self._finish_later(tg, [item], reused=True)
+                continue
+            runtime = self._runtimes.get(item.provider)
+            if runtime is None:
+                failures.append((item, ErrorInfo("unknown_provider", f"provider {item.provider!r} is not available",
+                                                 hint="Check `stenod providers` and the provider's configuration.")))
+                continue
+            check = self._preflight.get(item.item_id)
+            if check is None:
+                check = await asyncio.to_thread(self._check_item, runtime, item)
+                self._preflight[item.item_id] = check
+            if check.error is not None:
+                failures.append((item, check.error))
+                continue
+            key = (item.provider, item.task, item.language, item.target_languages, _freeze(item.options))
+            groups[key].append(item)
+        if failures:
+            for item, error in failures:
+                self._finish_later(tg, [item], error=error)
+        self._pack_wakeup = None
+        now = time.time()
+        for key, members in groups.items():
+            runtime = self._runtimes[key[0]]
+            batches = self._pack(runtime.limits, members)
+            oldest = min(_created(m) for m in members)
+            full = len(batches) > 1 or (runtime.limits.max_files is not None
+                                        and len(batches[0]) >= runtime.limits.max_files)
+            if not full and now - oldest < self._pack_window:
+                wake = oldest + self._pack_window
+                self._pack_wakeup = wake if self._pack_wakeup is None else min(self._pack_wakeup, wake)
+                continue
+            for chunk in batches:
+                if runtime.in_flight >= runtime.max_concurrent_jobs:
+                    break
+                batch = await self._journal.create_batch(runtime.name, [i.item_id for i in chunk], next_at=time.time())
+                for i in chunk:
+                    self._preflight.pop(i.item_id, None)
+                self._adopt(batch)
+
+    def _check_item(self, runtime: ProviderRuntime, item: OpenItem) -> Preflight:
+        """Everything that can be known before any upload. Runs in a worker thread."""
+        limits = runtime.limits
+        if Task(item.task) not in limits.tasks:
+            return Preflight(ErrorInfo("unsupported_task", f"{runtime.name} cannot {item.task}"))
+        if item.path is None:
+            return Preflight(ErrorInfo("input_missing", f"{item.input} has no local file"))
+        path = Path(item.path)
+        ext = path.suffix.lower().lstrip(".")
+        if ext not in limits.formats:
+            return Preflight(ErrorInfo(
+                "unsupported_format", f"{path.name}: .{ext or '(none)'} files are not supported by {runtime.name}",
+                hint=f"{runtime.name} accepts: {', '.join(sorted(limits.formats))}"))
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return Preflight(ErrorInfo("input_missing", f"{path} was deleted before it could be processed"))
+        except OSError as exc:
+            return Preflight(ErrorInfo("input_unreadable", f"{path}: {exc.strerror}"))
+        if item.inode is not None and (st.st_ino, st.st_dev) != (item.inode, item.device):
+            return Preflight(ErrorInfo("input_changed", f"{path} was replaced after it was accepted"))
+        if st.st_size == 0:
+            return Preflight(ErrorInfo("empty_file", f"{path.name} is empty (0 bytes)",
+                                       hint="Copy the complete recording into the folder again."))
+        if limits.max_file_bytes is not None and st.st_size > limits.max_file_bytes:
+            return Preflight(ErrorInfo(
+                "over_limit", f"{path.name} is {st.st_size:,} bytes; {runtime.name} accepts at most "
+                f"{limits.max_file_bytes:,} bytes per file", hint="Split or compress the recording."))
+        if limits.max_batch_bytes is not None and st.st_size > limits.max_batch_bytes:
+            return Preflight(ErrorInfo(
+                "over_limit", f"{path.name} is {st.st_size:,} bytes; {runtime.name} accepts at most "
+                f"{limits.max_batch_bytes:,} bytes per job"))
+        duration = None
+        if limits.max_audio_seconds is not None:
+            duration = self._probe(path)
+            if duration is not None and duration > limits.max_audio_seconds:
+                return Preflight(ErrorInfo(
+                    "over_limit", f"{path.name} lasts {duration:.0f} s; {runtime.name} accepts at most "
+                    f"{limits.max_audio_seconds:.0f} s per file", hint="Split the recording into shorter parts."))
+        return Preflight(None, duration)
+
+    @staticmethod
+    def _pack(limits: Limits, items: Sequence[OpenItem]) -> list[list[OpenItem]]:
+        """Greedy first-fit in arrival order within max_files and max_batch_bytes."""
+        batches: list[list[OpenItem]] = []
+        sizes: list[int] = []
+        for item in items:
+            size = item.size or 0
+            for idx, batch in enumerate(batches):
+                if (limits.max_files is None or len(batch) < limits.max_files) and (
+                    limits.max_batch_bytes is None or sizes[idx] + size <= limits.max_batch_bytes
+                ):
+                    batch.append(item)
+                    sizes[idx] += size
+                    break
+            else:
+                batches.append([item])
+                sizes.append(size)
+        return batches
+
+    async def _cancel_batches(self, job_ids: set[str]) -> None:
+        for batch_id, batch in list(self._batches.items()):
+            mine = [i for i in batch.items if i.job_id in job_ids]
+            if not mine:
+                continue
+            runtime = self._runtimes.get(batch.provider)
+            if len(mine) == len(batch.items) and batch.handle is not None and runtime is not None:
+                try:
+                    await runtime.provider.cancel(batch.handle)
+                except JobError as exc:
+                    log.warning("provider.cancel_failed", provider=batch.provider, error=exc.message)
+            outcomes = [ItemOutcome(i.item_id, ItemState.CANCELLED,
+                                    error=ErrorInfo("cancelled", "cancelled on request")) for i in mine]
+            done = len(mine) == len(batch.items)
+            await self._journal.finish_items(outcomes, batch_id=batch_id if done else None,
+                                             batch_state=BatchState.FAILED if done else None)
+            if done:
+                self._forget(batch_id, batch.provider)
+
+    def _forget(self, batch_id: str, provider: str) -> None:
+        self._batches.pop(batch_id, None)
+        self._schedule.due.pop(batch_id, None)
+        runtime = self._runtimes.get(provider)
+        if runtime is not None:
+            runtime.in_flight = max(0, runtime.in_flight - 1)
+
+    # -- finishing items outside a provider job -------------------------------------
+
+    def _finish_later(self, tg: asyncio.TaskGroup, items: list[OpenItem], *, error: ErrorInfo | None = None,
+                      reused: bool = False, cancelled: bool = False) -> None:
+        for item in items:
+            self._finishing.add(item.item_id)
+        tg.create_task(self._finish_direct(items, error=error, reused=reused, cancelled=cancelled),
+                       name=f"finish:{items[0].item_id}")
+
+    async def _finish_direct(self, items: list[OpenItem], *, error: ErrorInfo | None, reused: bool,
+                             cancelled: bool) -> None:
+        try:
+            outcomes = []
+            for item in items:
+                with structlog.contextvars.bound_contextvars(job_id=item.job_id, provider=item.provider):
+                    if cancelled:
+                        outcomes.append(ItemOutcome(item.item_id, ItemState.CANCELLED,
+                                                    error=ErrorInfo("cancelled", "cancelled on request")))
+                    elif reused and item.result is not None:
+                        result = _result_from_json(item.item_id, item.result)
+                        outcomes.append(await self._write(item, result))
+                        log.info("item.reused", input=item.input)
+                    else:
+                        info = error or ErrorInfo("internal_error", "item could not be processed")
+                        outcomes.append(await self._write_failure(item, info))
+            await self._journal.finish_items(outcomes)
+        finally:
+            for item in items:
+                self._finishing.discard(item.item_id)
+                self._preflight.pop(item.item_id, None)
+            self._dirty = True
+            self._wake.set()
+
+    async def _write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
+        if result.error is not None:
+            return await self._write_failure(item, result.error)
+        try:
+            outputs = await asyncio.to_thread(self._sink.write_result, item, result)
+        except OSError as exc:
+            return await self._write_failure(item, ErrorInfo(
+                "output_failed", f"could not write outputs for {item.name}: {exc.strerror or exc}",
+                hint="Check that the output folder exists and is writable."))
+        payload: dict[str, Any] = {}
+        if result.transcript is not None:
+            payload["transcript"] = result.transcript.to_json()
+        if result.documents:
+            payload["documents"] = [d.language for d in result.documents]
+        cost = {"amount": result.cost.amount, "currency": result.cost.currency} if result.cost else None
+        if self._metrics is not None:
+            self._metrics.item_finished(item.provider, "succeeded",
+                                        result.transcript.duration if result.transcript else None, cost)
+        log.info("item.succeeded", input=item.input, outputs=len(outputs))
+        return ItemOutcome(item.item_id, ItemState.SUCCEEDED, outputs=outputs, result=payload, cost=cost)
+
+    async def _write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
+        try:
+            outputs = await asyncio.to_thread(self._sink.write_error, item, error)
+        except OSError as exc:
+            log.error("item.error_file_failed", input=item.input, error=str(exc))
+            outputs = []
+        if self._metrics is not None:
+            self._metrics.item_finished(item.provider, "failed", None, None)
+        log.warning("item.failed", input=item.input, code=error.code, message=error.message)
+        return ItemOutcome(item.item_id, ItemState.FAILED, outputs=outputs, error=error)
+
+    # -- provider steps ---------------------------------------------------------------
+
+    async def _step(self, batch: BatchRow) -> None:
+        runtime = self._runtimes.get(batch.provider)
+        keep = True
+        with structlog.contextvars.bound_contextvars(
+            batch_id=batch.batch_id, provider=batch.provider,
+            job_id=",".join(sorted({i.job_id for i in batch.items})),
+        ):
+            try:
+                if runtime is None:
+                    raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
+                if not batch.items:
+                    keep = False
+                    await self._journal.finish_items([], batch_id=batch.batch_id, batch_state=BatchState.FAILED)
+                else:
+                    keep = await self._advance(runtime, batch)
+            except RetryableError as exc:
+                keep = await self._retry(batch, exc)
+            except JobError as exc:
+                keep = False
+                await self._fail_batch(batch, exc.info())
+            except asyncio.CancelledError:
+                log.info("batch.interrupted", state=str(batch.state))
+                raise
+            except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
+                log.exception("batch.internal_error")
+                keep = False
+                await self._fail_batch(batch, ErrorInfo("internal_error", f"{type(exc).__name__}: {exc}",
+                                                        hint="This is a bug; please report it with the log."))
+            finally:
+                self._running.discard(batch.batch_id)
+                if not keep:
+                    self._forget(batch.batch_id, batch.provider)
+                self._dirty = True
+                self._wake.set()
+
+    async def _advance(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
+        """Run steps of one provider job while they are due; False once it is finished."""
+        provider = runtime.provider
+        if batch.state == BatchState.SUBMITTING:
+            value = self._batch_value(runtime, batch)
+            ctx = JournalStepContext(self._journal, batch.batch_id, batch.checkpoint,
+                                     lambda f: self._local_progress(batch, f))
+            handle = await self._call(runtime, "submit", provider.submit(value, ctx))
+            next_at = time.time() + runtime.poll_interval
+            await self._journal.batch_submitted(batch.batch_id, handle, next_at=next_at)
+            log.info("batch.submitted", items=len(batch.items))
+            batch = _replace(batch, state=BatchState.POLLING, handle=dict(handle), attempts=0, next_at=next_at)
+            if runtime.poll_interval > 0:
+                self._reschedule(batch, next_at)
+                return True
+        if batch.state == BatchState.POLLING:
+            assert batch.handle is not None
+            poll_time = time.time()
+            status = await self._call(runtime, "poll", provider.poll(batch.handle))
+            if status.state in (RemoteState.PENDING, RemoteState.RUNNING):
+                delay = max(runtime.poll_interval, status.retry_after or 0.0)
+                next_at = poll_time + delay + random.uniform(0, max(0.05, delay * 0.1))
+                changed = await self._journal.batch_polled(
+                    batch.batch_id, running=status.state == RemoteState.RUNNING, progress=status.progress,
+                    next_at=next_at, poll_time=poll_time)
+                await self._maybe_progress_events(changed)
+                self._reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
+                return True
+            return await self._conclude(runtime, batch, status)
+        if batch.state == BatchState.FETCHING:
+            return await self._fetch(runtime, batch)
+        return False
+
+    async def _conclude(self, runtime: ProviderRuntime, batch: BatchRow, status: Status) -> bool:
+        if status.state == RemoteState.DONE:
+            await self._journal.batch_state(batch.batch_id, BatchState.FETCHING)
+            return await self._fetch(runtime, _replace(batch, state=BatchState.FETCHING))
+        if status.state == RemoteState.CANCELLED:
+            outcomes = [ItemOutcome(i.item_id, ItemState.CANCELLED,
+                                    error=status.error or ErrorInfo("cancelled", "the provider cancelled the job"))
+                        for i in batch.items]
+            await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED)
+            return False
+        await self._fail_batch(batch, status.error or ErrorInfo("provider_failed", f"{runtime.name} reported the job failed"))
+        return False
+
+    async def _fetch(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
+        assert batch.handle is not None
+        results = await self._call(runtime, "fetch", runtime.provider.fetch(batch.handle))
+        by_id = {r.item_id: r for r in results}
+        outcomes = []
+        for item in batch.items:
+            if item.state.terminal:
+                continue
+            with structlog.contextvars.bound_contextvars(job_id=item.job_id):
+                result = by_id.get(item.item_id) or ItemResult(
+                    item.item_id, error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"))
+                outcomes.append(await self._write(item, result))
+        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
+        return False
+
+    async def _call(self, runtime: ProviderRuntime, operation: str, awaitable: Any) -> Any:
+        if self._metrics is None:
+            return await awaitable
+        with self._metrics.provider_call(runtime.name, operation):
+            try:
+                return await awaitable
+            except JobError as exc:
+                self._metrics.provider_error(runtime.name, exc.code)
+                raise
+
+    def _reschedule(self, batch: BatchRow, when: float) -> None:
+        self._batches[batch.batch_id] = batch
+        self._schedule.push(batch.batch_id, when)
+
+    async def _retry(self, batch: BatchRow, exc: RetryableError) -> bool:
+        attempts = batch.attempts + 1
+        if attempts >= self._policy.max_attempts:
+            await self._fail_batch(batch, ErrorInfo(
+                exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint))
+            return False
+        delay = backoff_delay(attempts, self._policy, exc.retry_after)
+        runtime = self._runtimes.get(batch.provider)
+        next_at = time.time() + delay
+        if batch.state == BatchState.POLLING and batch.last_poll_at is not None and runtime is not None:
+            next_at = max(next_at, batch.last_poll_at + runtime.poll_interval)
+        await self._journal.batch_retry(batch.batch_id, attempts=attempts, next_at=next_at, error=exc.info())
+        if self._metrics is not None:
+            self._metrics.retry(batch.provider)
+        log.warning("provider.retry_scheduled", attempt=attempts, delay_seconds=round(delay, 2),
+                    error=exc.message, retry_after=exc.retry_after)
+        self._reschedule(_replace(batch, attempts=attempts), next_at)
+        return True
+
+    async def _fail_batch(self, batch: BatchRow, error: ErrorInfo) -> None:
+        log.warning("batch.failed", code=error.code, message=error.message)
+        outcomes = [await self._write_failure(i, error) for i in batch.items if not i.state.terminal]
+        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED,
+                                         batch_error=error)
+
+    def _batch_value(self, runtime: ProviderRuntime, batch: BatchRow) -> Batch:
+        first = batch.items[0]
+        options_model: type[BaseModel] = type(runtime.provider).Options
+        try:
+            options = options_model.model_validate(dict(first.options))
+        except ValidationError as exc:
+            raise PermanentError(f"invalid options for {runtime.name}: {exc.errors()[0]['msg']}",
+                                 code="invalid_options") from exc
+        return Batch(
+            batch_id=batch.batch_id,
+            task=Task(first.task),
+            items=tuple(
+                BatchItem(item_id=i.item_id, path=Path(i.path or ""), name=i.name, size=i.size or 0,
+                          device=i.device, inode=i.inode)
+                for i in batch.items
+            ),
+            language=first.language,
+            target_languages=first.target_languages,
+            options=options,
+        )
+
+    # -- progress -------------------------------------------------------------------
+
+    def _local_progress(self, batch: BatchRow, fraction: float) -> None:
+        jobs = sorted({i.job_id for i in batch.items})
+        now = time.monotonic()
+        due = [j for j in jobs if now - self._last_progress.get(j, 0.0) >= self._progress_interval]
+        if not due or self._tg is None:
+            return
+        for j in due:
+            self._last_progress[j] = now
+        self._tg.create_task(self._record_progress(due, fraction), name=f"progress:{batch.batch_id}")
+
+    async def _record_progress(self, jobs: list[str], fraction: float) -> None:
+        await self._journal.set_progress(jobs, max(0.0, min(0.99, fraction)))
+        for job_id in jobs:
+            await self._journal.emit_progress(job_id)
+
+    async def _maybe_progress_events(self, job_ids: list[str]) -> None:
+        now = time.monotonic()
+        for job_id in job_ids:
+            if now - self._last_progress.get(job_id, 0.0) >= self._progress_interval:
+                self._last_progress[job_id] = now
+                await self._journal.emit_progress(job_id)
+
+
+def _replace(batch: BatchRow, **changes: Any) -> BatchRow:
+    from dataclasses import replace
+
+    return replace(batch, **changes)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _created(item: OpenItem) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(item.created_at.replace("Z", "+00:00")).timestamp()
+
+
+def _result_from_json(item_id: str, data: Mapping[str, Any]) -> ItemResult:
+    from stenod.provider import Transcript
+
+    transcript = data.get("transcript")
+    return ItemResult(item_id, transcript=Transcript.from_json(transcript) if transcript else None)

@@ -1,0 +1,100 @@
+"""structlog configuration: JSON lines when not on a TTY (systemd's journal), a readable
+console otherwise; ``job_id``/``provider`` bound through contextvars; secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = ("authorization", "api_key", "apikey", "api-key", "token", "secret", "password", "signature",
+                "credential", "sas", "subscription-key", "x-api-key")
+_PATTERNS = [
+    re.compile(r"(?i)(?<![\w-])(x-amz-signature|x-amz-credential|sig|se|sp|sv|skoid|sktid|token|key|api_key|apikey)=([^&\s\"']+)"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(amqps?://[^:/\s]+:)[^@\s]+(@)"),
+]
+
+
+class Redactor:
+    """The last processor before rendering: masks secret-named keys and known secret values."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add_secrets(self, values: Iterable[str | None]) -> None:
+        self._values.update(v for v in values if v and len(v) >= 4)
+
+    def scrub(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "**********")
+        text = _PATTERNS[0].sub(lambda m: f"{m.group(1)}=**********", text)
+        text = _PATTERNS[1].sub(lambda m: f"{m.group(1)}**********", text)
+        return _PATTERNS[2].sub(lambda m: f"{m.group(1)}**********{m.group(2)}", text)
+
+    def _clean(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {k: "**********" if self._secret_key(k) else self._clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean(v) for v in value]
+        return value
+
+    @staticmethod
+    def _secret_key(key: object) -> bool:
+        return isinstance(key, str) and any(word in key.lower() for word in _SECRET_KEYS)
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in list(event_dict.items()):
+            if self._secret_key(key):
+                event_dict[key] = "**********"
+            else:
+                event_dict[key] = self._clean(value)
+        return event_dict
+
+
+REDACTOR = Redactor()
+
+
+def configure(*, fmt: str | None = None, level: str = "info", stream: Any = None) -> None:
+    """Configure structlog and route stdlib logging (httpx, aio-pika) through it."""
+    stream = stream or sys.stderr
+    if fmt is None:
+        fmt = "console" if stream.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        final = [structlog.processors.format_exc_info, REDACTOR, renderer]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        final = [REDACTOR, renderer]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    # httpx logs full URLs (presigned ones are credentials) at INFO: keep it quiet.
+    for noisy in ("httpx", "httpcore", "aiormq", "aio_pika", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,106 @@
+"""``stenod transcribe``: the daemon's own pipeline, once, in this process.
+
+The files become one job in an ephemeral journal; the same dispatcher, providers and
+writers as the daemon run it to the end. A progress bar is shown on a TTY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from stenod.adapters.sqlite_journal import NewItem, NewJob
+from stenod.app import build
+from stenod.jobs import JobState, JobView
+from stenod.settings import Settings
+
+
+async def transcribe_files(settings: Settings, files: Sequence[Path], *, provider: str, language: str | None,
+                           formats: Sequence[str] | None, output_dir: Path | None, translate_to: Sequence[str],
+                           options: dict[str, Any], print_text: bool) -> int:
+    missing = [f for f in files if not f.exists()]
+    for f in missing:
+        print(f"stenod: {f}: no such file", file=sys.stderr)
+    if missing:
+        return 2
+    task = "transcribe"
+    targets: tuple[str, ...] = ()
+    output: dict[str, Any] = {"dir": str(output_dir.absolute()) if output_dir else None,
+                              "formats": list(formats or ("txt", "json", "srt", "vtt")), "after": "keep"}
+    if translate_to:
+        audio = provider_handles_audio(provider)
+        if audio:
+            output["then_translate_to"] = list(translate_to)
+        else:
+            task, targets = "translate", tuple(translate_to)
+    stopping = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        daemon = await build(settings, stack, use_watcher=False)
+        daemon.dispatcher.idle = asyncio.Event()
+        items = []
+        for f in files:
+            path = f.absolute()
+            st = path.stat()
+            items.append(NewItem(input=str(path), name=path.name, path=str(path), size=st.st_size,
+                                 device=st.st_dev, inode=st.st_ino))
+        job, _ = await daemon.journal.create_job(NewJob(
+            source="cli", task=task, provider=provider, language=language, target_languages=targets,
+            options=options, output=output, items=items))
+        async with asyncio.TaskGroup() as tg:
+            runner = tg.create_task(daemon.dispatcher.run(stopping), name="dispatcher")
+            view = await _follow(daemon.journal, job.job_id, runner)
+            stopping.set()
+    assert view is not None
+    return _report(view, print_text)
+
+
+def provider_handles_audio(provider: str) -> bool:
+    """True unless the provider is document-only (then --translate-to translates the input itself)."""
+    from stenod.plugins import Catalogue
+    from stenod.provider import Task
+
+    loaded = Catalogue.discover().available.get(provider)
+    return loaded is None or Task.TRANSCRIBE in loaded.cls.limits.tasks
+
+
+async def _follow(journal: Any, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
+    tty = sys.stderr.isatty() and not os.environ.get("STENOD_NO_PROGRESS")
+    progress_ctx: Any = None
+    bar: Any = None
+    if tty:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress_ctx = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                TimeElapsedColumn(), transient=True)
+        progress_ctx.start()
+        bar = progress_ctx.add_task("transcribing", total=1.0)
+    try:
+        while True:
+            view = await journal.job(job_id)
+            if view is None or view.state.terminal or runner.done():
+                return view
+            if bar is not None:
+                progress_ctx.update(bar, completed=view.progress, description=str(view.state))
+            await asyncio.sleep(0.25)
+    finally:
+        if progress_ctx is not None:
+            progress_ctx.stop()
+
+
+def _report(view: JobView, print_text: bool) -> int:
+    for item in view.items:
+        if item.error:
+            print(f"{item.input}: {item.error.code}: {item.error.message}", file=sys.stderr)
+            if item.error.hint:
+                print(f"  what to do: {item.error.hint}", file=sys.stderr)
+            continue
+        for out in item.outputs:
+            print(out)
+        if print_text and item.transcript:
+            print(item.transcript.get("text", ""))
+    return 0 if view.state == JobState.SUCCEEDED else 1
