@@ -256,6 +256,8 @@ class Dispatcher:
             if item.state == ItemState.FETCHED:
                 self._finish_later(tg, [item], reused=True)
                 continue
+            if item.path is None and is_url(item.input):
+                continue  # the URL fetcher attaches the file first
             runtime = self._runtimes.get(item.provider)
             if runtime is None:
                 failures.append((item, ErrorInfo("unknown_provider", f"provider {item.provider!r} is not available",
@@ -625,6 +627,10 @@ class Dispatcher:
             if now - self._last_progress.get(job_id, 0.0) >= self._progress_interval:
                 self._last_progress[job_id] = now
                 await self._journal.emit_progress(job_id)
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
 
 
 def _replace(batch: BatchRow, **changes: Any) -> BatchRow:

@@ -132,7 +132,7 @@ class FileSink:
             directory = Path(output["dir"])
         elif output.get("after") == "move" and output.get("root"):
             directory = Path(output["root"]) / ("failed" if failed else "done")
-        elif item.path and not output.get("downloaded"):
+        elif item.path and not item.input.startswith(("http://", "https://")):
             directory = Path(item.path).parent
         else:
             directory = self._fallback_dir / item.job_id

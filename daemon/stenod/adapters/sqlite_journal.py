@@ -7,6 +7,7 @@ Public job states are derived from item states (``stenod.jobs.derive_job_state``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -310,6 +311,8 @@ class SqliteJournal:
         self._writer = WriterThread(path, SCHEMA)
         self._outbox = outbox
         self._inline = inline_transcript_bytes
+        # Set after any commit that may have added outbox rows; the relay waits on it.
+        self.outbox_ready = asyncio.Event()
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> SqliteJournal:
@@ -325,6 +328,12 @@ class SqliteJournal:
 
     def close(self) -> None:
         self._writer.close()
+
+    async def _write(self, op: Any) -> Any:
+        result = await self._writer.call(op)
+        if self._outbox:
+            self.outbox_ready.set()
+        return result
 
     async def ping(self) -> bool:
         """The writer thread answers (the watchdog's health check)."""
@@ -443,7 +452,7 @@ class SqliteJournal:
             self._emit(conn, EventKind.ACCEPTED, job_id, view)
             return view, True
 
-        return await self._writer.call(op)
+        return await self._write(op)
 
     async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
         """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
@@ -538,7 +547,7 @@ class SqliteJournal:
             assert batch is not None
             return batch
 
-        return await self._writer.call(op)
+        return await self._write(op)
 
     async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None:
         text = _dumps(dict(data))
@@ -556,7 +565,7 @@ class SqliteJournal:
             )
             self._move_items(conn, batch_id, ItemState.SUBMITTED)
 
-        await self._writer.call(op)
+        await self._write(op)
 
     def _move_items(self, conn: sqlite3.Connection, batch_id: str, state: ItemState) -> None:
         now = utc_now()
@@ -593,7 +602,7 @@ class SqliteJournal:
                         changed.append(job_id)
             return changed
 
-        return await self._writer.call(op)
+        return await self._write(op)
 
     async def set_progress(self, job_ids: Iterable[str], progress: float) -> None:
         ids = list(job_ids)
@@ -611,7 +620,7 @@ class SqliteJournal:
             if view is not None and not view.state.terminal:
                 self._emit(conn, EventKind.PROGRESS, job_id, view)
 
-        await self._writer.call(op)
+        await self._write(op)
 
     async def batch_state(self, batch_id: str, state: BatchState, *, next_at: float | None = None) -> None:
         await self._writer.call(
@@ -657,7 +666,16 @@ class SqliteJournal:
             for job_id in sorted(jobs):
                 self._refresh_job(conn, job_id)
 
-        await self._writer.call(op)
+        await self._write(op)
+
+    async def attach_download(self, item_id: str, path: str, size: int, device: int, inode: int) -> None:
+        """A URL input was downloaded: the item now has a local file and can be packed."""
+        await self._writer.call(
+            lambda c: c.execute(
+                "UPDATE items SET path = ?, size = ?, device = ?, inode = ?, updated_at = ? WHERE id = ?",
+                (path, size, device, inode, utc_now(), item_id),
+            )
+        )
 
     async def release_items(self, batch_id: str, item_ids: Sequence[str]) -> None:
         """Return items to the queue (their provider job ended without them)."""
@@ -675,7 +693,7 @@ class SqliteJournal:
             conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return _job_view(conn, job_id)
 
-        return await self._writer.call(op)
+        return await self._write(op)
 
     async def cancel_requested_jobs(self) -> list[str]:
         return await self._writer.call(
@@ -725,13 +743,13 @@ class SqliteJournal:
                 EventKind.SUBMITTED if view.state == JobState.SUBMITTED else EventKind.PROGRESS)
             self._emit(conn, kind, job_id, view)
 
-        await self._writer.call(op)
+        await self._write(op)
 
     async def add_event(self, event: JobEvent, *, reply_to: str | None = None, correlation_id: str | None = None) -> None:
         """An event about something that is not a job row (e.g. a rejected request)."""
         if not self._outbox:
             return
-        await self._writer.call(
+        await self._write(
             lambda c: c.execute(
                 "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
