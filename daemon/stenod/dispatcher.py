@@ -559,6 +559,8 @@ class Dispatcher:
         self._schedule.push(batch.batch_id, when)
 
     async def _retry(self, batch: BatchRow, exc: RetryableError) -> bool:
+        # The journal, not our copy, has the checkpoints the failed step committed.
+        batch = await self._journal.batch(batch.batch_id) or batch
         attempts = batch.attempts + 1
         if attempts >= self._policy.max_attempts:
             await self._fail_batch(batch, ErrorInfo(

@@ -516,6 +516,9 @@ class SqliteJournal:
 
         return await self._writer.call(op, write=False)
 
+    async def batch(self, batch_id: str) -> BatchRow | None:
+        return await self._writer.call(lambda c: self._batch(c, batch_id), write=False)
+
     def _batch(self, conn: sqlite3.Connection, batch_id: str) -> BatchRow | None:
         row = conn.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None:

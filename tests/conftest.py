@@ -1,0 +1,53 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_DIST = ROOT / "tests" / "plugins" / "stenod-echo"
+
+
+def install_echo_plugin() -> None:
+    """Install the third-party test provider from its own distribution (not editable: a
+    plain install is importable at once, without restarting the interpreter)."""
+    try:
+        importlib.metadata.distribution("stenod-echo")
+        return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(ECHO_DIST)], check=True)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture(scope="session")
+def echo_plugin() -> None:
+    install_echo_plugin()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No STENOD_* or systemd variables from the caller's environment; HOME in tmp."""
+    for key in list(os.environ):
+        if key.startswith("STENOD_") or key in ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "NOTIFY_SOCKET"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    return tmp_path
