@@ -3,6 +3,7 @@
 Only this module wires adapters to the core. SIGTERM/SIGINT set ``stopping``: sources
 stop taking work, in-flight provider steps get the grace time to reach their next
 journal commit, the rest is cancelled (and resumes from its checkpoint on restart).
+SIGHUP reloads watch rules and provider settings; an invalid file keeps the old ones.
 """
 
 from __future__ import annotations
@@ -18,18 +19,29 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
+from pydantic import SecretStr
 
 from stenod.adapters.file_writers import FileSink
 from stenod.adapters.folder_source import FolderSource
+from stenod.adapters.health_http import HealthServer, LoopLagMonitor
 from stenod.adapters.media_probe import probe_duration
 from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.systemd_notify import SystemdNotifier
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.logging import REDACTOR
+from stenod.metrics import Metrics
 from stenod.plugins import Catalogue, instantiate, provider_settings
-from stenod.settings import Settings
+from stenod.provider import ProviderSettings
+from stenod.settings import Settings, WatchRule, load_settings
 
 log = structlog.get_logger("stenod.app")
+
+_STATUS_SECONDS = 10.0
+_READY_TIMEOUT_SECONDS = 60.0
+
+Service = Callable[[asyncio.Event], Awaitable[None]]
+Check = Callable[[], Awaitable[bool]]
 
 
 class Source(Protocol):
@@ -44,15 +56,23 @@ class Providers:
 
     runtimes: dict[str, ProviderRuntime] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    configs: dict[str, ProviderSettings] = field(default_factory=dict)
+
+
+def _register_secrets(config: ProviderSettings) -> None:
+    REDACTOR.add_secrets(
+        value.get_secret_value() for value in config.__dict__.values() if isinstance(value, SecretStr)
+    )
 
 
 async def load_providers(settings: Settings, http: httpx.AsyncClient, stack: AsyncExitStack,
-                         catalogue: Catalogue | None = None) -> Providers:
+                         catalogue: Catalogue | None = None, *, previous: Providers | None = None) -> Providers:
     """Instantiate every discovered provider that its settings allow.
 
     A provider configured in ``[providers.<name>]`` with invalid keys is a config error
     (exit 2). One that merely lacks settings it needs (e.g. no API key) is reported and
-    unavailable: jobs asking for it fail with that reason, the daemon carries on.
+    unavailable: jobs asking for it fail with that reason, the daemon carries on. With
+    ``previous`` (a reload), providers whose settings did not change are kept as they are.
     """
     catalogue = catalogue or Catalogue.discover()
     out = Providers()
@@ -66,26 +86,28 @@ async def load_providers(settings: Settings, http: httpx.AsyncClient, stack: Asy
     for name, loaded in sorted(catalogue.available.items()):
         raw = settings.providers.get(name)
         try:
-            provider_config = provider_settings(loaded, raw)
+            config = provider_settings(loaded, raw)
         except ConfigError as exc:
             if raw is not None:
                 raise
             out.unavailable[name] = f"not configured ({exc})"
             continue
-        if provider_config.api_key is not None:
-            REDACTOR.add_secrets([provider_config.api_key.get_secret_value()])
-        provider = instantiate(loaded, provider_config, http)
+        _register_secrets(config)
+        out.configs[name] = config
+        if previous is not None and previous.configs.get(name) == config and name in previous.runtimes:
+            out.runtimes[name] = previous.runtimes[name]
+            continue
+        provider = instantiate(loaded, config, http)
         aclose = getattr(provider, "aclose", None)
         if aclose is not None:
             stack.push_async_callback(aclose)
-        limits = provider.limits
-        interval = provider_config.poll_interval_seconds
+        interval = config.poll_interval_seconds
         out.runtimes[name] = ProviderRuntime(
             name=name,
             provider=provider,
-            limits=limits,
-            poll_interval=interval if interval is not None else limits.min_poll_seconds,
-            max_concurrent_jobs=provider_config.max_concurrent_jobs,
+            limits=provider.limits,
+            poll_interval=interval if interval is not None else provider.limits.min_poll_seconds,
+            max_concurrent_jobs=config.max_concurrent_jobs,
         )
     return out
 
@@ -101,15 +123,86 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+class Watchers:
+    """Runs one FolderSource per ``[[watch]]`` rule and swaps them on reload: a removed or
+    changed rule's source stops taking files; jobs already accepted are not affected."""
+
+    name = "watchers"
+
+    def __init__(self, make: Callable[[WatchRule], FolderSource], rules: list[WatchRule]) -> None:
+        self._make = make
+        self._rules = rules
+        self._changed = asyncio.Event()
+        self.sources: dict[str, tuple[WatchRule, FolderSource, asyncio.Event]] = {}
+
+    def replace(self, rules: list[WatchRule]) -> None:
+        self._rules = rules
+        self._changed.set()
+
+    async def scanned(self) -> None:
+        await asyncio.gather(*(source.scanned.wait() for _, source, _ in self.sources.values()))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                self._reconcile(tg)
+                await _first(stopping, self._changed)
+                self._changed.clear()
+                if stopping.is_set():
+                    for _, _, stop in self.sources.values():
+                        stop.set()
+                    return
+
+    def _reconcile(self, tg: asyncio.TaskGroup) -> None:
+        wanted = {rule.model_dump_json(): rule for rule in self._rules}
+        for key in list(self.sources):
+            if key not in wanted:
+                rule, _, stop = self.sources.pop(key)
+                stop.set()
+                log.info("watch.removed", path=str(rule.path))
+        for key, rule in wanted.items():
+            if key in self.sources:
+                continue
+            source = self._make(rule)
+            stop = asyncio.Event()
+            self.sources[key] = (rule, source, stop)
+            tg.create_task(source.run(stop), name=f"source:{source.name}")
+            log.info("watch.added", path=str(rule.path), provider=rule.provider, task=str(rule.task))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    async with asyncio.TaskGroup() as tg:
+        waiters = [tg.create_task(e.wait(), name="wait-event") for e in events]
+        done = asyncio.Event()
+        for waiter in waiters:
+            waiter.add_done_callback(lambda _: done.set())
+        await done.wait()
+        for waiter in waiters:
+            waiter.cancel()
+
+
 @dataclass(slots=True)
 class Daemon:
     settings: Settings
     journal: SqliteJournal
     providers: Providers
     dispatcher: Dispatcher
-    sources: list[Source]
-    services: list[Callable[[asyncio.Event], Awaitable[None]]] = field(default_factory=list)
-    health: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
+    watchers: Watchers
+    metrics: Metrics
+    http: httpx.AsyncClient
+    sources: list[Source] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    health: dict[str, Check] = field(default_factory=dict)
+    status_parts: dict[str, Callable[[], str]] = field(default_factory=dict)
+
+    def warn_unavailable(self, rules: list[WatchRule]) -> None:
+        for rule in rules:
+            provider = rule.provider or self.settings.default_provider
+            if provider not in self.providers.runtimes:
+                reason = self.providers.unavailable.get(provider, "no such provider is installed")
+                log.error("watch.provider_unavailable", path=str(rule.path), provider=provider, reason=reason,
+                          hint="files dropped here fail with this reason until the provider is fixed")
 
 
 async def build(settings: Settings, stack: AsyncExitStack, *, catalogue: Catalogue | None = None,
@@ -122,47 +215,121 @@ async def build(settings: Settings, stack: AsyncExitStack, *, catalogue: Catalog
                                  inline_transcript_bytes=settings.amqp.inline_transcript_bytes)
     stack.callback(journal.close)
     providers = await load_providers(settings, http, stack, catalogue)
-    sink = FileSink(settings.state_dir / "results")
+    metrics = Metrics()
     dispatcher = Dispatcher(
-        journal, providers.runtimes, sink, settings.retry, probe=probe_duration,
-        pack_window_seconds=settings.pack_window_seconds,
+        journal, providers.runtimes, FileSink(settings.state_dir / "results"), settings.retry,
+        probe=probe_duration, pack_window_seconds=settings.pack_window_seconds,
         progress_interval_seconds=settings.amqp.progress_interval_seconds,
-        grace_seconds=settings.shutdown_grace_seconds,
+        grace_seconds=settings.shutdown_grace_seconds, metrics=metrics,
     )
-    sources: list[Source] = []
-    for rule in settings.watch:
-        provider = rule.provider or settings.default_provider
-        if provider not in providers.runtimes:
-            reason = providers.unavailable.get(provider, "no such provider is installed")
-            log.error("watch.provider_unavailable", path=str(rule.path), provider=provider, reason=reason,
-                      hint="files dropped here will fail with this reason until the provider is fixed")
-        sources.append(FolderSource(rule, journal, dispatcher.notify, provider=provider,
-                                    rescan_seconds=settings.rescan_interval_seconds, use_watcher=use_watcher))
-    daemon = Daemon(settings, journal, providers, dispatcher, sources)
+
+    def folder(rule: WatchRule) -> FolderSource:
+        return FolderSource(rule, journal, dispatcher.notify, provider=rule.provider or settings.default_provider,
+                            rescan_seconds=settings.rescan_interval_seconds, use_watcher=use_watcher,
+                            metrics=metrics)
+
+    watchers = Watchers(folder, list(settings.watch))
+    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http)
+    daemon.warn_unavailable(settings.watch)
+    daemon.sources.append(watchers)
+    lag = LoopLagMonitor()
+    daemon.services.append(lag.run)
     daemon.health["journal"] = journal.ping
+    daemon.health["loop"] = lag.responsive
+    if settings.health.listen:
+        server = HealthServer(settings.health.listen, daemon.health, metrics.registry)
+        await server.start()  # a busy port fails at start-up, not later
+        daemon.services.append(server.run)
     return daemon
 
 
-async def run(settings: Settings, *, ready: Callable[[Daemon], None] | None = None) -> int:
+async def reload(daemon: Daemon, stack: AsyncExitStack) -> None:
+    """Re-read the config file: new watch rules and provider settings; jobs in flight go on."""
+    try:
+        fresh = load_settings(daemon.settings.config_file)
+        providers = await load_providers(fresh, daemon.http, stack, previous=daemon.providers)
+    except ConfigError as exc:
+        log.error("config.reload_refused", error=str(exc), hint="the previous configuration stays in force")
+        return
+    if fresh.state_dir != daemon.settings.state_dir or fresh.amqp != daemon.settings.amqp:
+        log.warning("config.reload_partial", hint="state_dir and [amqp] changes need a restart")
+    daemon.providers = providers
+    daemon.dispatcher.replace_runtimes(providers.runtimes)
+    daemon.warn_unavailable(fresh.watch)
+    daemon.watchers.replace(list(fresh.watch))
+    daemon.settings = fresh.model_copy(update={"state_dir": daemon.settings.state_dir,
+                                               "amqp": daemon.settings.amqp})
+    log.info("config.reloaded", watching=[str(r.path) for r in fresh.watch], providers=sorted(providers.runtimes))
+
+
+async def _status_loop(daemon: Daemon, notifier: SystemdNotifier, stopping: asyncio.Event) -> None:
+    """Metrics gauges and the STATUS= line a person reads in `systemctl status`."""
+    while not stopping.is_set():
+        counts = await daemon.journal.counts()
+        daemon.metrics.set_job_counts(counts)
+        in_flight = sum(n for states in counts.values() for s, n in states.items()
+                        if s in ("accepted", "submitted", "running"))
+        parts = [f"{in_flight} jobs in flight", *(part() for part in daemon.status_parts.values())]
+        notifier.status("; ".join(parts))
+        try:
+            async with asyncio.timeout(_STATUS_SECONDS if in_flight or daemon.status_parts else 60.0):
+                await stopping.wait()
+        except TimeoutError:
+            pass
+
+
+async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the process exit code."""
     faulthandler.enable()
+    notifier = notifier or SystemdNotifier()
     stopping = asyncio.Event()
+    reload_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        notifier.stopping("stopping: finishing in-flight steps")
+        stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, stop)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     async with AsyncExitStack() as stack:
         daemon = await build(settings, stack)
-        log.info("daemon.ready", pid=os.getpid(), providers=sorted(daemon.providers.runtimes),
-                 unavailable=daemon.providers.unavailable, watching=[str(r.path) for r in settings.watch],
-                 amqp=settings.amqp_enabled, state_dir=str(settings.state_dir))
-        if ready is not None:
-            ready(daemon)
+
+        async def healthy() -> bool:
+            return all([await daemon.health["loop"](), await daemon.journal.ping()])
+
+        async def ready() -> None:
+            try:
+                async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+                    await daemon.watchers.scanned()
+            except TimeoutError:
+                log.warning("daemon.start_scan_slow")
+            notifier.ready("ready")
+            log.info("daemon.ready", pid=os.getpid(), providers=sorted(daemon.providers.runtimes),
+                     unavailable=daemon.providers.unavailable, watching=[str(r.path) for r in settings.watch],
+                     amqp=settings.amqp_enabled, state_dir=str(settings.state_dir))
+
+        async def reloads() -> None:
+            while True:
+                await _first(stopping, reload_requested)
+                if stopping.is_set():
+                    return
+                reload_requested.clear()
+                notifier.reloading()
+                await reload(daemon, stack)
+                notifier.ready("ready (reloaded)")
+
         async with asyncio.TaskGroup() as tg:
             for source in daemon.sources:
                 tg.create_task(source.run(stopping), name=f"source:{source.name}")
             for service in daemon.services:
                 tg.create_task(service(stopping), name=f"service:{getattr(service, '__qualname__', service)}")
             tg.create_task(daemon.dispatcher.run(stopping), name="dispatcher")
+            tg.create_task(ready(), name="readiness")
+            tg.create_task(reloads(), name="reloads")
+            tg.create_task(notifier.watchdog(stopping, healthy), name="watchdog")
+            tg.create_task(_status_loop(daemon, notifier, stopping), name="status")
         log.info("daemon.stopping")
     log.info("daemon.stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import tempfile
@@ -31,11 +32,16 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stenod", description="Turn audio (and documents) into text.")
     p.add_argument("--version", action="version", version=f"stenod {__version__}")
     p.add_argument("--config", type=Path, help="TOML config (default: $STENOD_CONFIG, /etc/stenod/stenod.toml)")
+    # --config is also accepted after the command (`stenod run --config F`, as systemd runs it);
+    # SUPPRESS keeps a subcommand's absent option from overwriting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add = functools.partial(sub.add_parser, parents=[common])
 
-    sub.add_parser("run", help="run the daemon in the foreground")
+    add("run", help="run the daemon in the foreground")
 
-    t = sub.add_parser("transcribe", help="transcribe files now, in this process (no broker needed)")
+    t = add("transcribe", help="transcribe files now, in this process (no broker needed)")
     t.add_argument("files", nargs="+", type=Path)
     t.add_argument("--provider", "-p")
     t.add_argument("--language", "-l")
@@ -47,23 +53,23 @@ def parser() -> argparse.ArgumentParser:
                    help="provider option (JSON value), e.g. --option with_diarization=true")
     t.add_argument("--print", dest="print_text", action="store_true", help="print the transcript text")
 
-    j = sub.add_parser("jobs", help="list jobs from the journal")
+    j = add("jobs", help="list jobs from the journal")
     j.add_argument("--state")
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("--json", action="store_true")
 
-    one = sub.add_parser("job", help="show one job")
+    one = add("job", help="show one job")
     one.add_argument("job_id")
     one.add_argument("--json", action="store_true")
 
-    sub.add_parser("providers", help="discovered provider plugins, their limits and errors")
-    sub.add_parser("config", help="validate and print the effective config (secrets masked)")
-    _add_queue_commands(sub)
+    add("providers", help="discovered provider plugins, their limits and errors")
+    add("config", help="validate and print the effective config (secrets masked)")
+    _add_queue_commands(add)
     return p
 
 
-def _add_queue_commands(sub: Any) -> None:
-    s = sub.add_parser("submit", help="publish a request to the queue")
+def _add_queue_commands(add: Any) -> None:
+    s = add("submit", help="publish a request to the queue")
     s.add_argument("files", nargs="*", type=Path)
     s.add_argument("--url", action="append", default=[])
     s.add_argument("--provider", "-p")
@@ -76,7 +82,7 @@ def _add_queue_commands(sub: Any) -> None:
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--wait", action="store_true", help="follow the job's events and print the result")
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
-    c = sub.add_parser("cancel", help="cancel a job")
+    c = add("cancel", help="cancel a job")
     c.add_argument("job_id")
 
 

@@ -15,7 +15,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +25,18 @@ from pydantic import BaseModel, ValidationError
 from stenod.adapters.sqlite_journal import BatchRow, ItemOutcome, OpenItem, SqliteJournal
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
-from stenod.provider import Batch, BatchItem, ItemResult, Json, Limits, Provider, RemoteState, Status, Task
+from stenod.provider import (
+    Batch,
+    BatchItem,
+    ItemResult,
+    Json,
+    Limits,
+    Provider,
+    RemoteState,
+    Status,
+    Task,
+    is_finished,
+)
 from stenod.settings import RetrySettings
 
 log = structlog.get_logger("stenod.dispatcher")
@@ -166,6 +177,15 @@ class Dispatcher:
         """New work was committed to the journal (a job accepted, a cancel requested)."""
         self._dirty = True
         self._wake.set()
+
+    def replace_runtimes(self, runtimes: Mapping[str, ProviderRuntime]) -> None:
+        """A reload: steps already running keep the provider they started with."""
+        for name, runtime in runtimes.items():
+            old = self._runtimes.get(name)
+            if old is not None and old is not runtime:
+                runtime.in_flight = old.in_flight
+        self._runtimes = runtimes
+        self.notify()
 
     @property
     def active_jobs(self) -> int:
@@ -415,6 +435,11 @@ class Dispatcher:
             self._wake.set()
 
     async def _write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
+        if result.error is not None and result.documents:
+            # Some target languages arrived, others failed: keep what arrived, report the rest.
+            written = await asyncio.to_thread(self._sink.write_result, item, replace(result, error=None))
+            failure = await self._write_failure(item, result.error)
+            return replace(failure, outputs=[*written, *failure.outputs])
         if result.error is not None:
             return await self._write_failure(item, result.error)
         try:
@@ -491,11 +516,12 @@ class Dispatcher:
             ctx = JournalStepContext(self._journal, batch.batch_id, batch.checkpoint,
                                      lambda f: self._local_progress(batch, f))
             handle = await self._call(runtime, "submit", provider.submit(value, ctx))
-            next_at = time.time() + runtime.poll_interval
+            done = is_finished(handle)
+            next_at = time.time() + (0.0 if done else runtime.poll_interval)
             await self._journal.batch_submitted(batch.batch_id, handle, next_at=next_at)
             log.info("batch.submitted", items=len(batch.items))
             batch = _replace(batch, state=BatchState.POLLING, handle=dict(handle), attempts=0, next_at=next_at)
-            if runtime.poll_interval > 0:
+            if not done and runtime.poll_interval > 0:
                 self._reschedule(batch, next_at)
                 return True
         if batch.state == BatchState.POLLING:
@@ -542,6 +568,12 @@ class Dispatcher:
                     item.item_id, error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"))
                 outcomes.append(await self._write(item, result))
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
+        release = getattr(runtime.provider, "release", None)
+        if release is not None:
+            try:
+                await release(batch.handle)
+            except JobError as exc:  # results are safe; leftovers are the provider's to expire
+                log.warning("provider.release_failed", error=exc.message)
         return False
 
     async def _call(self, runtime: ProviderRuntime, operation: str, awaitable: Any) -> Any:
@@ -636,8 +668,6 @@ def is_url(text: str) -> bool:
 
 
 def _replace(batch: BatchRow, **changes: Any) -> BatchRow:
-    from dataclasses import replace
-
     return replace(batch, **changes)
 
 

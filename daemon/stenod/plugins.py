@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from stenod.errors import ConfigError, PluginError
 from stenod.provider import Limits, Provider, ProviderSettings
+from stenod.settings import credential
 
 GROUP = "stenod.providers"
 _REQUIRED_METHODS = ("submit", "poll", "fetch", "cancel")
@@ -115,10 +116,22 @@ class Catalogue:
         raise ConfigError(f"unknown provider {name!r} (available: {known})")
 
 
+def secret_fields(model: type[ProviderSettings]) -> list[str]:
+    return [name for name, info in model.model_fields.items() if "SecretStr" in repr(info.annotation)]
+
+
 def provider_settings(loaded: Loaded, raw: Mapping[str, Any] | None) -> ProviderSettings:
-    """Validate ``[providers.<name>]`` with the plugin's own model; ConfigError names the key."""
+    """Validate ``[providers.<name>]`` with the plugin's own model; ConfigError names the key.
+
+    Secret keys missing from the table are read from ``$CREDENTIALS_DIRECTORY/<name>.<key>``
+    (systemd ``LoadCredential=``), e.g. ``sarvam.api_key``.
+    """
+    data = dict(raw or {})
+    for key in secret_fields(loaded.cls.Settings):
+        if key not in data and (value := credential(f"{loaded.name}.{key}")) is not None:
+            data[key] = value
     try:
-        return loaded.cls.Settings.model_validate(dict(raw or {}))
+        return loaded.cls.Settings.model_validate(data)
     except ValidationError as exc:
         details = "; ".join(
             f"providers.{loaded.name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

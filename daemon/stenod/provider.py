@@ -57,10 +57,12 @@ __all__ = [
     "Status",
     "StepContext",
     "Task",
-    "TranslatedDocument",
     "Transcript",
+    "TranslatedDocument",
     "Word",
     "error_text",
+    "finished",
+    "is_finished",
     "provider_http_errors",
     "retry_after_seconds",
 ]
@@ -72,6 +74,18 @@ Handle: TypeAlias = Mapping[str, Json]
 """What ``submit`` returns: everything needed to poll, fetch and cancel the provider
 job later, persisted in the journal. Must be JSON-serialisable and must not contain
 secrets or presigned URLs (they are short-lived and are credentials)."""
+
+_FINISHED_KEY = "stenod:finished"
+
+
+def finished(handle: Mapping[str, Json]) -> dict[str, Json]:
+    """Mark a handle whose work is already done (a synchronous backend answered with the
+    result): the dispatcher then polls at once instead of waiting the poll interval."""
+    return {**handle, _FINISHED_KEY: True}
+
+
+def is_finished(handle: Mapping[str, Json]) -> bool:
+    return bool(handle.get(_FINISHED_KEY))
 
 
 class Task(StrEnum):
@@ -387,6 +401,11 @@ class Provider(Protocol):
     async def cancel(self, handle: Handle) -> None:
         """Cancel the provider job if the provider supports it; otherwise do nothing."""
         ...
+
+    # Optional: ``async def release(self, handle: Handle) -> None`` — called once the
+    # fetched results are committed to the journal; delete remote copies (blobs, uploaded
+    # files) here rather than in fetch(), which may run again after a crash.
+    # Optional: ``async def aclose(self) -> None`` — called once at daemon shutdown.
 
 
 def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:

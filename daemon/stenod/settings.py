@@ -223,8 +223,6 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
     for name, section in settings.providers.items():
         if not isinstance(section, dict):
             raise ConfigError(f"invalid configuration ({origin}):\n  providers.{name}: must be a table")
-        if "api_key" not in section and (key := credential(f"{name}.api_key")):
-            section["api_key"] = key
     if settings.amqp.url is None and (url := credential("amqp.url")):
         settings.amqp.url = SecretStr(url)
     if not settings.watch and path is None and not settings.amqp_enabled:

@@ -113,6 +113,7 @@ class FolderSource:
         self._reported: set[tuple[Path, str]] = set()
         self._known: dict[Path, tuple[int, int]] = {}  # taken or refused: (size, mtime_ns)
         self._rule_key = str(rule.path)
+        self.scanned = asyncio.Event()  # the start-up scan is done (readiness)
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -166,6 +167,7 @@ class FolderSource:
                     missing_logged = False
                 for path, size, mtime in await asyncio.to_thread(self._scan):
                     self._consider(path, size, mtime)
+            self.scanned.set()
             try:
                 async with asyncio.timeout(self._rescan_seconds):
                     await stopping.wait()

@@ -51,7 +51,8 @@ class HealthServer:
     """Serves ``/healthz`` (the named checks, as JSON; 200 or 503) and ``/metrics`` (Prometheus).
 
     Each check is an async callable answering True when healthy; a check that returns
-    False, raises or exceeds ``check_timeout`` makes the whole answer 503.
+    False, raises or exceeds ``check_timeout`` makes the whole answer 503. ``checks`` is
+    read on every request, so checks added to the mapping later are served too.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class HealthServer:
     ) -> None:
         """Validate ``listen`` (raises ConfigError) and keep the checks and the registry to serve."""
         self._host, self._port = parse_listen(listen)
-        self._checks = dict(checks)
+        self._checks = checks
         self._registry = registry
         self._check_timeout = check_timeout
         self._request_timeout = request_timeout
@@ -124,7 +125,7 @@ class HealthServer:
         """Run every check concurrently; ``(all healthy, {name: {"ok": …, "error": …}})``."""
         results: dict[str, dict[str, object]] = {}
         async with asyncio.TaskGroup() as tg:
-            for name, check in self._checks.items():
+            for name, check in list(self._checks.items()):
                 tg.create_task(self._run_check(name, check, results), name=f"health:{name}")
         return all(r["ok"] for r in results.values()), dict(sorted(results.items()))
 
