@@ -9,6 +9,7 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+/usr/bin/python3 -c "import seccomp" 2>/dev/null || need_apt+=(python3-seccomp)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
     $SUDO apt-get update -qq
