@@ -227,7 +227,9 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         settings.amqp.url = SecretStr(url)
     if not settings.watch and path is None and not settings.amqp_enabled:
         # A new user with no config at all gets a working transcriber: ./inbox, offline.
-        settings.watch = [WatchRule(path=Path("inbox").absolute())]
+        inbox = Path("inbox").absolute()
+        inbox.mkdir(exist_ok=True)
+        settings.watch = [WatchRule(path=inbox)]
     return settings
 
 

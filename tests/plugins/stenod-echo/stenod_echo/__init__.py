@@ -38,6 +38,7 @@ class EchoSettings(ProviderSettings):
     submit_delay_seconds: float = 0.0
     job_seconds: float = 0.0  # how long the remote job "runs" after submit
     max_files: int = 1
+    max_file_bytes: int | None = None
     fail_marker: str = "FAIL"  # input names containing this fail with a per-item error
     ledger_dir: str | None = None
 
@@ -62,7 +63,7 @@ class EchoProvider:
         self._settings = settings
         self.limits = Limits(
             tasks=self.limits.tasks, formats=self.limits.formats, max_files=settings.max_files,
-            min_poll_seconds=0.0,
+            max_file_bytes=settings.max_file_bytes, min_poll_seconds=0.0,
         )
 
     def _ledger(self, line: str) -> None:

@@ -1,0 +1,177 @@
+"""Core daemon benchmarks (issue 2). Prints figures; asserts nothing.
+
+    .venv/bin/python -m bench.bench_core [--files 1000] [--idle-seconds 30] [--rtf-files 3]
+
+1. Real-time factor of ``sphinx`` through the daemon (``stenod run``, files dropped into a
+   watched folder) vs. PocketSphinx called directly on the same files (target: daemon
+   overhead at most 10 %).
+2. The daemon's CPU use while idle with three watched folders (target: < 1 % of one core).
+3. N small audio files dropped at once: each processed exactly once, and the time from
+   the last write to the last job accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.harness import Daemon, wait_for, write_config
+from tests.speech import SENTENCES, encode_pcm, synthesise_pcm, synthesise_sentences
+
+
+def _daemon(tmp: Path, folders: list[Path], provider: str = "sphinx", **top: object) -> Daemon:
+    cfg = write_config(tmp / "stenod.toml",
+                       top={"state_dir": tmp / "state", "log_format": "json", "log_level": "info", **top},
+                       watch=[{"path": f, "provider": provider, "settle_seconds": 0.5, "formats": ["txt", "json"]}
+                              for f in folders])
+    return Daemon(cfg, tmp / "daemon.log").start()
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    total = proc.cpu_times().user + proc.cpu_times().system
+    for child in proc.children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def idle_cpu(seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as raw:
+        tmp = Path(raw)
+        folders = [tmp / f"in{n}" for n in range(3)]
+        for f in folders:
+            f.mkdir()
+        daemon = _daemon(tmp, folders, log_level="info")
+        try:
+            daemon.wait_ready()
+            time.sleep(3)  # let start-up settle (imports, worker pool spawn, first scan)
+            proc = psutil.Process(daemon.proc.pid)
+            before, t0 = _cpu_seconds(proc), time.monotonic()
+            time.sleep(seconds)
+            used, elapsed = _cpu_seconds(proc) - before, time.monotonic() - t0
+        finally:
+            daemon.terminate()
+    print(f"idle CPU, 3 watched folders, {elapsed:.0f} s: {used:.3f} CPU-s = {100 * used / elapsed:.3f} % of one core "
+          f"(target < 1 %)")
+
+
+def _distinct_small_files(directory: Path, count: int) -> list[Path]:
+    pcm = synthesise_pcm(SENTENCES[2])
+    paths = []
+    for n in range(count):
+        # A few samples of distinct padding make every file's content (and hash) unique,
+        # so no file is answered from another's result.
+        pad = n.to_bytes(4, "little") * 4
+        path = encode_pcm([pcm + pad], directory / f"clip{n:04d}.wav", fmt="wav")
+        paths.append(path)
+    return paths
+
+
+def burst(count: int, provider: str) -> None:
+    with tempfile.TemporaryDirectory() as raw:
+        tmp = Path(raw)
+        staging, inbox = tmp / "staging", tmp / "inbox"
+        staging.mkdir()
+        inbox.mkdir()
+        files = _distinct_small_files(staging, count)
+        daemon = _daemon(tmp, [inbox], provider=provider)
+        try:
+            daemon.wait_ready()
+            t0 = time.monotonic()
+            for f in files:
+                f.rename(inbox / f.name)  # dropped at once: renames, as a copy tool finishing would
+            last_write = time.monotonic()
+            db = tmp / "state" / "journal.db"
+
+            def counts() -> tuple[int, int]:
+                with sqlite3.connect(db) as conn:
+                    jobs = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+                    done = conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN "
+                                        "('succeeded','failed','partial','cancelled')").fetchone()[0]
+                return jobs, done
+
+            wait_for(lambda: counts()[0] >= count, "all accepted", timeout=600, interval=0.05)
+            accepted = time.monotonic()
+            wait_for(lambda: counts()[1] >= count, "all finished", timeout=3600, interval=0.5)
+            finished = time.monotonic()
+            with sqlite3.connect(db) as conn:
+                per_input = conn.execute("SELECT input, COUNT(*) FROM items GROUP BY input").fetchall()
+                states = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+        finally:
+            daemon.terminate(timeout=120)
+        outputs = sum(1 for p in inbox.iterdir() if p.suffix == ".txt")
+        once = sum(1 for _, n in per_input if n == 1)
+        print(f"burst of {count} small files ({provider}): drop took {last_write - t0:.2f} s; last write → last job "
+              f"accepted {accepted - last_write:.2f} s; all finished after {finished - last_write:.1f} s")
+        print(f"  jobs per input: {once}/{count} exactly once, {len(per_input) - once} more than once; "
+              f"states {states}; .txt outputs {outputs}")
+
+
+def rtf(n_files: int) -> None:
+    from bench.sphinx_direct import direct_rtf  # PocketSphinx with the plugin's own settings
+
+    with tempfile.TemporaryDirectory() as raw:
+        tmp = Path(raw)
+        staging, inbox = tmp / "staging", tmp / "inbox"
+        staging.mkdir()
+        inbox.mkdir()
+        files = [synthesise_sentences(SENTENCES * 4, staging / f"rtf{n}.wav") for n in range(n_files)]
+        audio_seconds = sum(_duration(f) for f in files)
+        direct = direct_rtf(files)
+        daemon = _daemon(tmp, [inbox])
+        try:
+            daemon.wait_ready()
+            time.sleep(2)
+            proc = psutil.Process(daemon.proc.pid)
+            cpu0, t0 = _cpu_seconds(proc), time.monotonic()
+            for f in files:  # one at a time, as the direct run does, so wall times compare
+                f.rename(inbox / f.name)
+                wait_for(lambda f=f: (inbox / f"{f.stem}.txt").exists(), "transcript", timeout=600, interval=0.05)
+            wall, cpu = time.monotonic() - t0, _cpu_seconds(proc) - cpu0
+        finally:
+            daemon.terminate()
+        settle = 0.5 * n_files  # the settle window is waiting, not work; report both
+        daemon_rtf = (wall - settle) / audio_seconds
+        print(f"real-time factor on {n_files} files, {audio_seconds:.1f} s of speech:")
+        print(f"  PocketSphinx directly: wall RTF {direct['wall_rtf']:.3f}")
+        print(f"  through the daemon:    wall RTF {daemon_rtf:.3f} (excluding the {settle:.1f} s settle window), "
+              f"CPU RTF {cpu / audio_seconds:.3f}")
+        print(f"  daemon overhead: {100 * (daemon_rtf / direct['wall_rtf'] - 1):+.1f} % (target ≤ +10 %)")
+
+
+def _duration(path: Path) -> float:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.audio[0]
+        return float(s.duration * s.time_base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--provider", default="sphinx")
+    p.add_argument("--idle-seconds", type=float, default=30)
+    p.add_argument("--rtf-files", type=int, default=3)
+    p.add_argument("--only", choices=["rtf", "idle", "burst"])
+    args = p.parse_args(argv)
+    if args.only in (None, "rtf"):
+        rtf(args.rtf_files)
+    if args.only in (None, "idle"):
+        idle_cpu(args.idle_seconds)
+    if args.only in (None, "burst"):
+        burst(args.files, args.provider)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
