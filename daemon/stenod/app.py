@@ -236,6 +236,18 @@ async def build(settings: Settings, stack: AsyncExitStack, *, catalogue: Catalog
     daemon.services.append(lag.run)
     daemon.health["journal"] = journal.ping
     daemon.health["loop"] = lag.responsive
+    # -- AMQP: request consumer, outbox relay, URL fetcher (issue 3) ---------------------
+    if settings.amqp_enabled:
+        from stenod.adapters.amqp_source import build_amqp
+
+        amqp = build_amqp(settings, journal, lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
+                          dispatcher.notify, metrics=metrics)
+        stack.push_async_callback(amqp.link.aclose)  # runs after the TaskGroup, before the journal closes
+        daemon.sources.append(amqp.source)
+        daemon.services.extend(amqp.services)
+        daemon.health["broker"] = amqp.link.healthy
+        daemon.status_parts["amqp"] = amqp.link.status
+    # -- end AMQP ------------------------------------------------------------------------
     if settings.health.listen:
         server = HealthServer(settings.health.listen, daemon.health, metrics.registry)
         await server.start()  # a busy port fails at start-up, not later

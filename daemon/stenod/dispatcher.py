@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from stenod.adapters.sqlite_journal import BatchRow, ItemOutcome, OpenItem, SqliteJournal
+from stenod.adapters.sqlite_journal import BatchRow, ItemOutcome, NewItem, OpenItem, SqliteJournal
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
 from stenod.provider import (
@@ -458,7 +458,21 @@ class Dispatcher:
             self._metrics.item_finished(item.provider, "succeeded",
                                         result.transcript.duration if result.transcript else None, cost)
         log.info("item.succeeded", input=item.input, outputs=len(outputs))
-        return ItemOutcome(item.item_id, ItemState.SUCCEEDED, outputs=outputs, result=payload, cost=cost)
+        return ItemOutcome(item.item_id, ItemState.SUCCEEDED, outputs=outputs, result=payload, cost=cost,
+                           follow_up=self._chained(item, outputs) if result.transcript is not None else None)
+
+    @staticmethod
+    def _chained(item: OpenItem, outputs: Sequence[str]) -> NewItem | None:
+        """Transcribe-then-translate: the transcript becomes a translate item of the same job."""
+        languages = item.output.get("then_translate_to")
+        text = next((o for o in outputs if o.endswith(".txt")), None)
+        if not languages or text is None or item.task != Task.TRANSCRIBE:
+            return None
+        st = Path(text).stat()
+        return NewItem(input=text, name=Path(text).name, path=text, size=st.st_size, device=st.st_dev,
+                       inode=st.st_ino, task=str(Task.TRANSLATE),
+                       provider=item.output.get("translate_provider") or "azure",
+                       target_languages=tuple(languages), options={})
 
     async def _write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
         try:

@@ -35,6 +35,7 @@ async def transcribe_files(settings: Settings, files: Sequence[Path], *, provide
     if translate_to:
         audio = provider_handles_audio(provider)
         if audio:
+            output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(translate_to)
         else:
             task, targets = "translate", tuple(translate_to)

@@ -179,3 +179,24 @@ def test_jobs_and_job_commands_read_the_journal(tmp_path, echo_plugin):
                             capture_output=True, text=True)
     assert failed.returncode == 1 and "echo refused FAIL.wav" in failed.stdout
 
+
+
+def test_a_transcribe_then_translate_rule_yields_the_transcript_and_its_translation_in_one_job(tmp_path, echo_plugin):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
+                       watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2, "formats": ["json"],
+                               "then_translate_to": ["fr", "de"], "translate_provider": "echo", "after": "move"}])
+    with running(cfg, tmp_path / "daemon.log"):
+        (inbox / "call.wav").write_bytes(b"RIFF-call")
+        done = inbox / "done"
+        wait_for(lambda: (done / "call.fr.txt").exists() and (done / "call.de.txt").exists(), "translations", 30)
+    assert sorted(p.name for p in done.iterdir()) == ["call.de.txt", "call.fr.txt", "call.json", "call.txt",
+                                                      "call.wav"]
+    assert (done / "call.fr.txt").read_text().startswith("[fr] Speaker 0: echo call.wav")
+    listing = subprocess.run([*STENOD, "jobs", "--config", str(cfg), "--json"], capture_output=True, text=True,
+                             check=True)
+    [job] = json.loads(listing.stdout)
+    assert job["state"] == "succeeded" and [i["state"] for i in job["items"]] == ["succeeded", "succeeded"]
+    assert job["items"][0]["transcript"]["text"] == "echo call.wav 9 bytes"
+    assert sorted(Path(o).name for o in job["items"][1]["outputs"]) == ["call.de.txt", "call.fr.txt"]

@@ -171,6 +171,13 @@ class BrokerLink:
         conn = self._connection
         return conn is not None and not conn.is_closed and conn.connected.is_set()
 
+    def status(self) -> str:
+        """A short phrase for the systemd STATUS= line."""
+        conn = self._connection
+        if conn is None:
+            return "waiting for broker"
+        return "broker connected" if not conn.is_closed and conn.connected.is_set() else "broker reconnecting"
+
     async def aclose(self) -> None:
         """Close the connection (after the consumer and relay have stopped)."""
         self._closed = True

@@ -191,6 +191,8 @@ class FileSink:
         action = item.output.get("after", "keep")
         if action == "keep" or not item.path:
             return
+        if item.output.get("then_translate_to") and item.task == "translate":
+            return  # a chained step's input is our own transcript, not the user's file
         source = Path(item.path)
         try:
             st = source.lstat()

@@ -305,6 +305,7 @@ class FolderSource:
         output = {"dir": str(rule.output_dir) if rule.output_dir else None, "formats": list(rule.formats),
                   "after": rule.after, "root": str(self.root)}
         if rule.chain_languages:
+            output["formats"] = sorted({*rule.formats, "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(rule.chain_languages)
             output["translate_provider"] = rule.translate_provider
         job, _ = await self._journal.create_job(NewJob(

@@ -66,6 +66,10 @@ CREATE TABLE IF NOT EXISTS items (
     content_hash TEXT,
     state TEXT NOT NULL,
     batch_id TEXT,
+    task TEXT,              -- per-item overrides of the job's (a chained translation step)
+    provider TEXT,
+    target_languages TEXT,
+    options TEXT,
     outputs TEXT NOT NULL DEFAULT '[]',
     error TEXT,
     result TEXT,
@@ -134,6 +138,10 @@ class NewItem:
     inode: int | None = None
     content_hash: str | None = None
     reused_result: Mapping[str, Any] | None = None  # an earlier identical input's result
+    task: str | None = None  # overrides of the job's, for a chained step
+    provider: str | None = None
+    target_languages: Sequence[str] | None = None
+    options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +207,7 @@ class ItemOutcome:
     error: ErrorInfo | None = None
     result: Mapping[str, Any] | None = None
     cost: Mapping[str, Any] | None = None
+    follow_up: NewItem | None = None  # a chained step added to the same job
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +266,20 @@ def _list_jobs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[
     return [v for r in rows.fetchall() if (v := _job_view(conn, r["id"])) is not None]
 
 
+def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem, now: str) -> None:
+    state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+    conn.execute(
+        "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, state, result, "
+        "task, provider, target_languages, options, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (str(ULID()), job_id, idx, item.input, item.path, item.name, item.size, item.device, item.inode,
+         item.content_hash, str(state), _dumps(dict(item.reused_result)) if item.reused_result is not None else None,
+         item.task, item.provider,
+         _dumps(list(item.target_languages)) if item.target_languages is not None else None,
+         _dumps(dict(item.options)) if item.options is not None else None, now),
+    )
+
+
 class JournalReader:
     """Read-only access for the CLI (``stenod jobs``, ``stenod job``), in the calling thread."""
 
@@ -274,7 +297,9 @@ class JournalReader:
 
 
 _OPEN_ITEM_SQL = """
-SELECT i.*, j.task, j.provider, j.language, j.target_languages, j.options, j.output,
+SELECT i.*, COALESCE(i.task, j.task) AS eff_task, COALESCE(i.provider, j.provider) AS eff_provider,
+       j.language, COALESCE(i.target_languages, j.target_languages) AS eff_targets,
+       COALESCE(i.options, j.options) AS eff_options, j.output,
        j.created_at AS job_created_at, j.cancel_requested
 FROM items i JOIN jobs j ON j.id = i.job_id
 """
@@ -285,11 +310,11 @@ def _open_item(r: sqlite3.Row) -> OpenItem:
         item_id=r["id"],
         job_id=r["job_id"],
         state=ItemState(r["state"]),
-        task=r["task"],
-        provider=r["provider"],
+        task=r["eff_task"],
+        provider=r["eff_provider"],
         language=r["language"],
-        target_languages=tuple(_loads(r["target_languages"])),
-        options=_loads(r["options"]),
+        target_languages=tuple(_loads(r["eff_targets"])),
+        options=_loads(r["eff_options"]),
         output=_loads(r["output"]),
         input=r["input"],
         name=r["name"],
@@ -432,14 +457,7 @@ class SqliteJournal:
                  new.reply_to, new.correlation_id, now, now),
             )
             for idx, item in enumerate(new.items):
-                state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
-                conn.execute(
-                    "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, "
-                    "state, result, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (str(ULID()), job_id, idx, item.input, item.path, item.name, item.size, item.device,
-                     item.inode, item.content_hash, str(state),
-                     _dumps(dict(item.reused_result)) if item.reused_result is not None else None, now),
-                )
+                _insert_item(conn, job_id, idx, item, now)
             if new.seen is not None:
                 rule, path, dev, ino, size, mtime = new.seen
                 conn.execute(
@@ -661,6 +679,9 @@ class SqliteJournal:
                      _dumps(dict(o.cost)) if o.cost else None, now, o.item_id),
                 )
                 jobs.add(row["job_id"])
+                if o.follow_up is not None and o.state == ItemState.SUCCEEDED:
+                    (last,) = conn.execute("SELECT MAX(idx) FROM items WHERE job_id = ?", (row["job_id"],)).fetchone()
+                    _insert_item(conn, row["job_id"], last + 1, o.follow_up, now)
             if batch_id is not None and batch_state is not None:
                 conn.execute(
                     "UPDATE batches SET state = ?, error = ?, updated_at = ? WHERE id = ?",

@@ -1,0 +1,164 @@
+"""The event relay: publishes the journal's outbox to the event exchange, confirmed.
+
+Rows go out in ``seq`` order (pipelined on one channel, so the broker receives them in
+that order) as persistent CloudEvents with ``message_id`` = event id; a row is deleted
+only after the broker confirmed it. While the broker is down rows wait in the outbox and
+the daemon carries on. Unroutable events are caught by the exchange's alternate exchange
+(``<exchange>.unrouted``); if even that fails the broker returns the event, which stays in
+the outbox with an ``amqp.event_unroutable`` warning. Terminal events of a request that
+had ``reply_to`` are also sent to that queue with its ``correlation_id`` (best effort: a
+reply queue that is gone is logged, not retried forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel
+from aiormq.exceptions import PublishError
+
+from stenod.adapters.amqp_topology import BrokerLink, declare_events
+from stenod.adapters.sqlite_journal import OutboxRow, SqliteJournal
+from stenod.events import CONTENT_TYPE
+from stenod.settings import AmqpSettings
+
+log = structlog.get_logger("stenod.amqp")
+
+_AMQP_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+_IDLE_SECONDS = 5.0
+_DEPTH_EVERY_SECONDS = 5.0
+
+
+class DepthGauge(Protocol):
+    def set_outbox_depth(self, depth: int) -> None: ...
+
+
+class OutboxRelay:
+    """Moves committed events from the outbox to RabbitMQ; one instance per daemon."""
+
+    def __init__(self, link: BrokerLink, journal: SqliteJournal, amqp: AmqpSettings, *, batch_size: int = 500,
+                 metrics: DepthGauge | None = None) -> None:
+        self._link = link
+        self._journal = journal
+        self._amqp = amqp
+        self._batch_size = batch_size
+        self._metrics = metrics
+        # Strong references: aio-pika tracks robust channels weakly.
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._depth_at = 0.0
+        self.published = 0
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Publish until ``stopping``. Rows not yet confirmed stay for the next run."""
+        connection = await self._link.wait_connected(stopping)
+        if connection is None:
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._wake_on(stopping), name="relay:stop")
+            while not stopping.is_set():
+                try:
+                    if self._exchange is None:
+                        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                        self._exchange = await declare_events(channel, self._amqp)
+                        self._channel = channel
+                        log.info("amqp.relay_ready", exchange=self._amqp.event_exchange)
+                    await self._pump(stopping)
+                except (*_AMQP_ERRORS, TimeoutError) as exc:
+                    log.warning("amqp.relay_interrupted", error=str(exc) or type(exc).__name__)
+                    await self._pause(stopping, self._amqp.reconnect_interval_seconds)
+        if self._channel is not None:
+            try:
+                await self._channel.close()
+            except _AMQP_ERRORS as exc:
+                log.debug("amqp.channel_close_failed", error=str(exc))
+
+    async def _wake_on(self, stopping: asyncio.Event) -> None:
+        await stopping.wait()
+        self._journal.outbox_ready.set()
+
+    async def _pause(self, stopping: asyncio.Event, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await stopping.wait()
+        except TimeoutError:
+            pass
+
+    async def _pump(self, stopping: asyncio.Event) -> None:
+        ready = self._journal.outbox_ready
+        while not stopping.is_set():
+            ready.clear()  # before reading: a commit after the read sets it again
+            rows = await self._journal.outbox_batch(self._batch_size)
+            await self._report_depth()
+            if not rows:
+                try:
+                    async with asyncio.timeout(_IDLE_SECONDS):
+                        await ready.wait()
+                except TimeoutError:
+                    pass
+                continue
+            done = await self._publish(rows)
+            if done:
+                await self._journal.outbox_delete(done)
+                self.published += len(done)
+            if len(done) < len(rows):
+                await self._pause(stopping, min(self._amqp.reconnect_interval_seconds, 2.0))
+
+    async def _publish(self, rows: Sequence[OutboxRow]) -> list[int]:
+        """Publish rows pipelined; returns the seqs the broker confirmed."""
+        results = await asyncio.gather(*(self._publish_row(row) for row in rows), return_exceptions=True)
+        done: list[int] = []
+        failed: BaseException | None = None
+        for row, result in zip(rows, results, strict=True):
+            if result is True:
+                done.append(row.seq)
+            elif isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                failed = failed or result
+        if failed is not None:
+            log.warning("amqp.publish_failed", failed=len(rows) - len(done), confirmed=len(done),
+                        error=str(failed) or type(failed).__name__)
+        return done
+
+    async def _publish_row(self, row: OutboxRow) -> bool:
+        assert self._exchange is not None and self._channel is not None
+        message = self._message(row)
+        try:
+            async with asyncio.timeout(self._amqp.publish_timeout_seconds):
+                await self._exchange.publish(message, routing_key=row.routing_key, mandatory=True)
+        except PublishError:
+            log.warning("amqp.event_unroutable", routing_key=row.routing_key, event_id=row.event_id,
+                        hint=f"bind a queue to {self._amqp.event_exchange} or restore its alternate exchange")
+            return False
+        if row.reply_to:
+            reply = self._message(row, correlation_id=row.correlation_id)
+            try:
+                async with asyncio.timeout(self._amqp.publish_timeout_seconds):
+                    await self._channel.default_exchange.publish(reply, routing_key=row.reply_to, mandatory=True)
+            except PublishError:
+                log.info("amqp.reply_unroutable", reply_to=row.reply_to, event_id=row.event_id)
+        return True
+
+    @staticmethod
+    def _message(row: OutboxRow, *, correlation_id: str | None = None) -> aio_pika.Message:
+        kind = row.routing_key.split(".")[1] if row.routing_key.count(".") >= 1 else "event"
+        return aio_pika.Message(
+            body=row.body.encode("utf-8"), content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=row.event_id, type=f"stenod.job.{kind}", app_id="stenod", correlation_id=correlation_id,
+        )
+
+    async def _report_depth(self) -> None:
+        if self._metrics is None:
+            return
+        now = time.monotonic()
+        if now - self._depth_at < _DEPTH_EVERY_SECONDS:
+            return
+        self._depth_at = now
+        self._metrics.set_outbox_depth(await self._journal.outbox_depth())
+

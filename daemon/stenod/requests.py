@@ -1,0 +1,188 @@
+"""The request message: its strict schema and the rules that need no I/O.
+
+A body is checked in this order, and the first failure is the answer: size (before any
+parsing), JSON syntax and the schema (one pydantic pass in Rust, so deep nesting, huge
+numbers and invalid UTF-8 are errors, never crashes), then the provider (known and
+available), its task, the translate target, the language, and finally the options
+against the plugin's own ``Options`` model. File and URL checks need I/O and live with
+the consumer (:mod:`stenod.adapters.amqp_source`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
+
+from stenod.provider import Limits, Task
+
+MAX_INPUTS = 100
+_TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)
+
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]
+Language = Annotated[str, StringConstraints(min_length=2, max_length=35,
+                                            pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
+ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_TEXT)]
+UrlText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
+Format = Literal["txt", "json", "srt", "vtt"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class InputRef(_Strict):
+    """One input: a local ``path`` under ``amqp.allowed_roots``, or a ``url`` the daemon fetches."""
+
+    path: PathText | None = Field(default=None, description="Absolute path under one of amqp.allowed_roots.")
+    url: UrlText | None = Field(default=None, description="https URL the daemon downloads (size-capped).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> InputRef:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("each input needs exactly one of 'path' or 'url'")
+        return self
+
+
+class OutputSpec(_Strict):
+    """Where results go. Without ``dir``: beside a path input, or under the state directory for URLs."""
+
+    dir: PathText | None = Field(default=None, description="Absolute folder under one of amqp.allowed_roots.")
+    formats: list[Format] | None = Field(default=None, min_length=1, max_length=4)
+
+    @model_validator(mode="after")
+    def _unique(self) -> OutputSpec:
+        if self.formats is not None and len(set(self.formats)) != len(self.formats):
+            raise ValueError("formats must not repeat")
+        return self
+
+
+class Request(_Strict):
+    """A job request published to the request queue (``content_type: application/json``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod request")
+
+    request_id: RequestId | None = Field(
+        default=None, description="Idempotency key: a repeated request_id never runs twice. "
+        "Defaults to the AMQP message_id.")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    provider: ProviderName | None = Field(default=None, description="Defaults to the daemon's default_provider.")
+    inputs: list[InputRef] = Field(min_length=1, max_length=MAX_INPUTS)
+    language: Language | None = None
+    target_language: Language | list[Language] | None = Field(
+        default=None, description="Required for task 'translate'; one language or a list (at most 10).")
+    options: dict[Annotated[str, StringConstraints(max_length=100)], JsonValue] = Field(
+        default_factory=dict, max_length=64, description="Validated by the provider plugin's Options model.")
+    output: OutputSpec | None = None
+
+    @property
+    def target_languages(self) -> tuple[str, ...]:
+        value = self.target_language
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    @model_validator(mode="after")
+    def _bounded_targets(self) -> Request:
+        if isinstance(self.target_language, list) and not 1 <= len(self.target_language) <= 10:
+            raise ValueError("target_language lists hold 1 to 10 languages")
+        return self
+
+
+class CancelRequest(_Strict):
+    """A cancel control message: AMQP ``type`` = ``stenod.cancel`` on the request queue."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod cancel")
+
+    job_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")]
+
+
+class Rejected(Exception):
+    """A message that can never succeed: dead-lettered with ``code`` and ``reason``."""
+
+    def __init__(self, code: str, reason: str, *, request_id: str | None = None, task: str | None = None,
+                 provider: str | None = None) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.request_id = request_id
+        self.task = task
+        self.provider = provider
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """What intake needs to know about one available provider."""
+
+    limits: Limits
+    options_model: type[BaseModel]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+def parse_body(body: bytes, model: type[_Strict], *, max_body_bytes: int) -> Any:
+    """Size check, then JSON and schema in one pass. Raises Rejected."""
+    if len(body) > max_body_bytes:
+        raise Rejected("body_too_large", f"the body is {len(body)} bytes; the limit is {max_body_bytes}")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        kinds = {e["type"] for e in exc.errors(include_url=False)}
+        if kinds & {"json_invalid", "json_type"}:
+            raise Rejected("invalid_json", f"the body is not valid UTF-8 JSON: {_first_error(exc)}") from exc
+        raise Rejected("invalid_request", _first_error(exc), request_id=_peek_request_id(body)) from exc
+    except (RecursionError, ValueError) as exc:  # defensive: the Rust parser reports these as ValidationError
+        raise Rejected("invalid_json", f"the body cannot be parsed: {type(exc).__name__}") from exc
+
+
+def _peek_request_id(body: bytes) -> str | None:
+    """The request_id of a schema-invalid body, so the rejected event can name it."""
+
+    class _Peek(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        request_id: RequestId | None = None
+
+    try:
+        return _Peek.model_validate_json(body).request_id
+    except ValidationError:
+        return None
+
+
+def check_request(request: Request, providers: Mapping[str, ProviderInfo], unavailable: Mapping[str, str], *,
+                  default_provider: str, request_id: str | None) -> tuple[str, dict[str, Any]]:
+    """Provider, task, target language, language and options rules.
+
+    Returns the chosen provider name and the validated options (as given, JSON).
+    Raises Rejected with the first rule broken.
+    """
+    provider = request.provider or default_provider
+    context = {"request_id": request_id, "task": request.task, "provider": provider}
+    info = providers.get(provider)
+    if info is None:
+        if provider in unavailable:
+            raise Rejected("provider_unavailable", f"provider {provider!r} is not available: {unavailable[provider]}",
+                           **context)
+        known = ", ".join(sorted(providers)) or "none"
+        raise Rejected("unknown_provider", f"no provider named {provider!r} (available: {known})", **context)
+    if Task(request.task) not in info.limits.tasks:
+        can = ", ".join(sorted(str(t) for t in info.limits.tasks))
+        raise Rejected("unsupported_task", f"{provider} cannot {request.task} (it can: {can})", **context)
+    if request.task == "translate" and not request.target_languages:
+        raise Rejected("missing_target_language", "task 'translate' needs target_language", **context)
+    allowed = info.limits.languages
+    if allowed is not None:
+        for lang in (request.language, *request.target_languages):
+            if lang is not None and lang not in allowed:
+                raise Rejected("unsupported_language", f"{provider} does not support language {lang!r}", **context)
+    try:
+        info.options_model.model_validate(request.options)
+    except ValidationError as exc:
+        raise Rejected("invalid_options", f"options rejected by {provider}: {_first_error(exc)}", **context) from exc
+    return provider, dict(request.options)
