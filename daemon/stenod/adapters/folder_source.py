@@ -23,6 +23,7 @@ import watchfiles
 
 from stenod.adapters.file_writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
 from stenod.adapters.sqlite_journal import NewItem, NewJob, SqliteJournal
+from stenod.adapters.sqlite_store import JournalError
 from stenod.settings import WatchRule
 
 log = structlog.get_logger("stenod.folder")
@@ -47,6 +48,10 @@ class FileRefused(Exception):
 def is_ignored_name(rule: WatchRule, path: Path) -> str | None:
     """Why a name is never a job for this rule (None: it may be)."""
     name = path.name
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (rename the file)"
     if name.startswith("."):
         return "dot-file"
     lower = name.lower()
@@ -245,7 +250,10 @@ class FolderSource:
         self._reported.add(key)
         if len(self._reported) > 10_000:
             self._reported.clear()
-        log.debug("file.ignored", path=str(path), reason=reason)
+        if "rename" in reason:
+            log.warning("file.ignored", path=str(path), reason=reason)
+        else:
+            log.debug("file.ignored", path=str(path), reason=reason)
         if self._metrics is not None:
             self._metrics.file_ignored(reason)  # type: ignore[attr-defined]
 
@@ -261,7 +269,7 @@ class FolderSource:
                     return
                 candidate = self._candidates.pop(path, None)
                 if candidate is not None:
-                    await self._take(path, candidate)
+                    await self._take_guarded(path, candidate)
             waits = [c.since + settle - time.monotonic() for c in self._candidates.values()]
             timeout = max(0.05, min(waits)) if waits else None
             try:
@@ -270,6 +278,16 @@ class FolderSource:
             except TimeoutError:
                 pass
             self._changed.clear()
+
+    async def _take_guarded(self, path: Path, candidate: Candidate) -> None:
+        """One file's intake failing for an unforeseen reason must not stop the folder."""
+        try:
+            await self._take(path, candidate)
+        except (asyncio.CancelledError, JournalError):
+            raise
+        except Exception:
+            log.exception("file.intake_failed", path=str(path), hint="this is a bug; the file is skipped")
+            self._known[path] = (candidate.size, candidate.mtime_ns)
 
     async def _take(self, path: Path, candidate: Candidate) -> None:
         try:
