@@ -35,29 +35,9 @@ from starlette.routing import Route
 
 from tests.fakes.faultscript import FaultRule, FaultScript, generic_fault
 from tests.fakes.sarvam_blobs import SasSigner, azure_error, receive_put_blob
+from tests.fakes.sarvam_content import parameter_problem, result_document
 
 PREFIXES = {"stt": "/speech-to-text/job/v1", "translate": "/speech-to-text-translate/job/v1"}
-STT_MODELS = {"saaras:v3", "saaras:v4", "saarika:v2.5"}
-MODES = {"transcribe", "translate", "verbatim", "translit", "codemix"}
-LANGUAGES = {
-    "unknown", "hi-IN", "bn-IN", "kn-IN", "ml-IN", "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN", "en-IN",
-    "gu-IN", "as-IN", "ur-IN", "ne-IN", "kok-IN", "ks-IN", "sd-IN", "sa-IN", "sat-IN", "mni-IN", "brx-IN",
-    "mai-IN", "doi-IN",
-}  # fmt: skip
-CODECS = {
-    "wav", "x-wav", "wave", "mp3", "mpeg", "mpeg3", "x-mp3", "x-mpeg-3", "aac", "x-aac", "aiff", "x-aiff",
-    "ogg", "opus", "flac", "x-flac", "mp4", "x-m4a", "amr", "x-ms-wma", "webm", "pcm_s16le", "pcm_l16",
-    "pcm_raw",
-}  # fmt: skip
-_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "stt": {
-        "model": str, "mode": str, "language_code": str, "with_timestamps": bool, "with_diarization": bool,
-        "num_speakers": int, "input_audio_codec": str, "keyterms": list,
-    },
-    "translate": {
-        "model": str, "prompt": str, "with_diarization": bool, "num_speakers": int, "input_audio_codec": str,
-    },
-}  # fmt: skip
 _CONTAINER = "sarvam-batch"
 
 
@@ -110,9 +90,7 @@ class FakeSarvam:
             for route in (
                 Route(prefix, self._endpoint(self._init, kind), methods=["POST"]),
                 Route(f"{prefix}/upload-files", self._endpoint(self._upload_files, kind), methods=["POST"]),
-                Route(
-                    f"{prefix}/download-files", self._endpoint(self._download_files, kind), methods=["POST"]
-                ),
+                Route(f"{prefix}/download-files", self._endpoint(self._download_files, kind), methods=["POST"]),
                 Route(f"{prefix}/{{job_id}}/start", self._endpoint(self._start, kind), methods=["POST"]),
                 Route(f"{prefix}/{{job_id}}/status", self._endpoint(self._status, kind), methods=["GET"]),
             )
@@ -153,6 +131,8 @@ class FakeSarvam:
 
         async def endpoint(request: Request) -> Response:
             self.calls[route] = self.calls.get(route, 0) + 1
+            if route == "status":  # every arrival, also those answered with a fault
+                self.status_calls.setdefault(request.path_params["job_id"], []).append(time.time())
             rid = _request_id()
             if request.headers.get("api-subscription-key") != self.config.api_key:
                 return _error(403, "invalid_api_key_error", "Invalid API key or subscription key", rid)
@@ -171,9 +151,7 @@ class FakeSarvam:
         try:
             body = json.loads(await request.body())
         except ValueError:
-            return _error(
-                422, "unprocessable_entity_error", "body : Input should be a valid JSON object", rid
-            )
+            return _error(422, "unprocessable_entity_error", "body : Input should be a valid JSON object", rid)
         if not isinstance(body, dict):
             return _error(422, "unprocessable_entity_error", "body : Input should be a valid dictionary", rid)
         return body
@@ -184,9 +162,7 @@ class FakeSarvam:
             return _error(404, "not_found_error", f"Job {job_id} not found", rid)
         return job
 
-    def _blob_url(
-        self, request: Request, job: _Job, direction: str, name: str, perms: str, ttl: float
-    ) -> str:
+    def _blob_url(self, request: Request, job: _Job, direction: str, name: str, perms: str, ttl: float) -> str:
         path = f"/__blob__/{_CONTAINER}/{job.job_id}/{direction}/{quote(name)}"
         return self._sas.url(str(request.base_url), path, perms, ttl)
 
@@ -199,7 +175,7 @@ class FakeSarvam:
         params = body.get("job_parameters")
         if not isinstance(params, dict):
             return _error(422, "unprocessable_entity_error", "body.job_parameters : Field required", rid)
-        problem = _check_parameters(kind, params)
+        problem = parameter_problem(kind, params)
         if problem:
             return _error(422, "unprocessable_entity_error", problem, rid)
         job_id = f"{dt.datetime.now(dt.UTC):%Y%m%d}_{uuid.uuid4()}"
@@ -222,24 +198,18 @@ class FakeSarvam:
         if "job_id" not in body:
             return _error(422, "unprocessable_entity_error", "body.job_id : Field required", rid)
         if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
-            return _error(
-                422, "unprocessable_entity_error", "body.files : Input should be a list of names", rid
-            )
+            return _error(422, "unprocessable_entity_error", "body.files : Input should be a list of names", rid)
         job = self._job(body["job_id"], kind, rid)
         if isinstance(job, Response):
             return job
         if job.state != "Accepted":
-            return _error(
-                400, "invalid_request_error", f"Job is in state {job.state}; uploads are closed", rid
-            )
+            return _error(400, "invalid_request_error", f"Job is in state {job.state}; uploads are closed", rid)
         bad = [f for f in files if "/" in f or "\\" in f or f in (".", "..")]
         if bad:
             return _error(400, "invalid_request_error", f"Invalid file names: {bad}", rid)
         names = list(dict.fromkeys([*job.requested, *files]))
         if len(names) > self.config.max_files:
-            return _error(
-                400, "invalid_request_error", f"A job takes at most {self.config.max_files} files", rid
-            )
+            return _error(400, "invalid_request_error", f"A job takes at most {self.config.max_files} files", rid)
         job.requested = names
         ttl = -60.0 if rule is not None and rule.expired_urls else self.config.upload_url_ttl_seconds
         urls = {
@@ -271,13 +241,10 @@ class FakeSarvam:
         job = self._job(request.path_params["job_id"], kind, rid)
         if isinstance(job, Response):
             return job
-        self.status_calls.setdefault(job.job_id, []).append(time.time())
         self._advance(job)
         return JSONResponse(self._status_body(job))
 
-    async def _download_files(
-        self, request: Request, kind: str, rid: str, rule: FaultRule | None
-    ) -> Response:
+    async def _download_files(self, request: Request, kind: str, rid: str, rule: FaultRule | None) -> Response:
         body = await self._json_body(request, rid)
         if isinstance(body, Response):
             return body
@@ -288,9 +255,7 @@ class FakeSarvam:
             return job
         files = body.get("files")
         if not isinstance(files, list) or not files:
-            return _error(
-                422, "unprocessable_entity_error", "body.files : Input should be a list of names", rid
-            )
+            return _error(422, "unprocessable_entity_error", "body.files : Input should be a list of names", rid)
         unknown = [f for f in files if f not in job.outputs]
         if unknown:
             return _error(400, "invalid_request_error", f"Files not found in job outputs: {unknown}", rid)
@@ -346,7 +311,9 @@ class FakeSarvam:
             else:
                 output = f"{index}.json"
                 detail["outputs"] = [{"file_name": output, "file_id": str(index)}]
-                job.outputs[output] = json.dumps(_result(name, job.uploads[name], job)).encode()
+                job.outputs[output] = json.dumps(
+                    result_document(name, job.uploads[name], job.kind, job.parameters)
+                ).encode()
             details.append(detail)
         job.details = details
         ok = sum(d["state"] == "Success" for d in details)
@@ -458,74 +425,6 @@ class FakeSarvam:
                 for j in self.jobs.values()
             },
         }
-
-
-def _check_parameters(kind: str, params: dict[str, Any]) -> str | None:
-    allowed = _PARAMS[kind]
-    for key, value in params.items():
-        if key not in allowed:
-            return f"body.job_parameters.{key} : Extra inputs are not permitted"
-        if value is not None and (
-            not isinstance(value, allowed[key]) or (allowed[key] is int and value is True)
-        ):
-            return f"body.job_parameters.{key} : Input should be a valid {allowed[key].__name__}"  # type: ignore[union-attr]
-    model = params.get("model")
-    if kind == "translate":
-        if model not in (None, "saaras:v2.5"):
-            return f"body.job_parameters.model : Input should be 'saaras:v2.5', got {model!r}"
-    else:
-        if model is not None and model not in STT_MODELS:
-            return f"body.job_parameters.model : Input should be one of {sorted(STT_MODELS)}"
-        if params.get("mode") is not None and params["mode"] not in MODES:
-            return f"body.job_parameters.mode : Input should be one of {sorted(MODES)}"
-        if params.get("language_code") is not None and params["language_code"] not in LANGUAGES:
-            return "body.job_parameters.language_code : Input should be a supported language code"
-        keyterms = params.get("keyterms")
-        if keyterms is not None and (model != "saaras:v4" or len(keyterms) > 50):
-            return "body.job_parameters.keyterms : keyterms need model saaras:v4 and at most 50 terms"
-    if params.get("input_audio_codec") is not None and params["input_audio_codec"] not in CODECS:
-        return "body.job_parameters.input_audio_codec : Input should be a supported codec"
-    speakers = params.get("num_speakers")
-    if speakers is not None and not 1 <= speakers <= 20:
-        return "body.job_parameters.num_speakers : Input should be between 1 and 20"
-    return None
-
-
-def _result(name: str, size: int, job: _Job) -> dict[str, Any]:
-    """A deterministic result document for one file: 2–4 sentences derived from name and size."""
-    p = job.parameters
-    stem = name.rsplit(".", 1)[0]
-    english = job.kind == "translate" or p.get("mode") == "translate"
-    language = p.get("language_code") if p.get("language_code") not in (None, "unknown") else "hi-IN"
-    count = 2 + size % 3
-    sentences = [
-        f"{'Translated sentence' if english else 'Sentence'} {k + 1} of {stem} ({size} bytes)."
-        for k in range(count)
-    ]
-    starts = [round(k * 2.5 + 0.01, 2) for k in range(count)]
-    ends = [round(k * 2.5 + 2.4, 2) for k in range(count)]
-    doc: dict[str, Any] = {
-        "request_id": _request_id(),
-        "transcript": " ".join(sentences),
-        "language_code": language,
-        "language_probability": None if p.get("language_code") not in (None, "unknown") else 0.93,
-    }
-    if job.kind == "stt" and p.get("with_timestamps"):
-        doc["timestamps"] = {"words": sentences, "start_time_seconds": starts, "end_time_seconds": ends}
-    if p.get("with_diarization"):
-        speakers = p.get("num_speakers") or 2
-        doc["diarized_transcript"] = {
-            "entries": [
-                {
-                    "transcript": s,
-                    "start_time_seconds": a,
-                    "end_time_seconds": b,
-                    "speaker_id": str(k % speakers),
-                }
-                for k, (s, a, b) in enumerate(zip(sentences, starts, ends, strict=True))
-            ]
-        }
-    return doc
 
 
 def _error(status: int, code: str, message: str, rid: str, headers: dict[str, str] | None = None) -> Response:

@@ -23,7 +23,7 @@ import fnmatch
 import math
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from starlette.applications import Starlette
@@ -64,7 +64,6 @@ class _Job:
     status: str = "submitted"
     results: list[dict[str, Any]] | None = None
     error: str | None = None
-    status_calls: list[float] = field(default_factory=list)
     rejected_calls: int = 0
 
 
@@ -77,9 +76,7 @@ class FakeVachana:
         self.app = Starlette(
             routes=[
                 Route("/stt/v3/batch/submit", self._endpoint("submit", self._submit), methods=["POST"]),
-                Route(
-                    "/stt/v3/batch/status/{job_id}", self._endpoint("status", self._status), methods=["GET"]
-                ),
+                Route("/stt/v3/batch/status/{job_id}", self._endpoint("status", self._status), methods=["GET"]),
                 Route("/__fake__/faults", self._set_faults, methods=["POST"]),
                 Route("/__fake__/config", self._set_config, methods=["POST"]),
                 Route("/__fake__/stats", self._stats, methods=["GET"]),
@@ -98,11 +95,14 @@ class FakeVachana:
         self.request_ids: list[tuple[str, str | None]] = []
         self.submit_fields: list[dict[str, str]] = []
         self.jobs_created = 0
+        self.status_calls: dict[str, list[float]] = {}
 
     def _endpoint(self, route: str, handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             self.calls[route] = self.calls.get(route, 0) + 1
             self.request_ids.append((route, request.headers.get("x-api-request-id")))
+            if route == "status":  # every arrival, also those answered with a fault
+                self.status_calls.setdefault(request.path_params["job_id"], []).append(time.time())
             if request.headers.get("x-api-key-id") != self.config.api_key:
                 await _drain(request)
                 return _error(401, "UNAUTHORIZED", "Invalid or missing API key", shape="detail")
@@ -162,22 +162,13 @@ class FakeVachana:
         if not files:
             return _error(400, "BAD_REQUEST", "No audio files provided in 'audio_files'", shape="flat")
         if len(files) > self.config.max_files:
-            return _error(
-                400, "TOO_MANY_FILES", f"At most {self.config.max_files} files per request", shape="detail"
-            )
+            return _error(400, "TOO_MANY_FILES", f"At most {self.config.max_files} files per request", shape="detail")
         for upload in files:
             name = upload.filename or ""
             if not upload.size:
                 return _error(400, "BAD_REQUEST", f"File {name!r} is empty", shape="flat_error")
-            if (
-                "/" in name
-                or "\\" in name
-                or name.rsplit(".", 1)[-1].lower() not in FORMATS
-                or "." not in name
-            ):
-                return _error(
-                    400, "INVALID_REQUEST_ERROR", f"Unsupported audio format: {name!r}", shape="rest"
-                )
+            if "/" in name or "\\" in name or name.rsplit(".", 1)[-1].lower() not in FORMATS or "." not in name:
+                return _error(400, "INVALID_REQUEST_ERROR", f"Unsupported audio format: {name!r}", shape="rest")
         language = fields.get("language_code")
         if not language:
             return _error(400, "BAD_REQUEST", "language_code is required", shape="detail")
@@ -190,13 +181,9 @@ class FakeVachana:
                 return _error(400, "BAD_REQUEST", f"{flag} must be 'true' or 'false'", shape="detail")
         fmt = fields.get("format", "verbatim")
         if fmt not in ("verbatim", "transcribe"):
-            return _error(
-                400, "BAD_REQUEST", f"format must be verbatim or transcribe, not {fmt!r}", shape="detail"
-            )
+            return _error(400, "BAD_REQUEST", f"format must be verbatim or transcribe, not {fmt!r}", shape="detail")
         if fmt == "transcribe" and language not in ("hi-IN", "en-IN"):
-            return _error(
-                400, "BAD_REQUEST", "format=transcribe is supported only for hi-IN and en-IN", "detail"
-            )
+            return _error(400, "BAD_REQUEST", "format=transcribe is supported only for hi-IN and en-IN", "detail")
         return None
 
     async def _status(self, request: Request) -> Response:
@@ -204,7 +191,6 @@ class FakeVachana:
         if job is None:
             return _error(404, "NOT_FOUND", "Job not found", shape="detail")
         now = time.monotonic()
-        job.status_calls.append(time.time())
         wait = job.clock + self.config.poll_interval_seconds - now
         if wait > 0:
             job.rejected_calls += 1
@@ -246,7 +232,7 @@ class FakeVachana:
         stem = name.rsplit(".", 1)[0]
         count = 2 + size % 3
         language = job.language if "," not in job.language else "hi-IN"
-        segments = [
+        segments: list[dict[str, Any]] = [
             {
                 "segment_id": k,
                 "start_time": round(k * 3.0 + 0.32, 2),
@@ -317,7 +303,7 @@ class FakeVachana:
             "calls": dict(self.calls),
             "request_ids": [list(pair) for pair in self.request_ids],
             "submit_fields": list(self.submit_fields),
-            "status_calls": {j.job_id: list(j.status_calls) for j in self.jobs.values()},
+            "status_calls": {k: list(v) for k, v in self.status_calls.items()},
             "status_rejected": {j.job_id: j.rejected_calls for j in self.jobs.values()},
             "faults_pending": self.faults.pending(),
             "jobs": {
@@ -364,9 +350,7 @@ def _fault_error(rule: FaultRule) -> Response:
     }
     code = rule.code or default_code.get(rule.status, "SERVICE_UNAVAILABLE")
     shape = rule.shape or ("text" if rule.status == 500 else "detail")
-    message = rule.message or (
-        "Internal Server Error" if rule.status == 500 else f"Injected fault {rule.status}"
-    )
+    message = rule.message or ("Internal Server Error" if rule.status == 500 else f"Injected fault {rule.status}")
     return _error(rule.status, code, message, shape, retry_after=rule.retry_after)
 
 
