@@ -540,8 +540,10 @@ class Dispatcher:
                 return True
         if batch.state == BatchState.POLLING:
             assert batch.handle is not None
-            poll_time = time.time()
             status = await self._call(runtime, "poll", provider.poll(batch.handle))
+            # The interval runs from the answer, not the request: a call delayed on its way
+            # (a busy loop, a full connection pool) must not make the next one arrive early.
+            poll_time = time.time()
             if status.state in (RemoteState.PENDING, RemoteState.RUNNING):
                 delay = max(runtime.poll_interval, status.retry_after or 0.0)
                 next_at = poll_time + delay + random.uniform(0, max(0.05, delay * 0.1))
@@ -607,7 +609,10 @@ class Dispatcher:
     async def _retry(self, batch: BatchRow, exc: RetryableError) -> bool:
         # The journal, not our copy, has the checkpoints the failed step committed.
         batch = await self._journal.batch(batch.batch_id) or batch
-        attempts = batch.attempts + 1
+        # A status call the provider asked us to delay (429 + Retry-After) is pacing, not a
+        # failure: it does not use up an attempt, or a long job would fail for being polled.
+        pacing = batch.state == BatchState.POLLING and exc.retry_after is not None
+        attempts = batch.attempts if pacing else batch.attempts + 1
         if attempts >= self._policy.max_attempts:
             await self._fail_batch(batch, ErrorInfo(
                 exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint))
@@ -615,8 +620,9 @@ class Dispatcher:
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
         runtime = self._runtimes.get(batch.provider)
         next_at = time.time() + delay
-        if batch.state == BatchState.POLLING and batch.last_poll_at is not None and runtime is not None:
-            next_at = max(next_at, batch.last_poll_at + runtime.poll_interval)
+        if batch.state == BatchState.POLLING and runtime is not None:
+            # A refused or failed status call still counts as a call for the provider's pacing.
+            next_at = max(next_at, time.time() + runtime.poll_interval)
         await self._journal.batch_retry(batch.batch_id, attempts=attempts, next_at=next_at, error=exc.info())
         if self._metrics is not None:
             self._metrics.retry(batch.provider)

@@ -252,3 +252,12 @@ def test_backoff_grows_and_never_undercuts_retry_after():
     assert all(4 <= backoff_delay(4, policy, None) <= 8 for _ in range(50))
     assert all(15 <= backoff_delay(9, policy, None) <= 30 for _ in range(50))
     assert all(backoff_delay(1, policy, 7.0) >= 7.0 for _ in range(50))
+
+
+async def test_a_rate_limited_status_call_is_pacing_and_does_not_use_up_attempts(journal, tmp_path):
+    provider = ScriptedProvider()
+    provider.polls.extend([RetryableError("429", retry_after=0.05, code="http_429")] * (POLICY.max_attempts + 2))
+    job = await submit_job(journal, audio_files(tmp_path, 1))
+    [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
+    assert view.state == JobState.SUCCEEDED
+    assert len(provider.of("poll")) == POLICY.max_attempts + 3
