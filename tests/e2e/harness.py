@@ -124,4 +124,9 @@ def running(config: Path, log_path: Path, **kwargs: Any) -> Iterator[Daemon]:
         daemon.wait_ready()
         yield daemon
     finally:
+        if daemon.alive:
+            try:
+                daemon.terminate(timeout=30)  # graceful, as systemd stops it
+            except subprocess.TimeoutExpired:
+                pass
         daemon.kill()
