@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from stenod.adapters.sqlite_journal import BatchRow, ItemOutcome, NewItem, OpenItem, SqliteJournal
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, NewItem, OpenItem
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -105,7 +105,7 @@ class _Schedule:
 class JournalStepContext:
     """The StepContext handed to ``submit``: checkpoints go to the journal."""
 
-    def __init__(self, journal: SqliteJournal, batch_id: str, saved: Mapping[str, Json] | None,
+    def __init__(self, journal: JobJournal, batch_id: str, saved: Mapping[str, Json] | None,
                  on_progress: Callable[[float], None]) -> None:
         self._journal = journal
         self._batch_id = batch_id
@@ -137,7 +137,7 @@ def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None
 class Dispatcher:
     def __init__(
         self,
-        journal: SqliteJournal,
+        journal: JobJournal,
         runtimes: Mapping[str, ProviderRuntime],
         sink: OutputSink,
         policy: RetrySettings,

@@ -14,9 +14,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from stenod.adapters.sqlite_journal import NewItem, NewJob
 from stenod.app import build
 from stenod.jobs import JobState, JobView
+from stenod.journal import NewItem, NewJob
 from stenod.settings import Settings
 
 

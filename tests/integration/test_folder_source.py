@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
-
 from stenod.adapters.folder_source import FolderSource
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.jobs import JobView
 from stenod.settings import WatchRule
+from structlog.testing import capture_logs
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from stenod.adapters.file_writers import FileSink
 from stenod.adapters.folder_source import FolderSource, is_ignored_name
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.settings import RetrySettings, WatchRule
+
 from tests.fakes.scripted import ScriptedProvider
 
 NAME_BYTES = st.binary(min_size=1, max_size=255).filter(lambda b: b"/" not in b and b"\0" not in b

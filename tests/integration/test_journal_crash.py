@@ -14,7 +14,8 @@ from pathlib import Path
 WRITER = """
 import asyncio, sys
 from pathlib import Path
-from stenod.adapters.sqlite_journal import NewItem, NewJob, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.journal import NewItem, NewJob
 
 async def main(path, start):
     journal = SqliteJournal.open(Path(path), outbox=True)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pysubs2
 import pytest
 import structlog
-
 from stenod import logging as stenod_logging
 from stenod.adapters.file_writers import FileSink, atomic_write, render_srt, render_vtt, safe_stem
-from stenod.adapters.sqlite_journal import OpenItem
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
+from stenod.journal import OpenItem
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument
 
 TRANSCRIPT = Transcript("Hello there. General Kenobi.", "en", 3.2,

@@ -8,11 +8,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from stenod.adapters.sqlite_journal import ItemOutcome, NewItem, NewJob, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.sqlite_store import JournalError
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState, JobState
+from stenod.journal import ItemOutcome, NewItem, NewJob
 
 
 def new_job(request_id: str | None = None, inputs: int = 1, **kw) -> NewJob:

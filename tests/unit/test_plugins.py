@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import stenod.provider
 from stenod.errors import ConfigError
 from stenod.plugins import Broken, Catalogue, Loaded, check_provider_class
+
 from tests.fakes.scripted import ScriptedProvider
 
 STENOD = [sys.executable, "-m", "stenod"]

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from stenod.cli import main
 from stenod.errors import ConfigError
 from stenod.settings import load_settings

@@ -17,8 +17,8 @@ from typing import Any
 import pysubs2
 import structlog
 
-from stenod.adapters.sqlite_journal import OpenItem
 from stenod.errors import ErrorInfo
+from stenod.journal import OpenItem
 from stenod.provider import ItemResult, Transcript
 
 log = structlog.get_logger("stenod.output")

@@ -22,8 +22,9 @@ import structlog
 import watchfiles
 
 from stenod.adapters.file_writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
-from stenod.adapters.sqlite_journal import NewItem, NewJob, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.sqlite_store import JournalError
+from stenod.journal import NewItem, NewJob
 from stenod.settings import WatchRule
 
 log = structlog.get_logger("stenod.folder")

@@ -11,7 +11,6 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from stenod.jobs import (
     check_item_transition,
     derive_job_state,
 )
+from stenod.journal import BatchRow, ItemOutcome, NewItem, NewJob, OpenItem, OutboxRow
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -123,102 +123,6 @@ def _dumps(value: Any) -> str:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-# -- values passed in and out ------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    input: str
-    name: str
-    path: str | None = None
-    size: int | None = None
-    device: int | None = None
-    inode: int | None = None
-    content_hash: str | None = None
-    reused_result: Mapping[str, Any] | None = None  # an earlier identical input's result
-    task: str | None = None  # overrides of the job's, for a chained step
-    provider: str | None = None
-    target_languages: Sequence[str] | None = None
-    options: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    source: str
-    task: str
-    provider: str
-    items: Sequence[NewItem]
-    language: str | None = None
-    target_languages: Sequence[str] = ()
-    options: Mapping[str, Any] | None = None
-    output: Mapping[str, Any] | None = None
-    request_id: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    seen: tuple[str, str, int, int, int, int] | None = None  # (rule, path, dev, ino, size, mtime_ns)
-
-
-@dataclass(frozen=True, slots=True)
-class OpenItem:
-    """An item that needs the dispatcher: waiting to be packed, or with a reused result."""
-
-    item_id: str
-    job_id: str
-    state: ItemState
-    task: str
-    provider: str
-    language: str | None
-    target_languages: tuple[str, ...]
-    options: Mapping[str, Any]
-    output: Mapping[str, Any]
-    input: str
-    name: str
-    path: str | None
-    size: int | None
-    device: int | None
-    inode: int | None
-    result: Mapping[str, Any] | None
-    created_at: str
-    cancel_requested: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRow:
-    batch_id: str
-    provider: str
-    state: BatchState
-    handle: Mapping[str, Any] | None
-    checkpoint: Mapping[str, Any] | None
-    attempts: int
-    next_at: float
-    last_poll_at: float | None
-    items: tuple[OpenItem, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
-    """What happened to one item: terminal state, files written, error, result."""
-
-    item_id: str
-    state: ItemState
-    outputs: Sequence[str] = ()
-    error: ErrorInfo | None = None
-    result: Mapping[str, Any] | None = None
-    cost: Mapping[str, Any] | None = None
-    follow_up: NewItem | None = None  # a chained step added to the same job
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    seq: int
-    event_id: str
-    job_id: str
-    routing_key: str
-    body: str
-    reply_to: str | None
-    correlation_id: str | None
 
 
 # -- pure SQL functions (shared by the async journal and the CLI's reader) -----
