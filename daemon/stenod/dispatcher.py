@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, NewItem, OpenItem
+from stenod.packing import Preflight, created_at, freeze, pack, preflight
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -70,12 +71,6 @@ class ProviderRuntime:
     poll_interval: float
     max_concurrent_jobs: int
     in_flight: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Preflight:
-    error: ErrorInfo | None
-    duration: float | None = None
 
 
 @dataclass(slots=True)
@@ -285,12 +280,12 @@ class Dispatcher:
                 continue
             check = self._preflight.get(item.item_id)
             if check is None:
-                check = await asyncio.to_thread(self._check_item, runtime, item)
+                check = await asyncio.to_thread(preflight, runtime.name, runtime.limits, item, self._probe)
                 self._preflight[item.item_id] = check
             if check.error is not None:
                 failures.append((item, check.error))
                 continue
-            key = (item.provider, item.task, item.language, item.target_languages, _freeze(item.options))
+            key = (item.provider, item.task, item.language, item.target_languages, freeze(item.options))
             groups[key].append(item)
         if failures:
             for item, error in failures:
@@ -299,8 +294,8 @@ class Dispatcher:
         now = time.time()
         for key, members in groups.items():
             runtime = self._runtimes[key[0]]
-            batches = self._pack(runtime.limits, members)
-            oldest = min(_created(m) for m in members)
+            batches = pack(runtime.limits, members)
+            oldest = min(created_at(m) for m in members)
             full = len(batches) > 1 or (runtime.limits.max_files is not None
                                         and len(batches[0]) >= runtime.limits.max_files)
             if not full and now - oldest < self._pack_window:
@@ -314,66 +309,6 @@ class Dispatcher:
                 for i in chunk:
                     self._preflight.pop(i.item_id, None)
                 self._adopt(batch)
-
-    def _check_item(self, runtime: ProviderRuntime, item: OpenItem) -> Preflight:
-        """Everything that can be known before any upload. Runs in a worker thread."""
-        limits = runtime.limits
-        if Task(item.task) not in limits.tasks:
-            return Preflight(ErrorInfo("unsupported_task", f"{runtime.name} cannot {item.task}"))
-        if item.path is None:
-            return Preflight(ErrorInfo("input_missing", f"{item.input} has no local file"))
-        path = Path(item.path)
-        ext = path.suffix.lower().lstrip(".")
-        if ext not in limits.formats:
-            return Preflight(ErrorInfo(
-                "unsupported_format", f"{path.name}: .{ext or '(none)'} files are not supported by {runtime.name}",
-                hint=f"{runtime.name} accepts: {', '.join(sorted(limits.formats))}"))
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return Preflight(ErrorInfo("input_missing", f"{path} was deleted before it could be processed"))
-        except OSError as exc:
-            return Preflight(ErrorInfo("input_unreadable", f"{path}: {exc.strerror}"))
-        if item.inode is not None and (st.st_ino, st.st_dev) != (item.inode, item.device):
-            return Preflight(ErrorInfo("input_changed", f"{path} was replaced after it was accepted"))
-        if st.st_size == 0:
-            return Preflight(ErrorInfo("empty_file", f"{path.name} is empty (0 bytes)",
-                                       hint="Copy the complete recording into the folder again."))
-        if limits.max_file_bytes is not None and st.st_size > limits.max_file_bytes:
-            return Preflight(ErrorInfo(
-                "over_limit", f"{path.name} is {st.st_size:,} bytes; {runtime.name} accepts at most "
-                f"{limits.max_file_bytes:,} bytes per file", hint="Split or compress the recording."))
-        if limits.max_batch_bytes is not None and st.st_size > limits.max_batch_bytes:
-            return Preflight(ErrorInfo(
-                "over_limit", f"{path.name} is {st.st_size:,} bytes; {runtime.name} accepts at most "
-                f"{limits.max_batch_bytes:,} bytes per job"))
-        duration = None
-        if limits.max_audio_seconds is not None:
-            duration = self._probe(path)
-            if duration is not None and duration > limits.max_audio_seconds:
-                return Preflight(ErrorInfo(
-                    "over_limit", f"{path.name} lasts {duration:.0f} s; {runtime.name} accepts at most "
-                    f"{limits.max_audio_seconds:.0f} s per file", hint="Split the recording into shorter parts."))
-        return Preflight(None, duration)
-
-    @staticmethod
-    def _pack(limits: Limits, items: Sequence[OpenItem]) -> list[list[OpenItem]]:
-        """Greedy first-fit in arrival order within max_files and max_batch_bytes."""
-        batches: list[list[OpenItem]] = []
-        sizes: list[int] = []
-        for item in items:
-            size = item.size or 0
-            for idx, batch in enumerate(batches):
-                if (limits.max_files is None or len(batch) < limits.max_files) and (
-                    limits.max_batch_bytes is None or sizes[idx] + size <= limits.max_batch_bytes
-                ):
-                    batch.append(item)
-                    sizes[idx] += size
-                    break
-            else:
-                batches.append([item])
-                sizes.append(size)
-        return batches
 
     async def _cancel_batches(self, job_ids: set[str]) -> None:
         for batch_id, batch in list(self._batches.items()):
@@ -689,20 +624,6 @@ def is_url(text: str) -> bool:
 
 def _replace(batch: BatchRow, **changes: Any) -> BatchRow:
     return replace(batch, **changes)
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _created(item: OpenItem) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(item.created_at.replace("Z", "+00:00")).timestamp()
 
 
 def _result_from_json(item_id: str, data: Mapping[str, Any]) -> ItemResult:

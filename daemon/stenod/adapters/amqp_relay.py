@@ -23,8 +23,9 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aiormq.exceptions import PublishError
 
 from stenod.adapters.amqp_topology import BrokerLink, declare_events
-from stenod.adapters.sqlite_journal import OutboxRow, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.events import CONTENT_TYPE
+from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings
 
 log = structlog.get_logger("stenod.amqp")

@@ -26,7 +26,7 @@ from ulid import ULID
 from stenod.adapters.amqp_relay import OutboxRelay
 from stenod.adapters.amqp_topology import CANCEL_TYPE, REQUEST_TYPE, BrokerLink, declare_requests
 from stenod.adapters.folder_source import FileRefused, open_regular
-from stenod.adapters.sqlite_journal import NewItem, NewJob, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import (
     DownloadFailed,
     Resolver,
@@ -39,6 +39,7 @@ from stenod.adapters.url_fetch import (
 )
 from stenod.dispatcher import ProviderRuntime
 from stenod.events import EventKind, JobEvent, utc_now
+from stenod.journal import NewItem, NewJob
 from stenod.requests import CancelRequest, ProviderInfo, Rejected, Request, check_request, parse_body
 from stenod.settings import AmqpSettings, Settings
 

@@ -102,6 +102,7 @@ class BrokerLink:
         self._ready = asyncio.Event()
         self._on_state = on_state  # e.g. Metrics.set_consumer_connected
         self._closed = False
+        self._up = False
 
     @property
     def connection(self) -> AbstractRobustConnection | None:
@@ -149,7 +150,8 @@ class BrokerLink:
             self._ready.set()
 
     def _lost(self, *_: Any) -> None:
-        if not self._closed:
+        # Called again for every failed reconnect attempt: report the outage once.
+        if self._up and not self._closed:
             log.warning("amqp.connection_lost", reconnect_interval_seconds=self._amqp.reconnect_interval_seconds)
         self._state(False)
 
@@ -158,6 +160,7 @@ class BrokerLink:
         self._state(True)
 
     def _state(self, connected: bool) -> None:
+        self._up = connected
         if self._on_state is not None:
             self._on_state(connected)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ulid import ULID
 
+from stenod.adapters.sqlite_schema import SCHEMA
 from stenod.adapters.sqlite_store import WriterThread, connect
 from stenod.errors import ErrorInfo
 from stenod.events import EventKind, JobEvent, utc_now
@@ -30,91 +31,6 @@ from stenod.jobs import (
     derive_job_state,
 )
 from stenod.journal import BatchRow, ItemOutcome, NewItem, NewJob, OpenItem, OutboxRow
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    request_id TEXT UNIQUE,
-    source TEXT NOT NULL,
-    task TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    language TEXT,
-    target_languages TEXT NOT NULL DEFAULT '[]',
-    options TEXT NOT NULL DEFAULT '{}',
-    output TEXT NOT NULL DEFAULT '{}',
-    state TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    error TEXT,
-    cost TEXT,
-    reply_to TEXT,
-    correlation_id TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE TABLE IF NOT EXISTS items (
-    id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL REFERENCES jobs(id),
-    idx INTEGER NOT NULL,
-    input TEXT NOT NULL,
-    path TEXT,
-    name TEXT NOT NULL,
-    size INTEGER,
-    device INTEGER,
-    inode INTEGER,
-    content_hash TEXT,
-    state TEXT NOT NULL,
-    batch_id TEXT,
-    task TEXT,              -- per-item overrides of the job's (a chained translation step)
-    provider TEXT,
-    target_languages TEXT,
-    options TEXT,
-    outputs TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    result TEXT,
-    cost TEXT,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_job ON items(job_id);
-CREATE INDEX IF NOT EXISTS items_open ON items(state, batch_id) WHERE state IN ('pending', 'fetched');
-CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id) WHERE batch_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS items_hash ON items(content_hash) WHERE content_hash IS NOT NULL;
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY,
-    provider TEXT NOT NULL,
-    state TEXT NOT NULL,
-    handle TEXT,
-    checkpoint TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    last_poll_at REAL,
-    error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_active ON batches(state) WHERE state NOT IN ('done', 'failed');
-CREATE TABLE IF NOT EXISTS seen_files (
-    rule TEXT NOT NULL,
-    path TEXT NOT NULL,
-    device INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    job_id TEXT,
-    PRIMARY KEY (rule, path)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    body TEXT NOT NULL,
-    reply_to TEXT,
-    correlation_id TEXT,
-    created_at TEXT NOT NULL
-);
-"""
 
 
 def _dumps(value: Any) -> str:

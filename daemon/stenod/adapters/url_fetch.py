@@ -29,9 +29,10 @@ import httpx
 import structlog
 
 from stenod.adapters.file_writers import safe_stem
-from stenod.adapters.sqlite_journal import ItemOutcome, OpenItem, SqliteJournal
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
+from stenod.journal import ItemOutcome, OpenItem
 
 log = structlog.get_logger("stenod.url_fetch")
 
