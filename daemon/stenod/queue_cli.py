@@ -162,7 +162,7 @@ async def _follow(queue: AbstractQueue, request_id: str) -> dict[str, Any]:
                 await message.ack()
                 try:
                     event = json.loads(message.body)
-                    data = event["data"]
+                    data: dict[str, Any] = dict(event["data"])
                 except (ValueError, KeyError, TypeError):
                     continue
                 if data.get("request_id") != request_id or event.get("id") in seen:

@@ -129,8 +129,7 @@ class RequestIntake:
                                           request_id=request_id)
         context = {"request_id": request_id, "task": request.task, "provider": provider}
         try:
-            items = await self._items(request)
-            output_dir = await asyncio.to_thread(self._output_dir, request)
+            items, output_dir = await self._local_checks(request)
         except Rejected as exc:
             raise Rejected(exc.code, exc.reason, **context) from None
         formats = list(request.output.formats) if request.output and request.output.formats else None
@@ -142,32 +141,38 @@ class RequestIntake:
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
         )
 
-    async def _items(self, request: Request) -> list[NewItem]:
+    async def _local_checks(self, request: Request) -> tuple[list[NewItem], str | None]:
+        """Items (paths checked on disk, URLs checked by policy) and the output folder."""
         paths = [i.path for i in request.inputs if i.path is not None]
-        local = iter(await asyncio.to_thread(self._local_inputs, paths) if paths else [])
+        wants_dir = request.output is not None and request.output.dir is not None
+        local: list[NewItem] = []
+        output_dir = None
+        if paths or wants_dir:  # one trip to a worker thread for all the file-system checks
+            local, output_dir = await asyncio.to_thread(self._file_checks, paths, request)
+        found = iter(local)
         items = []
         for ref in request.inputs:
             if ref.path is not None:
-                items.append(next(local))
+                items.append(next(found))
             else:
                 assert ref.url is not None
                 await self._check_url(ref.url)
                 items.append(NewItem(input=ref.url, name=name_from_url(ref.url)))
-        return items
+        return items, output_dir
+
+    def _file_checks(self, paths: Sequence[str], request: Request) -> tuple[list[NewItem], str | None]:
+        roots = self._roots()
+        return [local_input(raw, roots) for raw in paths], self._output_dir(request, roots)
 
     def _roots(self) -> list[Path]:
         return [Path(os.path.realpath(root)) for root in self._amqp.allowed_roots]
 
-    def _local_inputs(self, paths: Sequence[str]) -> list[NewItem]:
-        roots = self._roots()
-        return [local_input(raw, roots) for raw in paths]
-
-    def _output_dir(self, request: Request) -> str | None:
+    def _output_dir(self, request: Request, roots: Sequence[Path]) -> str | None:
         if request.output is None or request.output.dir is None:
             return None
         raw = request.output.dir
         real = Path(os.path.realpath(raw)) if os.path.isabs(raw) else None
-        if real is None or not any(real.is_relative_to(root) for root in self._roots()):
+        if real is None or not any(real.is_relative_to(root) for root in roots):
             raise Rejected("output_not_allowed", f"output.dir {raw} is not an absolute folder under amqp.allowed_roots")
         return str(real)
 
@@ -198,7 +203,7 @@ class RequestIntake:
         """Commit the ``stenod.job.rejected`` event that explains a dead-lettered message."""
         now = utc_now()
         job_id = str(ULID())
-        data = {
+        data: dict[str, Any] = {
             "job_id": job_id, "request_id": rejected.request_id, "task": rejected.task,
             "provider": rejected.provider, "state": "rejected", "progress": 0.0, "items": [],
             "error": {"code": rejected.code, "message": rejected.reason, "retryable": False},

@@ -1,0 +1,187 @@
+"""Queue interface benchmarks (issue 3). Prints figures; asserts nothing.
+
+    .venv/bin/python -m bench.bench_queue [--requests 2000] [--jobs 2000]
+
+1. Raw aio-pika on this machine: consume a persistent message from a quorum queue,
+   publish one persistent confirmed message, ack; no stenod code (the ceiling).
+2. Requests per second the daemon accepts (message in, job committed, ``accepted``
+   event confirmed and received), with ``--requests`` requests waiting in the queue when
+   the daemon starts. Target: at least 50 % of (1).
+3. Full job round trips per second with the instant ``echo`` provider (request in →
+   ``succeeded`` event out). Target: at least 500/s on 2 cores.
+
+Requires the real RabbitMQ on localhost and the echo test plugin
+(``pip install -e tests/plugins/stenod-echo``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import aio_pika
+
+from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology, queue_config
+from tests.e2e.harness import Daemon, wait_for
+
+# The instant provider packs up to 50 inputs into one "remote job", 16 jobs at a time.
+PACKED = {"max_files": 50, "max_concurrent_jobs": 16}
+TERMINAL = ["job.succeeded.#", "job.partial.#", "job.failed.#", "job.cancelled.#", "job.rejected.#"]
+
+
+async def raw_aio_pika(count: int, prefetch: int) -> float:
+    """Messages per second for consume + one persistent confirmed publish + ack."""
+    names = BrokerNames.new("bench-raw")
+    connection = await aio_pika.connect_robust(BROKER_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(names.requests, durable=True, arguments={"x-queue-type": "quorum"})
+        sink = await channel.declare_queue(names.dead, durable=True)
+        exchange = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
+        await sink.bind(exchange, "job.#")
+        body = json.dumps({"request_id": "x" * 26, "inputs": [{"path": "/srv/in/a.wav"}]}).encode()
+        await asyncio.gather(*(channel.default_exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=names.requests)
+            for _ in range(count)))
+        event = b"e" * 600  # about the size of an accepted event
+        worker = await connection.channel(publisher_confirms=True)
+        await worker.set_qos(prefetch_count=prefetch)
+        out = await worker.get_exchange(names.events)
+        queue = await worker.get_queue(names.requests)
+        done = asyncio.Event()
+        handled = 0
+        first = 0.0
+
+        async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal handled, first
+            first = first or time.perf_counter()
+            await out.publish(aio_pika.Message(event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                               message_id=message.message_id), routing_key="job.accepted.raw")
+            await message.ack()
+            handled += 1
+            if handled == count:
+                done.set()
+
+        await queue.consume(handle)
+        await asyncio.wait_for(done.wait(), timeout=600)
+        elapsed = time.perf_counter() - first
+        await worker.close()
+        return count / elapsed
+    finally:
+        ch = await connection.channel()
+        for queue_name in (names.requests, names.dead):
+            await ch.queue_delete(queue_name)
+        await ch.exchange_delete(names.events)
+        await connection.close()
+
+
+async def _prepublish(names: BrokerNames, roots: Path, count: int, tag: str) -> None:
+    connection = await aio_pika.connect(BROKER_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(names.requests, durable=True, passive=True)
+        for start in range(0, count, 500):
+            await asyncio.gather(*(channel.default_exchange.publish(aio_pika.Message(
+                json.dumps({"request_id": f"{tag}-{i}", "inputs": [{"path": str(roots / f"{i}.wav")}],
+                            "output": {"formats": ["txt"]}}).encode(),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=names.requests)
+                for i in range(start, min(count, start + 500))))
+
+
+async def _count_events(names: BrokerNames, patterns: list[str], count: int,
+                        started: asyncio.Event) -> tuple[float, float]:
+    """Wait for events of ``count`` requests; (first arrival, last arrival) in perf_counter time."""
+    connection = await aio_pika.connect(BROKER_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(names.events)
+        queue = await channel.declare_queue(exclusive=True)
+        for pattern in patterns:
+            await queue.bind(exchange, pattern)
+        started.set()
+        seen: set[str] = set()
+        failed: set[str] = set()
+        first = 0.0
+        async with queue.iterator(no_ack=True) as messages:
+            async for message in messages:
+                first = first or time.perf_counter()
+                data = json.loads(message.body)["data"]
+                seen.add(data["request_id"])
+                if data["state"] in ("failed", "partial", "cancelled", "rejected"):
+                    failed.add(data["request_id"])
+                if len(seen) >= count:
+                    if failed:
+                        print(f"  ({len(failed)} of {count} jobs did not succeed)", flush=True)
+                    return first, time.perf_counter()
+    raise AssertionError("unreachable")
+
+
+async def through_daemon(tmp: Path, count: int, patterns: list[str], tag: str,
+                         echo: dict[str, object]) -> tuple[float, dict[str, float]]:
+    """Events per second from a daemon that finds ``count`` requests waiting when it starts."""
+    names = BrokerNames.new(f"bench-{tag}")
+    os.makedirs(tmp, exist_ok=True)
+    config = queue_config(tmp, names, echo=echo)
+    for i in range(count):  # one file per request: each job writes its own outputs
+        (tmp / "roots" / f"{i}.wav").write_bytes(b"RIFF" + b"\0" * 1000)
+    daemon = Daemon(config, tmp / f"{tag}.log").start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: daemon.named("amqp.consuming"), "consuming", 60)
+        started = asyncio.Event()
+        counter = asyncio.create_task(_count_events(names, patterns, count, started))
+        await started.wait()
+        daemon.kill()  # stop it, fill the queue, start it again: the run starts with a full queue
+        await _prepublish(names, tmp / "roots", count, tag)
+        daemon = Daemon(config, tmp / f"{tag}.log").start()
+        first, last = await asyncio.wait_for(counter, timeout=900)
+        cpu = _cpu(daemon)
+        return count / (last - first), cpu
+    finally:
+        daemon.kill()
+        delete_topology(names)
+
+
+def _cpu(daemon: Daemon) -> dict[str, float]:
+    try:
+        import psutil
+
+        proc = psutil.Process(daemon.proc.pid)  # type: ignore[union-attr]
+        times = proc.cpu_times()
+        return {"daemon_cpu_seconds": round(times.user + times.system, 2)}
+    except Exception:  # psutil is a test extra; the figure is optional
+        return {}
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    print(f"cores: {os.cpu_count()}; broker: {BROKER_URL.rsplit('@', 1)[-1]}", flush=True)
+    raw = await raw_aio_pika(args.requests, args.prefetch)
+    print(f"raw aio-pika consume + persistent confirmed publish + ack: {raw:8.0f} msg/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="stenod-bench-") as tmp:
+        accepted, cpu = await through_daemon(Path(tmp) / "accept", args.requests, ["job.accepted.#"], "accept",
+                                              PACKED)
+        print(f"stenod accepted requests (committed, event confirmed):  {accepted:8.0f} req/s "
+              f"= {accepted / raw:5.1%} of raw (target >= 50%) {cpu}", flush=True)
+        trips, cpu = await through_daemon(Path(tmp) / "trip", args.jobs, TERMINAL, "trip", PACKED)
+        print(f"stenod full round trips with the instant echo provider: {trips:8.0f} jobs/s (target >= 500) {cpu}",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--prefetch", type=int, default=32)
+    args = parser.parse_args()
+    for path in (Path("bench"), Path("tests")):
+        if not path.is_dir():
+            raise SystemExit("run from the repository root: .venv/bin/python -m bench.bench_queue")
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Helpers for tests against the real RabbitMQ on localhost (no mocked broker).
+
+Every test gets its own queue and exchange names (``BrokerNames``) and deletes them at
+the end, because other people use the same broker at the same time. The test side talks
+AMQP with pika, a different client library than the daemon's aio-pika.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+BROKER_URL = os.environ.get("STENOD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ECHO_CREATED = "created.log"
+
+
+@dataclass(frozen=True)
+class BrokerNames:
+    """Per-test names of every queue and exchange the daemon declares."""
+
+    prefix: str
+
+    @classmethod
+    def new(cls, label: str) -> BrokerNames:
+        safe = "".join(ch if ch.isalnum() else "-" for ch in label)[:40]
+        return cls(f"t.{safe}.{uuid.uuid4().hex[:8]}")
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}.requests"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}.dead"
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def unrouted(self) -> str:
+        return f"{self.prefix}.events.unrouted"
+
+    def amqp_section(self, url: str = BROKER_URL, **extra: Any) -> dict[str, Any]:
+        return {"url": url, "request_queue": self.requests, "event_exchange": self.events,
+                "dead_letter_exchange": self.dlx, "dead_letter_queue": self.dead,
+                "connection_name": self.prefix, "reconnect_interval_seconds": 0.5, **extra}
+
+
+def connect(url: str = BROKER_URL) -> pika.BlockingConnection:
+    try:
+        return pika.BlockingConnection(pika.URLParameters(url))
+    except pika.exceptions.AMQPError as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {url} ({exc!r}); run tests/setup-system.sh")
+
+
+def delete_topology(names: BrokerNames) -> None:
+    """Remove everything a test's daemon declared (the broker is shared)."""
+    conn = connect()
+    try:
+        ch = conn.channel()
+        for queue in (names.requests, names.dead, names.unrouted):
+            ch.queue_delete(queue)
+        for exchange in (names.events, names.unrouted, names.dlx):
+            ch.exchange_delete(exchange)
+    finally:
+        conn.close()
+
+
+class Client:
+    """The test's AMQP side (pika): publish requests, collect events and dead letters."""
+
+    def __init__(self, names: BrokerNames) -> None:
+        self.names = names
+        self.conn = connect()
+        self.ch: BlockingChannel = self.conn.channel()
+        self.ch.confirm_delivery()
+
+    def close(self) -> None:
+        with suppress(pika.exceptions.AMQPError):  # a broker restart may already have closed it
+            if self.conn.is_open:
+                self.conn.close()
+
+    def bind_events(self, pattern: str = "job.#") -> str:
+        """An exclusive queue bound to the event exchange (which must exist: start the daemon first)."""
+        queue = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(queue, self.names.events, pattern)
+        return queue
+
+    def reply_queue(self) -> str:
+        return self.ch.queue_declare("", exclusive=True).method.queue
+
+    def publish(self, body: bytes | dict[str, Any], **props: Any) -> None:
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        props.setdefault("delivery_mode", 2)
+        self.ch.basic_publish("", self.names.requests, data, pika.BasicProperties(**props), mandatory=True)
+
+    def take(self, queue: str, until: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+        """Messages (method, properties, body) from ``queue`` until ``until(all so far)``."""
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while not until(got):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s on {queue}; got {len(got)}: "
+                                     f"{[g[2][:200] for g in got][-5:]}")
+            method, props, body = self.ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                self.conn.sleep(0.05)
+                continue
+            got.append((method, props, body))
+        return got
+
+    def events(self, queue: str, until: Callable[[list[dict[str, Any]]], bool],
+               timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Decoded CloudEvents, each with the AMQP properties added under ``_amqp``."""
+        out: list[dict[str, Any]] = []
+
+        def done(raw: list[Any]) -> bool:
+            while len(out) < len(raw):
+                method, props, body = raw[len(out)]
+                event = json.loads(body)
+                event["_amqp"] = {"routing_key": method.routing_key, "message_id": props.message_id,
+                                  "content_type": props.content_type, "delivery_mode": props.delivery_mode,
+                                  "correlation_id": props.correlation_id, "type": props.type}
+                out.append(event)
+            return until(out)
+
+        self.take(queue, done, timeout)
+        return out
+
+
+def created_jobs(ledger: Path) -> list[str]:
+    """Remote jobs the echo provider created (one line each), across daemon restarts."""
+    path = ledger / ECHO_CREATED
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def terminal(events: list[dict[str, Any]], request_ids: set[str]) -> set[str]:
+    done = {"succeeded", "partial", "failed", "cancelled", "rejected"}
+    return {e["data"]["request_id"] for e in events if e["data"]["state"] in done} & request_ids
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@contextmanager
+def broker_stopped() -> Iterator[None]:
+    """``rabbitmqctl stop_app`` … ``start_app``; the broker is restarted whatever happens."""
+    rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BrokerDoor:
+    """A TCP forwarder on its own port to the real broker: closed = "the broker is down" for
+    the daemon only, without touching the broker other tests use."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self.port = free_port()
+        self._target = target
+        self._server: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def open(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for sock in self._sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._sockets.clear()
+
+    def _accept(self) -> None:
+        server = self._server
+        while server is not None:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+@dataclass
+class QueueDaemon:
+    """A ``stenod run`` subprocess with the queue interface on per-test names."""
+
+    daemon: Any  # tests.e2e.harness.Daemon
+    names: BrokerNames
+    client: Client
+    tmp: Path
+    roots: Path
+    config: Path
+
+    def wait_consuming(self, timeout: float = 60.0) -> None:
+        from tests.e2e.harness import wait_for
+
+        wait_for(lambda: self.daemon.named("amqp.consuming", since_start=True)
+                 and self.daemon.named("amqp.relay_ready", since_start=True), "amqp.consuming", timeout)
+
+    def restart(self, env: dict[str, str] | None = None) -> None:
+        from tests.e2e.harness import Daemon
+
+        self.daemon.kill()
+        self.daemon = Daemon(self.config, self.daemon.log_path, env=env).start()
+        self.daemon.wait_ready()
+
+
+def queue_config(tmp: Path, names: BrokerNames, *, amqp: dict[str, Any] | None = None,
+                 echo: dict[str, Any] | None = None, watch: list[dict[str, Any]] | None = None,
+                 url: str = BROKER_URL) -> Path:
+    from tests.e2e.harness import write_config
+
+    roots = tmp / "roots"
+    roots.mkdir(exist_ok=True)
+    return write_config(
+        tmp / "stenod.toml",
+        top={"state_dir": tmp / "state", "log_format": "json", "default_provider": "echo",
+             "pack_window_seconds": 0.05, "shutdown_grace_seconds": 5},
+        sections={"amqp": names.amqp_section(url, allowed_roots=[roots], **(amqp or {}))},
+        watch=watch or [],
+        providers={"echo": {"ledger_dir": tmp, **(echo or {})}},
+    )
+
+
+@contextmanager
+def queue_daemon(tmp: Path, label: str, *, env: dict[str, str] | None = None, wait: bool = True,
+                 url: str = BROKER_URL, **config: Any) -> Iterator[QueueDaemon]:
+    """Start a daemon on fresh names; on exit kill it and delete its queues and exchanges."""
+    from tests.e2e.harness import Daemon
+
+    names = BrokerNames.new(label)
+    path = queue_config(tmp, names, url=url, **config)
+    daemon = Daemon(path, tmp / "daemon.log", env=env).start()
+    client = Client(names)
+    handle = QueueDaemon(daemon, names, client, tmp, tmp / "roots", path)
+    try:
+        handle.daemon.wait_ready()
+        if wait:
+            handle.wait_consuming()
+        yield handle
+    finally:
+        handle.daemon.kill()
+        client.close()
+        delete_topology(names)
