@@ -29,8 +29,9 @@ def install_echo_plugin() -> None:
     importlib.invalidate_caches()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def echo_plugin() -> None:
+    """Many tests (and every daemon they start) use the third-party ``echo`` provider."""
     install_echo_plugin()
 
 

@@ -12,12 +12,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NewType
+from urllib.parse import urlsplit, urlunsplit
 
 from stenod.errors import ErrorInfo, InvalidTransition
 
 JobId = NewType("JobId", str)
 ItemId = NewType("ItemId", str)
 BatchId = NewType("BatchId", str)
+
+
+def public_input(value: str) -> str:
+    """An input as events show it: a URL without its query string or user info (presigned
+    URLs carry credentials there); a path as it is."""
+    if not value.startswith(("http://", "https://")):
+        return value
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
 
 
 class JobState(StrEnum):
@@ -161,7 +173,7 @@ class JobView:
         items = []
         for item in self.items:
             entry: dict[str, Any] = {
-                "input": item.input,
+                "input": public_input(item.input),
                 "state": str(item.state),
                 "outputs": list(item.outputs),
                 "error": item.error.to_json() if item.error else None,

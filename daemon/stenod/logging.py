@@ -96,5 +96,9 @@ def configure(*, fmt: str | None = None, level: str = "info", stream: Any = None
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
     # httpx logs full URLs (presigned ones are credentials) at INFO: keep it quiet.
-    for noisy in ("httpx", "httpcore", "aiormq", "aio_pika", "watchfiles"):
+    for noisy in ("httpx", "httpcore", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiormq/aio-pika log a traceback for every broker restart; stenod's own broker link
+    # reports connection state in plain lines (amqp.*).
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)

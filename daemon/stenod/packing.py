@@ -63,21 +63,27 @@ def preflight(name: str, limits: Limits, item: OpenItem, probe: Callable[[Path],
 
 
 def pack(limits: Limits, items: Sequence[OpenItem]) -> list[list[OpenItem]]:
-    """Greedy first-fit in arrival order within max_files and max_batch_bytes."""
+    """Greedy first-fit in arrival order within max_files and max_batch_bytes.
+
+    Only batches that still have room are scanned, so packing stays linear when files are
+    taken one per provider job (the common case) or batches fill up by count.
+    """
     batches: list[list[OpenItem]] = []
-    sizes: list[int] = []
+    open_: list[tuple[list[OpenItem], list[int]]] = []  # batches with room, and their byte totals
     for item in items:
         size = item.size or 0
-        for idx, batch in enumerate(batches):
-            if (limits.max_files is None or len(batch) < limits.max_files) and (
-                limits.max_batch_bytes is None or sizes[idx] + size <= limits.max_batch_bytes
-            ):
+        for idx, (batch, total) in enumerate(open_):
+            if limits.max_batch_bytes is None or total[0] + size <= limits.max_batch_bytes:
                 batch.append(item)
-                sizes[idx] += size
+                total[0] += size
+                if limits.max_files is not None and len(batch) >= limits.max_files:
+                    del open_[idx]
                 break
         else:
-            batches.append([item])
-            sizes.append(size)
+            batch = [item]
+            batches.append(batch)
+            if limits.max_files is None or limits.max_files > 1:
+                open_.append((batch, [size]))
     return batches
 
 

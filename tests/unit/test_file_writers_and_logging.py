@@ -120,3 +120,15 @@ def test_secrets_never_reach_a_log_line(monkeypatch):
     out = stream.getvalue()
     assert "CANARY" not in out and "abc.def" not in out
     assert out.count("\n") == 3 and all(json.loads(line) for line in out.splitlines())
+
+
+def test_a_downloaded_url_input_is_removed_once_its_outputs_are_written(tmp_path):
+    download = tmp_path / "downloads" / "job1" / "a.mp3"
+    download.parent.mkdir(parents=True)
+    download.write_bytes(b"a")
+    url_item = item(download)
+    url_item = OpenItem(**{**{f: getattr(url_item, f) for f in url_item.__slots__},
+                           "input": "https://example.org/a.mp3?sig=x"})
+    written = FileSink(tmp_path / "results").write_result(url_item, ItemResult("i1", transcript=TRANSCRIPT))
+    assert all(Path(p).parent == tmp_path / "results" / "j1" for p in written)
+    assert not download.exists() and not download.parent.exists()

@@ -85,6 +85,13 @@ def test_speech_without_pauses_is_cut_at_the_piece_cap(tmp_path: Path) -> None:
     assert len(pieces) >= 3 and all(p.end - p.start <= 2.05 for p in pieces)
 
 
+def test_pieces_cut_at_the_cap_continue_where_the_previous_ended(tmp_path: Path) -> None:
+    capped = Recognizer(max_piece_seconds=2)
+    path = synthesise_sentences(SENTENCES[:1], tmp_path / "one.wav")
+    pieces = recognise(capped, path)
+    assert all(b.start == pytest.approx(a.end, abs=0.05) for a, b in pairwise(pieces))
+
+
 def test_a_transcript_does_not_depend_on_the_files_decoded_before(
     recognizer: Recognizer, two_sentences: tuple[Path, list[Piece]], tmp_path: Path
 ) -> None:

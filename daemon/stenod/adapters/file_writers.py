@@ -6,9 +6,12 @@ Also applies a watch rule's ``after`` action (keep, move to done/ or failed/, de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import threading
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,7 +50,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise OSError(36, "file name too long", str(path))
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        tmp = f".{path.name}.{os.getpid()}.stenod-tmp"
+        # Unique per writer: two threads may write the same output name at once.
+        tmp = f".{path.name[:200]}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.stenod-tmp"
         with _suppress_missing():
             os.unlink(tmp, dir_fd=dir_fd)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
@@ -188,6 +192,9 @@ class FileSink:
             (directory / f"{stem}{ERROR_SUFFIX}").unlink()
 
     def _after(self, item: OpenItem, *, succeeded: bool) -> None:
+        if item.path and item.input.startswith(("http://", "https://")):
+            self._drop_download(Path(item.path))
+            return
         action = item.output.get("after", "keep")
         if action == "keep" or not item.path:
             return
@@ -210,6 +217,15 @@ class FileSink:
         destination.mkdir(exist_ok=True)
         shutil.move(source, destination / source.name)
         log.info("input.moved", input=str(source), to=str(destination))
+
+
+    @staticmethod
+    def _drop_download(path: Path) -> None:
+        """A URL input's local copy is ours: remove it (and its per-job folder) once done."""
+        with _suppress_missing():
+            path.unlink()
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only if empty: other items of the job may still need theirs
 
 
 def _default_hint(error: ErrorInfo) -> str:
