@@ -256,7 +256,8 @@ class Dispatcher:
     # -- intake: preflight, cancel, pack --------------------------------------------
 
     async def _intake(self, tg: asyncio.TaskGroup) -> None:
-        items = await self._journal.open_items()
+        full = [name for name, rt in self._runtimes.items() if rt.in_flight >= rt.max_concurrent_jobs]
+        items = await self._journal.open_items(skip_providers=full)
         cancelled = set(await self._journal.cancel_requested_jobs())
         if cancelled:
             await self._cancel_batches(cancelled)

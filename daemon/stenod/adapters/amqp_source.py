@@ -94,6 +94,8 @@ class RequestIntake:
         self._default_provider = default_provider
         self._policy = url_policy
         self._resolver = resolver
+        # Resolved once: the roots are configuration, and realpath costs a stat per component.
+        self._allowed = [Path(os.path.realpath(root)) for root in amqp.allowed_roots]
 
     async def handle(self, delivery: Delivery) -> Outcome:
         """Validate and commit. Returns Accepted, Rejected (never retried) or Retry."""
@@ -161,11 +163,8 @@ class RequestIntake:
         return items, output_dir
 
     def _file_checks(self, paths: Sequence[str], request: Request) -> tuple[list[NewItem], str | None]:
-        roots = self._roots()
+        roots = self._allowed
         return [local_input(raw, roots) for raw in paths], self._output_dir(request, roots)
-
-    def _roots(self) -> list[Path]:
-        return [Path(os.path.realpath(root)) for root in self._amqp.allowed_roots]
 
     def _output_dir(self, request: Request, roots: Sequence[Path]) -> str | None:
         if request.output is None or request.output.dir is None:

@@ -42,9 +42,10 @@ def safe_stem(name: str) -> str:
     return stem.encode("utf-8")[:200].decode("utf-8", "ignore")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the whole new one, never
-    a torn one, and never through a symlink planted at the temp or final name."""
+    a torn one, and never through a symlink planted at the temp or final name. With
+    ``sync_dir=False`` the caller fsyncs the folder once after several files."""
     directory = path.parent
     if len(path.name.encode()) > _MAX_NAME:
         raise OSError(36, "file name too long", str(path))
@@ -63,9 +64,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
+        if sync_dir:
+            os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _suppress_missing:
@@ -157,7 +167,7 @@ class FileSink:
             }
             for fmt in formats:
                 path = directory / f"{stem}.{fmt}"
-                atomic_write(path, renderers[fmt](result.transcript))
+                atomic_write(path, renderers[fmt](result.transcript), sync_dir=False)
                 written.append(str(path))
         for doc in result.documents:
             lang = "".join(ch for ch in doc.language if ch.isalnum() or ch == "-")[:35] or "xx"
@@ -165,9 +175,10 @@ class FileSink:
             if not ext.isalnum():
                 ext = "bin"
             path = directory / f"{stem}.{lang}.{ext}"
-            atomic_write(path, doc.content)
+            atomic_write(path, doc.content, sync_dir=False)
             written.append(str(path))
         self._clear_error(directory, stem)
+        sync_directory(directory)  # once for all the renames above
         self._after(item, succeeded=True)
         return written
 

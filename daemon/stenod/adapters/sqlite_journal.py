@@ -335,13 +335,19 @@ class SqliteJournal:
 
     # -- dispatcher ---------------------------------------------------------------------
 
-    async def open_items(self) -> list[OpenItem]:
-        """Items waiting to be packed (pending, no provider job) or with a result to write."""
+    async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]:
+        """Items waiting to be packed (pending, no provider job) or with a result to write,
+        oldest first. Pending items of ``skip_providers`` (at capacity) are left out, unless
+        their job is to be cancelled."""
 
         def op(conn: sqlite3.Connection) -> list[OpenItem]:
+            skip = ",".join("?" * len(skip_providers))
+            pending = "i.state = 'pending' AND i.batch_id IS NULL"
+            if skip_providers:
+                pending += f" AND (COALESCE(i.provider, j.provider) NOT IN ({skip}) OR j.cancel_requested = 1)"
             rows = conn.execute(
-                _OPEN_ITEM_SQL + " WHERE (i.state = 'pending' AND i.batch_id IS NULL) OR "
-                "(i.state = 'fetched' AND i.batch_id IS NULL) ORDER BY i.id"
+                _OPEN_ITEM_SQL + f" WHERE ({pending}) OR (i.state = 'fetched' AND i.batch_id IS NULL) "
+                "ORDER BY i.id LIMIT ?", (*skip_providers, limit),
             ).fetchall()
             return [_open_item(r) for r in rows]
 
