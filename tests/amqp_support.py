@@ -206,6 +206,10 @@ class BrokerDoor:
 
     def close(self) -> None:
         if self._server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+            # port listening until that thread returns, so the door could not open again.
+            with suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         for sock in self._sockets:
