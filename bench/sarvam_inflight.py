@@ -29,8 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.harness import Daemon
-from tests.e2e.test_sarvam_e2e import fake_server
+from tests.e2e.harness import Daemon, fake_server
 
 KEY = "bench-sarvam-key"
 

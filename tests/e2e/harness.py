@@ -8,10 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.fakes.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STENOD = [sys.executable, "-m", "stenod"]
@@ -130,3 +135,61 @@ def running(config: Path, log_path: Path, **kwargs: Any) -> Iterator[Daemon]:
             except subprocess.TimeoutExpired:
                 pass
         daemon.kill()
+
+
+@contextmanager
+def fake_server(module: str, *args: str) -> Iterator[str]:
+    """Run ``python -m <module> --port N`` and yield its URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/__fake__/stats", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, f"{module} to listen", timeout=15)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def write_wav(path: Path, seconds: float = 1.0) -> None:
+    """A silent 16 kHz mono WAV, written beside the inbox and renamed in (a complete file at once)."""
+    staging = path.parent.parent / f".{path.name}"
+    with wave.open(str(staging), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(b"\0\0" * int(16_000 * seconds))
+    os.replace(staging, path)
+
+
+def watch_config(tmp_path: Path, provider: str, url: str, key: str, options: dict[str, Any], poll: float) -> Path:
+    """A config watching ``tmp_path/inbox`` with ``provider`` pointed at its fake."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json", "pack_window_seconds": 0.2},
+        watch=[
+            {
+                "path": inbox,
+                "provider": provider,
+                "language": "hi-IN",
+                "options": options,
+                "formats": ["txt", "json", "srt"],
+                "settle_seconds": 0.3,
+            }
+        ],
+        providers={provider: {"api_key": key, "base_url": url, "poll_interval_seconds": poll}},
+    )
+
+
+def start(daemon: Daemon) -> Daemon:
+    daemon.start().wait_ready()
+    return daemon
