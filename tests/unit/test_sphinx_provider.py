@@ -14,6 +14,8 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -364,3 +366,51 @@ def test_concurrent_jobs_can_be_set_explicitly() -> None:
 def test_options_reject_unknown_keys() -> None:
     with pytest.raises(ValueError):
         SphinxProvider.Options.model_validate({"model": "large"})
+
+
+_DAEMON_SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+from stenod.provider import Batch, BatchItem, NoOptions, Task
+from stenod_sphinx import SphinxProvider, SphinxSettings
+from tests.fakes.context import MemoryStepContext
+
+async def main() -> None:
+    path = Path(sys.argv[1])
+    st = path.stat()
+    item = BatchItem("a", path, path.name, st.st_size, device=st.st_dev, inode=st.st_ino)
+    provider = SphinxProvider(SphinxSettings(workers=1))
+    await provider.submit(Batch("b", Task.TRANSCRIBE, (item,), None, (), NoOptions()), MemoryStepContext())
+    print(provider.worker_pids()[0], flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def gone(pid: int, *, within: float) -> bool:
+    """Whether the process exits (or is left a zombie for init to reap) within ``within`` s."""
+    try:
+        process = psutil.Process(pid)
+        process.wait(timeout=within)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return process.status() == psutil.STATUS_ZOMBIE
+    return True
+
+
+def test_workers_exit_when_the_daemon_is_killed(short: Path, tmp_path: Path) -> None:
+    script = tmp_path / "daemon.py"
+    script.write_text(_DAEMON_SCRIPT)
+    root = Path(__file__).resolve().parents[2]  # so the script finds tests.fakes
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    daemon = subprocess.Popen([sys.executable, str(script), str(short)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stdout is not None
+        worker_pid = int(daemon.stdout.readline())
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert gone(worker_pid, within=30)
