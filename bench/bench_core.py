@@ -26,10 +26,11 @@ from tests.speech import SENTENCES, encode_pcm, synthesise_pcm, synthesise_sente
 
 
 def _daemon(tmp: Path, folders: list[Path], provider: str = "sphinx", **top: object) -> Daemon:
-    cfg = write_config(tmp / "stenod.toml",
-                       top={"state_dir": tmp / "state", "log_format": "json", "log_level": "info", **top},
-                       watch=[{"path": f, "provider": provider, "settle_seconds": 0.5, "formats": ["txt", "json"]}
-                              for f in folders])
+    cfg = write_config(
+        tmp / "stenod.toml",
+        top={"state_dir": tmp / "state", "log_format": "json", "log_level": "info", **top},
+        watch=[{"path": f, "provider": provider, "settle_seconds": 0.5, "formats": ["txt", "json"]} for f in folders],
+    )
     return Daemon(cfg, tmp / "daemon.log").start()
 
 
@@ -60,8 +61,10 @@ def idle_cpu(seconds: float) -> None:
             used, elapsed = _cpu_seconds(proc) - before, time.monotonic() - t0
         finally:
             daemon.terminate()
-    print(f"idle CPU, 3 watched folders, {elapsed:.0f} s: {used:.3f} CPU-s = {100 * used / elapsed:.3f} % of one core "
-          f"(target < 1 %)")
+    print(
+        f"idle CPU, 3 watched folders, {elapsed:.0f} s: {used:.3f} CPU-s = {100 * used / elapsed:.3f} % of one core "
+        f"(target < 1 %)"
+    )
 
 
 def _distinct_small_files(directory: Path, count: int) -> list[Path]:
@@ -95,8 +98,9 @@ def burst(count: int, provider: str) -> None:
             def counts() -> tuple[int, int]:
                 with sqlite3.connect(db) as conn:
                     jobs = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-                    done = conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN "
-                                        "('succeeded','failed','partial','cancelled')").fetchone()[0]
+                    done = conn.execute(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ('succeeded','failed','partial','cancelled')"
+                    ).fetchone()[0]
                 return jobs, done
 
             wait_for(lambda: counts()[0] >= count, "all accepted", timeout=600, interval=0.05)
@@ -110,10 +114,14 @@ def burst(count: int, provider: str) -> None:
             daemon.terminate(timeout=120)
         outputs = sum(1 for p in inbox.iterdir() if p.suffix == ".txt")
         once = sum(1 for _, n in per_input if n == 1)
-        print(f"burst of {count} small files ({provider}): drop took {last_write - t0:.2f} s; last write → last job "
-              f"accepted {accepted - last_write:.2f} s; all finished after {finished - last_write:.1f} s")
-        print(f"  jobs per input: {once}/{count} exactly once, {len(per_input) - once} more than once; "
-              f"states {states}; .txt outputs {outputs}")
+        print(
+            f"burst of {count} small files ({provider}): drop took {last_write - t0:.2f} s; last write → last job "
+            f"accepted {accepted - last_write:.2f} s; all finished after {finished - last_write:.1f} s"
+        )
+        print(
+            f"  jobs per input: {once}/{count} exactly once, {len(per_input) - once} more than once; "
+            f"states {states}; .txt outputs {outputs}"
+        )
 
 
 def rtf(n_files: int) -> None:
@@ -143,8 +151,10 @@ def rtf(n_files: int) -> None:
         daemon_rtf = (wall - settle) / audio_seconds
         print(f"real-time factor on {n_files} files, {audio_seconds:.1f} s of speech:")
         print(f"  PocketSphinx directly: wall RTF {direct['wall_rtf']:.3f}")
-        print(f"  through the daemon:    wall RTF {daemon_rtf:.3f} (excluding the {settle:.1f} s settle window), "
-              f"CPU RTF {cpu / audio_seconds:.3f}")
+        print(
+            f"  through the daemon:    wall RTF {daemon_rtf:.3f} (excluding the {settle:.1f} s settle window), "
+            f"CPU RTF {cpu / audio_seconds:.3f}"
+        )
         print(f"  daemon overhead: {100 * (daemon_rtf / direct['wall_rtf'] - 1):+.1f} % (target ≤ +10 %)")
 
 

@@ -12,7 +12,7 @@ import asyncio
 import faulthandler
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -40,7 +40,7 @@ log = structlog.get_logger("stenod.app")
 _STATUS_SECONDS = 10.0
 _READY_TIMEOUT_SECONDS = 60.0
 
-Service = Callable[[asyncio.Event], Awaitable[None]]
+Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Check = Callable[[], Awaitable[bool]]
 
 
@@ -60,13 +60,17 @@ class Providers:
 
 
 def _register_secrets(config: ProviderSettings) -> None:
-    REDACTOR.add_secrets(
-        value.get_secret_value() for value in config.__dict__.values() if isinstance(value, SecretStr)
-    )
+    REDACTOR.add_secrets(value.get_secret_value() for value in config.__dict__.values() if isinstance(value, SecretStr))
 
 
-async def load_providers(settings: Settings, http: httpx.AsyncClient, stack: AsyncExitStack,
-                         catalogue: Catalogue | None = None, *, previous: Providers | None = None) -> Providers:
+async def load_providers(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    stack: AsyncExitStack,
+    catalogue: Catalogue | None = None,
+    *,
+    previous: Providers | None = None,
+) -> Providers:
     """Instantiate every discovered provider that its settings allow.
 
     A provider configured in ``[providers.<name>]`` with invalid keys is a config error
@@ -81,8 +85,10 @@ async def load_providers(settings: Settings, http: httpx.AsyncClient, stack: Asy
         out.unavailable[name] = f"plugin failed to load: {broken.reason}"
     for name in settings.providers:
         if name not in catalogue.available and name not in catalogue.broken:
-            raise ConfigError(f"invalid configuration: providers.{name}: no provider plugin named {name!r} is "
-                              f"installed (available: {', '.join(sorted(catalogue.available)) or 'none'})")
+            raise ConfigError(
+                f"invalid configuration: providers.{name}: no provider plugin named {name!r} is "
+                f"installed (available: {', '.join(sorted(catalogue.available)) or 'none'})"
+            )
     for name, loaded in sorted(catalogue.available.items()):
         raw = settings.providers.get(name)
         try:
@@ -201,32 +207,52 @@ class Daemon:
             provider = rule.provider or self.settings.default_provider
             if provider not in self.providers.runtimes:
                 reason = self.providers.unavailable.get(provider, "no such provider is installed")
-                log.error("watch.provider_unavailable", path=str(rule.path), provider=provider, reason=reason,
-                          hint="files dropped here fail with this reason until the provider is fixed")
+                log.error(
+                    "watch.provider_unavailable",
+                    path=str(rule.path),
+                    provider=provider,
+                    reason=reason,
+                    hint="files dropped here fail with this reason until the provider is fixed",
+                )
 
 
-async def build(settings: Settings, stack: AsyncExitStack, *, catalogue: Catalogue | None = None,
-                use_watcher: bool = True) -> Daemon:
+async def build(
+    settings: Settings, stack: AsyncExitStack, *, catalogue: Catalogue | None = None, use_watcher: bool = True
+) -> Daemon:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if settings.amqp.url is not None:
         REDACTOR.add_secrets([settings.amqp.url.get_secret_value()])
     http = await stack.enter_async_context(http_client(settings))
-    journal = SqliteJournal.open(settings.journal_path, outbox=settings.amqp_enabled,
-                                 inline_transcript_bytes=settings.amqp.inline_transcript_bytes)
+    journal = SqliteJournal.open(
+        settings.journal_path,
+        outbox=settings.amqp_enabled,
+        inline_transcript_bytes=settings.amqp.inline_transcript_bytes,
+    )
     stack.callback(journal.close)
     providers = await load_providers(settings, http, stack, catalogue)
     metrics = Metrics()
     dispatcher = Dispatcher(
-        journal, providers.runtimes, FileSink(settings.state_dir / "results"), settings.retry,
-        probe=probe_duration, pack_window_seconds=settings.pack_window_seconds,
+        journal,
+        providers.runtimes,
+        FileSink(settings.state_dir / "results"),
+        settings.retry,
+        probe=probe_duration,
+        pack_window_seconds=settings.pack_window_seconds,
         progress_interval_seconds=settings.amqp.progress_interval_seconds,
-        grace_seconds=settings.shutdown_grace_seconds, metrics=metrics,
+        grace_seconds=settings.shutdown_grace_seconds,
+        metrics=metrics,
     )
 
     def folder(rule: WatchRule) -> FolderSource:
-        return FolderSource(rule, journal, dispatcher.notify, provider=rule.provider or settings.default_provider,
-                            rescan_seconds=settings.rescan_interval_seconds, use_watcher=use_watcher,
-                            metrics=metrics)
+        return FolderSource(
+            rule,
+            journal,
+            dispatcher.notify,
+            provider=rule.provider or settings.default_provider,
+            rescan_seconds=settings.rescan_interval_seconds,
+            use_watcher=use_watcher,
+            metrics=metrics,
+        )
 
     watchers = Watchers(folder, list(settings.watch))
     daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http)
@@ -240,8 +266,13 @@ async def build(settings: Settings, stack: AsyncExitStack, *, catalogue: Catalog
     if settings.amqp_enabled:
         from stenod.adapters.amqp_source import build_amqp
 
-        amqp = build_amqp(settings, journal, lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
-                          dispatcher.notify, metrics=metrics)
+        amqp = build_amqp(
+            settings,
+            journal,
+            lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
+            dispatcher.notify,
+            metrics=metrics,
+        )
         stack.push_async_callback(amqp.link.aclose)  # runs after the TaskGroup, before the journal closes
         daemon.sources.append(amqp.source)
         daemon.services.extend(amqp.services)
@@ -269,8 +300,7 @@ async def reload(daemon: Daemon, stack: AsyncExitStack) -> None:
     daemon.dispatcher.replace_runtimes(providers.runtimes)
     daemon.warn_unavailable(fresh.watch)
     daemon.watchers.replace(list(fresh.watch))
-    daemon.settings = fresh.model_copy(update={"state_dir": daemon.settings.state_dir,
-                                               "amqp": daemon.settings.amqp})
+    daemon.settings = fresh.model_copy(update={"state_dir": daemon.settings.state_dir, "amqp": daemon.settings.amqp})
     log.info("config.reloaded", watching=[str(r.path) for r in fresh.watch], providers=sorted(providers.runtimes))
 
 
@@ -279,8 +309,9 @@ async def _status_loop(daemon: Daemon, notifier: SystemdNotifier, stopping: asyn
     while not stopping.is_set():
         counts = await daemon.journal.counts()
         daemon.metrics.set_job_counts(counts)
-        in_flight = sum(n for states in counts.values() for s, n in states.items()
-                        if s in ("accepted", "submitted", "running"))
+        in_flight = sum(
+            n for states in counts.values() for s, n in states.items() if s in ("accepted", "submitted", "running")
+        )
         parts = [f"{in_flight} jobs in flight", *(part() for part in daemon.status_parts.values())]
         notifier.status("; ".join(parts))
         try:
@@ -318,9 +349,15 @@ async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) ->
             except TimeoutError:
                 log.warning("daemon.start_scan_slow")
             notifier.ready("ready")
-            log.info("daemon.ready", pid=os.getpid(), providers=sorted(daemon.providers.runtimes),
-                     unavailable=daemon.providers.unavailable, watching=[str(r.path) for r in settings.watch],
-                     amqp=settings.amqp_enabled, state_dir=str(settings.state_dir))
+            log.info(
+                "daemon.ready",
+                pid=os.getpid(),
+                providers=sorted(daemon.providers.runtimes),
+                unavailable=daemon.providers.unavailable,
+                watching=[str(r.path) for r in settings.watch],
+                amqp=settings.amqp_enabled,
+                state_dir=str(settings.state_dir),
+            )
 
         async def reloads() -> None:
             while True:
@@ -358,15 +395,29 @@ def describe_providers(catalogue: Catalogue, settings: Settings) -> list[dict[st
             configured = "yes" if name in settings.providers else "defaults"
         except ConfigError as exc:
             configured = f"no: {exc}"
-        rows.append({
-            "name": name, "distribution": loaded.distribution, "status": "ok", "configured": configured,
-            "tasks": sorted(str(t) for t in limits.tasks), "formats": sorted(limits.formats),
-            "max_files": limits.max_files, "max_file_bytes": limits.max_file_bytes,
-            "max_batch_bytes": limits.max_batch_bytes, "max_audio_seconds": limits.max_audio_seconds,
-            "min_poll_seconds": limits.min_poll_seconds,
-        })
+        rows.append(
+            {
+                "name": name,
+                "distribution": loaded.distribution,
+                "status": "ok",
+                "configured": configured,
+                "tasks": sorted(str(t) for t in limits.tasks),
+                "formats": sorted(limits.formats),
+                "max_files": limits.max_files,
+                "max_file_bytes": limits.max_file_bytes,
+                "max_batch_bytes": limits.max_batch_bytes,
+                "max_audio_seconds": limits.max_audio_seconds,
+                "min_poll_seconds": limits.min_poll_seconds,
+            }
+        )
     for name, broken in sorted(catalogue.broken.items()):
-        rows.append({"name": name, "distribution": broken.distribution, "status": "broken",
-                     "error": broken.reason, "target": broken.target})
+        rows.append(
+            {
+                "name": name,
+                "distribution": broken.distribution,
+                "status": "broken",
+                "error": broken.reason,
+                "target": broken.target,
+            }
+        )
     return rows
-

@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML config (default: $STENOD_CONFIG, /etc/stenod/stenod.toml)")
     # --config is also accepted after the command (`stenod run --config F`, as systemd runs it);
     # SUPPRESS keeps a subcommand's absent option from overwriting one given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add = functools.partial(sub.add_parser, parents=[common])
@@ -47,10 +47,19 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--language", "-l")
     t.add_argument("--format", "-f", dest="formats", action="append", choices=["txt", "json", "srt", "vtt"])
     t.add_argument("--output-dir", "-o", type=Path)
-    t.add_argument("--translate-to", action="append", metavar="LANG",
-                   help="translate the input (documents) or the transcript (audio) to LANG")
-    t.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="provider option (JSON value), e.g. --option with_diarization=true")
+    t.add_argument(
+        "--translate-to",
+        action="append",
+        metavar="LANG",
+        help="translate the input (documents) or the transcript (audio) to LANG",
+    )
+    t.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="provider option (JSON value), e.g. --option with_diarization=true",
+    )
     t.add_argument("--print", dest="print_text", action="store_true", help="print the transcript text")
 
     j = add("jobs", help="list jobs from the journal")
@@ -129,12 +138,22 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
     options = parse_options(args.option)
     with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
-        one_shot = settings.model_copy(update={"state_dir": Path(tmp), "watch": [],
-                                               "amqp": settings.amqp.model_copy(update={"url": None})})
-        return asyncio.run(transcribe_files(
-            one_shot, args.files, provider=args.provider or settings.default_provider, language=args.language,
-            formats=args.formats, output_dir=args.output_dir, translate_to=args.translate_to or [],
-            options=options, print_text=args.print_text))
+        one_shot = settings.model_copy(
+            update={"state_dir": Path(tmp), "watch": [], "amqp": settings.amqp.model_copy(update={"url": None})}
+        )
+        return asyncio.run(
+            transcribe_files(
+                one_shot,
+                args.files,
+                provider=args.provider or settings.default_provider,
+                language=args.language,
+                formats=args.formats,
+                output_dir=args.output_dir,
+                translate_to=args.translate_to or [],
+                options=options,
+                print_text=args.print_text,
+            )
+        )
 
 
 def _job_line(view: Any) -> str:
@@ -200,8 +219,11 @@ def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
     rows = describe_providers(Catalogue.discover(), settings)
     for row in rows:
         if row["status"] == "ok":
-            limit = ", ".join(f"{k}={row[k]}" for k in ("max_files", "max_file_bytes", "max_batch_bytes",
-                                                          "max_audio_seconds", "min_poll_seconds") if row[k] is not None)
+            limit = ", ".join(
+                f"{k}={row[k]}"
+                for k in ("max_files", "max_file_bytes", "max_batch_bytes", "max_audio_seconds", "min_poll_seconds")
+                if row[k] is not None
+            )
             print(f"{row['name']:<10} ok      {row['distribution']}")
             print(f"           tasks: {', '.join(row['tasks'])}; formats: {', '.join(row['formats'])}")
             print(f"           limits: {limit}")

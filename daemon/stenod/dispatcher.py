@@ -57,8 +57,9 @@ class Metrics(Protocol):
     def provider_call(self, provider: str, operation: str) -> Any: ...
     def provider_error(self, provider: str, code: str) -> None: ...
     def retry(self, provider: str) -> None: ...
-    def item_finished(self, provider: str, state: str, audio_seconds: float | None,
-                      cost: Mapping[str, Any] | None) -> None: ...
+    def item_finished(
+        self, provider: str, state: str, audio_seconds: float | None, cost: Mapping[str, Any] | None
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -100,8 +101,9 @@ class _Schedule:
 class JournalStepContext:
     """The StepContext handed to ``submit``: checkpoints go to the journal."""
 
-    def __init__(self, journal: JobJournal, batch_id: str, saved: Mapping[str, Json] | None,
-                 on_progress: Callable[[float], None]) -> None:
+    def __init__(
+        self, journal: JobJournal, batch_id: str, saved: Mapping[str, Json] | None, on_progress: Callable[[float], None]
+    ) -> None:
         self._journal = journal
         self._batch_id = batch_id
         self._saved = saved
@@ -122,7 +124,7 @@ class JournalStepContext:
 def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None) -> float:
     """Exponential backoff with equal jitter; Retry-After, when given, is a floor."""
     cap = min(policy.max_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
-    delay = cap / 2 + random.uniform(0, cap / 2)
+    delay: float = cap / 2 + random.uniform(0, cap / 2)
     if retry_after is not None:
         delay = max(retry_after, min(delay, retry_after + policy.base_seconds))
         delay += random.uniform(0, min(1.0, retry_after * 0.1))
@@ -221,8 +223,14 @@ class Dispatcher:
         if self._batches or self._running:
             candidates.append(now + _CANCEL_CHECK_SECONDS)
         timeout = max(0.0, min(candidates) - now) if candidates else None
-        if self.idle is not None and not self._batches and not self._running and not self._finishing \
-                and self._pack_wakeup is None and not self._dirty:
+        if (
+            self.idle is not None
+            and not self._batches
+            and not self._running
+            and not self._finishing
+            and self._pack_wakeup is None
+            and not self._dirty
+        ):
             self.idle.set()
         try:
             async with asyncio.timeout(timeout):
@@ -276,8 +284,16 @@ class Dispatcher:
                 continue  # the URL fetcher attaches the file first
             runtime = self._runtimes.get(item.provider)
             if runtime is None:
-                failures.append((item, ErrorInfo("unknown_provider", f"provider {item.provider!r} is not available",
-                                                 hint="Check `stenod providers` and the provider's configuration.")))
+                failures.append(
+                    (
+                        item,
+                        ErrorInfo(
+                            "unknown_provider",
+                            f"provider {item.provider!r} is not available",
+                            hint="Check `stenod providers` and the provider's configuration.",
+                        ),
+                    )
+                )
                 continue
             check = self._preflight.get(item.item_id)
             if check is None:
@@ -297,9 +313,10 @@ class Dispatcher:
             runtime = self._runtimes[key[0]]
             batches = pack(runtime.limits, members)
             oldest = min(created_at(m) for m in members)
-            full = len(batches) > 1 or (runtime.limits.max_files is not None
-                                        and len(batches[0]) >= runtime.limits.max_files)
-            if not full and now - oldest < self._pack_window:
+            filled = len(batches) > 1 or (
+                runtime.limits.max_files is not None and len(batches[0]) >= runtime.limits.max_files
+            )
+            if not filled and now - oldest < self._pack_window:
                 wake = oldest + self._pack_window
                 self._pack_wakeup = wake if self._pack_wakeup is None else min(self._pack_wakeup, wake)
                 continue
@@ -322,11 +339,14 @@ class Dispatcher:
                     await runtime.provider.cancel(batch.handle)
                 except JobError as exc:
                     log.warning("provider.cancel_failed", provider=batch.provider, error=exc.message)
-            outcomes = [ItemOutcome(i.item_id, ItemState.CANCELLED,
-                                    error=ErrorInfo("cancelled", "cancelled on request")) for i in mine]
+            outcomes = [
+                ItemOutcome(i.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request"))
+                for i in mine
+            ]
             done = len(mine) == len(batch.items)
-            await self._journal.finish_items(outcomes, batch_id=batch_id if done else None,
-                                             batch_state=BatchState.FAILED if done else None)
+            await self._journal.finish_items(
+                outcomes, batch_id=batch_id if done else None, batch_state=BatchState.FAILED if done else None
+            )
             if done:
                 self._forget(batch_id, batch.provider)
 
@@ -339,22 +359,35 @@ class Dispatcher:
 
     # -- finishing items outside a provider job -------------------------------------
 
-    def _finish_later(self, tg: asyncio.TaskGroup, items: list[OpenItem], *, error: ErrorInfo | None = None,
-                      reused: bool = False, cancelled: bool = False) -> None:
+    def _finish_later(
+        self,
+        tg: asyncio.TaskGroup,
+        items: list[OpenItem],
+        *,
+        error: ErrorInfo | None = None,
+        reused: bool = False,
+        cancelled: bool = False,
+    ) -> None:
         for item in items:
             self._finishing.add(item.item_id)
-        tg.create_task(self._finish_direct(items, error=error, reused=reused, cancelled=cancelled),
-                       name=f"finish:{items[0].item_id}")
+        tg.create_task(
+            self._finish_direct(items, error=error, reused=reused, cancelled=cancelled),
+            name=f"finish:{items[0].item_id}",
+        )
 
-    async def _finish_direct(self, items: list[OpenItem], *, error: ErrorInfo | None, reused: bool,
-                             cancelled: bool) -> None:
+    async def _finish_direct(
+        self, items: list[OpenItem], *, error: ErrorInfo | None, reused: bool, cancelled: bool
+    ) -> None:
         try:
             outcomes = []
             for item in items:
                 with structlog.contextvars.bound_contextvars(job_id=item.job_id, provider=item.provider):
                     if cancelled:
-                        outcomes.append(ItemOutcome(item.item_id, ItemState.CANCELLED,
-                                                    error=ErrorInfo("cancelled", "cancelled on request")))
+                        outcomes.append(
+                            ItemOutcome(
+                                item.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request")
+                            )
+                        )
                     elif reused and item.result is not None:
                         result = _result_from_json(item.item_id, item.result)
                         outcomes.append(await self._write(item, result))
@@ -381,9 +414,14 @@ class Dispatcher:
         try:
             outputs = await asyncio.to_thread(self._sink.write_result, item, result)
         except OSError as exc:
-            return await self._write_failure(item, ErrorInfo(
-                "output_failed", f"could not write outputs for {item.name}: {exc.strerror or exc}",
-                hint="Check that the output folder exists and is writable."))
+            return await self._write_failure(
+                item,
+                ErrorInfo(
+                    "output_failed",
+                    f"could not write outputs for {item.name}: {exc.strerror or exc}",
+                    hint="Check that the output folder exists and is writable.",
+                ),
+            )
         payload: dict[str, Any] = {}
         if result.transcript is not None:
             payload["transcript"] = result.transcript.to_json()
@@ -391,11 +429,18 @@ class Dispatcher:
             payload["documents"] = [d.language for d in result.documents]
         cost = {"amount": result.cost.amount, "currency": result.cost.currency} if result.cost else None
         if self._metrics is not None:
-            self._metrics.item_finished(item.provider, "succeeded",
-                                        result.transcript.duration if result.transcript else None, cost)
+            self._metrics.item_finished(
+                item.provider, "succeeded", result.transcript.duration if result.transcript else None, cost
+            )
         log.info("item.succeeded", input=item.input, outputs=len(outputs))
-        return ItemOutcome(item.item_id, ItemState.SUCCEEDED, outputs=outputs, result=payload, cost=cost,
-                           follow_up=self._chained(item, outputs) if result.transcript is not None else None)
+        return ItemOutcome(
+            item.item_id,
+            ItemState.SUCCEEDED,
+            outputs=outputs,
+            result=payload,
+            cost=cost,
+            follow_up=self._chained(item, outputs) if result.transcript is not None else None,
+        )
 
     @staticmethod
     def _chained(item: OpenItem, outputs: Sequence[str]) -> NewItem | None:
@@ -405,10 +450,18 @@ class Dispatcher:
         if not languages or text is None or item.task != Task.TRANSCRIBE:
             return None
         st = Path(text).stat()
-        return NewItem(input=text, name=Path(text).name, path=text, size=st.st_size, device=st.st_dev,
-                       inode=st.st_ino, task=str(Task.TRANSLATE),
-                       provider=item.output.get("translate_provider") or "azure",
-                       target_languages=tuple(languages), options={})
+        return NewItem(
+            input=text,
+            name=Path(text).name,
+            path=text,
+            size=st.st_size,
+            device=st.st_dev,
+            inode=st.st_ino,
+            task=str(Task.TRANSLATE),
+            provider=item.output.get("translate_provider") or "azure",
+            target_languages=tuple(languages),
+            options={},
+        )
 
     async def _write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
         try:
@@ -427,7 +480,8 @@ class Dispatcher:
         runtime = self._runtimes.get(batch.provider)
         keep = True
         with structlog.contextvars.bound_contextvars(
-            batch_id=batch.batch_id, provider=batch.provider,
+            batch_id=batch.batch_id,
+            provider=batch.provider,
             job_id=",".join(sorted({i.job_id for i in batch.items})),
         ):
             try:
@@ -449,8 +503,14 @@ class Dispatcher:
             except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
                 log.exception("batch.internal_error")
                 keep = False
-                await self._fail_batch(batch, ErrorInfo("internal_error", f"{type(exc).__name__}: {exc}",
-                                                        hint="This is a bug; please report it with the log."))
+                await self._fail_batch(
+                    batch,
+                    ErrorInfo(
+                        "internal_error",
+                        f"{type(exc).__name__}: {exc}",
+                        hint="This is a bug; please report it with the log.",
+                    ),
+                )
             finally:
                 self._running.discard(batch.batch_id)
                 if not keep:
@@ -463,8 +523,9 @@ class Dispatcher:
         provider = runtime.provider
         if batch.state == BatchState.SUBMITTING:
             value = self._batch_value(runtime, batch)
-            ctx = JournalStepContext(self._journal, batch.batch_id, batch.checkpoint,
-                                     lambda f: self._local_progress(batch, f))
+            ctx = JournalStepContext(
+                self._journal, batch.batch_id, batch.checkpoint, lambda f: self._local_progress(batch, f)
+            )
             handle = await self._call(runtime, "submit", provider.submit(value, ctx))
             done = is_finished(handle)
             next_at = time.time() + (0.0 if done else runtime.poll_interval)
@@ -484,8 +545,12 @@ class Dispatcher:
                 delay = max(runtime.poll_interval, status.retry_after or 0.0)
                 next_at = poll_time + delay + random.uniform(0, max(0.05, delay * 0.1))
                 changed = await self._journal.batch_polled(
-                    batch.batch_id, running=status.state == RemoteState.RUNNING, progress=status.progress,
-                    next_at=next_at, poll_time=poll_time)
+                    batch.batch_id,
+                    running=status.state == RemoteState.RUNNING,
+                    progress=status.progress,
+                    next_at=next_at,
+                    poll_time=poll_time,
+                )
                 await self._maybe_progress_events(changed)
                 self._reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
                 return True
@@ -499,12 +564,19 @@ class Dispatcher:
             await self._journal.batch_state(batch.batch_id, BatchState.FETCHING)
             return await self._fetch(runtime, _replace(batch, state=BatchState.FETCHING))
         if status.state == RemoteState.CANCELLED:
-            outcomes = [ItemOutcome(i.item_id, ItemState.CANCELLED,
-                                    error=status.error or ErrorInfo("cancelled", "the provider cancelled the job"))
-                        for i in batch.items]
+            outcomes = [
+                ItemOutcome(
+                    i.item_id,
+                    ItemState.CANCELLED,
+                    error=status.error or ErrorInfo("cancelled", "the provider cancelled the job"),
+                )
+                for i in batch.items
+            ]
             await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED)
             return False
-        await self._fail_batch(batch, status.error or ErrorInfo("provider_failed", f"{runtime.name} reported the job failed"))
+        await self._fail_batch(
+            batch, status.error or ErrorInfo("provider_failed", f"{runtime.name} reported the job failed")
+        )
         return False
 
     async def _fetch(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
@@ -517,7 +589,9 @@ class Dispatcher:
                 continue
             with structlog.contextvars.bound_contextvars(job_id=item.job_id):
                 result = by_id.get(item.item_id) or ItemResult(
-                    item.item_id, error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"))
+                    item.item_id,
+                    error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"),
+                )
                 outcomes.append(await self._write(item, result))
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
         release = getattr(runtime.provider, "release", None)
@@ -550,8 +624,10 @@ class Dispatcher:
         pacing = batch.state == BatchState.POLLING and exc.retry_after is not None
         attempts = batch.attempts if pacing else batch.attempts + 1
         if attempts >= self._policy.max_attempts:
-            await self._fail_batch(batch, ErrorInfo(
-                exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint))
+            await self._fail_batch(
+                batch,
+                ErrorInfo(exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint),
+            )
             return False
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
         runtime = self._runtimes.get(batch.provider)
@@ -562,16 +638,22 @@ class Dispatcher:
         await self._journal.batch_retry(batch.batch_id, attempts=attempts, next_at=next_at, error=exc.info())
         if self._metrics is not None:
             self._metrics.retry(batch.provider)
-        log.warning("provider.retry_scheduled", attempt=attempts, delay_seconds=round(delay, 2),
-                    error=exc.message, retry_after=exc.retry_after)
+        log.warning(
+            "provider.retry_scheduled",
+            attempt=attempts,
+            delay_seconds=round(delay, 2),
+            error=exc.message,
+            retry_after=exc.retry_after,
+        )
         self._reschedule(_replace(batch, attempts=attempts), next_at)
         return True
 
     async def _fail_batch(self, batch: BatchRow, error: ErrorInfo) -> None:
         log.warning("batch.failed", code=error.code, message=error.message)
         outcomes = [await self._write_failure(i, error) for i in batch.items if not i.state.terminal]
-        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED,
-                                         batch_error=error)
+        await self._journal.finish_items(
+            outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
+        )
 
     def _batch_value(self, runtime: ProviderRuntime, batch: BatchRow) -> Batch:
         first = batch.items[0]
@@ -579,14 +661,21 @@ class Dispatcher:
         try:
             options = options_model.model_validate(dict(first.options))
         except ValidationError as exc:
-            raise PermanentError(f"invalid options for {runtime.name}: {exc.errors()[0]['msg']}",
-                                 code="invalid_options") from exc
+            raise PermanentError(
+                f"invalid options for {runtime.name}: {exc.errors()[0]['msg']}", code="invalid_options"
+            ) from exc
         return Batch(
             batch_id=batch.batch_id,
             task=Task(first.task),
             items=tuple(
-                BatchItem(item_id=i.item_id, path=Path(i.path or ""), name=i.name, size=i.size or 0,
-                          device=i.device, inode=i.inode)
+                BatchItem(
+                    item_id=i.item_id,
+                    path=Path(i.path or ""),
+                    name=i.name,
+                    size=i.size or 0,
+                    device=i.device,
+                    inode=i.inode,
+                )
                 for i in batch.items
             ),
             language=first.language,

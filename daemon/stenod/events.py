@@ -30,7 +30,13 @@ class EventKind(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (EventKind.SUCCEEDED, EventKind.PARTIAL, EventKind.FAILED, EventKind.CANCELLED, EventKind.REJECTED)
+        return self in (
+            EventKind.SUCCEEDED,
+            EventKind.PARTIAL,
+            EventKind.FAILED,
+            EventKind.CANCELLED,
+            EventKind.REJECTED,
+        )
 
 
 def utc_now() -> str:

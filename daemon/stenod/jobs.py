@@ -49,9 +49,7 @@ class JobState(StrEnum):
 _TERMINAL_JOB: Final = frozenset({JobState.SUCCEEDED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED})
 
 _NEXT_JOB: Final[Mapping[JobState, frozenset[JobState]]] = {
-    JobState.ACCEPTED: frozenset(
-        {JobState.SUBMITTED, JobState.RUNNING, *_TERMINAL_JOB}
-    ),
+    JobState.ACCEPTED: frozenset({JobState.SUBMITTED, JobState.RUNNING, *_TERMINAL_JOB}),
     JobState.SUBMITTED: frozenset({JobState.RUNNING, *_TERMINAL_JOB}),
     JobState.RUNNING: frozenset(_TERMINAL_JOB),
     JobState.SUCCEEDED: frozenset(),

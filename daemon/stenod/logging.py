@@ -11,10 +11,24 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = ("authorization", "api_key", "apikey", "api-key", "token", "secret", "password", "signature",
-                "credential", "sas", "subscription-key", "x-api-key")
+_SECRET_KEYS = (
+    "authorization",
+    "api_key",
+    "apikey",
+    "api-key",
+    "token",
+    "secret",
+    "password",
+    "signature",
+    "credential",
+    "sas",
+    "subscription-key",
+    "x-api-key",
+)
 _PATTERNS = [
-    re.compile(r"(?i)(?<![\w-])(x-amz-signature|x-amz-credential|sig|se|sp|sv|skoid|sktid|token|key|api_key|apikey)=([^&\s\"']+)"),
+    re.compile(
+        r"(?i)(?<![\w-])(x-amz-signature|x-amz-credential|sig|se|sp|sv|skoid|sktid|token|key|api_key|apikey)=([^&\s\"']+)"
+    ),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"(amqps?://[^:/\s]+:)[^@\s]+(@)"),
 ]

@@ -33,15 +33,11 @@ class Metrics:
     negative duration from a provider is ignored): metrics must not be able to fail a job.
     """
 
-    def __init__(
-        self, registry: CollectorRegistry | None = None, *, version: str = stenod.__version__
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, version: str = stenod.__version__) -> None:
         """Define every metric on ``registry`` (a new private registry by default)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self._jobs = Counter(
-            "stenod_jobs", "Jobs that entered each public state.", ["provider", "state"], registry=r
-        )
+        self._jobs = Counter("stenod_jobs", "Jobs that entered each public state.", ["provider", "state"], registry=r)
         self._items = Counter(
             "stenod_items",
             "Items (input files) that finished, by provider and final state.",
@@ -70,9 +66,7 @@ class Metrics:
         self._retries = Counter(
             "stenod_retries", "Provider steps scheduled for another attempt.", ["provider"], registry=r
         )
-        self._outbox = Gauge(
-            "stenod_outbox_depth", "Events committed but not yet confirmed by the broker.", registry=r
-        )
+        self._outbox = Gauge("stenod_outbox_depth", "Events committed but not yet confirmed by the broker.", registry=r)
         self._consumer = Gauge(
             "stenod_queue_consumer_connected",
             "1 while the AMQP request consumer is connected, else 0.",

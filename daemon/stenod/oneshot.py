@@ -14,15 +14,25 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.app import build
 from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob
 from stenod.settings import Settings
 
 
-async def transcribe_files(settings: Settings, files: Sequence[Path], *, provider: str, language: str | None,
-                           formats: Sequence[str] | None, output_dir: Path | None, translate_to: Sequence[str],
-                           options: dict[str, Any], print_text: bool) -> int:
+async def transcribe_files(
+    settings: Settings,
+    files: Sequence[Path],
+    *,
+    provider: str,
+    language: str | None,
+    formats: Sequence[str] | None,
+    output_dir: Path | None,
+    translate_to: Sequence[str],
+    options: dict[str, Any],
+    print_text: bool,
+) -> int:
     missing = [f for f in files if not f.exists()]
     for f in missing:
         print(f"stenod: {f}: no such file", file=sys.stderr)
@@ -30,8 +40,11 @@ async def transcribe_files(settings: Settings, files: Sequence[Path], *, provide
         return 2
     task = "transcribe"
     targets: tuple[str, ...] = ()
-    output: dict[str, Any] = {"dir": str(output_dir.absolute()) if output_dir else None,
-                              "formats": list(formats or ("txt", "json", "srt", "vtt")), "after": "keep"}
+    output: dict[str, Any] = {
+        "dir": os.path.abspath(output_dir) if output_dir else None,  # noqa: ASYNC240 (no I/O)
+        "formats": list(formats or ("txt", "json", "srt", "vtt")),
+        "after": "keep",
+    }
     if translate_to:
         audio = provider_handles_audio(provider)
         if audio:
@@ -47,11 +60,23 @@ async def transcribe_files(settings: Settings, files: Sequence[Path], *, provide
         for f in files:
             path = f.absolute()
             st = path.stat()
-            items.append(NewItem(input=str(path), name=path.name, path=str(path), size=st.st_size,
-                                 device=st.st_dev, inode=st.st_ino))
-        job, _ = await daemon.journal.create_job(NewJob(
-            source="cli", task=task, provider=provider, language=language, target_languages=targets,
-            options=options, output=output, items=items))
+            items.append(
+                NewItem(
+                    input=str(path), name=path.name, path=str(path), size=st.st_size, device=st.st_dev, inode=st.st_ino
+                )
+            )
+        job, _ = await daemon.journal.create_job(
+            NewJob(
+                source="cli",
+                task=task,
+                provider=provider,
+                language=language,
+                target_languages=targets,
+                options=options,
+                output=output,
+                items=items,
+            )
+        )
         async with asyncio.TaskGroup() as tg:
             runner = tg.create_task(daemon.dispatcher.run(stopping), name="dispatcher")
             view = await _follow(daemon.journal, job.job_id, runner)
@@ -69,15 +94,20 @@ def provider_handles_audio(provider: str) -> bool:
     return loaded is None or Task.TRANSCRIBE in loaded.cls.limits.tasks
 
 
-async def _follow(journal: Any, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
+async def _follow(journal: SqliteJournal, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
     tty = sys.stderr.isatty() and not os.environ.get("STENOD_NO_PROGRESS")
     progress_ctx: Any = None
     bar: Any = None
     if tty:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        progress_ctx = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                                TimeElapsedColumn(), transient=True)
+        progress_ctx = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
         progress_ctx.start()
         bar = progress_ctx.add_task("transcribing", total=1.0)
     try:

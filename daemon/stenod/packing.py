@@ -30,9 +30,13 @@ def preflight(name: str, limits: Limits, item: OpenItem, probe: Callable[[Path],
     path = Path(item.path)
     ext = path.suffix.lower().lstrip(".")
     if ext not in limits.formats:
-        return Preflight(ErrorInfo(
-            "unsupported_format", f"{path.name}: .{ext or '(none)'} files are not supported by {name}",
-            hint=f"{name} accepts: {', '.join(sorted(limits.formats))}"))
+        return Preflight(
+            ErrorInfo(
+                "unsupported_format",
+                f"{path.name}: .{ext or '(none)'} files are not supported by {name}",
+                hint=f"{name} accepts: {', '.join(sorted(limits.formats))}",
+            )
+        )
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -42,23 +46,40 @@ def preflight(name: str, limits: Limits, item: OpenItem, probe: Callable[[Path],
     if item.inode is not None and (st.st_ino, st.st_dev) != (item.inode, item.device):
         return Preflight(ErrorInfo("input_changed", f"{path} was replaced after it was accepted"))
     if st.st_size == 0:
-        return Preflight(ErrorInfo("empty_file", f"{path.name} is empty (0 bytes)",
-                                   hint="Copy the complete recording into the folder again."))
+        return Preflight(
+            ErrorInfo(
+                "empty_file",
+                f"{path.name} is empty (0 bytes)",
+                hint="Copy the complete recording into the folder again.",
+            )
+        )
     if limits.max_file_bytes is not None and st.st_size > limits.max_file_bytes:
-        return Preflight(ErrorInfo(
-            "over_limit", f"{path.name} is {st.st_size:,} bytes; {name} accepts at most "
-            f"{limits.max_file_bytes:,} bytes per file", hint="Split or compress the recording."))
+        return Preflight(
+            ErrorInfo(
+                "over_limit",
+                f"{path.name} is {st.st_size:,} bytes; {name} accepts at most {limits.max_file_bytes:,} bytes per file",
+                hint="Split or compress the recording.",
+            )
+        )
     if limits.max_batch_bytes is not None and st.st_size > limits.max_batch_bytes:
-        return Preflight(ErrorInfo(
-            "over_limit", f"{path.name} is {st.st_size:,} bytes; {name} accepts at most "
-            f"{limits.max_batch_bytes:,} bytes per job"))
+        return Preflight(
+            ErrorInfo(
+                "over_limit",
+                f"{path.name} is {st.st_size:,} bytes; {name} accepts at most {limits.max_batch_bytes:,} bytes per job",
+            )
+        )
     duration = None
     if limits.max_audio_seconds is not None:
         duration = probe(path)
         if duration is not None and duration > limits.max_audio_seconds:
-            return Preflight(ErrorInfo(
-                "over_limit", f"{path.name} lasts {duration:.0f} s; {name} accepts at most "
-                f"{limits.max_audio_seconds:.0f} s per file", hint="Split the recording into shorter parts."))
+            return Preflight(
+                ErrorInfo(
+                    "over_limit",
+                    f"{path.name} lasts {duration:.0f} s; {name} accepts at most "
+                    f"{limits.max_audio_seconds:.0f} s per file",
+                    hint="Split the recording into shorter parts.",
+                )
+            )
     return Preflight(None, duration)
 
 

@@ -53,7 +53,9 @@ def check_provider_class(name: str, cls: Any) -> None:
     if not inspect.isclass(cls):
         raise PluginError(f"{cls!r} is not a class")
     if getattr(cls, "name", None) != name:
-        raise PluginError(f"class {cls.__qualname__} declares name {getattr(cls, 'name', None)!r}, registered as {name!r}")
+        raise PluginError(
+            f"class {cls.__qualname__} declares name {getattr(cls, 'name', None)!r}, registered as {name!r}"
+        )
     settings = getattr(cls, "Settings", None)
     if not (inspect.isclass(settings) and issubclass(settings, ProviderSettings)):
         raise PluginError(f"{cls.__qualname__}.Settings must subclass stenod.provider.ProviderSettings")

@@ -175,9 +175,7 @@ class BatchItem:
         )
         if not same:
             os.close(fd)
-            raise PermanentError(
-                f"input file {self.path} changed after it was accepted", code="input_changed"
-            )
+            raise PermanentError(f"input file {self.path} changed after it was accepted", code="input_changed")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
@@ -326,9 +324,7 @@ class Transcript:
             ),
             words=None
             if words is None
-            else tuple(
-                Word(w["start"], w["end"], w["text"], w.get("speaker"), w.get("confidence")) for w in words
-            ),
+            else tuple(Word(w["start"], w["end"], w["text"], w.get("speaker"), w.get("confidence")) for w in words),
             provider=data.get("provider"),
             provider_job_id=data.get("provider_job_id"),
         )
@@ -459,7 +455,7 @@ def provider_http_errors(provider: str, *, request_id_header: str | None = None)
 
     401/403 → AuthError; 408, 429 and 5xx → RetryableError (with Retry-After);
     other 4xx → PermanentError carrying the provider's message and request id;
-    timeouts and network errors → RetryableError.
+    timeouts, network errors, malformed answers and unusable URLs → RetryableError.
     """
     try:
         yield
@@ -485,6 +481,12 @@ def provider_http_errors(provider: str, *, request_id_header: str | None = None)
         raise RetryableError(f"{provider} did not answer in time ({type(exc).__name__})", code="timeout") from exc
     except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
         raise RetryableError(f"{provider} unreachable: {type(exc).__name__}", code="network") from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # A URL built from the provider's own answer (a job id, a presigned URL) that cannot be
+        # requested. Left out of the message: a presigned URL is a credential.
+        raise RetryableError(
+            f"{provider} sent an unusable address ({type(exc).__name__})", code="malformed_response"
+        ) from exc
     except ValueError as exc:
         # Malformed JSON (json.JSONDecodeError) or a response body of the wrong shape:
         # providers sometimes answer garbage during incidents; try again later.

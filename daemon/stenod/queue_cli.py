@@ -30,8 +30,13 @@ from stenod.errors import ConfigError
 from stenod.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_TERMINAL = {"succeeded": EXIT_OK, "partial": EXIT_FAILED, "failed": EXIT_FAILED, "cancelled": EXIT_FAILED,
-             "rejected": EXIT_USAGE}
+_TERMINAL = {
+    "succeeded": EXIT_OK,
+    "partial": EXIT_FAILED,
+    "failed": EXIT_FAILED,
+    "cancelled": EXIT_FAILED,
+    "rejected": EXIT_USAGE,
+}
 _QUIET_HINT_SECONDS = 10.0
 
 
@@ -95,8 +100,9 @@ async def _channel(url: str, settings: Settings, purpose: str) -> Any:
     try:
         connection = await aio_pika.connect(url, timeout=10, client_properties={"connection_name": f"stenod {purpose}"})
     except (aio_pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach the broker ({exc or type(exc).__name__}); is RabbitMQ running and "
-                          "[amqp] url right?") from exc
+        raise ConfigError(
+            f"cannot reach the broker ({exc or type(exc).__name__}); is RabbitMQ running and [amqp] url right?"
+        ) from exc
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await declare_requests(channel, settings.amqp)
@@ -104,31 +110,50 @@ async def _channel(url: str, settings: Settings, purpose: str) -> Any:
 
 
 async def _publish(channel: AbstractChannel, settings: Settings, message: aio_pika.Message) -> None:
-    await channel.default_exchange.publish(message, routing_key=settings.amqp.request_queue, mandatory=True,
-                                           timeout=settings.amqp.publish_timeout_seconds)
+    await channel.default_exchange.publish(
+        message, routing_key=settings.amqp.request_queue, mandatory=True, timeout=settings.amqp.publish_timeout_seconds
+    )
 
 
 async def _cancel(url: str, settings: Settings, body: bytes, job_id: str) -> int:
     async with _channel(url, settings, "cancel") as channel:
-        await _publish(channel, settings, aio_pika.Message(
-            body, content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT, type=CANCEL_TYPE,
-            message_id=str(ULID())))
+        await _publish(
+            channel,
+            settings,
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                type=CANCEL_TYPE,
+                message_id=str(ULID()),
+            ),
+        )
     print(f"cancel requested for {job_id}")
     return EXIT_OK
 
 
-async def _submit(url: str, settings: Settings, body: dict[str, Any], request_id: str, *, wait: bool,
-                  wait_seconds: float | None) -> int:
+async def _submit(
+    url: str, settings: Settings, body: dict[str, Any], request_id: str, *, wait: bool, wait_seconds: float | None
+) -> int:
     async with _channel(url, settings, "submit") as channel:
         events: AbstractQueue | None = None
         if wait:
             exchange = await declare_events(channel, settings.amqp)
             events = await channel.declare_queue(exclusive=True, auto_delete=True)
             await events.bind(exchange, routing_key="job.#")
-        await _publish(channel, settings, aio_pika.Message(
-            json.dumps(body).encode(), content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=request_id, type=REQUEST_TYPE, reply_to=events.name if events else None,
-            correlation_id=request_id if events else None))
+        await _publish(
+            channel,
+            settings,
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=request_id,
+                type=REQUEST_TYPE,
+                reply_to=events.name if events else None,
+                correlation_id=request_id if events else None,
+            ),
+        )
         if events is None:
             print(request_id)
             return EXIT_OK
@@ -137,8 +162,10 @@ async def _submit(url: str, settings: Settings, body: dict[str, Any], request_id
             async with asyncio.timeout(wait_seconds):
                 data = await _follow(events, request_id)
         except TimeoutError:
-            print(f"stenod: gave up waiting after {wait_seconds:g} s; the job goes on (request {request_id})",
-                  file=sys.stderr)
+            print(
+                f"stenod: gave up waiting after {wait_seconds:g} s; the job goes on (request {request_id})",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     return _report(data)
 
@@ -180,13 +207,21 @@ def _progress() -> Iterator[Any]:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("waiting", total=1.0)
 
         def show(data: dict[str, Any]) -> None:
-            bar.update(task, completed=float(data.get("progress") or 0.0),
-                       description=f"{data.get('job_id', '')} {data.get('state', '')}")
+            bar.update(
+                task,
+                completed=float(data.get("progress") or 0.0),
+                description=f"{data.get('job_id', '')} {data.get('state', '')}",
+            )
 
         yield show
 

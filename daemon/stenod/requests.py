@@ -22,8 +22,9 @@ MAX_INPUTS = 100
 _TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]
-Language = Annotated[str, StringConstraints(min_length=2, max_length=35,
-                                            pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
+Language = Annotated[
+    str, StringConstraints(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")
+]
 ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_TEXT)]
 UrlText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
@@ -66,16 +67,19 @@ class Request(_Strict):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod request")
 
     request_id: RequestId | None = Field(
-        default=None, description="Idempotency key: a repeated request_id never runs twice. "
-        "Defaults to the AMQP message_id.")
+        default=None,
+        description="Idempotency key: a repeated request_id never runs twice. Defaults to the AMQP message_id.",
+    )
     task: Literal["transcribe", "translate"] = "transcribe"
     provider: ProviderName | None = Field(default=None, description="Defaults to the daemon's default_provider.")
     inputs: list[InputRef] = Field(min_length=1, max_length=MAX_INPUTS)
     language: Language | None = None
     target_language: Language | list[Language] | None = Field(
-        default=None, description="Required for task 'translate'; one language or a list (at most 10).")
+        default=None, description="Required for task 'translate'; one language or a list (at most 10)."
+    )
     options: dict[Annotated[str, StringConstraints(max_length=100)], JsonValue] = Field(
-        default_factory=dict, max_length=64, description="Validated by the provider plugin's Options model.")
+        default_factory=dict, max_length=64, description="Validated by the provider plugin's Options model."
+    )
     output: OutputSpec | None = None
 
     @property
@@ -103,8 +107,15 @@ class CancelRequest(_Strict):
 class Rejected(Exception):
     """A message that can never succeed: dead-lettered with ``code`` and ``reason``."""
 
-    def __init__(self, code: str, reason: str, *, request_id: str | None = None, task: str | None = None,
-                 provider: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        request_id: str | None = None,
+        task: str | None = None,
+        provider: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
@@ -155,8 +166,14 @@ def _peek_request_id(body: bytes) -> str | None:
         return None
 
 
-def check_request(request: Request, providers: Mapping[str, ProviderInfo], unavailable: Mapping[str, str], *,
-                  default_provider: str, request_id: str | None) -> tuple[str, dict[str, Any]]:
+def check_request(
+    request: Request,
+    providers: Mapping[str, ProviderInfo],
+    unavailable: Mapping[str, str],
+    *,
+    default_provider: str,
+    request_id: str | None,
+) -> tuple[str, dict[str, Any]]:
     """Provider, task, target language, language and options rules.
 
     Returns the chosen provider name and the validated options (as given, JSON).
@@ -167,8 +184,9 @@ def check_request(request: Request, providers: Mapping[str, ProviderInfo], unava
     info = providers.get(provider)
     if info is None:
         if provider in unavailable:
-            raise Rejected("provider_unavailable", f"provider {provider!r} is not available: {unavailable[provider]}",
-                           **context)
+            raise Rejected(
+                "provider_unavailable", f"provider {provider!r} is not available: {unavailable[provider]}", **context
+            )
         known = ", ".join(sorted(providers)) or "none"
         raise Rejected("unknown_provider", f"no provider named {provider!r} (available: {known})", **context)
     if Task(request.task) not in info.limits.tasks:

@@ -69,7 +69,8 @@ class ItemData(_Data):
     outputs: list[str] = Field(description="Files written for this input.")
     error: ErrorData | None
     transcript: TranscriptData | None = Field(
-        default=None, description="Inlined in terminal events up to amqp.inline_transcript_bytes; else absent.")
+        default=None, description="Inlined in terminal events up to amqp.inline_transcript_bytes; else absent."
+    )
 
 
 class CostData(_Data):
@@ -121,8 +122,11 @@ MODELS: dict[str, type[BaseModel]] = {
 
 def json_schema(model: type[BaseModel], file_name: str) -> dict[str, Any]:
     schema = model.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://stenod.invalid/schemas/{file_name}", **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://stenod.invalid/schemas/{file_name}",
+        **schema,
+    }
 
 
 def asyncapi(amqp: AmqpSettings | None = None) -> dict[str, Any]:
@@ -149,12 +153,17 @@ def asyncapi(amqp: AmqpSettings | None = None) -> dict[str, Any]:
                 "Programs ask stenod for transcriptions by publishing a request to a durable quorum queue, and "
                 "follow the job through CloudEvents 1.0 events on a topic exchange. Delivery is at least once: "
                 "dedupe events on 'id' (= AMQP message_id). A repeated request_id never runs twice. Names below "
-                "are the defaults ([amqp] request_queue, event_exchange, dead_letter_exchange/queue)."),
+                "are the defaults ([amqp] request_queue, event_exchange, dead_letter_exchange/queue)."
+            ),
         },
         "defaultContentType": "application/json",
         "servers": {
-            "local": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0-9-1",
-                      "description": "The broker in [amqp] url."},
+            "local": {
+                "host": "localhost:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0-9-1",
+                "description": "The broker in [amqp] url.",
+            },
         },
         "channels": {
             "requests": {
@@ -162,25 +171,35 @@ def asyncapi(amqp: AmqpSettings | None = None) -> dict[str, Any]:
                 "description": (
                     f"Quorum queue with x-delivery-limit and dead-lettering to '{amqp.dead_letter_exchange}'. "
                     "Publish persistent messages through the default exchange with routing key = the queue "
-                    "name. AMQP reply_to + correlation_id: the terminal event is also sent to reply_to."),
-                "messages": {"request": {"$ref": "#/components/messages/request"},
-                             "cancel": {"$ref": "#/components/messages/cancel"}},
+                    "name. AMQP reply_to + correlation_id: the terminal event is also sent to reply_to."
+                ),
+                "messages": {
+                    "request": {"$ref": "#/components/messages/request"},
+                    "cancel": {"$ref": "#/components/messages/cancel"},
+                },
                 "bindings": {"amqp": {"is": "queue", "queue": queue_binding, "bindingVersion": "0.3.0"}},
             },
             "deadLetters": {
                 "address": amqp.dead_letter_queue,
                 "description": (
                     f"Messages that can never succeed, routed by '{amqp.dead_letter_exchange}' (direct). Refused "
-                    "bodies carry x-stenod-* headers; messages over the delivery limit carry RabbitMQ's x-death."),
+                    "bodies carry x-stenod-* headers; messages over the delivery limit carry RabbitMQ's x-death."
+                ),
                 "messages": {"rejectedRequest": {"$ref": "#/components/messages/rejectedRequest"}},
-                "bindings": {"amqp": {"is": "queue", "queue": {**queue_binding, "name": amqp.dead_letter_queue},
-                                      "bindingVersion": "0.3.0"}},
+                "bindings": {
+                    "amqp": {
+                        "is": "queue",
+                        "queue": {**queue_binding, "name": amqp.dead_letter_queue},
+                        "bindingVersion": "0.3.0",
+                    }
+                },
             },
             "events": {
                 "address": "job.{state}.{provider}",
                 "description": (
                     f"Topic exchange '{amqp.event_exchange}' (durable). Bind e.g. 'job.#' or 'job.succeeded.*'. "
-                    f"Events no queue is bound for go to the alternate exchange '{amqp.event_exchange}.unrouted'."),
+                    f"Events no queue is bound for go to the alternate exchange '{amqp.event_exchange}.unrouted'."
+                ),
                 "parameters": {
                     "state": {"enum": list(EVENT_KINDS), "description": "The event kind."},
                     "provider": {"description": "The provider name ('none' for a rejected unparseable body)."},
@@ -196,44 +215,69 @@ def asyncapi(amqp: AmqpSettings | None = None) -> dict[str, Any]:
             },
         },
         "operations": {
-            "receiveRequest": {"action": "receive", "channel": {"$ref": "#/channels/requests"},
-                               "messages": [{"$ref": "#/channels/requests/messages/request"},
-                                            {"$ref": "#/channels/requests/messages/cancel"}]},
-            "sendEvent": {"action": "send", "channel": {"$ref": "#/channels/events"},
-                          "messages": [{"$ref": "#/channels/events/messages/jobEvent"}]},
-            "sendReply": {"action": "send", "channel": {"$ref": "#/channels/replies"},
-                          "messages": [{"$ref": "#/channels/replies/messages/jobEvent"}]},
-            "deadLetter": {"action": "send", "channel": {"$ref": "#/channels/deadLetters"},
-                           "messages": [{"$ref": "#/channels/deadLetters/messages/rejectedRequest"}]},
+            "receiveRequest": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/requests"},
+                "messages": [
+                    {"$ref": "#/channels/requests/messages/request"},
+                    {"$ref": "#/channels/requests/messages/cancel"},
+                ],
+            },
+            "sendEvent": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/events"},
+                "messages": [{"$ref": "#/channels/events/messages/jobEvent"}],
+            },
+            "sendReply": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/replies"},
+                "messages": [{"$ref": "#/channels/replies/messages/jobEvent"}],
+            },
+            "deadLetter": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/deadLetters"},
+                "messages": [{"$ref": "#/channels/deadLetters/messages/rejectedRequest"}],
+            },
         },
         "components": {
             "messages": {
                 "request": {
-                    "name": "request", "title": "Job request", "contentType": "application/json",
+                    "name": "request",
+                    "title": "Job request",
+                    "contentType": "application/json",
                     "payload": {"$ref": "./request.schema.json"},
                     "correlationId": {"location": "$message.header#/correlation_id"},
-                    "bindings": {"amqp": {"deliveryMode": 2, "messageType": "stenod.request",
-                                          "bindingVersion": "0.3.0"}},
+                    "bindings": {
+                        "amqp": {"deliveryMode": 2, "messageType": "stenod.request", "bindingVersion": "0.3.0"}
+                    },
                     "description": "AMQP type absent or 'stenod.request'. message_id is the default request_id.",
                 },
                 "cancel": {
-                    "name": "cancel", "title": "Cancel a job", "contentType": "application/json",
+                    "name": "cancel",
+                    "title": "Cancel a job",
+                    "contentType": "application/json",
                     "payload": {"$ref": "./cancel.schema.json"},
-                    "bindings": {"amqp": {"deliveryMode": 2, "messageType": "stenod.cancel",
-                                          "bindingVersion": "0.3.0"}},
+                    "bindings": {
+                        "amqp": {"deliveryMode": 2, "messageType": "stenod.cancel", "bindingVersion": "0.3.0"}
+                    },
                     "description": "AMQP type 'stenod.cancel' on the request queue. Unknown job ids are dead-lettered.",
                 },
                 "rejectedRequest": {
-                    "name": "rejectedRequest", "title": "A refused message, unchanged, with the reason",
+                    "name": "rejectedRequest",
+                    "title": "A refused message, unchanged, with the reason",
                     "headers": rejected_headers,
                 },
                 "jobEvent": {
-                    "name": "jobEvent", "title": "Job event", "contentType": "application/cloudevents+json",
+                    "name": "jobEvent",
+                    "title": "Job event",
+                    "contentType": "application/cloudevents+json",
                     "payload": {"$ref": "./event.schema.json"},
                     "correlationId": {"location": "$message.header#/correlation_id"},
                     "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
-                    "description": ("AMQP message_id = CloudEvents id; type = stenod.job.<kind>. Events of one job "
-                                    "arrive in order; progress events are rate-limited per job."),
+                    "description": (
+                        "AMQP message_id = CloudEvents id; type = stenod.job.<kind>. Events of one job "
+                        "arrive in order; progress events are rate-limited per job."
+                    ),
                 },
             },
         },
@@ -287,8 +331,10 @@ def _scalar(value: Any) -> str:
 
 def render() -> dict[str, str]:
     """Every contract file, by file name, as it should be on disk."""
-    files = {name: json.dumps(json_schema(model, name), indent=2, ensure_ascii=False) + "\n"
-             for name, model in MODELS.items()}
+    files = {
+        name: json.dumps(json_schema(model, name), indent=2, ensure_ascii=False) + "\n"
+        for name, model in MODELS.items()
+    }
     files["asyncapi.yaml"] = "# Generated by `python -m stenod.schemas`; do not edit.\n" + to_yaml(asyncapi())
     return files
 

@@ -20,7 +20,8 @@ from stenod.errors import ConfigError
 from stenod.provider import Task
 
 SYSTEM_CONFIG = Path("/etc/stenod/stenod.toml")
-OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
+OutputFormat = Literal["txt", "json", "srt", "vtt"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("txt", "json", "srt", "vtt")
 
 
 def default_state_dir() -> Path:
@@ -44,7 +45,7 @@ class WatchRule(_Section):
     language: str | None = None
     target_language: str | list[str] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    formats: list[Literal["txt", "json", "srt", "vtt"]] = Field(default_factory=lambda: list(OUTPUT_FORMATS))
+    formats: list[OutputFormat] = Field(default_factory=lambda: list(OUTPUT_FORMATS))
     output_dir: Path | None = None
     after: Literal["keep", "move", "delete"] = "keep"
     recursive: bool = False

@@ -13,6 +13,7 @@ from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+
 from stenod.provider import Json, PermanentError, RetryableError, provider_http_errors, retry_after_seconds
 
 from .errors import NAME, raise_for_translator

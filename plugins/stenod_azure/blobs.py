@@ -14,6 +14,7 @@ from typing import IO
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
+
 from stenod.provider import PermanentError, RetryableError, provider_http_errors
 
 from .errors import NAME, raise_for_storage

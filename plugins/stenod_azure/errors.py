@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 
 import httpx
+
 from stenod.provider import AuthError, ErrorInfo, Json, PermanentError, RetryableError, retry_after_seconds
 
 NAME = "azure"

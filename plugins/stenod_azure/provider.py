@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import httpx
 from pydantic import BaseModel
+
 from stenod.provider import (
     AuthError,
     Batch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
 from stenod.provider import Limits, ProviderSettings, Task
 
 DEFAULT_API_VERSION = "2024-05-01"

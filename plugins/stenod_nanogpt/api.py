@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import httpx
+
 from stenod.provider import (
     AuthError,
     Json,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 import av
+
 from stenod.provider import PermanentError
 
 SAMPLE_RATE = 16_000

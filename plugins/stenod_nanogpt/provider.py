@@ -24,6 +24,7 @@ from typing import IO, ClassVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+
 from stenod.provider import (
     AuthError,
     Batch,

@@ -14,6 +14,7 @@ from typing import IO, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
+
 from stenod.provider import (
     AuthError,
     BatchItem,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from stenod.provider import ErrorInfo, ItemStatus, Json, RemoteState, Segment, Status, Transcript
 
 from .api import JobStatus, TaskDetail

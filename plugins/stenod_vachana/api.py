@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
 from stenod.provider import (
     AuthError,
     PermanentError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
 from stenod.provider import Limits, ProviderSettings, Task
 
 DEFAULT_BASE_URL = "https://api.vachana.ai"

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import httpx
 from pydantic import BaseModel
+
 from stenod.provider import (
     Batch,
     BatchItem,

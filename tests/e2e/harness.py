@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,9 +45,14 @@ def toml_value(value: Any) -> str:
     return str(value)
 
 
-def write_config(path: Path, *, top: dict[str, Any], watch: list[dict[str, Any]] = (),  # type: ignore[assignment]
-                 providers: dict[str, dict[str, Any]] | None = None, sections: dict[str, dict[str, Any]] | None = None
-                 ) -> Path:
+def write_config(
+    path: Path,
+    *,
+    top: dict[str, Any],
+    watch: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    providers: dict[str, dict[str, Any]] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
     for name, table in (sections or {}).items():
         lines.append(f"[{name}]")
@@ -64,8 +70,14 @@ def write_config(path: Path, *, top: dict[str, Any], watch: list[dict[str, Any]]
 class Daemon:
     """One ``stenod run`` process; its stderr (JSON lines) goes to ``log_path``."""
 
-    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.config = config
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -77,8 +89,9 @@ class Daemon:
     def start(self) -> Daemon:
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([*STENOD, "run", *self.args], stdout=log, stderr=log, env=self.env,
-                                     cwd=self.cwd or ROOT)
+        self.proc = subprocess.Popen(
+            [*STENOD, "run", *self.args], stdout=log, stderr=log, env=self.env, cwd=self.cwd or ROOT
+        )
         log.close()
         return self
 
@@ -130,10 +143,8 @@ def running(config: Path, log_path: Path, **kwargs: Any) -> Iterator[Daemon]:
         yield daemon
     finally:
         if daemon.alive:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.terminate(timeout=30)  # graceful, as systemd stops it
-            except subprocess.TimeoutExpired:
-                pass
         daemon.kill()
 
 

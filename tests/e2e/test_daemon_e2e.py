@@ -27,9 +27,11 @@ def normalise(text: str) -> str:
 
 
 def config(tmp: Path, inbox: Path, **rule) -> Path:
-    return write_config(tmp / "stenod.toml", top={"state_dir": tmp / "state", "log_format": "json",
-                                                   "shutdown_grace_seconds": 10},
-                        watch=[{"path": inbox, "settle_seconds": 1.0, **rule}])
+    return write_config(
+        tmp / "stenod.toml",
+        top={"state_dir": tmp / "state", "log_format": "json", "shutdown_grace_seconds": 10},
+        watch=[{"path": inbox, "settle_seconds": 1.0, **rule}],
+    )
 
 
 def test_speech_written_slowly_into_a_watched_folder_yields_all_four_outputs(tmp_path):
@@ -76,8 +78,13 @@ def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path)
     finally:
         first.kill()
     # The orphaned workers notice their parent is gone and exit (no zombies, no stray CPU).
-    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                             for pid in workers), "orphaned workers to exit", timeout=120)
+    wait_for(
+        lambda: (
+            not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in workers)
+        ),
+        "orphaned workers to exit",
+        timeout=120,
+    )
     with running(cfg, log) as second:
         wait_for(lambda: len(_succeeded_inputs(tmp_path / "state")) == 3, "all three transcribed", timeout=300)
         assert second.alive
@@ -90,16 +97,19 @@ def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path)
     leftovers = [p.name for p in inbox.iterdir() if "stenod-tmp" in p.name]
     assert leftovers == []
     assert sorted(p.name for p in inbox.iterdir()) == sorted(
-        f"talk{n}.{ext}" for n in range(3) for ext in (*OUTPUTS, "wav"))
+        f"talk{n}.{ext}" for n in range(3) for ext in (*OUTPUTS, "wav")
+    )
 
 
 def test_sigterm_exits_0_within_the_grace_time_and_the_job_resumes_once(tmp_path, echo_plugin):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    cfg = write_config(tmp_path / "stenod.toml",
-                       top={"state_dir": tmp_path / "state", "log_format": "json", "shutdown_grace_seconds": 3},
-                       watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}],
-                       providers={"echo": {"job_seconds": 4, "ledger_dir": tmp_path}})
+    cfg = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json", "shutdown_grace_seconds": 3},
+        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}],
+        providers={"echo": {"job_seconds": 4, "ledger_dir": tmp_path}},
+    )
     log = tmp_path / "daemon.log"
     daemon = Daemon(cfg, log).start()
     try:
@@ -131,11 +141,15 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_running(tmp_path, ech
     inbox.mkdir()
     other.mkdir()
     cfg = write_config(
-        tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
-        watch=[{"path": inbox, "settle_seconds": 0.5},
-               {"path": tmp_path / "does-not-exist", "settle_seconds": 0.5},
-               {"path": other, "provider": "nosuch", "settle_seconds": 0.5}],
-        providers={"sphinx": {"workers": 1}})
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        watch=[
+            {"path": inbox, "settle_seconds": 0.5},
+            {"path": tmp_path / "does-not-exist", "settle_seconds": 0.5},
+            {"path": other, "provider": "nosuch", "settle_seconds": 0.5},
+        ],
+        providers={"sphinx": {"workers": 1}},
+    )
     with running(cfg, tmp_path / "daemon.log") as daemon:
         (inbox / "empty.wav").write_bytes(b"")
         (inbox / "noise.wav").write_bytes(os.urandom(50_000))
@@ -146,9 +160,13 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_running(tmp_path, ech
         (inbox / "gone.wav").write_bytes(b"soon deleted")
         (inbox / "gone.wav").unlink()
         (other / "x.wav").write_bytes(b"RIFF")
-        expected = {inbox / "empty.error.json": "empty_file", inbox / "noise.error.json": "not_audio",
-                    inbox / "notes.error.json": "not_audio", inbox / "doc.error.json": "unsupported_format",
-                    other / "x.error.json": "unknown_provider"}
+        expected = {
+            inbox / "empty.error.json": "empty_file",
+            inbox / "noise.error.json": "not_audio",
+            inbox / "notes.error.json": "not_audio",
+            inbox / "doc.error.json": "unsupported_format",
+            other / "x.error.json": "unknown_provider",
+        }
         wait_for(lambda: all(p.exists() for p in expected), "error files", timeout=120)
         for path, code in expected.items():
             body = json.loads(path.read_text())
@@ -165,37 +183,53 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_running(tmp_path, ech
 def test_jobs_and_job_commands_read_the_journal(tmp_path, echo_plugin):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
-                       watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}])
+    cfg = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}],
+    )
     with running(cfg, tmp_path / "daemon.log"):
         (inbox / "a.wav").write_bytes(b"a")
         (inbox / "FAIL.wav").write_bytes(b"b")
         wait_for(lambda: (inbox / "a.txt").exists() and (inbox / "FAIL.error.json").exists(), "both jobs", 30)
-    listing = subprocess.run([*STENOD, "jobs", "--config", str(cfg), "--json"], capture_output=True, text=True,
-                             check=True)
+    listing = subprocess.run(
+        [*STENOD, "jobs", "--config", str(cfg), "--json"], capture_output=True, text=True, check=True
+    )
     jobs = {Path(j["items"][0]["input"]).name: j for j in json.loads(listing.stdout)}
     assert jobs["a.wav"]["state"] == "succeeded" and jobs["FAIL.wav"]["state"] == "failed"
-    failed = subprocess.run([*STENOD, "job", jobs["FAIL.wav"]["job_id"], "--config", str(cfg)],
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        [*STENOD, "job", jobs["FAIL.wav"]["job_id"], "--config", str(cfg)], capture_output=True, text=True
+    )
     assert failed.returncode == 1 and "echo refused FAIL.wav" in failed.stdout
-
 
 
 def test_a_transcribe_then_translate_rule_yields_the_transcript_and_its_translation_in_one_job(tmp_path, echo_plugin):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
-                       watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2, "formats": ["json"],
-                               "then_translate_to": ["fr", "de"], "translate_provider": "echo", "after": "move"}])
+    cfg = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        watch=[
+            {
+                "path": inbox,
+                "provider": "echo",
+                "settle_seconds": 0.2,
+                "formats": ["json"],
+                "then_translate_to": ["fr", "de"],
+                "translate_provider": "echo",
+                "after": "move",
+            }
+        ],
+    )
     with running(cfg, tmp_path / "daemon.log"):
         (inbox / "call.wav").write_bytes(b"RIFF-call")
         done = inbox / "done"
         wait_for(lambda: (done / "call.fr.txt").exists() and (done / "call.de.txt").exists(), "translations", 30)
-    assert sorted(p.name for p in done.iterdir()) == ["call.de.txt", "call.fr.txt", "call.json", "call.txt",
-                                                      "call.wav"]
+    assert sorted(p.name for p in done.iterdir()) == ["call.de.txt", "call.fr.txt", "call.json", "call.txt", "call.wav"]
     assert (done / "call.fr.txt").read_text().startswith("[fr] Speaker 0: echo call.wav")
-    listing = subprocess.run([*STENOD, "jobs", "--config", str(cfg), "--json"], capture_output=True, text=True,
-                             check=True)
+    listing = subprocess.run(
+        [*STENOD, "jobs", "--config", str(cfg), "--json"], capture_output=True, text=True, check=True
+    )
     [job] = json.loads(listing.stdout)
     assert job["state"] == "succeeded" and [i["state"] for i in job["items"]] == ["succeeded", "succeeded"]
     assert job["items"][0]["transcript"]["text"] == "echo call.wav 9 bytes"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stenod.schemas import EventData
 
+from stenod.schemas import EventData
 from tests.amqp_support import QueueDaemon, queue_daemon
 
 BIG = 1024 * 1024

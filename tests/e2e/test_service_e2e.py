@@ -35,12 +35,16 @@ def test_ready_after_start_up_watchdog_pings_and_stopping_on_sigterm(tmp_path):
     inbox.mkdir()
     for n in range(3):
         (inbox / f"pre{n}.wav").write_bytes(b"x")  # the start-up scan must see these before READY
-    cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
-                       watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.1}])
+    cfg = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.1}],
+    )
     sock = _notify_socket(tmp_path)
     messages: list[tuple[float, str]] = []
-    daemon = Daemon(cfg, tmp_path / "daemon.log",
-                    env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}).start()
+    daemon = Daemon(
+        cfg, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+    ).start()
     try:
         wait_for(lambda: (_drain(sock, messages), any(m == "READY=1" for _, m in messages))[1], "READY=1", 60)
         ready_at = next(t for t, m in messages if m == "READY=1")
@@ -67,8 +71,11 @@ def test_sighup_picks_up_a_changed_rule_and_keeps_the_old_config_when_the_new_on
     cfg_path = tmp_path / "stenod.toml"
 
     def config(folder: Path) -> Path:
-        return write_config(cfg_path, top={"state_dir": tmp_path / "state", "log_format": "json"},
-                            watch=[{"path": folder, "provider": "echo", "settle_seconds": 0.1}])
+        return write_config(
+            cfg_path,
+            top={"state_dir": tmp_path / "state", "log_format": "json"},
+            watch=[{"path": folder, "provider": "echo", "settle_seconds": 0.1}],
+        )
 
     with running(config(first), tmp_path / "daemon.log") as daemon:
         config(second)
@@ -115,9 +122,11 @@ def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path):
     door = BrokerDoor()  # between daemon and broker: closing it is a broker outage for this daemon alone
     door.open()
     cfg = write_config(
-        tmp_path / "stenod.toml", top={"state_dir": tmp_path / "state", "log_format": "json"},
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
         sections={"health": {"listen": f"127.0.0.1:{port}"}, "amqp": names.amqp_section(door.url)},
-        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.1}])
+        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.1}],
+    )
     if True:
         try:
             with running(cfg, tmp_path / "daemon.log"):
@@ -125,14 +134,21 @@ def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path):
                 wait_for(lambda: _get(f"{base}/healthz")[0] == 200, "healthy with the broker", 60)
                 checks = json.loads(_get(f"{base}/healthz")[1])["checks"]
                 assert set(checks) >= {"journal", "loop", "broker"}
-                before = _metric(_get(f"{base}/metrics")[1], "stenod_items_total", provider="echo",
-                                 state="succeeded")
+                before = _metric(_get(f"{base}/metrics")[1], "stenod_items_total", provider="echo", state="succeeded")
                 for n in range(3):
                     (inbox / f"m{n}.wav").write_bytes(b"m" * (n + 1))
                 wait_for(lambda: all((inbox / f"m{n}.txt").exists() for n in range(3)), "three jobs", 30)
-                metrics = wait_for(lambda: (lambda t: t if _metric(t, "stenod_items_total", provider="echo",
-                                                                   state="succeeded") >= before + 3 else None)(
-                    _get(f"{base}/metrics")[1]), "item counter to move", 30)
+                metrics = wait_for(
+                    lambda: (
+                        lambda t: (
+                            t
+                            if _metric(t, "stenod_items_total", provider="echo", state="succeeded") >= before + 3
+                            else None
+                        )
+                    )(_get(f"{base}/metrics")[1]),
+                    "item counter to move",
+                    30,
+                )
                 assert _metric(metrics, "stenod_files_seen_total") >= 3
                 door.close()
                 wait_for(lambda: _get(f"{base}/healthz")[0] == 503, "unhealthy without the broker", 60)

@@ -47,9 +47,11 @@ class ScriptedProvider:
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     Options: ClassVar[type[BaseModel]] = ScriptedOptions
 
-    limits: Limits = field(default_factory=lambda: Limits(
-        tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav", "mp3"}), max_files=10,
-        min_poll_seconds=0.0))
+    limits: Limits = field(
+        default_factory=lambda: Limits(
+            tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav", "mp3"}), max_files=10, min_poll_seconds=0.0
+        )
+    )
     submits: deque[Outcome] = field(default_factory=deque)
     polls: deque[Outcome] = field(default_factory=deque)
     fetches: deque[Outcome] = field(default_factory=deque)
@@ -78,8 +80,9 @@ class ScriptedProvider:
         if self.block_submit is not None:
             await self.block_submit.wait()
         remote = (ctx.saved or {}).get("remote", f"r-{batch.batch_id}")
-        return await self._play(self.submits, lambda: {
-            "remote": remote, "items": [[i.item_id, i.name] for i in batch.items]})
+        return await self._play(
+            self.submits, lambda: {"remote": remote, "items": [[i.item_id, i.name] for i in batch.items]}
+        )
 
     async def poll(self, handle: Handle) -> Status:
         self.calls.append(Call("poll", time.time(), handle))
@@ -87,10 +90,18 @@ class ScriptedProvider:
 
     async def fetch(self, handle: Handle) -> Sequence[ItemResult]:
         self.calls.append(Call("fetch", time.time(), handle))
-        return await self._play(self.fetches, lambda: [
-            ItemResult(item_id, transcript=Transcript(f"text of {name}", "en", 1.0,
-                                                      (Segment(0.0, 1.0, f"text of {name}"),), provider="scripted"))
-            for item_id, name in handle["items"]])
+        return await self._play(
+            self.fetches,
+            lambda: [
+                ItemResult(
+                    item_id,
+                    transcript=Transcript(
+                        f"text of {name}", "en", 1.0, (Segment(0.0, 1.0, f"text of {name}"),), provider="scripted"
+                    ),
+                )
+                for item_id, name in handle["items"]
+            ],
+        )
 
     async def cancel(self, handle: Handle) -> None:
         self.calls.append(Call("cancel", time.time(), handle))

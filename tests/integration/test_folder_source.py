@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
+
 from stenod.adapters.folder_source import FolderSource
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.jobs import JobView
 from stenod.settings import WatchRule
-from structlog.testing import capture_logs
 
 
 @pytest.fixture
@@ -96,8 +97,17 @@ async def test_a_file_renamed_from_a_partial_name_is_taken_without_waiting_to_se
 async def test_partial_dot_and_own_output_files_are_ignored(journal, tmp_path):
     inbox = tmp_path / "in"
     inbox.mkdir()
-    for name in ("a.wav.part", "b.wav.crdownload", "c.tmp", ".hidden.wav", "d.txt", "d.json", "d.srt", "d.vtt",
-                 "e.error.json"):
+    for name in (
+        "a.wav.part",
+        "b.wav.crdownload",
+        "c.tmp",
+        ".hidden.wav",
+        "d.txt",
+        "d.json",
+        "d.srt",
+        "d.vtt",
+        "e.error.json",
+    ):
         (inbox / name).write_bytes(b"z")
     (inbox / "real.wav").write_bytes(b"audio")
     async with watching(journal, rule_for(inbox)) as source:

@@ -8,21 +8,38 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from stenod.adapters.file_writers import FileSink
 from stenod.adapters.folder_source import FolderSource, is_ignored_name
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.settings import RetrySettings, WatchRule
-
 from tests.fakes.scripted import ScriptedProvider
 
-NAME_BYTES = st.binary(min_size=1, max_size=255).filter(lambda b: b"/" not in b and b"\0" not in b
-                                                        and b not in (b".", b".."))
-SPECIAL = st.sampled_from([b"..wav", b"...", b"a.txt", b"a.wav", b"a.error.json", b".a.wav", b"x" * 251 + b".wav",
-                           b"\xff\xfe.wav", b"caf\xc3\xa9.mp3", b"e\xcc\x81cole.wav", b"back\\slash.wav",
-                           b"new\nline.wav", b"-rf.wav", b"a.wav.part"])
-NAMES = st.lists(st.one_of(NAME_BYTES.map(lambda b: b[:200] + b".wav"), NAME_BYTES, SPECIAL), min_size=1,
-                 max_size=12, unique=True)
+NAME_BYTES = st.binary(min_size=1, max_size=255).filter(
+    lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
+)
+SPECIAL = st.sampled_from(
+    [
+        b"..wav",
+        b"...",
+        b"a.txt",
+        b"a.wav",
+        b"a.error.json",
+        b".a.wav",
+        b"x" * 251 + b".wav",
+        b"\xff\xfe.wav",
+        b"caf\xc3\xa9.mp3",
+        b"e\xcc\x81cole.wav",
+        b"back\\slash.wav",
+        b"new\nline.wav",
+        b"-rf.wav",
+        b"a.wav.part",
+    ]
+)
+NAMES = st.lists(
+    st.one_of(NAME_BYTES.map(lambda b: b[:200] + b".wav"), NAME_BYTES, SPECIAL), min_size=1, max_size=12, unique=True
+)
 
 
 def _run(tmp: Path, names: list[bytes]) -> tuple[list[str], set[str]]:
@@ -44,9 +61,14 @@ def _run(tmp: Path, names: list[bytes]) -> tuple[list[str], set[str]]:
         try:
             provider = ScriptedProvider()
             runtime = ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)
-            dispatcher = Dispatcher(journal, {"scripted": runtime}, FileSink(tmp / "results"),
-                                    RetrySettings(max_attempts=2, base_seconds=0.01, max_seconds=0.02),
-                                    probe=lambda p: None, pack_window_seconds=0.0)
+            dispatcher = Dispatcher(
+                journal,
+                {"scripted": runtime},
+                FileSink(tmp / "results"),
+                RetrySettings(max_attempts=2, base_seconds=0.01, max_seconds=0.02),
+                probe=lambda p: None,
+                pack_window_seconds=0.0,
+            )
             rule = WatchRule(path=inbox, provider="scripted", settle_seconds=0.0)
             source = FolderSource(rule, journal, dispatcher.notify, provider="scripted", use_watcher=False)
             stopping = asyncio.Event()

@@ -40,8 +40,7 @@ def test_every_reported_commit_survives_random_kill_9(tmp_path: Path) -> None:
     reported: set[str] = set()
     start = 0
     for _ in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(start)], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(start)], stdout=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.4, 1.2))
         os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()

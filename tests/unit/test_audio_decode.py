@@ -8,9 +8,9 @@ from pathlib import Path
 
 import av
 import pytest
+
 from stenod.provider import PermanentError
 from stenod_sphinx.audio import SAMPLE_RATE, PcmStream
-
 from tests.speech import FORMATS, SENTENCES, long_speech, synthesise
 
 

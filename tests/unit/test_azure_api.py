@@ -7,6 +7,7 @@ import re
 
 import httpx
 import pytest
+
 from stenod.provider import AuthError, PermanentError, RetryableError
 from stenod_azure.api import TranslatorApi
 from stenod_azure.batch import blob_root

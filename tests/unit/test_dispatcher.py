@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
 from stenod.adapters.file_writers import FileSink
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.dispatcher import Dispatcher, ProviderRuntime, backoff_delay
@@ -16,7 +18,6 @@ from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
-
 from tests.fakes.scripted import ScriptedProvider
 
 POLICY = RetrySettings(max_attempts=3, base_seconds=0.02, max_seconds=0.1)
@@ -29,14 +30,33 @@ async def journal(tmp_path: Path):
     j.close()
 
 
-def dispatcher_for(journal: SqliteJournal, provider: ScriptedProvider, tmp_path: Path, *,
-                   poll_interval: float | None = None, max_concurrent: int = 4, grace: float = 5.0,
-                   probe=lambda p: None) -> Dispatcher:
-    runtime = ProviderRuntime("scripted", provider, provider.limits,
-                              poll_interval if poll_interval is not None else provider.limits.min_poll_seconds,
-                              max_concurrent)
-    return Dispatcher(journal, {"scripted": runtime}, FileSink(tmp_path / "results"), POLICY, probe=probe,
-                      pack_window_seconds=0.05, progress_interval_seconds=0.0, grace_seconds=grace)
+def dispatcher_for(
+    journal: SqliteJournal,
+    provider: ScriptedProvider,
+    tmp_path: Path,
+    *,
+    poll_interval: float | None = None,
+    max_concurrent: int = 4,
+    grace: float = 5.0,
+    probe=lambda p: None,
+) -> Dispatcher:
+    runtime = ProviderRuntime(
+        "scripted",
+        provider,
+        provider.limits,
+        poll_interval if poll_interval is not None else provider.limits.min_poll_seconds,
+        max_concurrent,
+    )
+    return Dispatcher(
+        journal,
+        {"scripted": runtime},
+        FileSink(tmp_path / "results"),
+        POLICY,
+        probe=probe,
+        pack_window_seconds=0.05,
+        progress_interval_seconds=0.0,
+        grace_seconds=grace,
+    )
 
 
 def audio_files(tmp_path: Path, count: int, size: int = 100, prefix: str = "a") -> list[Path]:
@@ -54,16 +74,34 @@ async def submit_job(journal: SqliteJournal, files: Sequence[Path], **kwargs) ->
     items = []
     for f in files:
         st = f.stat()
-        items.append(NewItem(input=str(f), name=f.name, path=str(f), size=st.st_size, device=st.st_dev,
-                             inode=st.st_ino, reused_result=kwargs.pop("reused", None)))
-    view, created = await journal.create_job(NewJob(source="test", task="transcribe", provider="scripted",
-                                                    items=items, output={"formats": ["txt", "json"]}, **kwargs))
+        items.append(
+            NewItem(
+                input=str(f),
+                name=f.name,
+                path=str(f),
+                size=st.st_size,
+                device=st.st_dev,
+                inode=st.st_ino,
+                reused_result=kwargs.pop("reused", None),
+            )
+        )
+    view, created = await journal.create_job(
+        NewJob(
+            source="test",
+            task="transcribe",
+            provider="scripted",
+            items=items,
+            output={"formats": ["txt", "json"]},
+            **kwargs,
+        )
+    )
     assert created
     return view.job_id
 
 
-async def run_until_terminal(journal: SqliteJournal, dispatcher: Dispatcher, job_ids: Sequence[str],
-                             timeout: float = 20.0) -> list[JobView]:
+async def run_until_terminal(
+    journal: SqliteJournal, dispatcher: Dispatcher, job_ids: Sequence[str], timeout: float = 20.0
+) -> list[JobView]:
     stopping = asyncio.Event()
     views: list[JobView] = []
     async with asyncio.TaskGroup() as tg:
@@ -90,16 +128,18 @@ async def test_items_are_packed_into_as_few_provider_jobs_as_the_limits_allow(jo
 
 
 async def test_batch_bytes_limit_splits_provider_jobs(journal, tmp_path):
-    provider = ScriptedProvider(limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}),
-                                              max_files=10, max_batch_bytes=250))
+    provider = ScriptedProvider(
+        limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}), max_files=10, max_batch_bytes=250)
+    )
     job = await submit_job(journal, audio_files(tmp_path, 5, size=100))
     await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
     assert sorted(len(b.items) for b in provider.batches) == [1, 2, 2]
 
 
 async def test_item_over_the_file_limit_fails_naming_the_limit_without_a_provider_call(journal, tmp_path):
-    provider = ScriptedProvider(limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}),
-                                              max_files=10, max_file_bytes=150))
+    provider = ScriptedProvider(
+        limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}), max_files=10, max_file_bytes=150)
+    )
     small = audio_files(tmp_path, 2, size=100, prefix="small")
     big = audio_files(tmp_path, 1, size=200, prefix="big")
     job = await submit_job(journal, [*small, *big])
@@ -114,8 +154,9 @@ async def test_item_over_the_file_limit_fails_naming_the_limit_without_a_provide
 
 
 async def test_audio_longer_than_the_provider_allows_fails_before_upload(journal, tmp_path):
-    provider = ScriptedProvider(limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}),
-                                              max_audio_seconds=60))
+    provider = ScriptedProvider(
+        limits=Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}), max_audio_seconds=60)
+    )
     job = await submit_job(journal, audio_files(tmp_path, 1))
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path, probe=lambda p: 61.5), [job])
     assert view.state == JobState.FAILED and view.items[0].error.code == "over_limit"
@@ -163,7 +204,7 @@ async def test_polls_are_spaced_by_the_minimum_interval_and_their_count_is_minim
     await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path, poll_interval=0.25), [job])
     polls = provider.of("poll")
     assert len(polls) == 5
-    gaps = [b.at - a.at for a, b in zip(polls, polls[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(polls)]
     assert min(gaps) >= 0.25
     assert polls[0].at - provider.of("submit")[0].at >= 0.25  # also waits after submit
 
@@ -182,10 +223,11 @@ async def test_per_item_failures_make_the_job_partial_with_each_items_error(jour
     provider = ScriptedProvider()
 
     def results():
-        handle_items = provider.of("submit")[0]
         ids = [i.item_id for i in provider.batches[0].items]
-        return [ItemResult(ids[0], transcript=Transcript("hello", "en", 1.0)),
-                ItemResult(ids[1], error=ErrorInfo("API Error", "file 2 could not be decoded"))]
+        return [
+            ItemResult(ids[0], transcript=Transcript("hello", "en", 1.0)),
+            ItemResult(ids[1], error=ErrorInfo("API Error", "file 2 could not be decoded")),
+        ]
 
     provider.fetches.append(results)
     job = await submit_job(journal, files)

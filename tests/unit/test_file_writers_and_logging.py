@@ -9,6 +9,7 @@ from pathlib import Path
 import pysubs2
 import pytest
 import structlog
+
 from stenod import logging as stenod_logging
 from stenod.adapters.file_writers import FileSink, atomic_write, render_srt, render_vtt, safe_stem
 from stenod.errors import ErrorInfo
@@ -16,19 +17,36 @@ from stenod.jobs import ItemState
 from stenod.journal import OpenItem
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument
 
-TRANSCRIPT = Transcript("Hello there. General Kenobi.", "en", 3.2,
-                        (Segment(0.0, 1.5, "Hello there.", speaker="0"), Segment(1.6, 3.2, "General <Kenobi> & co.",
-                                                                                  speaker="1")))
+TRANSCRIPT = Transcript(
+    "Hello there. General Kenobi.",
+    "en",
+    3.2,
+    (Segment(0.0, 1.5, "Hello there.", speaker="0"), Segment(1.6, 3.2, "General <Kenobi> & co.", speaker="1")),
+)
 
 
 def item(path: Path, **output) -> OpenItem:
     st = path.stat() if path.exists() else None
-    return OpenItem(item_id="i1", job_id="j1", state=ItemState.SUBMITTED, task="transcribe", provider="echo",
-                    language=None, target_languages=(), options={}, output={"formats": ["txt", "json", "srt", "vtt"],
-                                                                           **output},
-                    input=str(path), name=path.name, path=str(path), size=st.st_size if st else 0,
-                    device=st.st_dev if st else None, inode=st.st_ino if st else None, result=None,
-                    created_at="2026-01-01T00:00:00Z", cancel_requested=False)
+    return OpenItem(
+        item_id="i1",
+        job_id="j1",
+        state=ItemState.SUBMITTED,
+        task="transcribe",
+        provider="echo",
+        language=None,
+        target_languages=(),
+        options={},
+        output={"formats": ["txt", "json", "srt", "vtt"], **output},
+        input=str(path),
+        name=path.name,
+        path=str(path),
+        size=st.st_size if st else 0,
+        device=st.st_dev if st else None,
+        inode=st.st_ino if st else None,
+        result=None,
+        created_at="2026-01-01T00:00:00Z",
+        cancel_requested=False,
+    )
 
 
 def test_all_four_outputs_are_written_beside_the_input(tmp_path):
@@ -62,8 +80,20 @@ def test_a_symlink_planted_at_an_output_path_is_replaced_not_followed(tmp_path):
     assert [p.name for p in inbox.iterdir()] == ["x.txt"]  # no temp file left behind
 
 
-@pytest.mark.parametrize("name", ["../../escape.wav", "/abs.wav", "a/../../b.wav", "..", "", "nul\x00.wav",
-                                  "x" * 300 + ".wav", "back\\slash.wav", "e\u0301cole.wav"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../escape.wav",
+        "/abs.wav",
+        "a/../../b.wav",
+        "..",
+        "",
+        "nul\x00.wav",
+        "x" * 300 + ".wav",
+        "back\\slash.wav",
+        "e\u0301cole.wav",
+    ],
+)
 def test_hostile_names_stay_inside_the_output_folder(tmp_path, name):
     stem = safe_stem(name)
     target = (tmp_path / f"{stem}.txt").resolve()
@@ -74,8 +104,13 @@ def test_hostile_names_stay_inside_the_output_folder(tmp_path, name):
 def test_translated_documents_are_named_by_language(tmp_path):
     doc = tmp_path / "notes.docx"
     doc.write_bytes(b"d")
-    written = FileSink(tmp_path).write_result(item(doc), ItemResult("i1", documents=(
-        TranslatedDocument("fr", b"bonjour", "docx"), TranslatedDocument("de/../x", b"hallo", "docx"))))
+    written = FileSink(tmp_path).write_result(
+        item(doc),
+        ItemResult(
+            "i1",
+            documents=(TranslatedDocument("fr", b"bonjour", "docx"), TranslatedDocument("de/../x", b"hallo", "docx")),
+        ),
+    )
     assert sorted(Path(p).name for p in written) == ["notes.dex.docx", "notes.fr.docx"]
 
 
@@ -90,8 +125,9 @@ def test_a_failed_item_gets_an_error_file_saying_what_to_do(tmp_path):
 def test_after_move_puts_input_and_outputs_in_done(tmp_path):
     audio = tmp_path / "m.wav"
     audio.write_bytes(b"a")
-    FileSink(tmp_path).write_result(item(audio, after="move", root=str(tmp_path)),
-                                    ItemResult("i1", transcript=TRANSCRIPT))
+    FileSink(tmp_path).write_result(
+        item(audio, after="move", root=str(tmp_path)), ItemResult("i1", transcript=TRANSCRIPT)
+    )
     assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["m.json", "m.srt", "m.txt", "m.vtt", "m.wav"]
     assert not audio.exists()
 
@@ -127,8 +163,9 @@ def test_a_downloaded_url_input_is_removed_once_its_outputs_are_written(tmp_path
     download.parent.mkdir(parents=True)
     download.write_bytes(b"a")
     url_item = item(download)
-    url_item = OpenItem(**{**{f: getattr(url_item, f) for f in url_item.__slots__},
-                           "input": "https://example.org/a.mp3?sig=x"})
+    url_item = OpenItem(
+        **{**{f: getattr(url_item, f) for f in url_item.__slots__}, "input": "https://example.org/a.mp3?sig=x"}
+    )
     written = FileSink(tmp_path / "results").write_result(url_item, ItemResult("i1", transcript=TRANSCRIPT))
     assert all(Path(p).parent == tmp_path / "results" / "j1" for p in written)
     assert not download.exists() and not download.parent.exists()

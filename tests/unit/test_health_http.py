@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
+
 from stenod.adapters.health_http import Check, HealthServer, LoopLagMonitor, parse_listen
 from stenod.errors import ConfigError
 from stenod.metrics import Metrics
-from structlog.testing import capture_logs
 
 
 @dataclass

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.sqlite_store import JournalError
 from stenod.errors import ErrorInfo
@@ -16,9 +17,14 @@ from stenod.journal import ItemOutcome, NewItem, NewJob
 
 
 def new_job(request_id: str | None = None, inputs: int = 1, **kw) -> NewJob:
-    return NewJob(source="test", task="transcribe", provider="echo", request_id=request_id,
-                  items=[NewItem(input=f"/in/{n}.wav", name=f"{n}.wav", path=f"/in/{n}.wav") for n in range(inputs)],
-                  **kw)
+    return NewJob(
+        source="test",
+        task="transcribe",
+        provider="echo",
+        request_id=request_id,
+        items=[NewItem(input=f"/in/{n}.wav", name=f"{n}.wav", path=f"/in/{n}.wav") for n in range(inputs)],
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -65,12 +71,15 @@ async def test_concurrent_intake_is_group_committed_without_losing_a_job(journal
 
 async def test_a_failing_operation_does_not_undo_others_committed_with_it(journal):
     def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("INSERT INTO jobs (id, source, task, provider, state, created_at, updated_at) "
-                     "VALUES ('half-written', 't', 'transcribe', 'echo', 'accepted', 'now', 'now')")
+        conn.execute(
+            "INSERT INTO jobs (id, source, task, provider, state, created_at, updated_at) "
+            "VALUES ('half-written', 't', 'transcribe', 'echo', 'accepted', 'now', 'now')"
+        )
         raise RuntimeError("boom")
 
-    outcome = await asyncio.gather(journal._writer.call(broken), journal.create_job(new_job("ok")),
-                                   return_exceptions=True)
+    outcome = await asyncio.gather(
+        journal._writer.call(broken), journal.create_job(new_job("ok")), return_exceptions=True
+    )
     assert isinstance(outcome[0], RuntimeError)
     assert await journal.job_by_request("ok") is not None
     assert await journal.job("half-written") is None
@@ -79,8 +88,16 @@ async def test_a_failing_operation_does_not_undo_others_committed_with_it(journa
 async def test_job_state_follows_its_items_and_terminal_events_carry_the_transcript(journal, tmp_path):
     view, _ = await journal.create_job(new_job("r", inputs=2))
     a, b = view.items
-    await journal.finish_items([ItemOutcome(a.item_id, ItemState.SUCCEEDED, outputs=["/in/0.txt"],
-                                            result={"transcript": {"text": "hi", "segments": []}})])
+    await journal.finish_items(
+        [
+            ItemOutcome(
+                a.item_id,
+                ItemState.SUCCEEDED,
+                outputs=["/in/0.txt"],
+                result={"transcript": {"text": "hi", "segments": []}},
+            )
+        ]
+    )
     assert (await journal.job(view.job_id)).state == JobState.RUNNING
     await journal.finish_items([ItemOutcome(b.item_id, ItemState.FAILED, error=ErrorInfo("not_audio", "no"))])
     done = await journal.job(view.job_id)
@@ -103,8 +120,9 @@ async def test_a_terminal_job_never_changes_again(journal):
 
 async def test_cost_of_items_is_summed_on_the_job(journal):
     view, _ = await journal.create_job(new_job(inputs=2))
-    await journal.finish_items([ItemOutcome(i.item_id, ItemState.SUCCEEDED, cost={"amount": 0.25, "currency": "USD"})
-                                for i in view.items])
+    await journal.finish_items(
+        [ItemOutcome(i.item_id, ItemState.SUCCEEDED, cost={"amount": 0.25, "currency": "USD"}) for i in view.items]
+    )
     assert (await journal.job(view.job_id)).cost == {"amount": 0.5, "currency": "USD"}
 
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 from prometheus_client import REGISTRY, generate_latest
+
 from stenod.jobs import JobState
 from stenod.metrics import Metrics
 

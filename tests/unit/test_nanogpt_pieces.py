@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from stenod.provider import Cost
 from stenod_nanogpt.api import describe_error
 from stenod_nanogpt.audio import WINDOW_SAMPLES, Analysis, max_piece_samples, plan_pieces

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import stenod.provider
 from stenod.errors import ConfigError
 from stenod.plugins import Broken, Catalogue, Loaded, check_provider_class
-
 from tests.fakes.scripted import ScriptedProvider
 
 STENOD = [sys.executable, "-m", "stenod"]
@@ -25,8 +25,12 @@ def test_a_third_party_provider_from_its_own_distribution_is_found_and_used_like
     inbox.mkdir()
     audio = inbox / "hello.wav"
     audio.write_bytes(b"RIFF....")
-    result = subprocess.run([*STENOD, "transcribe", str(audio), "--provider", "echo", "--print"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*STENOD, "transcribe", str(audio), "--provider", "echo", "--print"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "echo hello.wav 8 bytes" in result.stdout
     assert sorted(p.name for p in inbox.iterdir()) == ["hello.json", "hello.srt", "hello.txt", "hello.vtt", "hello.wav"]
@@ -40,14 +44,14 @@ def test_providers_command_lists_plugins_with_their_distribution_and_limits(echo
 
 def test_two_plugins_with_one_name_are_an_error():
     entries = [Loaded("echo", ScriptedProvider, "one 1.0"), Loaded("echo", ScriptedProvider, "two 2.0")]
-    with pytest.raises(ConfigError, match="two plugins are named 'echo': one 1.0 and two 2.0"):
+    with pytest.raises(ConfigError, match=r"two plugins are named 'echo': one 1.0 and two 2.0"):
         Catalogue.build(entries)
 
 
 def test_a_broken_plugin_is_reported_and_only_fatal_when_asked_for():
     catalogue = Catalogue.build([Broken("bad", "bad:Provider", "bad 0.1", "ImportError: no module named x")])
     assert catalogue.available == {}
-    with pytest.raises(ConfigError, match="provider 'bad' \\(bad 0.1\\) failed to load: ImportError"):
+    with pytest.raises(ConfigError, match=r"provider 'bad' \(bad 0.1\) failed to load: ImportError"):
         catalogue.require("bad")
 
 
@@ -60,12 +64,39 @@ def test_a_class_that_is_not_a_provider_is_refused_with_the_reason():
 
 
 def test_the_public_plugin_api_is_pinned():
-    assert sorted(stenod.provider.__all__) == sorted([
-        "AuthError", "Batch", "BatchItem", "Cost", "ErrorInfo", "Handle", "ItemResult", "ItemStatus", "JobError",
-        "Json", "Limits", "NoOptions", "PermanentError", "Provider", "ProviderSettings", "RemoteState",
-        "RetryableError", "Segment", "Status", "StepContext", "Task", "TranslatedDocument", "Transcript", "Word",
-        "error_text", "finished", "is_finished", "provider_http_errors", "retry_after_seconds",
-    ])
+    assert sorted(stenod.provider.__all__) == sorted(
+        [
+            "AuthError",
+            "Batch",
+            "BatchItem",
+            "Cost",
+            "ErrorInfo",
+            "Handle",
+            "ItemResult",
+            "ItemStatus",
+            "JobError",
+            "Json",
+            "Limits",
+            "NoOptions",
+            "PermanentError",
+            "Provider",
+            "ProviderSettings",
+            "RemoteState",
+            "RetryableError",
+            "Segment",
+            "Status",
+            "StepContext",
+            "Task",
+            "TranslatedDocument",
+            "Transcript",
+            "Word",
+            "error_text",
+            "finished",
+            "is_finished",
+            "provider_http_errors",
+            "retry_after_seconds",
+        ]
+    )
 
 
 def test_built_in_plugins_import_nothing_from_stenod_but_the_plugin_api():
@@ -75,6 +106,7 @@ def test_built_in_plugins_import_nothing_from_stenod_but_the_plugin_api():
         for line in source.read_text().splitlines():
             stripped = line.strip()
             if stripped.startswith(("import stenod", "from stenod")) and not stripped.startswith(
-                    ("from stenod.provider import", "from stenod_", "import stenod_")):
+                ("from stenod.provider import", "from stenod_", "import stenod_")
+            ):
                 offenders.append(f"{source.relative_to(root)}: {stripped}")
     assert offenders == []

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from pydantic import ValidationError
+
 from stenod.plugins import check_provider_class
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings

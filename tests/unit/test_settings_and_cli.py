@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from stenod.cli import main
 from stenod.errors import ConfigError
 from stenod.settings import load_settings
@@ -21,14 +22,17 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_toml_env_and_credentials_are_layered(clean_env, monkeypatch):
-    cfg = write(clean_env / "s.toml", """
+    cfg = write(
+        clean_env / "s.toml",
+        """
 state_dir = "/tmp/x"
 [amqp]
 prefetch = 5
 [[watch]]
 path = "/srv/a"
 provider = "echo"
-""")
+""",
+    )
     monkeypatch.setenv("STENOD_AMQP__PREFETCH", "9")
     monkeypatch.setenv("STENOD_LOG_LEVEL", "debug")
     settings = load_settings(cfg)
@@ -43,14 +47,17 @@ def test_no_config_at_all_watches_inbox_with_the_offline_default(clean_env, monk
     assert settings.default_provider == "sphinx" and settings.watch[0].provider is None
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("state_dir = [1]\n", "state_dir"),
-    ("[amqp]\nprefetch = 0\n", "amqp.prefetch"),
-    ("[[watch]]\npath = '/x'\ntask = 'translate'\n", "target_language"),
-    ("[[watch]]\npath = '/x'\nafter = 'shred'\n", "watch.0.after"),
-    ("unknown_key = 1\n", "unknown_key"),
-    ("state_dir = \n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("state_dir = [1]\n", "state_dir"),
+        ("[amqp]\nprefetch = 0\n", "amqp.prefetch"),
+        ("[[watch]]\npath = '/x'\ntask = 'translate'\n", "target_language"),
+        ("[[watch]]\npath = '/x'\nafter = 'shred'\n", "watch.0.after"),
+        ("unknown_key = 1\n", "unknown_key"),
+        ("state_dir = \n", "not valid TOML"),
+    ],
+)
 def test_an_invalid_config_names_the_key(clean_env, text, expected):
     with pytest.raises(ConfigError, match=expected):
         load_settings(write(clean_env / "bad.toml", text))
@@ -69,14 +76,17 @@ def test_config_prints_the_effective_config_with_secrets_masked(clean_env, monke
     (creds / "echo.api_key").write_text("CANARY-KEY-123\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     (clean_env / "in").mkdir()
-    cfg = write(clean_env / "c.toml", f"""
+    cfg = write(
+        clean_env / "c.toml",
+        f"""
 [amqp]
 url = "amqp://guest:SECRETPW@localhost/"
 [[watch]]
-path = "{clean_env / 'in'}"
+path = "{clean_env / "in"}"
 provider = "echo"
 [providers.echo]
-""")
+""",
+    )
     assert main(["config", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "SECRETPW" not in out and "CANARY-KEY-123" not in out
@@ -85,7 +95,7 @@ provider = "echo"
 
 def test_config_exits_2_for_an_unknown_provider_in_a_rule(clean_env, capsys):
     (clean_env / "in").mkdir()
-    cfg = write(clean_env / "c.toml", f"[[watch]]\npath = \"{clean_env / 'in'}\"\nprovider = \"nosuch\"\n")
+    cfg = write(clean_env / "c.toml", f'[[watch]]\npath = "{clean_env / "in"}"\nprovider = "nosuch"\n')
     assert main(["config", "--config", str(cfg)]) == 2
     assert "watch.0.provider: unknown provider 'nosuch'" in capsys.readouterr().err
 

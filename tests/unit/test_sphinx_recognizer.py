@@ -9,9 +9,9 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
 from stenod_sphinx.audio import PcmStream
 from stenod_sphinx.recognizer import Piece, Recognizer, clean_word
-
 from tests.speech import SENTENCES, encode_pcm, synthesise_pcm, synthesise_sentences
 
 _RATE = 22050  # synthesise_pcm's rate

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
+
 from stenod.plugins import check_provider_class
 from stenod.provider import AuthError, BatchItem, PermanentError, RemoteState, RetryableError
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings

@@ -42,8 +42,15 @@ class DepthGauge(Protocol):
 class OutboxRelay:
     """Moves committed events from the outbox to RabbitMQ; one instance per daemon."""
 
-    def __init__(self, link: BrokerLink, journal: SqliteJournal, amqp: AmqpSettings, *, batch_size: int = 500,
-                 metrics: DepthGauge | None = None) -> None:
+    def __init__(
+        self,
+        link: BrokerLink,
+        journal: SqliteJournal,
+        amqp: AmqpSettings,
+        *,
+        batch_size: int = 500,
+        metrics: DepthGauge | None = None,
+    ) -> None:
         self._link = link
         self._journal = journal
         self._amqp = amqp
@@ -123,8 +130,12 @@ class OutboxRelay:
                     raise result
                 failed = failed or result
         if failed is not None:
-            log.warning("amqp.publish_failed", failed=len(rows) - len(done), confirmed=len(done),
-                        error=str(failed) or type(failed).__name__)
+            log.warning(
+                "amqp.publish_failed",
+                failed=len(rows) - len(done),
+                confirmed=len(done),
+                error=str(failed) or type(failed).__name__,
+            )
         return done
 
     async def _publish_row(self, row: OutboxRow) -> bool:
@@ -134,8 +145,12 @@ class OutboxRelay:
             async with asyncio.timeout(self._amqp.publish_timeout_seconds):
                 await self._exchange.publish(message, routing_key=row.routing_key, mandatory=True)
         except PublishError:
-            log.warning("amqp.event_unroutable", routing_key=row.routing_key, event_id=row.event_id,
-                        hint=f"bind a queue to {self._amqp.event_exchange} or restore its alternate exchange")
+            log.warning(
+                "amqp.event_unroutable",
+                routing_key=row.routing_key,
+                event_id=row.event_id,
+                hint=f"bind a queue to {self._amqp.event_exchange} or restore its alternate exchange",
+            )
             return False
         if row.reply_to:
             reply = self._message(row, correlation_id=row.correlation_id)
@@ -150,8 +165,13 @@ class OutboxRelay:
     def _message(row: OutboxRow, *, correlation_id: str | None = None) -> aio_pika.Message:
         kind = row.routing_key.split(".")[1] if row.routing_key.count(".") >= 1 else "event"
         return aio_pika.Message(
-            body=row.body.encode("utf-8"), content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=row.event_id, type=f"stenod.job.{kind}", app_id="stenod", correlation_id=correlation_id,
+            body=row.body.encode("utf-8"),
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=row.event_id,
+            type=f"stenod.job.{kind}",
+            app_id="stenod",
+            correlation_id=correlation_id,
         )
 
     async def _report_depth(self) -> None:
@@ -162,4 +182,3 @@ class OutboxRelay:
             return
         self._depth_at = now
         self._metrics.set_outbox_depth(await self._journal.outbox_depth())
-

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,16 @@ ProviderLookup = Callable[[], tuple[Mapping[str, ProviderRuntime], Mapping[str, 
 class RequestIntake:
     """Turns one delivery into a committed job, a cancel, or a rejection (no AMQP here)."""
 
-    def __init__(self, journal: SqliteJournal, amqp: AmqpSettings, providers: ProviderLookup, *,
-                 default_provider: str, url_policy: UrlPolicy, resolver: Resolver = system_resolve) -> None:
+    def __init__(
+        self,
+        journal: SqliteJournal,
+        amqp: AmqpSettings,
+        providers: ProviderLookup,
+        *,
+        default_provider: str,
+        url_policy: UrlPolicy,
+        resolver: Resolver = system_resolve,
+    ) -> None:
         self._journal = journal
         self._amqp = amqp
         self._providers = providers
@@ -101,13 +109,16 @@ class RequestIntake:
         """Validate and commit. Returns Accepted, Rejected (never retried) or Retry."""
         try:
             if delivery.content_encoding not in (None, "", "identity", "utf-8", "utf8"):
-                raise Rejected("unsupported_encoding",
-                               f"content_encoding {delivery.content_encoding!r} is not supported")
+                raise Rejected(
+                    "unsupported_encoding", f"content_encoding {delivery.content_encoding!r} is not supported"
+                )
             if delivery.type == CANCEL_TYPE:
                 return await self._cancel(delivery)
             if delivery.type not in (None, "", REQUEST_TYPE):
-                raise Rejected("unknown_message_type",
-                               f"message type {delivery.type!r} is unknown (use {REQUEST_TYPE!r} or {CANCEL_TYPE!r})")
+                raise Rejected(
+                    "unknown_message_type",
+                    f"message type {delivery.type!r} is unknown (use {REQUEST_TYPE!r} or {CANCEL_TYPE!r})",
+                )
             job = await self._job(delivery)
         except Rejected as rejected:
             if rejected.request_id is None:
@@ -127,8 +138,9 @@ class RequestIntake:
         request_id = request.request_id or delivery.message_id
         runtimes, unavailable = self._providers()
         infos = {name: ProviderInfo(rt.limits, type(rt.provider).Options) for name, rt in runtimes.items()}
-        provider, options = check_request(request, infos, unavailable, default_provider=self._default_provider,
-                                          request_id=request_id)
+        provider, options = check_request(
+            request, infos, unavailable, default_provider=self._default_provider, request_id=request_id
+        )
         context = {"request_id": request_id, "task": request.task, "provider": provider}
         try:
             items, output_dir = await self._local_checks(request)
@@ -136,10 +148,16 @@ class RequestIntake:
             raise Rejected(exc.code, exc.reason, **context) from None
         formats = list(request.output.formats) if request.output and request.output.formats else None
         return NewJob(
-            source="amqp", task=request.task, provider=provider, items=items, language=request.language,
-            target_languages=request.target_languages, options=options,
+            source="amqp",
+            task=request.task,
+            provider=provider,
+            items=items,
+            language=request.language,
+            target_languages=request.target_languages,
+            options=options,
             output={"dir": output_dir, "formats": formats or ["txt", "json", "srt", "vtt"], "after": "keep"},
-            request_id=request_id, reply_to=delivery.reply_to or None,
+            request_id=request_id,
+            reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
         )
 
@@ -203,14 +221,24 @@ class RequestIntake:
         now = utc_now()
         job_id = str(ULID())
         data: dict[str, Any] = {
-            "job_id": job_id, "request_id": rejected.request_id, "task": rejected.task,
-            "provider": rejected.provider, "state": "rejected", "progress": 0.0, "items": [],
+            "job_id": job_id,
+            "request_id": rejected.request_id,
+            "task": rejected.task,
+            "provider": rejected.provider,
+            "state": "rejected",
+            "progress": 0.0,
+            "items": [],
             "error": {"code": rejected.code, "message": rejected.reason, "retryable": False},
-            "cost": None, "created_at": now, "updated_at": now,
+            "cost": None,
+            "created_at": now,
+            "updated_at": now,
         }
         event = JobEvent.new(EventKind.REJECTED, job_id, rejected.provider or "none", data)
-        await self._journal.add_event(event, reply_to=delivery.reply_to or None,
-                                      correlation_id=delivery.correlation_id if delivery.reply_to else None)
+        await self._journal.add_event(
+            event,
+            reply_to=delivery.reply_to or None,
+            correlation_id=delivery.correlation_id if delivery.reply_to else None,
+        )
 
 
 def local_input(raw: str, roots: Sequence[Path]) -> NewItem:
@@ -242,9 +270,16 @@ class AmqpSource:
 
     name = "amqp"
 
-    def __init__(self, link: BrokerLink, intake: RequestIntake, amqp: AmqpSettings, *,
-                 notify: Callable[[], None], on_urls: Callable[[], None] | None = None,
-                 grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        link: BrokerLink,
+        intake: RequestIntake,
+        amqp: AmqpSettings,
+        *,
+        notify: Callable[[], None],
+        on_urls: Callable[[], None] | None = None,
+        grace_seconds: float = 10.0,
+    ) -> None:
         self._link = link
         self._intake = intake
         self._amqp = amqp
@@ -297,8 +332,12 @@ class AmqpSource:
                 log.info("amqp.consuming", queue=self._amqp.request_queue, prefetch=self._amqp.prefetch)
                 return str(tag)
             except (*_AMQP_ERRORS, TimeoutError) as exc:
-                log.error("amqp.declare_failed", queue=self._amqp.request_queue, error=str(exc) or type(exc).__name__,
-                          hint="if the queue exists with other arguments, delete it or change amqp.request_queue")
+                log.error(
+                    "amqp.declare_failed",
+                    queue=self._amqp.request_queue,
+                    error=str(exc) or type(exc).__name__,
+                    hint="if the queue exists with other arguments, delete it or change amqp.request_queue",
+                )
                 try:
                     async with asyncio.timeout(max(5.0, self._amqp.reconnect_interval_seconds)):
                         await stopping.wait()
@@ -322,16 +361,24 @@ class AmqpSource:
                 self._idle.set()
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
-        delivery = Delivery(body=message.body, message_id=message.message_id, reply_to=message.reply_to,
-                            correlation_id=message.correlation_id, type=message.type,
-                            content_encoding=message.content_encoding)
+        delivery = Delivery(
+            body=message.body,
+            message_id=message.message_id,
+            reply_to=message.reply_to,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            content_encoding=message.content_encoding,
+        )
         outcome = await self._intake.handle(delivery)
         if isinstance(outcome, Accepted):
             if outcome.created and self._fault_exit:
                 os._exit(99)
             await self._settle(message, "ack")
-            log.info("job.accepted" if outcome.created else "amqp.request_seen", job_id=outcome.job_id,
-                     redelivered=message.redelivered)
+            log.info(
+                "job.accepted" if outcome.created else "amqp.request_seen",
+                job_id=outcome.job_id,
+                redelivered=message.redelivered,
+            )
             self._notify()
             if outcome.urls and self._on_urls is not None:
                 self._on_urls()
@@ -342,8 +389,14 @@ class AmqpSource:
             await self._settle(message, "requeue")
 
     async def _dead_letter(self, message: AbstractIncomingMessage, delivery: Delivery, rejected: Rejected) -> None:
-        log.warning("amqp.request_rejected", code=rejected.code, reason=rejected.reason,
-                    request_id=rejected.request_id, message_id=message.message_id, redelivered=message.redelivered)
+        log.warning(
+            "amqp.request_rejected",
+            code=rejected.code,
+            reason=rejected.reason,
+            request_id=rejected.request_id,
+            message_id=message.message_id,
+            redelivered=message.redelivered,
+        )
         try:
             await self._intake.reject_event(rejected, delivery)
         except Exception as exc:
@@ -352,23 +405,34 @@ class AmqpSource:
             await self._settle(message, "requeue")
             return
         headers = dict(message.headers or {})
-        headers.update({
-            "x-stenod-error-code": rejected.code,
-            "x-stenod-reason": rejected.reason[:1000],
-            "x-stenod-rejected-at": utc_now(),
-            "x-original-queue": self._amqp.request_queue,
-            "x-original-message-id": message.message_id or "",
-        })
+        headers.update(
+            {
+                "x-stenod-error-code": rejected.code,
+                "x-stenod-reason": rejected.reason[:1000],
+                "x-stenod-rejected-at": utc_now(),
+                "x-original-queue": self._amqp.request_queue,
+                "x-original-message-id": message.message_id or "",
+            }
+        )
         copy = aio_pika.Message(
-            body=message.body, headers=headers, content_type=message.content_type,
-            content_encoding=message.content_encoding, correlation_id=message.correlation_id,
-            reply_to=message.reply_to, type=message.type, message_id=str(ULID()),
+            body=message.body,
+            headers=headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            type=message.type,
+            message_id=str(ULID()),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         assert self._dlx is not None
         try:
-            await self._dlx.publish(copy, routing_key=self._amqp.dead_letter_queue, mandatory=True,
-                                    timeout=self._amqp.publish_timeout_seconds)
+            await self._dlx.publish(
+                copy,
+                routing_key=self._amqp.dead_letter_queue,
+                mandatory=True,
+                timeout=self._amqp.publish_timeout_seconds,
+            )
         except (*_AMQP_ERRORS, TimeoutError) as exc:
             # Not acked: the broker redelivers it and the next attempt dead-letters it again.
             log.error("amqp.dead_letter_failed", error=str(exc) or type(exc).__name__)
@@ -398,12 +462,18 @@ class AmqpParts:
     fetcher: UrlFetchService
 
     @property
-    def services(self) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
+    def services(self) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
         return [self.link.run, self.relay.run, self.fetcher.run]
 
 
-def build_amqp(settings: Settings, journal: SqliteJournal, providers: ProviderLookup, notify: Callable[[], None], *,
-               metrics: Any = None) -> AmqpParts:
+def build_amqp(
+    settings: Settings,
+    journal: SqliteJournal,
+    providers: ProviderLookup,
+    notify: Callable[[], None],
+    *,
+    metrics: Any = None,
+) -> AmqpParts:
     """Wire the broker link, request consumer, outbox relay and URL fetcher from the settings.
 
     The caller runs ``services`` in its TaskGroup, adds ``source`` to its sources and closes
@@ -412,11 +482,22 @@ def build_amqp(settings: Settings, journal: SqliteJournal, providers: ProviderLo
     amqp = settings.amqp
     link = BrokerLink(amqp, on_state=getattr(metrics, "set_consumer_connected", None))
     policy = UrlPolicy(allow_http=amqp.allow_http_urls, allow_private=amqp.allow_private_urls)
-    downloader = UrlDownloader(policy, max_bytes=amqp.max_download_bytes, timeout_seconds=amqp.download_timeout_seconds,
-                               min_free_bytes=settings.min_free_bytes, user_agent=settings.http.user_agent)
+    downloader = UrlDownloader(
+        policy,
+        max_bytes=amqp.max_download_bytes,
+        timeout_seconds=amqp.download_timeout_seconds,
+        min_free_bytes=settings.min_free_bytes,
+        user_agent=settings.http.user_agent,
+    )
     fetcher = UrlFetchService(journal, downloader, notify, amqp.downloads_dir or settings.state_dir / "downloads")
     intake = RequestIntake(journal, amqp, providers, default_provider=settings.default_provider, url_policy=policy)
-    source = AmqpSource(link, intake, amqp, notify=notify, on_urls=fetcher.wake,
-                        grace_seconds=min(10.0, settings.shutdown_grace_seconds))
+    source = AmqpSource(
+        link,
+        intake,
+        amqp,
+        notify=notify,
+        on_urls=fetcher.wake,
+        grace_seconds=min(10.0, settings.shutdown_grace_seconds),
+    )
     relay = OutboxRelay(link, journal, amqp, metrics=metrics)
     return AmqpParts(link, source, relay, fetcher)

@@ -78,10 +78,12 @@ async def declare_events(channel: AbstractChannel, amqp: AmqpSettings) -> Abstra
     name = unrouted_name(amqp)
     alternate = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
     unrouted = await channel.declare_queue(
-        name, durable=True, arguments={"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"})
+        name, durable=True, arguments={"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+    )
     await unrouted.bind(alternate)
     return await channel.declare_exchange(
-        amqp.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": name})
+        amqp.event_exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments={"alternate-exchange": name}
+    )
 
 
 class BrokerLink:
@@ -93,8 +95,7 @@ class BrokerLink:
     connection is held here by a strong reference (robust objects are tracked weakly).
     """
 
-    def __init__(self, amqp: AmqpSettings, *, connection_name: str | None = None,
-                 on_state: Any = None) -> None:
+    def __init__(self, amqp: AmqpSettings, *, connection_name: str | None = None, on_state: Any = None) -> None:
         assert amqp.url is not None
         self._amqp = amqp
         self._name = connection_name or amqp.connection_name
@@ -130,9 +131,13 @@ class BrokerLink:
                 attempt += 1
                 delay = min(_MAX_BACKOFF_SECONDS, self._amqp.reconnect_interval_seconds * 2 ** min(attempt - 1, 5))
                 if attempt == 1 or attempt % 10 == 0:
-                    log.warning("amqp.unreachable", attempt=attempt, error=str(exc) or type(exc).__name__,
-                                retry_in_seconds=round(delay, 1),
-                                hint="folder jobs keep running; events wait in the outbox")
+                    log.warning(
+                        "amqp.unreachable",
+                        attempt=attempt,
+                        error=str(exc) or type(exc).__name__,
+                        retry_in_seconds=round(delay, 1),
+                        hint="folder jobs keep running; events wait in the outbox",
+                    )
                 try:
                     async with asyncio.timeout(delay):
                         await stopping.wait()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -29,6 +30,7 @@ log = structlog.get_logger("stenod.output")
 TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 ERROR_SUFFIX = ".error.json"
 _MAX_NAME = 255
+_MAX_CUE_SECONDS = 359_999.0  # 99:59:59, the latest time an SRT cue can carry
 
 
 def safe_stem(name: str) -> str:
@@ -59,7 +61,7 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -95,7 +97,26 @@ def render_txt(t: Transcript) -> bytes:
 
 def render_json(t: Transcript, *, source: str) -> bytes:
     data = {"source": source, **t.to_json()}
-    return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode()
+    return (json.dumps(_finite(data), ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as null: JSON has neither, and strict readers refuse them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _cue_ms(seconds: float) -> int:
+    """A cue time in milliseconds. A provider's NaN, negative, infinite or absurd time is
+    clamped, so the cue is still written instead of the item failing."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return 0
+    return round(min(seconds, _MAX_CUE_SECONDS) * 1000)
 
 
 def _speaker(label: str | None) -> str:
@@ -121,8 +142,8 @@ def _subtitles(t: Transcript, *, vtt: bool) -> pysubs2.SSAFile:
                 text = f"<v {_speaker(seg.speaker)}>{text}"
         elif seg.speaker:
             text = f"{_speaker(seg.speaker)}: {text}"
-        end = max(seg.end, seg.start + 0.001)
-        subs.append(pysubs2.SSAEvent(start=round(seg.start * 1000), end=round(end * 1000), text=text))
+        start = _cue_ms(seg.start)
+        subs.append(pysubs2.SSAEvent(start=start, end=max(_cue_ms(seg.end), start + 1), text=text))
     return subs
 
 
@@ -228,7 +249,6 @@ class FileSink:
         destination.mkdir(exist_ok=True)
         shutil.move(source, destination / source.name)
         log.info("input.moved", input=str(source), to=str(destination))
-
 
     @staticmethod
     def _drop_download(path: Path) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import watchfiles
@@ -102,9 +103,17 @@ def hash_file(path: Path) -> tuple[str, os.stat_result]:
 class FolderSource:
     """Watches one ``[[watch]]`` rule's folder and commits a job per complete file."""
 
-    def __init__(self, rule: WatchRule, journal: SqliteJournal, notify: Callable[[], None], *,
-                 provider: str, rescan_seconds: float = 60.0, use_watcher: bool = True,
-                 metrics: object | None = None) -> None:
+    def __init__(
+        self,
+        rule: WatchRule,
+        journal: SqliteJournal,
+        notify: Callable[[], None],
+        *,
+        provider: str,
+        rescan_seconds: float = 60.0,
+        use_watcher: bool = True,
+        metrics: object | None = None,
+    ) -> None:
         self.rule = rule
         self.root = rule.path
         self.name = f"folder:{rule.path}"
@@ -164,8 +173,11 @@ class FolderSource:
         while not stopping.is_set():
             if not self.root.is_dir():
                 if not missing_logged:
-                    log.error("watch.path_missing", path=str(self.root),
-                              hint="create the folder or fix [[watch]] path; stenod keeps checking")
+                    log.error(
+                        "watch.path_missing",
+                        path=str(self.root),
+                        hint="create the folder or fix [[watch]] path; stenod keeps checking",
+                    )
                     missing_logged = True
             else:
                 if missing_logged:
@@ -191,8 +203,14 @@ class FolderSource:
                 continue
             try:
                 async for changes in watchfiles.awatch(
-                    self.root, stop_event=stopping, recursive=self.rule.recursive, watch_filter=None,
-                    debounce=200, step=50, rust_timeout=5_000, yield_on_timeout=False,
+                    self.root,
+                    stop_event=stopping,
+                    recursive=self.rule.recursive,
+                    watch_filter=None,
+                    debounce=200,
+                    step=50,
+                    rust_timeout=5_000,
+                    yield_on_timeout=False,
                 ):
                     self._on_changes(changes)
             except (FileNotFoundError, OSError, RuntimeError) as exc:
@@ -292,7 +310,7 @@ class FolderSource:
 
     async def _take(self, path: Path, candidate: Candidate) -> None:
         try:
-            st = path.lstat()
+            st = await asyncio.to_thread(path.lstat)  # a network mount can block
         except FileNotFoundError:
             log.info("file.vanished", path=str(path))
             return
@@ -311,8 +329,12 @@ class FolderSource:
             log.info("file.vanished", path=str(path))
             return
         except PermissionError as exc:
-            log.error("file.unreadable", path=str(path), error=exc.strerror,
-                      hint="give the stenod user read permission on the file")
+            log.error(
+                "file.unreadable",
+                path=str(path),
+                error=exc.strerror,
+                hint="give the stenod user read permission on the file",
+            )
             return
         if (fst.st_size, fst.st_mtime_ns) != (candidate.size, candidate.mtime_ns):
             self._consider(path, fst.st_size, fst.st_mtime_ns)
@@ -320,30 +342,55 @@ class FolderSource:
         rule = self.rule
         options = dict(rule.options)
         reused = await self._journal.reusable_result(
-            content_hash, self._provider, str(rule.task), rule.language, rule.target_languages, options)
-        output = {"dir": str(rule.output_dir) if rule.output_dir else None, "formats": list(rule.formats),
-                  "after": rule.after, "root": str(self.root)}
+            content_hash, self._provider, str(rule.task), rule.language, rule.target_languages, options
+        )
+        output: dict[str, Any] = {
+            "dir": str(rule.output_dir) if rule.output_dir else None,
+            "formats": list(rule.formats),
+            "after": rule.after,
+            "root": str(self.root),
+        }
         if rule.chain_languages:
             output["formats"] = sorted({*rule.formats, "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(rule.chain_languages)
             output["translate_provider"] = rule.translate_provider
-        job, _ = await self._journal.create_job(NewJob(
-            source="folder", task=str(rule.task), provider=self._provider, language=rule.language,
-            target_languages=rule.target_languages, options=options, output=output,
-            items=[NewItem(input=str(path), name=path.name, path=str(path), size=fst.st_size, device=fst.st_dev,
-                           inode=fst.st_ino, content_hash=content_hash, reused_result=reused)],
-            seen=(self._rule_key, str(path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns),
-        ))
+        job, _ = await self._journal.create_job(
+            NewJob(
+                source="folder",
+                task=str(rule.task),
+                provider=self._provider,
+                language=rule.language,
+                target_languages=rule.target_languages,
+                options=options,
+                output=output,
+                items=[
+                    NewItem(
+                        input=str(path),
+                        name=path.name,
+                        path=str(path),
+                        size=fst.st_size,
+                        device=fst.st_dev,
+                        inode=fst.st_ino,
+                        content_hash=content_hash,
+                        reused_result=reused,
+                    )
+                ],
+                seen=(self._rule_key, str(path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns),
+            )
+        )
         self._known[path] = (fst.st_size, fst.st_mtime_ns)
         if self._metrics is not None:
             self._metrics.file_seen()  # type: ignore[attr-defined]
-        log.info("job.accepted", job_id=job.job_id, provider=self._provider, input=str(path),
-                 reused=reused is not None)
+        log.info("job.accepted", job_id=job.job_id, provider=self._provider, input=str(path), reused=reused is not None)
         self._notify()
 
     def _refuse(self, path: Path, st: os.stat_result, reason: str) -> None:
         self._known[path] = (st.st_size, st.st_mtime_ns)
-        log.warning("file.refused", path=str(path), reason=reason,
-                    hint="stenod reads only regular files with a single name inside the watched folder")
+        log.warning(
+            "file.refused",
+            path=str(path),
+            reason=reason,
+            hint="stenod reads only regular files with a single name inside the watched folder",
+        )
         if self._metrics is not None:
             self._metrics.file_ignored(reason.split(" (")[0])  # type: ignore[attr-defined]

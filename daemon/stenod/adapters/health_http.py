@@ -92,16 +92,12 @@ class HealthServer:
 
     async def start(self) -> tuple[str, int]:
         """Bind and start accepting; returns the bound ``(host, port)`` (useful with port 0)."""
-        self._server = await asyncio.start_server(
-            self._handle, self._host, self._port, limit=self._max_request_bytes
-        )
+        self._server = await asyncio.start_server(self._handle, self._host, self._port, limit=self._max_request_bytes)
         host, port = self._server.sockets[0].getsockname()[:2]
         self.address = (host, port)
         log.info("health.listening", host=host, port=port)
         if not _is_loopback(self._host):
-            log.warning(
-                "health.not_loopback", host=self._host, hint="/metrics and /healthz have no authentication"
-            )
+            log.warning("health.not_loopback", host=self._host, hint="/metrics and /healthz have no authentication")
         return self.address
 
     async def aclose(self) -> None:
@@ -207,9 +203,7 @@ class HealthServer:
             "Cache-Control": "no-store",
             "Connection": "close",
         }
-        head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in fields.items()
-        )
+        head = f"HTTP/1.1 {status.value} {status.phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
         writer.write(head.encode("latin-1") + b"\r\n" + (body if with_body else b""))
         async with asyncio.timeout(self._request_timeout):
             await writer.drain()

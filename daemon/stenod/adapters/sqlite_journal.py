@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ulid import ULID
 
@@ -31,6 +31,8 @@ from stenod.jobs import (
     derive_job_state,
 )
 from stenod.journal import BatchRow, ItemOutcome, NewItem, NewJob, OpenItem, OutboxRow
+
+T = TypeVar("T")
 
 
 def _dumps(value: Any) -> str:
@@ -92,11 +94,25 @@ def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem,
         "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, state, result, "
         "task, provider, target_languages, options, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (str(ULID()), job_id, idx, item.input, item.path, item.name, item.size, item.device, item.inode,
-         item.content_hash, str(state), _dumps(dict(item.reused_result)) if item.reused_result is not None else None,
-         item.task, item.provider,
-         _dumps(list(item.target_languages)) if item.target_languages is not None else None,
-         _dumps(dict(item.options)) if item.options is not None else None, now),
+        (
+            str(ULID()),
+            job_id,
+            idx,
+            item.input,
+            item.path,
+            item.name,
+            item.size,
+            item.device,
+            item.inode,
+            item.content_hash,
+            str(state),
+            _dumps(dict(item.reused_result)) if item.reused_result is not None else None,
+            item.task,
+            item.provider,
+            _dumps(list(item.target_languages)) if item.target_languages is not None else None,
+            _dumps(dict(item.options)) if item.options is not None else None,
+            now,
+        ),
     )
 
 
@@ -174,7 +190,7 @@ class SqliteJournal:
     def close(self) -> None:
         self._writer.close()
 
-    async def _write(self, op: Any) -> Any:
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         result = await self._writer.call(op)
         if self._outbox:
             self.outbox_ready.set()
@@ -197,8 +213,15 @@ class SqliteJournal:
         conn.execute(
             "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.id, job_id, event.routing_key, _dumps(event.envelope()), reply_to,
-             row["correlation_id"] if reply_to else None, event.time),
+            (
+                event.id,
+                job_id,
+                event.routing_key,
+                _dumps(event.envelope()),
+                reply_to,
+                row["correlation_id"] if reply_to else None,
+                event.time,
+            ),
         )
 
     def _refresh_job(self, conn: sqlite3.Connection, job_id: str) -> JobState:
@@ -216,12 +239,15 @@ class SqliteJournal:
         error = None
         if new == JobState.FAILED:
             errors = [
-                _loads(r[0]) for r in conn.execute("SELECT error FROM items WHERE job_id = ? AND error IS NOT NULL", (job_id,))
+                _loads(r[0])
+                for r in conn.execute("SELECT error FROM items WHERE job_id = ? AND error IS NOT NULL", (job_id,))
             ]
             if len(errors) == 1 or (errors and all(e["code"] == errors[0]["code"] for e in errors)):
                 error = _dumps(errors[0])
             elif errors:
-                error = _dumps({"code": "items_failed", "message": f"all {len(errors)} items failed", "retryable": False})
+                error = _dumps(
+                    {"code": "items_failed", "message": f"all {len(errors)} items failed", "retryable": False}
+                )
         cost = self._job_cost(conn, job_id) if new.terminal else None
         conn.execute(
             "UPDATE jobs SET state = ?, updated_at = ?, progress = COALESCE(?, progress), "
@@ -272,9 +298,21 @@ class SqliteJournal:
                 "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
                 "output, state, reply_to, correlation_id, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
-                (job_id, new.request_id, new.source, new.task, new.provider, new.language,
-                 _dumps(list(new.target_languages)), _dumps(dict(new.options or {})), _dumps(dict(new.output or {})),
-                 new.reply_to, new.correlation_id, now, now),
+                (
+                    job_id,
+                    new.request_id,
+                    new.source,
+                    new.task,
+                    new.provider,
+                    new.language,
+                    _dumps(list(new.target_languages)),
+                    _dumps(dict(new.options or {})),
+                    _dumps(dict(new.output or {})),
+                    new.reply_to,
+                    new.correlation_id,
+                    now,
+                    now,
+                ),
             )
             for idx, item in enumerate(new.items):
                 _insert_item(conn, job_id, idx, item, now)
@@ -317,8 +355,13 @@ class SqliteJournal:
         )
 
     async def reusable_result(
-        self, content_hash: str, provider: str, task: str, language: str | None,
-        target_languages: Sequence[str], options: Mapping[str, Any],
+        self,
+        content_hash: str,
+        provider: str,
+        task: str,
+        language: str | None,
+        target_languages: Sequence[str],
+        options: Mapping[str, Any],
     ) -> Mapping[str, Any] | None:
         """The result of an earlier succeeded item with the same content and the same request."""
 
@@ -347,7 +390,8 @@ class SqliteJournal:
                 pending += f" AND (COALESCE(i.provider, j.provider) NOT IN ({skip}) OR j.cancel_requested = 1)"
             rows = conn.execute(
                 _OPEN_ITEM_SQL + f" WHERE ({pending}) OR (i.state = 'fetched' AND i.batch_id IS NULL) "
-                "ORDER BY i.id LIMIT ?", (*skip_providers, limit),
+                "ORDER BY i.id LIMIT ?",
+                (*skip_providers, limit),
             ).fetchall()
             return [_open_item(r) for r in rows]
 
@@ -371,9 +415,15 @@ class SqliteJournal:
             _open_item(r) for r in conn.execute(_OPEN_ITEM_SQL + " WHERE i.batch_id = ? ORDER BY i.id", (batch_id,))
         )
         return BatchRow(
-            batch_id=row["id"], provider=row["provider"], state=BatchState(row["state"]),
-            handle=_loads(row["handle"]), checkpoint=_loads(row["checkpoint"]), attempts=row["attempts"],
-            next_at=row["next_at"], last_poll_at=row["last_poll_at"], items=items,
+            batch_id=row["id"],
+            provider=row["provider"],
+            state=BatchState(row["state"]),
+            handle=_loads(row["handle"]),
+            checkpoint=_loads(row["checkpoint"]),
+            attempts=row["attempts"],
+            next_at=row["next_at"],
+            last_poll_at=row["last_poll_at"],
+            items=items,
         )
 
     async def create_batch(self, provider: str, item_ids: Sequence[str], *, next_at: float) -> BatchRow:
@@ -399,7 +449,9 @@ class SqliteJournal:
     async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None:
         text = _dumps(dict(data))
         await self._writer.call(
-            lambda c: c.execute("UPDATE batches SET checkpoint = ?, updated_at = ? WHERE id = ?", (text, utc_now(), batch_id))
+            lambda c: c.execute(
+                "UPDATE batches SET checkpoint = ?, updated_at = ? WHERE id = ?", (text, utc_now(), batch_id)
+            )
         )
 
     async def batch_submitted(self, batch_id: str, handle: Mapping[str, Any], *, next_at: float) -> None:
@@ -434,17 +486,22 @@ class SqliteJournal:
 
         def op(conn: sqlite3.Connection) -> list[str]:
             conn.execute(
-                "UPDATE batches SET attempts = 0, next_at = ?, last_poll_at = ?, error = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE batches SET attempts = 0, next_at = ?, last_poll_at = ?, error = NULL, updated_at = ? "
+                "WHERE id = ?",
                 (next_at, poll_time, utc_now(), batch_id),
             )
             if running:
                 self._move_items(conn, batch_id, ItemState.RUNNING)
             changed: list[str] = []
             if progress is not None:
-                for (job_id,) in conn.execute("SELECT DISTINCT job_id FROM items WHERE batch_id = ?", (batch_id,)).fetchall():
-                    cur = conn.execute("UPDATE jobs SET progress = ? WHERE id = ? AND progress < ? AND state NOT IN "
-                                       "('succeeded', 'partial', 'failed', 'cancelled')",
-                                       (progress, job_id, progress))
+                for (job_id,) in conn.execute(
+                    "SELECT DISTINCT job_id FROM items WHERE batch_id = ?", (batch_id,)
+                ).fetchall():
+                    cur = conn.execute(
+                        "UPDATE jobs SET progress = ? WHERE id = ? AND progress < ? AND state NOT IN "
+                        "('succeeded', 'partial', 'failed', 'cancelled')",
+                        (progress, job_id, progress),
+                    )
                     if cur.rowcount:
                         changed.append(job_id)
             return changed
@@ -485,8 +542,14 @@ class SqliteJournal:
             )
         )
 
-    async def finish_items(self, outcomes: Sequence[ItemOutcome], *, batch_id: str | None = None,
-                           batch_state: BatchState | None = None, batch_error: ErrorInfo | None = None) -> None:
+    async def finish_items(
+        self,
+        outcomes: Sequence[ItemOutcome],
+        *,
+        batch_id: str | None = None,
+        batch_state: BatchState | None = None,
+        batch_error: ErrorInfo | None = None,
+    ) -> None:
         """Commit item outcomes (and optionally close their provider job) with the events they cause."""
 
         def op(conn: sqlite3.Connection) -> None:
@@ -500,9 +563,15 @@ class SqliteJournal:
                 conn.execute(
                     "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), "
                     "cost = ?, updated_at = ? WHERE id = ?",
-                    (str(o.state), _dumps(list(o.outputs)), _dumps(o.error.to_json()) if o.error else None,
-                     _dumps(dict(o.result)) if o.result is not None else None,
-                     _dumps(dict(o.cost)) if o.cost else None, now, o.item_id),
+                    (
+                        str(o.state),
+                        _dumps(list(o.outputs)),
+                        _dumps(o.error.to_json()) if o.error else None,
+                        _dumps(dict(o.result)) if o.result is not None else None,
+                        _dumps(dict(o.cost)) if o.cost else None,
+                        now,
+                        o.item_id,
+                    ),
                 )
                 jobs.add(row["job_id"])
                 if o.follow_up is not None and o.state == ItemState.SUCCEEDED:
@@ -547,9 +616,13 @@ class SqliteJournal:
 
     async def cancel_requested_jobs(self) -> list[str]:
         return await self._writer.call(
-            lambda c: [r[0] for r in c.execute(
-                "SELECT id FROM jobs WHERE cancel_requested = 1 AND state NOT IN "
-                "('succeeded', 'partial', 'failed', 'cancelled')").fetchall()],
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM jobs WHERE cancel_requested = 1 AND state NOT IN "
+                    "('succeeded', 'partial', 'failed', 'cancelled')"
+                ).fetchall()
+            ],
             write=False,
         )
 
@@ -588,14 +661,24 @@ class SqliteJournal:
             view = _job_view(conn, job_id)
             if view is None:
                 return
-            kind = EventKind(str(view.state)) if view.state.terminal else (
-                EventKind.ACCEPTED if view.state == JobState.ACCEPTED else
-                EventKind.SUBMITTED if view.state == JobState.SUBMITTED else EventKind.PROGRESS)
+            kind = (
+                EventKind(str(view.state))
+                if view.state.terminal
+                else (
+                    EventKind.ACCEPTED
+                    if view.state == JobState.ACCEPTED
+                    else EventKind.SUBMITTED
+                    if view.state == JobState.SUBMITTED
+                    else EventKind.PROGRESS
+                )
+            )
             self._emit(conn, kind, job_id, view)
 
         await self._write(op)
 
-    async def add_event(self, event: JobEvent, *, reply_to: str | None = None, correlation_id: str | None = None) -> None:
+    async def add_event(
+        self, event: JobEvent, *, reply_to: str | None = None, correlation_id: str | None = None
+    ) -> None:
         """An event about something that is not a job row (e.g. a rejected request)."""
         if not self._outbox:
             return
@@ -603,15 +686,33 @@ class SqliteJournal:
             lambda c: c.execute(
                 "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (event.id, event.job_id, event.routing_key, _dumps(event.envelope()), reply_to, correlation_id, event.time),
+                (
+                    event.id,
+                    event.job_id,
+                    event.routing_key,
+                    _dumps(event.envelope()),
+                    reply_to,
+                    correlation_id,
+                    event.time,
+                ),
             )
         )
 
     async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
         def op(conn: sqlite3.Connection) -> list[OutboxRow]:
             rows = conn.execute("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-            return [OutboxRow(r["seq"], r["event_id"], r["job_id"], r["routing_key"], r["body"], r["reply_to"],
-                              r["correlation_id"]) for r in rows]
+            return [
+                OutboxRow(
+                    r["seq"],
+                    r["event_id"],
+                    r["job_id"],
+                    r["routing_key"],
+                    r["body"],
+                    r["reply_to"],
+                    r["correlation_id"],
+                )
+                for r in rows
+            ]
 
         return await self._writer.call(op, write=False)
 
@@ -619,5 +720,6 @@ class SqliteJournal:
         await self._writer.call(lambda c: c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]))
 
     async def outbox_depth(self) -> int:
-        return int(await self._writer.call(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0], write=False))
-
+        return int(
+            await self._writer.call(lambda c: c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0], write=False)
+        )

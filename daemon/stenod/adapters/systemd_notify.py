@@ -88,9 +88,7 @@ class SystemdNotifier:
         payload = "\n".join(assignments).encode("utf-8", "replace")
         try:
             # Non-blocking: a manager that stopped reading must not stall the event loop.
-            with socket.socket(
-                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
-            ) as s:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as s:
                 s.sendto(payload, self._address)
         except OSError as exc:
             log.warning("systemd.notify_failed", message=assignments[0], error=str(exc))

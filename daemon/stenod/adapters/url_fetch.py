@@ -43,9 +43,21 @@ Resolver: TypeAlias = Callable[[str, int], Awaitable[Sequence[str]]]
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 1 << 16
 _CONTENT_TYPES = {
-    "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav",
-    "audio/flac": "flac", "audio/x-flac": "flac", "audio/ogg": "ogg", "audio/opus": "opus", "audio/mp4": "m4a",
-    "audio/aac": "aac", "audio/webm": "webm", "video/mp4": "mp4", "text/plain": "txt", "text/html": "html",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/mp4": "m4a",
+    "audio/aac": "aac",
+    "audio/webm": "webm",
+    "video/mp4": "mp4",
+    "text/plain": "txt",
+    "text/html": "html",
     "application/pdf": "pdf",
 }
 
@@ -107,8 +119,10 @@ class UrlPolicy:
         if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
             raise UrlRefused(f"address {ip} is multicast, unspecified or reserved")
         if not ip.is_global and not self.allow_private:
-            raise UrlRefused(f"address {ip} is loopback, private, link-local or otherwise not public "
-                             "(set amqp.allow_private_urls to allow it)")
+            raise UrlRefused(
+                f"address {ip} is loopback, private, link-local or otherwise not public "
+                "(set amqp.allow_private_urls to allow it)"
+            )
 
     async def resolve(self, url: httpx.URL, resolver: Resolver) -> str:
         """The checked address to connect to for ``url``. Every answer must pass."""
@@ -156,9 +170,18 @@ def name_from_url(raw: str) -> str:
 class UrlDownloader:
     """Downloads one URL under a :class:`UrlPolicy` into a given file."""
 
-    def __init__(self, policy: UrlPolicy, *, max_bytes: int, timeout_seconds: float, min_free_bytes: int = 0,
-                 resolver: Resolver = system_resolve, verify: ssl.SSLContext | bool = True, max_redirects: int = 5,
-                 user_agent: str = "stenod") -> None:
+    def __init__(
+        self,
+        policy: UrlPolicy,
+        *,
+        max_bytes: int,
+        timeout_seconds: float,
+        min_free_bytes: int = 0,
+        resolver: Resolver = system_resolve,
+        verify: ssl.SSLContext | bool = True,
+        max_redirects: int = 5,
+        user_agent: str = "stenod",
+    ) -> None:
         self.policy = policy
         self._max_bytes = max_bytes
         self._timeout = timeout_seconds
@@ -166,7 +189,10 @@ class UrlDownloader:
         self._resolver = resolver
         self._max_redirects = max_redirects
         self._client = httpx.AsyncClient(
-            verify=verify, trust_env=False, follow_redirects=False, headers={"User-Agent": user_agent},
+            verify=verify,
+            trust_env=False,
+            follow_redirects=False,
+            headers={"User-Agent": user_agent},
             timeout=httpx.Timeout(min(60.0, timeout_seconds), connect=10.0),
         )
 
@@ -179,8 +205,9 @@ class UrlDownloader:
             async with asyncio.timeout(self._timeout):
                 return await self._fetch(raw, target)
         except TimeoutError as exc:
-            raise DownloadFailed("download_timeout", f"the download took longer than {self._timeout:.0f} s",
-                                 retryable=True) from exc
+            raise DownloadFailed(
+                "download_timeout", f"the download took longer than {self._timeout:.0f} s", retryable=True
+            ) from exc
         except httpx.HTTPError as exc:
             raise DownloadFailed("download_failed", f"{type(exc).__name__}: {exc}", retryable=True) from exc
 
@@ -189,7 +216,9 @@ class UrlDownloader:
         for _ in range(self._max_redirects + 1):
             address = await self.policy.resolve(url, self._resolver)
             request = self._client.build_request(
-                "GET", url.copy_with(host=address), headers={"Host": url.netloc.decode("ascii")},
+                "GET",
+                url.copy_with(host=address),
+                headers={"Host": url.netloc.decode("ascii")},
                 extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
             )
             response = await self._client.send(request, stream=True)
@@ -199,11 +228,14 @@ class UrlDownloader:
                     continue
                 if response.status_code >= 400:
                     raise DownloadFailed(
-                        f"http_{response.status_code}", f"the server answered {response.status_code}",
-                        retryable=response.status_code == 429 or response.status_code >= 500)
+                        f"http_{response.status_code}",
+                        f"the server answered {response.status_code}",
+                        retryable=response.status_code == 429 or response.status_code >= 500,
+                    )
                 if response.status_code != 200:
-                    raise DownloadFailed("unexpected_status", f"the server answered {response.status_code}",
-                                         retryable=False)
+                    raise DownloadFailed(
+                        "unexpected_status", f"the server answered {response.status_code}", retryable=False
+                    )
                 return await self._save(response, target)
             finally:
                 await response.aclose()
@@ -213,8 +245,9 @@ class UrlDownloader:
         length = response.headers.get("content-length")
         expected = int(length) if length and length.isdigit() else 0
         if expected > self._max_bytes:
-            raise DownloadFailed("too_large", f"the file is {expected:,} bytes; the limit is {self._max_bytes:,}",
-                                 retryable=False)
+            raise DownloadFailed(
+                "too_large", f"the file is {expected:,} bytes; the limit is {self._max_bytes:,}", retryable=False
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(target.parent).free
         if free - expected < self._min_free:
@@ -228,11 +261,12 @@ class UrlDownloader:
             async for chunk in response.aiter_bytes(_CHUNK):
                 size += len(chunk)
                 if size > self._max_bytes:
-                    raise DownloadFailed("too_large", f"the file is over the limit of {self._max_bytes:,} bytes",
-                                         retryable=False)
+                    raise DownloadFailed(
+                        "too_large", f"the file is over the limit of {self._max_bytes:,} bytes", retryable=False
+                    )
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
             st = os.fstat(fd)
         except BaseException:
@@ -326,15 +360,22 @@ class UrlFetchService:
                 try:
                     got = await self.downloader.fetch(item.input, target)
                 except UrlRefused as exc:
-                    await self._fail(item, ErrorInfo("url_not_allowed", exc.reason,
-                                                     hint="Use a public https URL, or change amqp.allow_* settings."))
+                    await self._fail(
+                        item,
+                        ErrorInfo(
+                            "url_not_allowed",
+                            exc.reason,
+                            hint="Use a public https URL, or change amqp.allow_* settings.",
+                        ),
+                    )
                     return
                 except DownloadFailed as exc:
                     await self._failed_attempt(item, exc)
                     return
                 except OSError as exc:
-                    await self._failed_attempt(item, DownloadFailed("download_io", f"cannot write {target}: {exc}",
-                                                                    retryable=True))
+                    await self._failed_attempt(
+                        item, DownloadFailed("download_io", f"cannot write {target}: {exc}", retryable=True)
+                    )
                     return
                 await self.journal.attach_download(item.item_id, str(got.path), got.size, got.device, got.inode)
                 self._attempts.pop(item.item_id, None)
@@ -350,13 +391,18 @@ class UrlFetchService:
         if exc.retryable and attempts.count < self.max_attempts:
             delay = 2.0 * 2 ** (attempts.count - 1)
             attempts.not_before = time.monotonic() + delay
-            log.warning("url.retry_scheduled", code=exc.code, error=exc.message, attempt=attempts.count,
-                        delay_seconds=delay)
+            log.warning(
+                "url.retry_scheduled", code=exc.code, error=exc.message, attempt=attempts.count, delay_seconds=delay
+            )
             return
         self._attempts.pop(item.item_id, None)
         message = exc.message if not exc.retryable else f"gave up after {attempts.count} attempts: {exc.message}"
-        await self._fail(item, ErrorInfo(exc.code, message, retryable=exc.retryable,
-                                         hint="Check that the URL is reachable from the stenod host."))
+        await self._fail(
+            item,
+            ErrorInfo(
+                exc.code, message, retryable=exc.retryable, hint="Check that the URL is reachable from the stenod host."
+            ),
+        )
 
     async def _fail(self, item: OpenItem, error: ErrorInfo) -> None:
         log.warning("url.failed", code=error.code, error=error.message)

@@ -62,8 +62,11 @@ class EchoProvider:
     def __init__(self, settings: EchoSettings, http: httpx.AsyncClient) -> None:
         self._settings = settings
         self.limits = Limits(
-            tasks=self.limits.tasks, formats=self.limits.formats, max_files=settings.max_files,
-            max_file_bytes=settings.max_file_bytes, min_poll_seconds=0.0,
+            tasks=self.limits.tasks,
+            formats=self.limits.formats,
+            max_files=settings.max_files,
+            max_file_bytes=settings.max_file_bytes,
+            min_poll_seconds=0.0,
         )
 
     def _ledger(self, line: str) -> None:
@@ -90,11 +93,22 @@ class EchoProvider:
         for item in batch.items:
             with item.open() as fh:
                 head = fh.read(64)
-            items.append({"item_id": item.item_id, "name": item.name, "size": item.size,
-                          "text": head.decode("utf-8", "replace") if item.extension in ("txt", "html") else None})
-        return {"remote_id": remote_id, "done_at": time.time() + self._settings.job_seconds, "items": items,
-                "task": str(batch.task), "targets": list(batch.target_languages),
-                "shout": bool(getattr(batch.options, "shout", False))}
+            items.append(
+                {
+                    "item_id": item.item_id,
+                    "name": item.name,
+                    "size": item.size,
+                    "text": head.decode("utf-8", "replace") if item.extension in ("txt", "html") else None,
+                }
+            )
+        return {
+            "remote_id": remote_id,
+            "done_at": time.time() + self._settings.job_seconds,
+            "items": items,
+            "task": str(batch.task),
+            "targets": list(batch.target_languages),
+            "shout": bool(getattr(batch.options, "shout", False)),
+        }
 
     async def poll(self, handle: Handle) -> Status:
         remaining = float(handle["done_at"]) - time.time()
@@ -106,24 +120,33 @@ class EchoProvider:
         results = []
         for item in handle["items"]:
             if self._settings.fail_marker and self._settings.fail_marker in item["name"]:
-                results.append(ItemResult(item["item_id"], error=ErrorInfo(
-                    "provider_rejected", f"echo refused {item['name']}", hint="rename the file")))
+                results.append(
+                    ItemResult(
+                        item["item_id"],
+                        error=ErrorInfo("provider_rejected", f"echo refused {item['name']}", hint="rename the file"),
+                    )
+                )
                 continue
             if handle["task"] == "translate":
-                docs = tuple(TranslatedDocument(lang, f"[{lang}] {item['text'] or ''}".encode(),
-                                                item["name"].rsplit(".", 1)[-1]) for lang in handle["targets"])
+                docs = tuple(
+                    TranslatedDocument(lang, f"[{lang}] {item['text'] or ''}".encode(), item["name"].rsplit(".", 1)[-1])
+                    for lang in handle["targets"]
+                )
                 results.append(ItemResult(item["item_id"], documents=docs))
                 continue
             text = f"echo {item['name']} {item['size']} bytes"
             if handle["shout"]:
                 text = text.upper()
-            transcript = Transcript(text=text, language="en", duration=2.0,
-                                    segments=(Segment(0.0, 1.0, text, speaker="0"),
-                                              Segment(1.0, 2.0, "second & <last>", speaker="1")),
-                                    provider="echo", provider_job_id=handle["remote_id"])
+            transcript = Transcript(
+                text=text,
+                language="en",
+                duration=2.0,
+                segments=(Segment(0.0, 1.0, text, speaker="0"), Segment(1.0, 2.0, "second & <last>", speaker="1")),
+                provider="echo",
+                provider_job_id=handle["remote_id"],
+            )
             results.append(ItemResult(item["item_id"], transcript=transcript))
         return results
 
     async def cancel(self, handle: Handle) -> None:
         return None
-
