@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
+
 from stenod.provider import Batch, BatchItem, NoOptions, Task
 from stenod_sphinx import SphinxProvider, SphinxSettings
 from stenod_sphinx.audio import PcmStream
 from stenod_sphinx.recognizer import Recognizer
-
 from tests.speech import SENTENCES, long_speech, synthesise_sentences
 
 __all__ = [

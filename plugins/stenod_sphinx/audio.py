@@ -21,6 +21,7 @@ from typing import IO, Self
 import av
 import av.container
 from av.audio.stream import AudioStream
+
 from stenod.provider import PermanentError
 
 __all__ = ["SAMPLE_RATE", "PcmStream"]

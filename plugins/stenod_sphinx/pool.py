@@ -37,7 +37,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stenod.provider import BatchItem, RetryableError
-
 from stenod_sphinx import worker
 
 __all__ = ["WorkerPool"]
@@ -113,12 +112,12 @@ class WorkerPool:
             job = _Job(next(self._tokens), progress)
             try:
                 future = generation.executor.submit(worker.transcribe, job.token, item, self._report_seconds)
-            except BrokenProcessPool:
+            except BrokenProcessPool as exc:
                 # Broke between two files (a crash noticed late): nothing of this file
                 # ran yet, so starting afresh once is safe.
                 await self._discard(generation)
                 if attempt:
-                    raise
+                    raise self._failure(item, job) from exc
                 continue
             generation.jobs[job.token] = job
             try:
@@ -144,6 +143,11 @@ class WorkerPool:
             return RetryableError(
                 f"recognition of {item.path} made no progress for {self._budget_seconds:.0f} s; its worker was stopped",
                 code="worker_timeout",
+            )
+        if job.pid is None:
+            return RetryableError(
+                f"no recognition worker could start for {item.path}; the daemon's log has the worker's error",
+                code="worker_crashed",
             )
         return RetryableError(
             f"the recognition worker died while transcribing {item.path} (killed or crashed)",

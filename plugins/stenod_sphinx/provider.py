@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 import httpx
 import structlog
 from pydantic import Field, model_validator
+
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -33,7 +34,6 @@ from stenod.provider import (
     Task,
     Transcript,
 )
-
 from stenod_sphinx.pool import WorkerPool
 
 __all__ = ["SphinxProvider", "SphinxSettings"]

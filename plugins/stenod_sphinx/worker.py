@@ -25,8 +25,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import av.logging
-from stenod.provider import BatchItem, PermanentError, Segment, Transcript, Word
 
+from stenod.provider import BatchItem, PermanentError, Segment, Transcript, Word
 from stenod_sphinx.audio import PcmStream
 from stenod_sphinx.recognizer import Piece, Recognizer
 
