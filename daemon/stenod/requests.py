@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from stenod.provider import Limits, Task
 
 MAX_INPUTS = 100
+DEFAULT_TRANSLATE_PROVIDER = "azure"
 _TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]
@@ -53,6 +54,19 @@ class OutputSpec(_Strict):
 
     dir: PathText | None = Field(default=None, description="Absolute folder under one of amqp.allowed_roots.")
     formats: list[Format] | None = Field(default=None, min_length=1, max_length=4)
+    then_translate_to: Language | list[Language] | None = Field(
+        default=None, description="Transcribe, then translate the transcript (one job; both results in its events)."
+    )
+    translate_provider: ProviderName | None = Field(
+        default=None, description="Provider of the translation step (default: azure)."
+    )
+
+    @property
+    def chain_languages(self) -> tuple[str, ...]:
+        value = self.then_translate_to
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
 
     @model_validator(mode="after")
     def _unique(self) -> OutputSpec:
@@ -203,4 +217,12 @@ def check_request(
         info.options_model.model_validate(request.options)
     except ValidationError as exc:
         raise Rejected("invalid_options", f"options rejected by {provider}: {_first_error(exc)}", **context) from exc
+    if request.output is not None and request.output.chain_languages:
+        if request.task != "transcribe":
+            raise Rejected("invalid_request", "output.then_translate_to needs task 'transcribe'", **context)
+        chained = request.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER
+        translator = providers.get(chained)
+        if translator is None or Task.TRANSLATE not in translator.limits.tasks:
+            reason = unavailable.get(chained, "not installed, or it cannot translate")
+            raise Rejected("provider_unavailable", f"translate provider {chained!r}: {reason}", **context)
     return provider, dict(request.options)

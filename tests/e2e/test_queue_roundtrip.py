@@ -100,3 +100,31 @@ def test_url_inputs_are_downloaded_by_the_daemon_and_a_failed_download_fails_its
     assert done["r-url"]["items"][0]["transcript"]["text"] == "echo clip.wav 16 bytes"
     assert done["r-url"]["items"][0]["input"] == web.url("/clip.wav")
     assert done["r-404"]["state"] == "failed" and done["r-404"]["items"][0]["error"]["code"] == "http_404"
+
+
+def test_a_request_can_chain_transcription_and_translation_as_one_job(tmp_path):
+    with queue_daemon(tmp_path, "chain") as q:
+        audio = q.roots / "memo.wav"
+        audio.write_bytes(b"RIFF memo")
+        events_queue = q.client.bind_events()
+        q.client.publish({"request_id": "chain-1", "provider": "echo", "inputs": [{"path": str(audio)}],
+                          "output": {"formats": ["json"], "then_translate_to": ["fr"], "translate_provider": "echo"}},
+                         content_type="application/json")
+        events = q.client.events(events_queue, lambda got: any(_kind(e) == "succeeded" for e in got))
+    final = events[-1]["data"]
+    assert final["state"] == "succeeded" and len(final["items"]) == 2
+    assert final["items"][0]["transcript"]["text"] == "echo memo.wav 9 bytes"
+    assert final["items"][1]["outputs"] == [str(q.roots / "memo.fr.txt")]
+    assert (q.roots / "memo.fr.txt").read_text().startswith("[fr] ")
+
+
+def test_a_chained_request_naming_a_provider_that_cannot_translate_is_rejected(tmp_path):
+    with queue_daemon(tmp_path, "chain-bad") as q:
+        audio = q.roots / "memo.wav"
+        audio.write_bytes(b"RIFF memo")
+        events_queue = q.client.bind_events()
+        q.client.publish({"request_id": "chain-2", "provider": "echo", "inputs": [{"path": str(audio)}],
+                          "output": {"then_translate_to": "fr", "translate_provider": "sphinx"}},
+                         content_type="application/json")
+        [event] = q.client.events(events_queue, lambda got: len(got) >= 1)
+    assert _kind(event) == "rejected" and event["data"]["error"]["code"] == "provider_unavailable"

@@ -40,7 +40,15 @@ from stenod.adapters.url_fetch import (
 from stenod.dispatcher import ProviderRuntime
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.journal import NewItem, NewJob
-from stenod.requests import CancelRequest, ProviderInfo, Rejected, Request, check_request, parse_body
+from stenod.requests import (
+    DEFAULT_TRANSLATE_PROVIDER,
+    CancelRequest,
+    ProviderInfo,
+    Rejected,
+    Request,
+    check_request,
+    parse_body,
+)
 from stenod.settings import AmqpSettings, Settings
 
 log = structlog.get_logger("stenod.amqp")
@@ -147,6 +155,12 @@ class RequestIntake:
         except Rejected as exc:
             raise Rejected(exc.code, exc.reason, **context) from None
         formats = list(request.output.formats) if request.output and request.output.formats else None
+        output: dict[str, Any] = {"dir": output_dir, "formats": formats or ["txt", "json", "srt", "vtt"],
+                                  "after": "keep", "resolved": True}  # symlinks resolved: the writer refuses new ones
+        if request.output is not None and request.output.chain_languages:
+            output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
+            output["then_translate_to"] = list(request.output.chain_languages)
+            output["translate_provider"] = request.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER
         return NewJob(
             source="amqp",
             task=request.task,
@@ -155,7 +169,7 @@ class RequestIntake:
             language=request.language,
             target_languages=request.target_languages,
             options=options,
-            output={"dir": output_dir, "formats": formats or ["txt", "json", "srt", "vtt"], "after": "keep"},
+            output=output,
             request_id=request_id,
             reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
