@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--language", "-l")
     t.add_argument("--format", "-f", dest="formats", action="append", choices=["txt", "json", "srt", "vtt"])
     t.add_argument("--output-dir", "-o", type=Path)
+    t.add_argument("--translate-provider", help="transcribe with --provider, then translate with this one (default: "
+                   "the provider translates the input itself if it can, else azure)")
     t.add_argument(
         "--translate-to",
         action="append",
@@ -150,6 +152,7 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
                 formats=args.formats,
                 output_dir=args.output_dir,
                 translate_to=args.translate_to or [],
+                translate_provider=args.translate_provider,
                 options=options,
                 print_text=args.print_text,
             )

@@ -30,6 +30,7 @@ async def transcribe_files(
     formats: Sequence[str] | None,
     output_dir: Path | None,
     translate_to: Sequence[str],
+    translate_provider: str | None = None,
     options: dict[str, Any],
     print_text: bool,
 ) -> int:
@@ -46,12 +47,12 @@ async def transcribe_files(
         "after": "keep",
     }
     if translate_to:
-        audio = provider_handles_audio(provider)
-        if audio:
+        if translate_provider is None and provider_translates(provider):
+            task, targets = "translate", tuple(translate_to)  # the provider translates the input itself
+        else:
             output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(translate_to)
-        else:
-            task, targets = "translate", tuple(translate_to)
+            output["translate_provider"] = translate_provider or "azure"
     stopping = asyncio.Event()
     async with AsyncExitStack() as stack:
         daemon = await build(settings, stack, use_watcher=False)
@@ -85,13 +86,12 @@ async def transcribe_files(
     return _report(view, print_text)
 
 
-def provider_handles_audio(provider: str) -> bool:
-    """True unless the provider is document-only (then --translate-to translates the input itself)."""
+def provider_translates(provider: str) -> bool:
     from stenod.plugins import Catalogue
     from stenod.provider import Task
 
     loaded = Catalogue.discover().available.get(provider)
-    return loaded is None or Task.TRANSCRIBE in loaded.cls.limits.tasks
+    return loaded is not None and Task.TRANSLATE in loaded.cls.limits.tasks
 
 
 async def _follow(journal: SqliteJournal, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
