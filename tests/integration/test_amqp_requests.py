@@ -6,6 +6,7 @@ import json
 
 import pytest
 from pydantic import BaseModel, ConfigDict
+
 from stenod.provider import Limits, Task
 from stenod.requests import ProviderInfo, Rejected, Request, check_request, parse_body
 

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from stenod.adapters.url_fetch import DownloadFailed, UrlDownloader, UrlPolicy, UrlRefused, name_from_url
 
 ALIAS = "127.0.0.2"  # a loopback alias standing in for "a public server" via allowed_networks

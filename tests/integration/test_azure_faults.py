@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_azure import AzureOptions, AzureSettings, AzureTranslatorProvider
-
 from tests.fakes.azurite import Azurite
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.server import ThreadedServer, serve

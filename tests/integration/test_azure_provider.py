@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+
 from stenod.provider import Batch, BatchItem, ItemResult, RemoteState, RetryableError, Task
 from stenod_azure import AzureOptions, AzureSettings, AzureTranslatorProvider
-
 from tests.fakes.azurite import Azurite
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.server import ThreadedServer, serve

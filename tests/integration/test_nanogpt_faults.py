@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_nanogpt import NanoGptOptions, NanoGptProvider, NanoGptSettings
-
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.nanogpt import FakeNanoGptServer, write_pattern_wav
 from tests.fakes.server import ThreadedServer, serve

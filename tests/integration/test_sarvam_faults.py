@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
-
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
 from tests.fakes.server import ThreadedServer, serve

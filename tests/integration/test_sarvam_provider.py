@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -20,7 +21,6 @@ from stenod.provider import (
     Task,
 )
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
-
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
 from tests.fakes.server import ThreadedServer, serve

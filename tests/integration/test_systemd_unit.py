@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from stenod.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
+
 from stenod.provider import (
     AuthError,
     Batch,
@@ -23,7 +24,6 @@ from stenod.provider import (
     Task,
 )
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings
-
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.vachana import FakeVachana, VachanaControl, VachanaFakeConfig
