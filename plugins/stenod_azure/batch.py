@@ -127,7 +127,7 @@ class BatchFlow:
         )
 
     async def fetch(self, handle: Handle) -> Sequence[ItemResult]:
-        """Download every translation, then delete the job's blobs."""
+        """Download every translation. Idempotent: the blobs stay until :meth:`release`."""
         items: list[Mapping[str, Json]] = handle["items"]
         wanted: Mapping[str, str] = handle["targets"]
         by_code = {code.lower(): tag for tag, code in wanted.items()}
@@ -150,7 +150,6 @@ class BatchFlow:
             content = await self._container.get(target)
             extension = target.rsplit(".", 1)[-1].lower() if "." in target.rsplit("/", 1)[-1] else ""
             documents[index][language] = TranslatedDocument(language, content, extension)
-        await self._container.delete_prefix(handle["root"] + "/")
         results: list[ItemResult] = []
         for index, item in enumerate(items):
             missing = [tag for tag in wanted if tag not in documents[index]]
@@ -163,6 +162,11 @@ class BatchFlow:
                 ItemResult(str(item["item_id"]), documents=tuple(documents[index].values()), error=error)
             )
         return results
+
+    async def release(self, handle: Handle) -> None:
+        """Delete the job's blobs, once its translations are safe in the daemon's journal (a
+        crash before that makes the daemon fetch again, which needs them)."""
+        await self._container.delete_prefix(handle["root"] + "/")
 
     async def cancel(self, handle: Handle) -> None:
         """Cancel the job and delete its blobs (documents Azure is translating at this

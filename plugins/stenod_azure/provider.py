@@ -78,6 +78,11 @@ class AzureTranslatorProvider:
             return single.fetch(handle)
         return await self._batch_flow().fetch(handle)
 
+    async def release(self, handle: Handle) -> None:
+        """Called by the daemon after the results are committed: remove the batch's blobs."""
+        if handle["mode"] == "batch":
+            await self._batch_flow().release(handle)
+
     async def cancel(self, handle: Handle) -> None:
         """Cancel a batch job (and delete its blobs); sync jobs are already over."""
         if handle["mode"] == "batch":

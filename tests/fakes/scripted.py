@@ -58,6 +58,7 @@ class ScriptedProvider:
     calls: list[Call] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
     block_submit: asyncio.Event | None = None  # submit waits for this (to test shutdown/crash)
+    on_release: Callable[[], Any] | None = None  # evaluated when release() is called
     checkpoint_before_block: bool = True
 
     def of(self, operation: str) -> list[Call]:
@@ -105,3 +106,6 @@ class ScriptedProvider:
 
     async def cancel(self, handle: Handle) -> None:
         self.calls.append(Call("cancel", time.time(), handle))
+
+    async def release(self, handle: Handle) -> None:
+        self.calls.append(Call("release", time.time(), self.on_release() if self.on_release else handle))

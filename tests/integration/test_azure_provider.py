@@ -90,7 +90,9 @@ async def finish(plugin: AzureTranslatorProvider, handle) -> list[ItemResult]:
     for _ in range(10):
         status = await plugin.poll(handle)
         if status.state is RemoteState.DONE:
-            return list(await plugin.fetch(handle))
+            results = list(await plugin.fetch(handle))
+            await plugin.release(handle)  # as the daemon does once the results are committed
+            return results
     raise AssertionError(f"job did not finish: {status}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -304,3 +305,15 @@ async def test_a_rate_limited_status_call_is_pacing_and_does_not_use_up_attempts
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
     assert view.state == JobState.SUCCEEDED
     assert len(provider.of("poll")) == POLICY.max_attempts + 3
+
+
+async def test_remote_copies_are_released_once_after_the_results_are_committed(journal, tmp_path):
+    def committed_state() -> str:
+        with sqlite3.connect(tmp_path / "journal.db") as conn:  # another connection sees only commits
+            return str(conn.execute("SELECT state FROM jobs").fetchone()[0])
+
+    provider = ScriptedProvider(on_release=committed_state)
+    job = await submit_job(journal, audio_files(tmp_path, 1))
+    [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
+    assert [c.operation for c in provider.calls] == ["submit", "poll", "fetch", "release"]
+    assert provider.of("release")[0].args == "succeeded" == view.state
