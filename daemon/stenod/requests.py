@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
 from stenod.provider import Limits, Task
+from stenod.settings import languages
 
 MAX_INPUTS = 100
 DEFAULT_TRANSLATE_PROVIDER = "azure"
@@ -63,10 +64,7 @@ class OutputSpec(_Strict):
 
     @property
     def chain_languages(self) -> tuple[str, ...]:
-        value = self.then_translate_to
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else tuple(value)
+        return languages(self.then_translate_to)
 
     @model_validator(mode="after")
     def _unique(self) -> OutputSpec:
@@ -98,10 +96,7 @@ class Request(_Strict):
 
     @property
     def target_languages(self) -> tuple[str, ...]:
-        value = self.target_language
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else tuple(value)
+        return languages(self.target_language)
 
     @model_validator(mode="after")
     def _bounded_targets(self) -> Request:

@@ -32,6 +32,13 @@ def default_state_dir() -> Path:
     return Path(base) / "stenod"
 
 
+def languages(value: str | list[str] | None) -> tuple[str, ...]:
+    """One language, a list of them, or none, as a tuple (the config and request shape)."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,17 +67,11 @@ class WatchRule(_Section):
 
     @property
     def target_languages(self) -> tuple[str, ...]:
-        value = self.target_language
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else tuple(value)
+        return languages(self.target_language)
 
     @property
     def chain_languages(self) -> tuple[str, ...]:
-        value = self.then_translate_to
-        if value is None:
-            return ()
-        return (value,) if isinstance(value, str) else tuple(value)
+        return languages(self.then_translate_to)
 
     @model_validator(mode="after")
     def _translate_needs_target(self) -> WatchRule:
