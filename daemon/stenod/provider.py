@@ -266,6 +266,10 @@ class Segment:
     extra: Mapping[str, Json] = field(default_factory=dict)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Transcript:
     """The normalised transcript of one input, the same for every provider."""
@@ -279,17 +283,19 @@ class Transcript:
     provider_job_id: str | None = None
 
     def to_json(self) -> dict[str, Json]:
+        """JSON-safe: a non-finite number from a provider (NaN, inf) becomes null, which every
+        JSON reader accepts (a bare NaN token is not JSON)."""
         return {
             "text": self.text,
             "language": self.language,
-            "duration": self.duration,
+            "duration": _finite(self.duration),
             "segments": [
                 {
-                    "start": s.start,
-                    "end": s.end,
+                    "start": _finite(s.start),
+                    "end": _finite(s.end),
                     "text": s.text,
                     "speaker": s.speaker,
-                    "confidence": s.confidence,
+                    "confidence": _finite(s.confidence),
                     **({"extra": dict(s.extra)} if s.extra else {}),
                 }
                 for s in self.segments
@@ -297,7 +303,13 @@ class Transcript:
             "words": None
             if self.words is None
             else [
-                {"start": w.start, "end": w.end, "text": w.text, "speaker": w.speaker, "confidence": w.confidence}
+                {
+                    "start": _finite(w.start),
+                    "end": _finite(w.end),
+                    "text": w.text,
+                    "speaker": w.speaker,
+                    "confidence": _finite(w.confidence),
+                }
                 for w in self.words
             ],
             "provider": self.provider,
@@ -313,8 +325,8 @@ class Transcript:
             duration=data.get("duration"),
             segments=tuple(
                 Segment(
-                    start=s["start"],
-                    end=s["end"],
+                    start=s["start"] if s["start"] is not None else 0.0,  # null: it was not a number
+                    end=s["end"] if s["end"] is not None else (s["start"] or 0.0),
                     text=s["text"],
                     speaker=s.get("speaker"),
                     confidence=s.get("confidence"),
@@ -324,7 +336,10 @@ class Transcript:
             ),
             words=None
             if words is None
-            else tuple(Word(w["start"], w["end"], w["text"], w.get("speaker"), w.get("confidence")) for w in words),
+            else tuple(
+                Word(w["start"] or 0.0, w["end"] or w["start"] or 0.0, w["text"], w.get("speaker"), w.get("confidence"))
+                for w in words
+            ),
             provider=data.get("provider"),
             provider_job_id=data.get("provider_job_id"),
         )

@@ -7,6 +7,7 @@ Also applies a watch rule's ``after`` action (keep, move to done/ or failed/, de
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -166,12 +167,16 @@ class FileSink:
         if output.get("dir"):
             directory = Path(output["dir"])
         elif output.get("after") == "move" and output.get("root"):
-            directory = Path(output["root"]) / ("failed" if failed else "done")
+            return _own_folder(Path(output["root"]) / ("failed" if failed else "done"))
         elif item.path and not item.input.startswith(("http://", "https://")):
             directory = Path(item.path).parent
         else:
-            directory = self._fallback_dir / item.job_id
+            return _own_folder(self._fallback_dir / item.job_id, parents=True)
         directory.mkdir(parents=True, exist_ok=True)
+        if output.get("resolved") and os.path.realpath(directory) != str(directory):
+            # The folder was checked (symlinks resolved) when the request was accepted.
+            raise OSError(errno.ELOOP, f"{directory} was replaced by a symlink after the request was accepted; "
+                                       "stenod does not write through it")
         return directory
 
     def write_result(self, item: OpenItem, result: ItemResult) -> list[str]:
@@ -245,8 +250,7 @@ class FileSink:
                 log.info("input.deleted", input=str(source))
             return
         root = Path(item.output.get("root") or source.parent)
-        destination = root / ("done" if succeeded else "failed")
-        destination.mkdir(exist_ok=True)
+        destination = _own_folder(root / ("done" if succeeded else "failed"))
         shutil.move(source, destination / source.name)
         log.info("input.moved", input=str(source), to=str(destination))
 
@@ -257,6 +261,15 @@ class FileSink:
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
+
+
+def _own_folder(directory: Path, *, parents: bool = False) -> Path:
+    """``directory``, created if missing, if it is a real folder: never a symlink planted in a
+    watched folder (a ``done`` linked elsewhere), so no output or moved input leaves it."""
+    directory.mkdir(parents=parents, exist_ok=True)
+    if directory.is_symlink() or not directory.is_dir():
+        raise OSError(errno.ELOOP, f"{directory} is a symlink or not a folder; stenod does not write through it")
+    return directory
 
 
 def _default_hint(error: ErrorInfo) -> str:

@@ -317,6 +317,9 @@ class FolderSource:
         if (st.st_size, st.st_mtime_ns) != (candidate.size, candidate.mtime_ns):
             self._consider(path, st.st_size, st.st_mtime_ns)  # still being written
             return
+        if not await asyncio.to_thread(self._inside_root, path):
+            self._refuse(path, st, "reached through a symlinked folder that leads outside the watched folder")
+            return
         try:
             if await self._journal.seen(self._rule_key, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
                 self._known[path] = (st.st_size, st.st_mtime_ns)
@@ -383,6 +386,11 @@ class FolderSource:
             self._metrics.file_seen()  # type: ignore[attr-defined]
         log.info("job.accepted", job_id=job.job_id, provider=self._provider, input=str(path), reused=reused is not None)
         self._notify()
+
+    def _inside_root(self, path: Path) -> bool:
+        """The file's real folder is the watched folder or one below it: a recursive watch
+        reports files under a symlinked subfolder (the watcher follows it), which may lead anywhere."""
+        return Path(os.path.realpath(path.parent)).is_relative_to(os.path.realpath(self.root))
 
     def _refuse(self, path: Path, st: os.stat_result, reason: str) -> None:
         self._known[path] = (st.st_size, st.st_mtime_ns)

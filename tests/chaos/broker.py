@@ -1,0 +1,241 @@
+"""The chaos run's own AMQP side (pika, not the daemon's aio-pika): an event tap that
+survives broker restarts, a publisher that retries until the broker confirmed, and the
+broker faults themselves.
+
+The tap's queue is durable and not exclusive: an exclusive queue dies with its
+connection, so every broker restart would silently lose the events in between, and the
+run would blame the daemon for it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from tests.amqp_support import BROKER_URL, BrokerNames, free_port
+
+_RETRY_SECONDS = 0.3
+_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+def _connect() -> pika.BlockingConnection:
+    params = pika.URLParameters(BROKER_URL)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 30
+    return pika.BlockingConnection(params)
+
+
+@dataclass(frozen=True, slots=True)
+class TappedEvent:
+    body: bytes
+    event: dict[str, Any] | None  # None: the body is not JSON (counted as a defect)
+    received: float
+
+
+class EventTap:
+    """Collects every event the daemon publishes (bound ``job.#``), acking each after
+    keeping it, reconnecting whenever the broker goes away."""
+
+    def __init__(self, names: BrokerNames) -> None:
+        self.names = names
+        self.queue = f"{names.prefix}.chaos-tap"
+        self.events: list[TappedEvent] = []
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="chaos:event-tap", daemon=True)
+
+    def bind(self) -> None:
+        """Declare the tap queue and bind it (the daemon must have declared the exchange)."""
+        conn = _connect()
+        try:
+            ch = conn.channel()
+            ch.queue_declare(self.queue, durable=True)
+            ch.queue_bind(self.queue, self.names.events, "job.#")
+        finally:
+            conn.close()
+        self._thread.start()
+
+    def snapshot(self) -> list[TappedEvent]:
+        with self._lock:
+            return list(self.events)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=15)
+
+    def delete(self) -> None:
+        with suppress(*_ERRORS):
+            conn = _connect()
+            try:
+                conn.channel().queue_delete(self.queue)
+            finally:
+                conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = _connect()
+            except _ERRORS:
+                self._stop.wait(_RETRY_SECONDS)
+                continue
+            try:
+                ch = conn.channel()
+                ch.basic_qos(prefetch_count=500)
+                ch.basic_consume(self.queue, self._on_message)
+                while not self._stop.is_set():
+                    conn.process_data_events(time_limit=0.2)
+            except _ERRORS:
+                self.reconnects += 1
+            finally:
+                with suppress(*_ERRORS):
+                    if conn.is_open:
+                        conn.close()
+
+    def _on_message(self, ch: Any, method: Any, props: Any, body: bytes) -> None:
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = None
+        with self._lock:
+            self.events.append(TappedEvent(body, event if isinstance(event, dict) else None, time.monotonic()))
+        ch.basic_ack(method.delivery_tag)
+
+
+class Publisher:
+    """Publishes requests persistently with confirms; a publish the broker did not confirm
+    is sent again (same request_id, so the daemon runs it once)."""
+
+    def __init__(self, names: BrokerNames) -> None:
+        self.names = names
+        self.retries = 0
+        self._conn: pika.BlockingConnection | None = None
+        self._ch: Any = None
+
+    def publish(self, body: dict[str, Any], *, deadline_seconds: float = 180.0) -> None:
+        """Raises TimeoutError if the broker would not confirm within the deadline."""
+        data = json.dumps(body).encode()
+        props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                                     message_id=str(body.get("request_id")))
+        deadline = time.monotonic() + deadline_seconds
+        while True:
+            try:
+                if self._ch is None:
+                    self._conn = _connect()
+                    self._ch = self._conn.channel()
+                    self._ch.confirm_delivery()
+                self._ch.basic_publish("", self.names.requests, data, props, mandatory=True)
+                return
+            except (*_ERRORS, pika.exceptions.UnroutableError, pika.exceptions.NackError):
+                self.retries += 1
+                self.close()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the broker did not confirm {body.get('request_id')}") from None
+                time.sleep(_RETRY_SECONDS)
+
+    def close(self) -> None:
+        with suppress(*_ERRORS):
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()
+        self._conn, self._ch = None, None
+
+
+def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
+                          timeout=timeout).stdout
+
+
+def restart_broker(away_seconds: float) -> None:
+    """``stop_app`` … ``start_app`` on the shared broker; started again whatever happens."""
+    rabbitmqctl("stop_app")
+    try:
+        time.sleep(away_seconds)
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+
+
+def queue_depths(names: BrokerNames) -> dict[str, tuple[int, int]]:
+    """(ready + unacked, unacked) of this run's queues, as the broker counts them."""
+    out = rabbitmqctl("list_queues", "name", "messages", "messages_unacknowledged")
+    depths: dict[str, tuple[int, int]] = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0].startswith(names.prefix):
+            depths[parts[0]] = (int(parts[1]), int(parts[2]))
+    return depths
+
+
+class Door:
+    """A TCP forwarder in front of the broker, for the daemon only: closing it cuts the
+    daemon's broker connection (an RST, as a crashed broker gives) without touching the
+    broker other tests share. Survives the broker itself being away (connect refused)."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self.port = free_port()
+        self._target = target
+        self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def open(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), name="chaos:door", daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()  # the broker itself is away: the daemon sees a refused connection
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)

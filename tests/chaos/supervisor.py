@@ -1,0 +1,150 @@
+"""The daemon under test, supervised the way systemd would (``Restart=on-failure``): killed
+and restarted on request, restarted after any other exit, and every exit it did not
+cause recorded as a crash."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from stenod.adapters.amqp_source import FAULT_EXIT_AFTER_COMMIT
+from tests.e2e.harness import Daemon
+
+_READY_SECONDS = 90.0
+
+
+@dataclass(slots=True)
+class Incarnation:
+    """One daemon process: when it started, whether it became ready, how it ended."""
+
+    pid: int
+    started: float
+    ready: bool = False
+    exit_code: int | None = None
+    children: set[tuple[int, float]] = field(default_factory=set)  # (pid, create time): pids get reused
+
+
+class Supervisor:
+    """Runs ``stenod run``; kills and restarts it on request; restarts it after any other
+    exit, recording that exit as a crash (exit 99 is the crash-after-commit fault hook)."""
+
+    def __init__(self, config: Path, log_path: Path, env: dict[str, str]) -> None:
+        self._config = config
+        self._log = log_path
+        self._env = env
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._daemon: Daemon | None = None
+        self.incarnations: list[Incarnation] = []
+        self.crashes: list[str] = []
+        self.not_ready: list[int] = []
+        self.hook_exits = 0
+        self.peak_rss = 0
+        self._thread = threading.Thread(target=self._watch, name="chaos:supervisor", daemon=True)
+
+    def start(self, *, crash_after_commit: bool = False) -> None:
+        with self._lock:
+            env = {FAULT_EXIT_AFTER_COMMIT: "1"} if crash_after_commit else {}
+            self._daemon = Daemon(self._config, self._log, env={**self._env, **env}).start()
+            assert self._daemon.proc is not None
+            self.incarnations.append(Incarnation(self._daemon.proc.pid, time.monotonic()))
+        self._wait_ready()
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    def kill_and_restart(self, *, crash_after_commit: bool = False) -> None:
+        """SIGKILL (no warning, no cleanup), then start again at once."""
+        with self._lock:
+            self._kill()
+            self.start(crash_after_commit=crash_after_commit)
+
+    def rss(self) -> int:
+        with self._lock:
+            try:
+                return int(psutil.Process(self.pid).memory_info().rss)
+            except (psutil.Error, AssertionError):
+                return 0
+
+    @property
+    def pid(self) -> int:
+        assert self._daemon is not None and self._daemon.proc is not None
+        return self._daemon.proc.pid
+
+    def stop(self) -> int | None:
+        """SIGTERM, as systemd stops it; returns the exit code."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            if self._daemon is None or not self._daemon.alive:
+                return None
+            self._remember_children()
+            try:
+                code = self._daemon.terminate(timeout=60)
+            finally:
+                self._daemon.kill()
+            self.incarnations[-1].exit_code = code
+            return code
+
+    def orphans(self) -> list[int]:
+        """Child processes of earlier incarnations that are still running."""
+        live = []
+        for inc in self.incarnations:
+            for pid, created in inc.children:
+                try:
+                    proc = psutil.Process(pid)
+                    if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                        live.append(pid)
+                except psutil.Error:
+                    continue
+        return live
+
+    def _kill(self) -> None:
+        if self._daemon is not None and self._daemon.alive:
+            self._remember_children()
+            self._daemon.kill()
+            self.incarnations[-1].exit_code = -9
+
+    def _remember_children(self) -> None:
+        try:
+            kids = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for kid in kids:
+            try:
+                self.incarnations[-1].children.add((kid.pid, kid.create_time()))
+            except psutil.Error:
+                continue
+
+    def _wait_ready(self) -> None:
+        daemon, inc = self._daemon, self.incarnations[-1]
+        assert daemon is not None
+        deadline = time.monotonic() + _READY_SECONDS
+        while time.monotonic() < deadline and daemon.alive:
+            if daemon.named("daemon.ready", since_start=True):
+                inc.ready = True
+                return
+            time.sleep(0.1)
+        if daemon.alive:
+            self.not_ready.append(inc.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                daemon = self._daemon
+                if daemon is None or daemon.proc is None:
+                    continue
+                code = daemon.proc.poll()
+                if code is None:
+                    self.peak_rss = max(self.peak_rss, self.rss())
+                    continue
+                self.incarnations[-1].exit_code = code
+                if code == 99 and FAULT_EXIT_AFTER_COMMIT in daemon.env:
+                    self.hook_exits += 1
+                else:
+                    tail = "\n".join(self._log.read_text(errors="replace").splitlines()[-40:])
+                    self.crashes.append(f"pid {daemon.proc.pid} exited with {code}:\n{tail}")
+                self.start()
