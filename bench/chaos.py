@@ -54,17 +54,24 @@ def fuzz_counts(examples: int) -> tuple[list[str], Check]:
     """Run the fuzz tests with ``examples`` per class: their "FUZZ …" count lines, and the
     failing tests as a check (an invariant of the run like the others)."""
     env = {**os.environ, "STENOD_FUZZ_EXAMPLES": str(examples)}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-rfE", "-p", "no:cacheprovider",
-                           "--timeout=0", *FUZZ_TESTS], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-rfE", "-p", "no:cacheprovider", "--timeout=0", *FUZZ_TESTS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "(no output)"
     failing = Check("fuzz tests failing")
     for line in _PROBLEM_LINE.findall(proc.stdout):
         failing.add(line)
     if proc.returncode != 0 and not failing.count:
         failing.add(f"pytest exited {proc.returncode}: {summary}")
-    return [f"bad inputs tried by class (fuzz tests, {examples} examples per class, some capped): {summary}",
-            *(f"  {line}" for line in _FUZZ_LINE.findall(proc.stdout)),
-            *(f"  {line}" for line in _PROBLEM_LINE.findall(proc.stdout))], failing
+    return [
+        f"bad inputs tried by class (fuzz tests, {examples} examples per class, some capped): {summary}",
+        *(f"  {line}" for line in _FUZZ_LINE.findall(proc.stdout)),
+        *(f"  {line}" for line in _PROBLEM_LINE.findall(proc.stdout)),
+    ], failing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="replay this seed (default: a new random one)")
     parser.add_argument("--ci", action="store_true", help="the CI test's phases and job rate (ignores --minutes)")
     parser.add_argument("--jobs-per-second", type=float, default=2.0)
-    parser.add_argument("--broker-restart-every", type=float, default=120.0,
-                        help="mean seconds between RabbitMQ stop_app/start_app (the broker is shared: keep it rare)")
+    parser.add_argument(
+        "--broker-restart-every",
+        type=float,
+        default=120.0,
+        help="mean seconds between RabbitMQ stop_app/start_app (the broker is shared: keep it rare)",
+    )
     parser.add_argument("--fuzz-examples", type=int, default=2000, help="0: skip the fuzz tests")
     parser.add_argument("--dir", type=Path, default=None, help="run folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the run folder even if all invariants hold")
@@ -85,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.ci:
         plan = make_plan(seed, CI_PHASES, jobs_per_second=CI_JOBS_PER_SECOND)
     else:
-        plan = make_plan(seed, long_phases(args.minutes), jobs_per_second=args.jobs_per_second,
-                         every={"broker_restart": args.broker_restart_every})
+        plan = make_plan(
+            seed,
+            long_phases(args.minutes),
+            jobs_per_second=args.jobs_per_second,
+            every={"broker_restart": args.broker_restart_every},
+        )
     root = args.dir or Path(tempfile.mkdtemp(prefix=f"stenod-chaos-{seed}-"))
     root.mkdir(parents=True, exist_ok=True)
     figures = run(root, plan, drain_seconds=600.0, out=lambda line: print(line, flush=True))
@@ -94,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         lines, failing = fuzz_counts(args.fuzz_examples)
         figures.extra += lines
         figures.invariants.append(failing)
-    shape = "--ci" if args.ci else (f"--minutes {args.minutes:g} --jobs-per-second {args.jobs_per_second:g} "
-                                    f"--broker-restart-every {args.broker_restart_every:g}")
+    shape = (
+        "--ci"
+        if args.ci
+        else (
+            f"--minutes {args.minutes:g} --jobs-per-second {args.jobs_per_second:g} "
+            f"--broker-restart-every {args.broker_restart_every:g}"
+        )
+    )
     command = f".venv/bin/python -m bench.chaos {shape} --seed {seed} --fuzz-examples {args.fuzz_examples}"
     figures.extra.append(f"reproduce: {command}")
     print(figures.render(), flush=True)

@@ -100,7 +100,10 @@ class Recognizer:
                 on_audio(consumed / 2 / _SAMPLE_RATE)
                 next_report = consumed + report_every
         if endpointer.in_speech or pending:
-            speech = endpointer.end_stream(bytes(pending))
+            # end_stream refuses an empty buffer (IndexError), which is what is left when a
+            # file cut off mid-speech ends on a frame boundary; one silent sample flushes
+            # the speech the endpointer still holds.
+            speech = endpointer.end_stream(bytes(pending) or b"\0\0")
             if speech:
                 yield from utterance.feed(speech, endpointer.speech_start)
         yield from utterance.finish()

@@ -126,8 +126,9 @@ class Publisher:
     def publish(self, body: dict[str, Any], *, deadline_seconds: float = 180.0) -> None:
         """Raises TimeoutError if the broker would not confirm within the deadline."""
         data = json.dumps(body).encode()
-        props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
-                                     message_id=str(body.get("request_id")))
+        props = pika.BasicProperties(
+            delivery_mode=2, content_type="application/json", message_id=str(body.get("request_id"))
+        )
         deadline = time.monotonic() + deadline_seconds
         while True:
             try:
@@ -152,8 +153,9 @@ class Publisher:
 
 
 def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
-    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True,
-                          timeout=timeout).stdout
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=timeout
+    ).stdout
 
 
 def restart_broker(away_seconds: float) -> None:

@@ -100,8 +100,12 @@ class EventChecks:
 
 def events(journal: Journal, tapped: Iterable[TappedEvent]) -> EventChecks:
     """Every job's terminal event arrived (at least once), per job in state order."""
-    result = EventChecks(Check("missing terminal events"), Check("events out of order"), Check("malformed events"),
-                         Check("events about unknown jobs"))
+    result = EventChecks(
+        Check("missing terminal events"),
+        Check("events out of order"),
+        Check("malformed events"),
+        Check("events about unknown jobs"),
+    )
     seen: set[str] = set()
     by_job: dict[str, list[str]] = defaultdict(list)
     for t in tapped:
@@ -123,8 +127,10 @@ def events(journal: Journal, tapped: Iterable[TappedEvent]) -> EventChecks:
             result.disorder.add(f"{job_id}: {states}")
     for job in journal.jobs.values():
         if job.state in TERMINAL and job.state not in by_job.get(job.job_id, []):
-            result.missing.add(f"{job.job_id} ({job.source}, {job.provider}) ended {job.state}; "
-                               f"events seen: {by_job.get(job.job_id, [])}")
+            result.missing.add(
+                f"{job.job_id} ({job.source}, {job.provider}) ended {job.state}; "
+                f"events seen: {by_job.get(job.job_id, [])}"
+            )
     return result
 
 
@@ -138,8 +144,12 @@ class OutputChecks:
 
 def outputs(journal: Journal, root: Path, input_dirs: Iterable[Path]) -> OutputChecks:
     """Each finished input has one complete output set (or one error file), nothing else."""
-    result = OutputChecks(Check("torn or missing outputs"), Check("duplicate output sets"),
-                          Check("leftover temp files"), Check("files outside the expected set"))
+    result = OutputChecks(
+        Check("torn or missing outputs"),
+        Check("duplicate output sets"),
+        Check("leftover temp files"),
+        Check("files outside the expected set"),
+    )
     expected: dict[Path, set[str]] = defaultdict(set)
     listings: dict[Path, dict[str, set[str]]] = {}
     for item in journal.items:

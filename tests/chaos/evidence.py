@@ -72,13 +72,25 @@ def connect_ro(path: Path) -> sqlite3.Connection:
 
 def read_journal(path: Path) -> Journal:
     with connect_ro(path) as conn:
-        jobs = {r["id"]: JobRow(r["id"], r["request_id"], r["source"], r["provider"], r["state"],
-                                json.loads(r["output"] or "{}"))
-                for r in conn.execute("SELECT * FROM jobs")}
-        items = [ItemRow(r["id"], r["job_id"], r["input"], r["name"], r["state"], r["batch_id"],
-                         tuple(json.loads(r["outputs"] or "[]")),
-                         (json.loads(r["error"]) or {}).get("code") if r["error"] else None)
-                 for r in conn.execute("SELECT * FROM items")]
+        jobs = {
+            r["id"]: JobRow(
+                r["id"], r["request_id"], r["source"], r["provider"], r["state"], json.loads(r["output"] or "{}")
+            )
+            for r in conn.execute("SELECT * FROM jobs")
+        }
+        items = [
+            ItemRow(
+                r["id"],
+                r["job_id"],
+                r["input"],
+                r["name"],
+                r["state"],
+                r["batch_id"],
+                tuple(json.loads(r["outputs"] or "[]")),
+                (json.loads(r["error"]) or {}).get("code") if r["error"] else None,
+            )
+            for r in conn.execute("SELECT * FROM items")
+        ]
         batches = {r["id"]: BatchRow(r["id"], r["provider"], r["state"]) for r in conn.execute("SELECT * FROM batches")}
         outbox = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
     return Journal(jobs, items, batches, outbox)
@@ -91,8 +103,9 @@ def progress(path: Path) -> tuple[int, int, int]:
     with connect_ro(path) as conn:
         total = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
         placeholders = ",".join("?" * len(TERMINAL))
-        open_ = conn.execute(f"SELECT count(*) FROM jobs WHERE state NOT IN ({placeholders})",
-                             tuple(TERMINAL)).fetchone()[0]
+        open_ = conn.execute(
+            f"SELECT count(*) FROM jobs WHERE state NOT IN ({placeholders})", tuple(TERMINAL)
+        ).fetchone()[0]
         outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
     return int(total), int(open_), int(outbox)
 

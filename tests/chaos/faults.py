@@ -49,10 +49,10 @@ class FaultInjector:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._run, args=(plan.faults_of(kinds),), name=f"chaos:faults:{domain}",
-                             daemon=True)
-            for domain, kinds in (("daemon", DAEMON_FAULTS), ("broker", BROKER_FAULTS),
-                                  ("providers", PROVIDER_FAULTS))
+            threading.Thread(
+                target=self._run, args=(plan.faults_of(kinds),), name=f"chaos:faults:{domain}", daemon=True
+            )
+            for domain, kinds in (("daemon", DAEMON_FAULTS), ("broker", BROKER_FAULTS), ("providers", PROVIDER_FAULTS))
         ]
 
     def start(self) -> None:

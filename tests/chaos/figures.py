@@ -55,8 +55,10 @@ class Figures:
     def _memory_line(self) -> str:
         m = self.memory
         bound = f"after ≤ {MEMORY_FACTOR:g} × before + {MEMORY_SLACK_BYTES // MiB} MiB = {m.bound / MiB:.1f} MiB"
-        return (f"before {m.before / MiB:.1f} MiB, after {m.after / MiB:.1f} MiB, peak {m.peak / MiB:.1f} MiB "
-                f"(bound: {bound})")
+        return (
+            f"before {m.before / MiB:.1f} MiB, after {m.after / MiB:.1f} MiB, peak {m.peak / MiB:.1f} MiB "
+            f"(bound: {bound})"
+        )
 
     def render(self) -> str:
         lines = [

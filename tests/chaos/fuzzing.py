@@ -24,10 +24,21 @@ def examples(default: int, cap: int | None = None) -> int:
 
 
 def fuzz_settings(default: int, cap: int | None = None) -> settings:
-    """Hypothesis settings for a fuzz class: no deadline (I/O), no example database."""
-    return settings(max_examples=examples(default, cap), deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large, HealthCheck.large_base_example])
+    """Hypothesis settings for a fuzz class: no deadline (I/O), no example database; the
+    same examples on every CI run (a red CI run is a regression, not bad luck), fresh
+    ones when ``$STENOD_FUZZ_EXAMPLES`` asks for a long exploration."""
+    return settings(
+        max_examples=examples(default, cap),
+        deadline=None,
+        database=None,
+        derandomize="STENOD_FUZZ_EXAMPLES" not in os.environ,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
 
 
 @dataclass

@@ -27,8 +27,15 @@ JOB_KINDS: dict[str, float] = {
 
 DAEMON_FAULTS = ("daemon_kill", "crash_after_commit")
 BROKER_FAULTS = ("broker_restart", "broker_cut")
-PROVIDER_FAULTS = ("provider_429", "provider_500", "provider_503", "provider_hang", "provider_reset",
-                   "provider_malformed", "provider_key_echo")
+PROVIDER_FAULTS = (
+    "provider_429",
+    "provider_500",
+    "provider_503",
+    "provider_hang",
+    "provider_reset",
+    "provider_malformed",
+    "provider_key_echo",
+)
 
 DEFAULT_EVERY: dict[str, float] = {
     # kind: mean seconds between two faults of that kind (a Poisson process per kind)
@@ -102,12 +109,17 @@ class Plan:
         return [f for f in self.faults if f.kind in kinds]
 
 
-def make_plan(seed: int, phases: Phases, *, jobs_per_second: float, bad_share: float = 0.08,
-              every: dict[str, float] | None = None) -> Plan:
+def make_plan(
+    seed: int, phases: Phases, *, jobs_per_second: float, bad_share: float = 0.08, every: dict[str, float] | None = None
+) -> Plan:
     """The jobs and faults of a run; the same arguments always give the same plan."""
     rng = random.Random(seed)
-    return Plan(seed, phases, _jobs(rng, phases, jobs_per_second, bad_share),
-                tuple(sorted(_faults(rng, phases, {**DEFAULT_EVERY, **(every or {})}), key=lambda f: f.at)))
+    return Plan(
+        seed,
+        phases,
+        _jobs(rng, phases, jobs_per_second, bad_share),
+        tuple(sorted(_faults(rng, phases, {**DEFAULT_EVERY, **(every or {})}), key=lambda f: f.at)),
+    )
 
 
 def _jobs(rng: random.Random, phases: Phases, rate: float, bad_share: float) -> tuple[JobSpec, ...]:
@@ -122,7 +134,8 @@ def _jobs(rng: random.Random, phases: Phases, rate: float, bad_share: float) -> 
         kind = rng.choices(kinds, weights)[0]
         count = 1 if kind.startswith("folder") else rng.randint(1, 3 if kind == "queue_sarvam" else 2)
         names = tuple(
-            f"j{index:05d}-{n}{'-' + BAD_MARKER if rng.random() < bad_share else ''}.wav" for n in range(count))
+            f"j{index:05d}-{n}{'-' + BAD_MARKER if rng.random() < bad_share else ''}.wav" for n in range(count)
+        )
         jobs.append(JobSpec(round(t, 3), index, kind, names, renamed=rng.random() < 0.5))
 
 
@@ -147,5 +160,8 @@ def _fault(rng: random.Random, at: float, kind: str) -> FaultSpec:
         return FaultSpec(at, kind, seconds=round(rng.uniform(0.5, 4.0), 2))
     if kind in PROVIDER_FAULTS:
         target = rng.choice(sorted(ROUTES))
-        return FaultSpec(at, kind, target=target, route=rng.choice(ROUTES[target]), times=rng.randint(1, 3))
+        # A 2xx answer to a blob PUT means the blob is stored, whatever its body says; the
+        # fake's "malformed" answer skips storing it, which no real storage does.
+        routes = [r for r in ROUTES[target] if not (kind == "provider_malformed" and r == "blob_put")]
+        return FaultSpec(at, kind, target=target, route=rng.choice(routes), times=rng.randint(1, 3))
     return FaultSpec(at, kind)

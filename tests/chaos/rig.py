@@ -93,8 +93,9 @@ def fake_process(module: str, log: Path, *args: str) -> Iterator[str]:
     """``python -m <module> --port N`` with its output in ``log``; yields its URL once it answers."""
     port = free_port()
     with log.open("ab") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT,
-                                stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT, stdout=sink, stderr=sink
+        )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -117,25 +118,47 @@ def canary_keys() -> dict[str, str]:
 
 
 def daemon_config(dirs: Dirs, names: BrokerNames, door: Door, fakes: dict[str, str]) -> Path:
-    watch = [{"path": dirs.inbox(provider), "provider": provider, "language": "hi-IN", "formats": FORMATS[provider],
-              "settle_seconds": 0.3} for provider in FOLDERS.values()]
+    watch = [
+        {
+            "path": dirs.inbox(provider),
+            "provider": provider,
+            "language": "hi-IN",
+            "formats": FORMATS[provider],
+            "settle_seconds": 0.3,
+        }
+        for provider in FOLDERS.values()
+    ]
     return write_config(
         dirs.root / "stenod.toml",
-        top={"state_dir": dirs.state, "log_format": "json", "log_level": "debug", "default_provider": "echo",
-             "pack_window_seconds": 0.3, "shutdown_grace_seconds": 3, "rescan_interval_seconds": 3},
+        top={
+            "state_dir": dirs.state,
+            "log_format": "json",
+            "log_level": "debug",
+            "default_provider": "echo",
+            "pack_window_seconds": 0.3,
+            "shutdown_grace_seconds": 3,
+            "rescan_interval_seconds": 3,
+        },
         sections={
-            "amqp": names.amqp_section(door.url, allowed_roots=[dirs.roots], publish_timeout_seconds=3,
-                                       progress_interval_seconds=1),
+            "amqp": names.amqp_section(
+                door.url, allowed_roots=[dirs.roots], publish_timeout_seconds=3, progress_interval_seconds=1
+            ),
             "retry": {"max_attempts": 12, "base_seconds": 0.2, "max_seconds": 2.0},
             "http": {"timeout_seconds": PROVIDER_TIMEOUT_SECONDS, "connect_timeout_seconds": 2},
         },
         watch=watch,
         providers={
             "echo": {"ledger_dir": dirs.ledger, "job_seconds": 0.3, "fail_marker": BAD_MARKER, "max_files": 4},
-            "sarvam": {"base_url": fakes["sarvam"], "poll_interval_seconds": 0.2,
-                       "request_timeout_seconds": PROVIDER_TIMEOUT_SECONDS},
-            "vachana": {"base_url": fakes["vachana"], "poll_interval_seconds": VACHANA_POLL_SECONDS,
-                        "request_timeout_seconds": PROVIDER_TIMEOUT_SECONDS},
+            "sarvam": {
+                "base_url": fakes["sarvam"],
+                "poll_interval_seconds": 0.2,
+                "request_timeout_seconds": PROVIDER_TIMEOUT_SECONDS,
+            },
+            "vachana": {
+                "base_url": fakes["vachana"],
+                "poll_interval_seconds": VACHANA_POLL_SECONDS,
+                "request_timeout_seconds": PROVIDER_TIMEOUT_SECONDS,
+            },
         },
     )
 
@@ -152,11 +175,19 @@ def rig(root: Path, label: str = "chaos") -> Iterator[Rig]:
     names = BrokerNames.new(label)
     with ExitStack() as stack:
         fakes = {
-            "sarvam": stack.enter_context(fake_process("tests.fakes.sarvam", dirs.fake_log("sarvam"),
-                                                       "--api-key", keys["sarvam"])),
-            "vachana": stack.enter_context(fake_process("tests.fakes.vachana", dirs.fake_log("vachana"),
-                                                        "--api-key", keys["vachana"],
-                                                        "--poll-interval", str(VACHANA_POLL_SECONDS))),
+            "sarvam": stack.enter_context(
+                fake_process("tests.fakes.sarvam", dirs.fake_log("sarvam"), "--api-key", keys["sarvam"])
+            ),
+            "vachana": stack.enter_context(
+                fake_process(
+                    "tests.fakes.vachana",
+                    dirs.fake_log("vachana"),
+                    "--api-key",
+                    keys["vachana"],
+                    "--poll-interval",
+                    str(VACHANA_POLL_SECONDS),
+                )
+            ),
         }
         door = Door()
         door.open()

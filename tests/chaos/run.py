@@ -25,9 +25,11 @@ MiB = 1024 * 1024
 
 def run(root: Path, plan: Plan, *, drain_seconds: float = 240.0, out: Callable[[str], None] = print) -> Figures:
     """Run ``plan`` in ``root`` and return its figures (printing progress through ``out``)."""
-    out(f"chaos seed {plan.seed}: {len(plan.jobs)} jobs, {len(plan.faults)} faults planned over "
+    out(
+        f"chaos seed {plan.seed}: {len(plan.jobs)} jobs, {len(plan.faults)} faults planned over "
         f"{plan.phases.intake_end:.0f} s (warm-up {plan.phases.warmup:.0f} s, storm {plan.phases.storm:.0f} s, "
-        f"soak {plan.phases.soak:.0f} s)")
+        f"soak {plan.phases.soak:.0f} s)"
+    )
     started = time.monotonic()
     with rig(root) as the_rig:
         t0 = time.monotonic()
@@ -47,8 +49,15 @@ def run(root: Path, plan: Plan, *, drain_seconds: float = 240.0, out: Callable[[
         exit_code = the_rig.supervisor.stop()
         time.sleep(1.0)  # let the tap take the last confirmed events
         the_rig.tap.stop()
-        figures = _figures(the_rig, plan, workload.created, injector, drained=drained,
-                           memory=Memory(rss_before, rss_after, the_rig.supervisor.peak_rss), exit_code=exit_code)
+        figures = _figures(
+            the_rig,
+            plan,
+            workload.created,
+            injector,
+            drained=drained,
+            memory=Memory(rss_before, rss_after, the_rig.supervisor.peak_rss),
+            exit_code=exit_code,
+        )
     figures.seconds = time.monotonic() - started
     return figures
 
@@ -57,8 +66,10 @@ def _report_until(deadline: float, the_rig: Rig, workload: Workload, out: Callab
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(30.0, left))
         total, open_, outbox = evidence.progress(the_rig.dirs.state / "journal.db")
-        out(f"  {workload.created.jobs} created, {total} in the journal, {open_} open, {outbox} events waiting; "
-            f"daemon incarnation {len(the_rig.supervisor.incarnations)}")
+        out(
+            f"  {workload.created.jobs} created, {total} in the journal, {open_} open, {outbox} events waiting; "
+            f"daemon incarnation {len(the_rig.supervisor.incarnations)}"
+        )
 
 
 def _drain(the_rig: Rig, created: Created, seconds: float) -> bool:
@@ -68,17 +79,29 @@ def _drain(the_rig: Rig, created: Created, seconds: float) -> bool:
     while time.monotonic() < deadline:
         total, open_, outbox = evidence.progress(journal)
         if total >= created.jobs and open_ == 0 and outbox == 0:
-            subjects = {t.event.get("subject") for t in the_rig.tap.snapshot()
-                        if t.event and isinstance(t.event.get("data"), dict)
-                        and t.event["data"].get("state") in evidence.TERMINAL}
+            subjects = {
+                t.event.get("subject")
+                for t in the_rig.tap.snapshot()
+                if t.event
+                and isinstance(t.event.get("data"), dict)
+                and t.event["data"].get("state") in evidence.TERMINAL
+            }
             if len(subjects) >= total:
                 return True
         time.sleep(0.5)
     return False
 
 
-def _figures(the_rig: Rig, plan: Plan, created: Created, injector: FaultInjector, *, drained: bool, memory: Memory,
-             exit_code: int | None) -> Figures:
+def _figures(
+    the_rig: Rig,
+    plan: Plan,
+    created: Created,
+    injector: FaultInjector,
+    *,
+    drained: bool,
+    memory: Memory,
+    exit_code: int | None,
+) -> Figures:
     dirs = the_rig.dirs
     db = dirs.state / "journal.db"
     journal = evidence.read_journal(db)
@@ -98,35 +121,50 @@ def _figures(the_rig: Rig, plan: Plan, created: Created, injector: FaultInjector
     if blob_key := int(the_rig.fake_stats("sarvam")["blob_requests_with_api_key"]):
         secrets.add(f"sarvam API key sent to blob storage {blob_key} times")
     invariants = [
-        checks.lost_jobs(created, journal), checks.duplicate_jobs(created, journal),
-        checks.duplicate_submissions(remote), per_batch,
-        event_checks.missing, event_checks.disorder, event_checks.malformed, event_checks.unexpected,
-        output_checks.torn, output_checks.duplicate_sets, output_checks.temp_files, output_checks.stray,
-        secrets, checks.signatures(places), _broker_leftovers(the_rig), _journal_state(db, journal, drained),
+        checks.lost_jobs(created, journal),
+        checks.duplicate_jobs(created, journal),
+        checks.duplicate_submissions(remote),
+        per_batch,
+        event_checks.missing,
+        event_checks.disorder,
+        event_checks.malformed,
+        event_checks.unexpected,
+        output_checks.torn,
+        output_checks.duplicate_sets,
+        output_checks.temp_files,
+        output_checks.stray,
+        secrets,
+        checks.signatures(places),
+        _broker_leftovers(the_rig),
+        _journal_state(db, journal, drained),
         *_daemon_checks(the_rig.supervisor, exit_code),
     ]
     log = evidence.log_events(dirs.log)
-    rewrites = sum(n - 1 for n in Counter(e.get("input") for e in log if e.get("event") == "item.succeeded").values()
-                   if n > 1)
+    rewrites = sum(
+        n - 1 for n in Counter(e.get("input") for e in log if e.get("event") == "item.succeeded").values() if n > 1
+    )
     return Figures(
         seed=plan.seed,
         jobs=Counter(spec.kind for spec in [*created.folder_inputs.values(), *created.requests.values()]),
         inputs=len(journal.items),
         outcomes=Counter(job.state for job in journal.jobs.values()),
         item_errors=Counter(i.error_code or "?" for i in journal.items if i.state == "failed"),
-        faults=Counter({**injector.injected, "crash_after_commit fired": the_rig.supervisor.hook_exits,
-                        "failing files (…bad…)": sum("bad" in i.name for i in journal.items)}),
+        faults=Counter(
+            {
+                **injector.injected,
+                "crash_after_commit fired": the_rig.supervisor.hook_exits,
+                "failing files (…bad…)": sum("bad" in i.name for i in journal.items),
+            }
+        ),
         invariants=invariants,
         info={
             "daemon incarnations": len(the_rig.supervisor.incarnations),
             "provider jobs per batch (count (batch state): batches)": dict(sorted(spread.items())),
-            "remote jobs abandoned, not billed twice (sarvam never started / vachana answer lost)":
-                f"{remote['sarvam'].abandoned} / {remote['vachana'].abandoned}",
-            "events received / distinct / redelivered":
-                f"{len(tapped)} / {len(tapped) - event_checks.redelivered} / {event_checks.redelivered}",
+            "remote jobs abandoned, not billed twice (sarvam never started / vachana answer lost)": f"{remote['sarvam'].abandoned} / {remote['vachana'].abandoned}",
+            "events received / distinct / redelivered": f"{len(tapped)} / {len(tapped) - event_checks.redelivered} / {event_checks.redelivered}",
             "outputs rewritten (same content, atomically) after a crash": rewrites,
             "publish retries (broker away)": the_rig.publisher.retries,
-            "fault injection errors": len(injector.errors),
+            "faults that could not be injected": f"{len(injector.errors)} {injector.errors[:3] or ''}".strip(),
         },
         memory=memory,
     )
@@ -160,15 +198,25 @@ def _journal_state(db: Path, journal: evidence.Journal, drained: bool) -> checks
 def _places(the_rig: Rig, db: Path, tapped: list[TappedEvent]) -> dict[str, str]:
     """Every text a secret must not reach: log, events, error and output files, journal, `stenod config`."""
     dirs = the_rig.dirs
-    places = {"daemon log": dirs.log.read_text(errors="replace"),
-              "events": "\n".join(t.body.decode("utf-8", "replace") for t in tapped),
-              "journal": evidence.journal_dump(db)}
+    places = {
+        "daemon log": dirs.log.read_text(errors="replace"),
+        "events": "\n".join(t.body.decode("utf-8", "replace") for t in tapped),
+        "journal": evidence.journal_dump(db),
+    }
     own = {dirs.log, the_rig.config, *(dirs.fake_log(p) for p in the_rig.fakes)}  # not the daemon's writing
-    files = [p for p in dirs.root.rglob("*") if p.is_file() and p.parent != dirs.creds
-             and not p.name.startswith("journal.db") and p not in own]
+    files = [
+        p
+        for p in dirs.root.rglob("*")
+        if p.is_file() and p.parent != dirs.creds and not p.name.startswith("journal.db") and p not in own
+    ]
     places["files (outputs, *.error.json, …)"] = "\n".join(p.read_text(errors="replace") for p in files)
-    config = subprocess.run([*STENOD, "config", "--config", str(the_rig.config)], capture_output=True, text=True,
-                            env={**os.environ, **the_rig.env}, timeout=120)
+    config = subprocess.run(
+        [*STENOD, "config", "--config", str(the_rig.config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **the_rig.env},
+        timeout=120,
+    )
     places["`stenod config`"] = config.stdout + config.stderr
     return places
 

@@ -44,11 +44,21 @@ def test_a_finished_batch_without_its_remote_job_is_reported(tmp_path: Path) -> 
 
 
 def test_missing_disordered_malformed_and_unknown_events_are_counted_and_redeliveries_are_not(tmp_path: Path) -> None:
-    tapped = [event("J1", "succeeded", "e2"), event("J1", "accepted", "e1"), event("J1", "succeeded", "e2"),
-              event("J9", "accepted", "e3"), TappedEvent(b"not json", None, 0.0)]
+    tapped = [
+        event("J1", "succeeded", "e2"),
+        event("J1", "accepted", "e1"),
+        event("J1", "succeeded", "e2"),
+        event("J9", "accepted", "e3"),
+        TappedEvent(b"not json", None, 0.0),
+    ]
     result = checks.events(journal(tmp_path), tapped)
-    assert (result.missing.count, result.disorder.count, result.malformed.count, result.unexpected.count,
-            result.redelivered) == (0, 1, 1, 1, 1)
+    assert (
+        result.missing.count,
+        result.disorder.count,
+        result.malformed.count,
+        result.unexpected.count,
+        result.redelivered,
+    ) == (0, 1, 1, 1, 1)
     assert checks.events(journal(tmp_path), [event("J1", "accepted", "e1")]).missing.count == 1
 
 

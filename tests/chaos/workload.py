@@ -85,8 +85,12 @@ class Workload:
             write_wav(path, job.index * 10 + n)
             paths.append(str(path))
             self.created.queue_inputs[str(path)] = job
-        request = {"request_id": job.request_id, "provider": provider, "inputs": [{"path": p} for p in paths],
-                   "output": {"formats": FORMATS[provider]}}
+        request = {
+            "request_id": job.request_id,
+            "provider": provider,
+            "inputs": [{"path": p} for p in paths],
+            "output": {"formats": FORMATS[provider]},
+        }
         if provider == "sarvam":
             request["language"] = "hi-IN"
         try:

@@ -18,7 +18,7 @@ import json
 import math
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,37 @@ from tests.fakes.scripted import ScriptedProvider
 from tests.fakes.vachana import FakeVachana, VachanaFakeConfig
 
 KEY = "FUZZ-KEY-0f4b7c1d9e"
-ESCAPES = ["../../escape.txt", "/abs.txt", "a/../../b", "..", "", "a\x00b", "x" * 300, "a\\..\\..\\b", "é" * 200,
-           "e\u0301cole", "CON", ".hidden", "~/x", "$(rm -rf /)"]
-WRONG = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20) \
-    | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+ESCAPES = [
+    "../../escape.txt",
+    "/abs.txt",
+    "a/../../b",
+    "..",
+    "",
+    "a\x00b",
+    "x" * 300,
+    "a\\..\\..\\b",
+    "é" * 200,
+    "e\u0301cole",
+    "CON",
+    ".hidden",
+    "~/x",
+    "$(rm -rf /)",
+]
+WRONG = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.lists(st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+)
 SARVAM_ROUTES = {
-    "init": ("POST", "/speech-to-text/job/v1"), "upload_files": ("POST", "/upload-files"),
-    "start": ("POST", "/start"), "status": ("GET", "/status"), "download_files": ("POST", "/download-files"),
+    "init": ("POST", "/speech-to-text/job/v1"),
+    "upload_files": ("POST", "/upload-files"),
+    "start": ("POST", "/start"),
+    "status": ("GET", "/status"),
+    "download_files": ("POST", "/download-files"),
     "result_document": ("GET", "/outputs/"),
 }
 VACHANA_ROUTES = {"submit": ("POST", "/stt/v3/batch/submit"), "status": ("GET", "/stt/v3/batch/status/")}
@@ -122,8 +146,9 @@ MUTATIONS = st.one_of(
 class Spoiling(httpx.AsyncBaseTransport):
     """Forwards to the fake and spoils the JSON answers of one route (once, or always)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, route: tuple[str, str], mutation: Mutation,
-                 always: bool) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, route: tuple[str, str], mutation: Mutation, always: bool
+    ) -> None:
         self._inner = inner
         self._route = route
         self._mutation = mutation
@@ -191,12 +216,28 @@ async def run_job(provider: Any, batch: Batch) -> tuple[str, list[ItemResult]]:
     return "gave up retrying fetch", []
 
 
-def _open_item(path: Path, item_id: str, out: Path) -> OpenItem:
+def open_item(path: Path, item_id: str, out: Path) -> OpenItem:
     st_ = path.stat()
-    return OpenItem(item_id=item_id, job_id="job1", state=ItemState.FETCHED, task="transcribe", provider="p",
-                    language=None, target_languages=(), options={}, output={"dir": str(out), "formats": None},
-                    input=str(path), name=path.name, path=str(path), size=st_.st_size, device=st_.st_dev,
-                    inode=st_.st_ino, result=None, created_at="2026-01-01T00:00:00Z", cancel_requested=False)
+    return OpenItem(
+        item_id=item_id,
+        job_id="job1",
+        state=ItemState.FETCHED,
+        task="transcribe",
+        provider="p",
+        language=None,
+        target_languages=(),
+        options={},
+        output={"dir": str(out), "formats": None},
+        input=str(path),
+        name=path.name,
+        path=str(path),
+        size=st_.st_size,
+        device=st_.st_dev,
+        inode=st_.st_ino,
+        result=None,
+        created_at="2026-01-01T00:00:00Z",
+        cancel_requested=False,
+    )
 
 
 def _write(results: list[ItemResult], item: OpenItem) -> list[str]:
@@ -210,8 +251,14 @@ def _write(results: list[ItemResult], item: OpenItem) -> list[str]:
     return written
 
 
-def _fuzz_provider(tmp: Path, name: str, make: Callable[[httpx.AsyncClient], Any], fake_app: Callable[[], Any],
-                   routes: dict[str, tuple[str, str]], options: Any) -> None:
+def _fuzz_provider(
+    tmp: Path,
+    name: str,
+    make: Callable[[httpx.AsyncClient], Any],
+    fake_app: Callable[[], Any],
+    routes: dict[str, tuple[str, str]],
+    options: Any,
+) -> None:
     tally = Tally(f"provider answers/{name}")
     audio = _wav(tmp / "call.wav")
     out = tmp / "out"
@@ -226,8 +273,14 @@ def _fuzz_provider(tmp: Path, name: str, make: Callable[[httpx.AsyncClient], Any
         transport = Spoiling(httpx.ASGITransport(app=fake_app()), routes[route], mutation, always)
         st_ = audio.stat()
         n = next(counter)
-        batch = Batch(f"b{n}", Task.TRANSCRIBE, (BatchItem(f"i{n}", audio, audio.name, st_.st_size, 1.0, st_.st_dev,
-                                                             st_.st_ino),), "hi-IN", (), options)
+        batch = Batch(
+            f"b{n}",
+            Task.TRANSCRIBE,
+            (BatchItem(f"i{n}", audio, audio.name, st_.st_size, 1.0, st_.st_dev, st_.st_ino),),
+            "hi-IN",
+            (),
+            options,
+        )
 
         async def go() -> tuple[str, list[ItemResult]]:
             async with httpx.AsyncClient(transport=transport, timeout=10) as http:
@@ -240,12 +293,15 @@ def _fuzz_provider(tmp: Path, name: str, make: Callable[[httpx.AsyncClient], Any
             tally.record(f"{route}: {type(exc).__name__} {exc.code}")
             return
         for result in results:
-            assert result.error is None or (result.error.code and result.error.message and
-                                            KEY not in result.error.message), result.error
-        for path in _write(results, _open_item(audio, f"i{n}", out)):
+            assert result.error is None or (
+                result.error.code and result.error.message and KEY not in result.error.message
+            ), result.error
+        for path in _write(results, open_item(audio, f"i{n}", out)):
             assert Path(path).resolve().parent == out.resolve(), path
-        codes = sorted({r.error.code for r in results if r.error} | ({"transcript"} if any(
-            r.transcript for r in results) else set()))
+        codes = sorted(
+            {r.error.code for r in results if r.error}
+            | ({"transcript"} if any(r.transcript for r in results) else set())
+        )
         tally.record(f"{route}: {outcome} {'/'.join(codes)}".strip())
 
     try:
@@ -259,23 +315,39 @@ def _fuzz_provider(tmp: Path, name: str, make: Callable[[httpx.AsyncClient], Any
 
 def test_spoiled_sarvam_answers_end_in_results_or_a_stenod_error(tmp_path: Path) -> None:
     settings = SarvamSettings(api_key=KEY, base_url="http://sarvam.test", request_timeout_seconds=10)
-    _fuzz_provider(tmp_path, "sarvam", lambda http: SarvamProvider(settings, http),
-                   lambda: FakeSarvam(SarvamFakeConfig(api_key=KEY, polls_to_complete=1)).app, SARVAM_ROUTES,
-                   SarvamOptions())
+    _fuzz_provider(
+        tmp_path,
+        "sarvam",
+        lambda http: SarvamProvider(settings, http),
+        lambda: FakeSarvam(SarvamFakeConfig(api_key=KEY, polls_to_complete=1)).app,
+        SARVAM_ROUTES,
+        SarvamOptions(),
+    )
 
 
 def test_spoiled_vachana_answers_end_in_results_or_a_stenod_error(tmp_path: Path) -> None:
     settings = VachanaSettings(api_key=KEY, base_url="http://vachana.test", request_timeout_seconds=10)
-    _fuzz_provider(tmp_path, "vachana", lambda http: VachanaProvider(settings, http),
-                   lambda: FakeVachana(VachanaFakeConfig(api_key=KEY, poll_interval_seconds=0,
-                                                         polls_to_complete=1)).app, VACHANA_ROUTES, VachanaOptions())
+    _fuzz_provider(
+        tmp_path,
+        "vachana",
+        lambda http: VachanaProvider(settings, http),
+        lambda: FakeVachana(VachanaFakeConfig(api_key=KEY, poll_interval_seconds=0, polls_to_complete=1)).app,
+        VACHANA_ROUTES,
+        VachanaOptions(),
+    )
 
 
 def _one_job(tmp: Path, provider: Any, fake: Any, route: tuple[str, str], mutation: Mutation) -> str:
     audio = _wav(tmp / "call.wav")
     st_ = audio.stat()
-    batch = Batch("b1", Task.TRANSCRIBE, (BatchItem("i1", audio, audio.name, st_.st_size, 1.0, st_.st_dev,
-                                                    st_.st_ino),), "hi-IN", (), provider[1])
+    batch = Batch(
+        "b1",
+        Task.TRANSCRIBE,
+        (BatchItem("i1", audio, audio.name, st_.st_size, 1.0, st_.st_dev, st_.st_ino),),
+        "hi-IN",
+        (),
+        provider[1],
+    )
 
     async def go() -> str:
         transport = Spoiling(httpx.ASGITransport(app=fake), route, mutation, always=False)
@@ -291,8 +363,13 @@ def _one_job(tmp: Path, provider: Any, fake: Any, route: tuple[str, str], mutati
 def test_a_job_id_too_long_for_a_url_is_a_malformed_answer_not_a_crash(tmp_path: Path) -> None:
     settings = VachanaSettings(api_key=KEY, base_url="http://vachana.test", request_timeout_seconds=10)
     fake = FakeVachana(VachanaFakeConfig(api_key=KEY, poll_interval_seconds=0, polls_to_complete=1)).app
-    outcome = _one_job(tmp_path, (lambda http: VachanaProvider(settings, http), VachanaOptions()), fake,
-                       VACHANA_ROUTES["submit"], Mutation("huge", 0, 70_000))  # spot 0: job_id
+    outcome = _one_job(
+        tmp_path,
+        (lambda http: VachanaProvider(settings, http), VachanaOptions()),
+        fake,
+        VACHANA_ROUTES["submit"],
+        Mutation("huge", 0, 70_000),
+    )  # spot 0: job_id
     assert outcome == "gave up polling"  # each status call was a retryable malformed_response
 
 
@@ -300,8 +377,13 @@ def test_an_unusable_presigned_url_is_a_malformed_answer_not_a_crash(tmp_path: P
     settings = SarvamSettings(api_key=KEY, base_url="http://sarvam.test", request_timeout_seconds=10)
     fake = FakeSarvam(SarvamFakeConfig(api_key=KEY, polls_to_complete=1)).app
     url = "http://" + "b" * 70_000 + ".test/call.wav"
-    outcome = _one_job(tmp_path, (lambda http: SarvamProvider(settings, http), SarvamOptions()), fake,
-                       SARVAM_ROUTES["upload_files"], Mutation("retype", 4, url))  # spot 4: the file_url
+    outcome = _one_job(
+        tmp_path,
+        (lambda http: SarvamProvider(settings, http), SarvamOptions()),
+        fake,
+        SARVAM_ROUTES["upload_files"],
+        Mutation("retype", 4, url),
+    )  # spot 4: the file_url
     assert outcome == "results"  # the next attempt asked for fresh URLs and went on
 
 
@@ -314,14 +396,36 @@ async def test_a_url_httpx_cannot_request_is_a_retryable_malformed_answer(url: s
 
 
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**6), 10**12).map(float)
-SEGMENTS = st.lists(st.builds(Segment, FLOATS, FLOATS, st.text(max_size=50) | st.sampled_from(ESCAPES),
-                              st.none() | st.text(max_size=10) | st.sampled_from(ESCAPES),
-                              st.none() | FLOATS), max_size=6)
-TRANSCRIPTS = st.builds(Transcript, st.text(max_size=200), st.none() | st.text(max_size=40), st.none() | FLOATS,
-                        SEGMENTS.map(tuple), st.none(), st.none() | st.sampled_from(ESCAPES),
-                        st.none() | st.sampled_from(ESCAPES))
-DOCUMENTS = st.lists(st.builds(TranslatedDocument, st.sampled_from(ESCAPES) | st.text(max_size=40),
-                               st.binary(max_size=100), st.sampled_from(ESCAPES) | st.text(max_size=12)), max_size=4)
+SEGMENTS = st.lists(
+    st.builds(
+        Segment,
+        FLOATS,
+        FLOATS,
+        st.text(max_size=50) | st.sampled_from(ESCAPES),
+        st.none() | st.text(max_size=10) | st.sampled_from(ESCAPES),
+        st.none() | FLOATS,
+    ),
+    max_size=6,
+)
+TRANSCRIPTS = st.builds(
+    Transcript,
+    st.text(max_size=200),
+    st.none() | st.text(max_size=40),
+    st.none() | FLOATS,
+    SEGMENTS.map(tuple),
+    st.none(),
+    st.none() | st.sampled_from(ESCAPES),
+    st.none() | st.sampled_from(ESCAPES),
+)
+DOCUMENTS = st.lists(
+    st.builds(
+        TranslatedDocument,
+        st.sampled_from(ESCAPES) | st.text(max_size=40),
+        st.binary(max_size=100),
+        st.sampled_from(ESCAPES) | st.text(max_size=12),
+    ),
+    max_size=4,
+)
 
 
 @pytest.mark.filterwarnings("ignore:Overflow in SubRip timestamp")  # pysubs2 clamps cue times past 99:59:59
@@ -334,12 +438,16 @@ def test_whatever_a_provider_hands_the_writer_lands_in_the_output_folder_or_fail
     counter = iter(range(10**9))
 
     @fuzz_settings(200)
-    @given(st.sampled_from(ESCAPES) | st.text(min_size=1, max_size=60), TRANSCRIPTS | st.none(), DOCUMENTS,
-           st.none() | st.builds(ErrorInfo, st.sampled_from(ESCAPES), st.text(max_size=80)))
-    def check(name: str, transcript: Transcript | None, documents: list[TranslatedDocument],
-              error: ErrorInfo | None) -> None:
-        item = _open_item(audio, f"i{next(counter)}", out)
-        item = OpenItem(**{**{f: getattr(item, f) for f in item.__dataclass_fields__}, "name": name})
+    @given(
+        st.sampled_from(ESCAPES) | st.text(min_size=1, max_size=60),
+        TRANSCRIPTS | st.none(),
+        DOCUMENTS,
+        st.none() | st.builds(ErrorInfo, st.sampled_from(ESCAPES), st.text(max_size=80)),
+    )
+    def check(
+        name: str, transcript: Transcript | None, documents: list[TranslatedDocument], error: ErrorInfo | None
+    ) -> None:
+        item = replace(open_item(audio, f"i{next(counter)}", out), name=name)
         result = ItemResult(item.item_id, transcript=transcript, documents=tuple(documents), error=error)
         try:
             written = _write([result], item)
@@ -361,13 +469,14 @@ def test_whatever_a_provider_hands_the_writer_lands_in_the_output_folder_or_fail
 
 
 @pytest.mark.parametrize("start, end", [(math.nan, 1.0), (0.0, math.inf), (0.0, 1e305), (-math.inf, 2.0)])
-def test_nan_infinite_or_absurd_segment_times_still_give_all_four_outputs(tmp_path: Path, start: float,
-                                                                         end: float) -> None:
+def test_nan_infinite_or_absurd_segment_times_still_give_all_four_outputs(
+    tmp_path: Path, start: float, end: float
+) -> None:
     """A provider's NaN, infinite or astronomically large time (valid JSON, e.g. 1e305) must not
     fail the item as an internal error, and the JSON output must stay parseable by strict
     readers (JSON has no NaN or Infinity)."""
     audio = _wav(tmp_path / "call.wav")
-    item = _open_item(audio, "i1", tmp_path)
+    item = open_item(audio, "i1", tmp_path)
     transcript = Transcript("hello", "en", end, (Segment(start, end, "hello"), Segment(1.0, 2.0, "world")))
     written = _write([ItemResult("i1", transcript=transcript)], item)
     assert sorted(Path(p).suffix for p in written) == [".json", ".srt", ".txt", ".vtt"]
@@ -381,16 +490,45 @@ async def test_nan_in_a_providers_transcript_never_reaches_an_event(tmp_path: Pa
     st_ = audio.stat()
     journal = SqliteJournal.open(tmp_path / "journal.db")
     provider = ScriptedProvider()
-    provider.fetches.append(lambda: [ItemResult(provider.batches[-1].items[0].item_id, transcript=Transcript(
-        "hello", "en", math.nan, (Segment(math.nan, 1.0, "hello"),)))])
-    dispatcher = Dispatcher(journal, {"scripted": ProviderRuntime("scripted", provider, provider.limits, 0.0, 1)},
-                            FileSink(tmp_path / "results"), RetrySettings(max_attempts=1), probe=lambda p: None,
-                            pack_window_seconds=0.0, idle=asyncio.Event())
+    provider.fetches.append(
+        lambda: [
+            ItemResult(
+                provider.batches[-1].items[0].item_id,
+                transcript=Transcript("hello", "en", math.nan, (Segment(math.nan, 1.0, "hello"),)),
+            )
+        ]
+    )
+    dispatcher = Dispatcher(
+        journal,
+        {"scripted": ProviderRuntime("scripted", provider, provider.limits, 0.0, 1)},
+        FileSink(tmp_path / "results"),
+        RetrySettings(max_attempts=1),
+        probe=lambda p: None,
+        pack_window_seconds=0.0,
+        idle=asyncio.Event(),
+    )
     try:
-        await journal.create_job(NewJob(source="cli", task="transcribe", provider="scripted", language=None,
-                                        target_languages=(), options={}, output={"formats": ["txt"]},
-                                        items=[NewItem(input=str(audio), name=audio.name, path=str(audio),
-                                                       size=st_.st_size, device=st_.st_dev, inode=st_.st_ino)]))
+        await journal.create_job(
+            NewJob(
+                source="cli",
+                task="transcribe",
+                provider="scripted",
+                language=None,
+                target_languages=(),
+                options={},
+                output={"formats": ["txt"]},
+                items=[
+                    NewItem(
+                        input=str(audio),
+                        name=audio.name,
+                        path=str(audio),
+                        size=st_.st_size,
+                        device=st_.st_dev,
+                        inode=st_.st_ino,
+                    )
+                ],
+            )
+        )
         stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(dispatcher.run(stopping))

@@ -32,30 +32,76 @@ from tests.fakes.scripted import ScriptedProvider
 
 MAX_BODY = 256 * 1024
 CODES = {
-    "body_too_large", "invalid_json", "invalid_request", "unknown_provider", "provider_unavailable",
-    "unsupported_task", "missing_target_language", "unsupported_language", "invalid_options", "path_not_allowed",
-    "input_refused", "input_missing", "input_unreadable", "output_not_allowed", "url_not_allowed",
-    "unsupported_encoding", "unknown_message_type", "unknown_job",
+    "body_too_large",
+    "invalid_json",
+    "invalid_request",
+    "unknown_provider",
+    "provider_unavailable",
+    "unsupported_task",
+    "missing_target_language",
+    "unsupported_language",
+    "invalid_options",
+    "path_not_allowed",
+    "input_refused",
+    "input_missing",
+    "input_unreadable",
+    "output_not_allowed",
+    "url_not_allowed",
+    "unsupported_encoding",
+    "unknown_message_type",
+    "unknown_job",
 }
 FIELDS: list[tuple[Any, ...]] = [
-    ("request_id",), ("task",), ("provider",), ("inputs",), ("inputs", 0), ("inputs", 0, "path"), ("language",),
-    ("target_language",), ("options",), ("options", "tag"), ("output",), ("output", "dir"), ("output", "formats"),
+    ("request_id",),
+    ("task",),
+    ("provider",),
+    ("inputs",),
+    ("inputs", 0),
+    ("inputs", 0, "path"),
+    ("language",),
+    ("target_language",),
+    ("options",),
+    ("options", "tag"),
+    ("output",),
+    ("output", "dir"),
+    ("output", "formats"),
     ("output", "formats", 0),
 ]
 STRING_FIELDS: list[tuple[Any, ...]] = [
-    ("request_id",), ("provider",), ("inputs", 0, "path"), ("language",), ("options", "tag"), ("output", "dir"),
+    ("request_id",),
+    ("provider",),
+    ("inputs", 0, "path"),
+    ("language",),
+    ("options", "tag"),
+    ("output", "dir"),
 ]
-INVALID_UTF8 = [b"\xff", b"\xfe\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"\xe2\x82",
-                b"\xf4\x90\x80\x80"]
+INVALID_UTF8 = [
+    b"\xff",
+    b"\xfe\xff",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xf8\x88\x80\x80\x80",
+    b"\x80",
+    b"\xe2\x82",
+    b"\xf4\x90\x80\x80",
+]
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
-                    max_leaves=25)
+JSON = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5), max_leaves=25
+)
 
 
 def valid(roots: Path, **changes: Any) -> dict[str, Any]:
-    return {"request_id": "r-valid", "provider": "scripted", "inputs": [{"path": str(roots / "ok.wav")}],
-            "language": "en", "options": {}, "output": {"formats": ["txt"]}, **changes}
+    return {
+        "request_id": "r-valid",
+        "provider": "scripted",
+        "inputs": [{"path": str(roots / "ok.wav")}],
+        "language": "en",
+        "options": {},
+        "output": {"formats": ["txt"]},
+        **changes,
+    }
 
 
 def put(body: dict[str, Any], where: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -91,9 +137,14 @@ class IntakeRig:
         async def resolver(host: str, port: int) -> list[str]:
             return ["93.184.215.14"]  # any name "resolves" to a public address: no DNS from tests
 
-        self.intake = RequestIntake(self.journal, AmqpSettings(allowed_roots=[self.roots], max_body_bytes=MAX_BODY),
-                                    lambda: ({"scripted": runtime}, {}), default_provider="scripted",
-                                    url_policy=UrlPolicy(), resolver=resolver)
+        self.intake = RequestIntake(
+            self.journal,
+            AmqpSettings(allowed_roots=[self.roots], max_body_bytes=MAX_BODY),
+            lambda: ({"scripted": runtime}, {}),
+            default_provider="scripted",
+            url_policy=UrlPolicy(),
+            resolver=resolver,
+        )
         self.before = tree(tmp)
         self.accepted = 0
 
@@ -224,8 +275,13 @@ def test_random_bytes_are_refused(intake: IntakeRig) -> None:
     assert intake.accepted == 0
 
 
-PROPERTY_TEXT = st.none() | st.sampled_from(["", "gzip", "deflate", "utf-16", "base64", "identity", "utf-8",
-                                             REQUEST_TYPE, CANCEL_TYPE, "stenod.Request"]) | st.text(max_size=30)
+PROPERTY_TEXT = (
+    st.none()
+    | st.sampled_from(
+        ["", "gzip", "deflate", "utf-16", "base64", "identity", "utf-8", REQUEST_TYPE, CANCEL_TYPE, "stenod.Request"]
+    )
+    | st.text(max_size=30)
+)
 
 
 def test_odd_message_types_and_encodings_are_refused_or_the_body_decides(intake: IntakeRig) -> None:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,11 +36,13 @@ from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.jobs import JobView
+from stenod.provider import ItemResult, Transcript
 from stenod.requests import Rejected
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule
 from tests.chaos.fuzzing import Tally, fuzz_settings
 from tests.fakes.scripted import ScriptedProvider
 from tests.integration.test_amqp_url_fetch import ALIAS, Listener, serving
+from tests.integration.test_fuzz_provider_responses import open_item
 
 
 @dataclass
@@ -64,9 +69,14 @@ async def pipeline(tmp: Path, *rules: WatchRule) -> AsyncIterator[Pipeline]:
     journal = SqliteJournal.open(tmp / "state" / "journal.db")
     provider = ScriptedProvider()
     runtime = ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)
-    dispatcher = Dispatcher(journal, {"scripted": runtime}, FileSink(tmp / "state" / "results"),
-                            RetrySettings(max_attempts=2, base_seconds=0.01, max_seconds=0.02),
-                            probe=lambda p: None, pack_window_seconds=0.0)
+    dispatcher = Dispatcher(
+        journal,
+        {"scripted": runtime},
+        FileSink(tmp / "state" / "results"),
+        RetrySettings(max_attempts=2, base_seconds=0.01, max_seconds=0.02),
+        probe=lambda p: None,
+        pack_window_seconds=0.0,
+    )
     stopping = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
@@ -138,8 +148,13 @@ async def test_an_output_folder_swapped_for_a_symlink_after_acceptance_gets_noth
     outside.mkdir()
     (roots / "call.wav").write_bytes(b"audio")
     async with pipeline(tmp_path) as p:
-        intake = RequestIntake(p.journal, AmqpSettings(allowed_roots=[roots]), lambda: (p.dispatcher._runtimes, {}),
-                               default_provider="scripted", url_policy=UrlPolicy())
+        intake = RequestIntake(
+            p.journal,
+            AmqpSettings(allowed_roots=[roots]),
+            lambda: (p.dispatcher._runtimes, {}),
+            default_provider="scripted",
+            url_policy=UrlPolicy(),
+        )
         p.provider.block_submit = asyncio.Event()  # hold the job while the folder is swapped
         request = {"inputs": [{"path": str(roots / "call.wav")}], "output": {"dir": str(roots / "out")}}
         outcome = await intake.handle(Delivery(body=json.dumps(request).encode(), message_id="m1"))
@@ -158,20 +173,39 @@ async def test_an_output_folder_swapped_for_a_symlink_after_acceptance_gets_noth
 
 # -- URL inputs ------------------------------------------------------------------------------
 
-NON_PUBLIC = [ipaddress.ip_network(n) for n in (
-    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8")]
+NON_PUBLIC = [
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "0.0.0.0/8",
+    )
+]
 
 
 def _spellings(ip: ipaddress.IPv4Address) -> list[str]:
     """Ways of writing an IPv4 address in a URL host that resolvers and parsers accept."""
     n = int(ip)
     a, b, c, d = ip.packed
-    return [str(ip), str(n), hex(n), f"0{a:o}.{b}.{c}.{d}", f"{a}.{(b << 16) | (c << 8) | d}", f"[::ffff:{ip}]",
-            f"[::ffff:{(a << 8) | b:x}:{(c << 8) | d:x}]", f"{hex(a)}.{hex(b)}.{hex(c)}.{hex(d)}"]
+    return [
+        str(ip),
+        str(n),
+        hex(n),
+        f"0{a:o}.{b}.{c}.{d}",
+        f"{a}.{(b << 16) | (c << 8) | d}",
+        f"[::ffff:{ip}]",
+        f"[::ffff:{(a << 8) | b:x}:{(c << 8) | d:x}]",
+        f"{hex(a)}.{hex(b)}.{hex(c)}.{hex(d)}",
+    ]
 
 
 ADDRESSES = st.sampled_from(NON_PUBLIC).flatmap(
-    lambda net: st.integers(0, net.num_addresses - 1).map(lambda k: net.network_address + k))
+    lambda net: st.integers(0, net.num_addresses - 1).map(lambda k: net.network_address + k)
+)
 
 
 def test_every_spelling_of_a_non_public_address_is_refused(tmp_path: Path) -> None:
@@ -198,10 +232,24 @@ def test_every_spelling_of_a_non_public_address_is_refused(tmp_path: Path) -> No
     tally.report()
 
 
-@pytest.mark.parametrize("answer", ["127.0.0.1", "10.1.2.3", "192.168.1.1", "169.254.169.254", "::1", "fe80::1",
-                                    "fd12:3456::1", "100.64.0.1", "::ffff:127.0.0.1", "0.0.0.0"])
-async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_rejected(tmp_path: Path,
-                                                                                     answer: str) -> None:
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.1.1",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "fd12:3456::1",
+        "100.64.0.1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+    ],
+)
+async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_rejected(
+    tmp_path: Path, answer: str
+) -> None:
     async def resolver(host: str, port: int) -> list[str]:
         return [answer]
 
@@ -209,8 +257,14 @@ async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_reje
     try:
         provider = ScriptedProvider()
         runtime = ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)
-        intake = RequestIntake(journal, AmqpSettings(), lambda: ({"scripted": runtime}, {}),
-                               default_provider="scripted", url_policy=UrlPolicy(), resolver=resolver)
+        intake = RequestIntake(
+            journal,
+            AmqpSettings(),
+            lambda: ({"scripted": runtime}, {}),
+            default_provider="scripted",
+            url_policy=UrlPolicy(),
+            resolver=resolver,
+        )
         body = json.dumps({"inputs": [{"url": "https://media.example.org/talk.mp3"}]}).encode()
         outcome = await intake.handle(Delivery(body=body, message_id="m1"))
     finally:
@@ -219,10 +273,20 @@ async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_reje
     assert answer.split("%")[0].removeprefix("::ffff:") in outcome.reason
 
 
-@pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/", "http://0x7f000001:{port}/", "http://2130706433:{port}/",
-                                    "http://[::ffff:127.0.0.1]:{port}/", "http://localhost:{port}/",
-                                    "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
-                                    "file:///etc/hostname", "//127.0.0.1:{port}/"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/",
+        "http://0x7f000001:{port}/",
+        "http://2130706433:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://localhost:{port}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "file:///etc/hostname",
+        "//127.0.0.1:{port}/",
+    ],
+)
 async def test_a_redirect_to_any_non_public_address_is_refused_at_the_hop(tmp_path: Path, target: str) -> None:
     with serving(Listener(routes={"/": (200, {}, b"canary")})) as trap:
         location = target.format(port=trap.port)
@@ -236,3 +300,26 @@ async def test_a_redirect_to_any_non_public_address_is_refused_at_the_hop(tmp_pa
                 await fetcher.aclose()
         assert trap.connections == 0 and bounce.connections == 1
     assert not (tmp_path / "a.mp3").exists()
+
+
+# -- outputs after a crash -------------------------------------------------------------------
+
+
+def test_temp_files_left_by_a_killed_writer_are_removed_by_the_next_write_in_their_folder(tmp_path: Path) -> None:
+    """Found by the long chaos run: a kill -9 between creating an output's temp file and
+    renaming it left ``.name.<pid>.….stenod-tmp`` behind for good (R15)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # that process has exited: its temp files are orphans
+    audio = tmp_path / "call.wav"
+    audio.write_bytes(b"audio")
+    stale = [
+        tmp_path / f".call.txt.{dead_pid}.140213.5f3a9c1e.stenod-tmp",
+        tmp_path / f".other.json.{dead_pid}.140213.0b7d22aa.stenod-tmp",
+    ]
+    for path in stale:
+        path.write_text("half a transcr")
+    in_flight = tmp_path / f".call.vtt.{os.getpid()}.99.c0ffee00.stenod-tmp"  # a live writer's: not ours to touch
+    in_flight.write_text("being written")
+    item = open_item(audio, "i1", tmp_path)
+    FileSink(tmp_path).write_result(item, ItemResult("i1", transcript=Transcript("hello", "en", 1.0)))
+    assert [p for p in stale if p.exists()] == [] and in_flight.exists()

@@ -175,8 +175,11 @@ class FileSink:
         directory.mkdir(parents=True, exist_ok=True)
         if output.get("resolved") and os.path.realpath(directory) != str(directory):
             # The folder was checked (symlinks resolved) when the request was accepted.
-            raise OSError(errno.ELOOP, f"{directory} was replaced by a symlink after the request was accepted; "
-                                       "stenod does not write through it")
+            raise OSError(
+                errno.ELOOP,
+                f"{directory} was replaced by a symlink after the request was accepted; "
+                "stenod does not write through it",
+            )
         return directory
 
     def write_result(self, item: OpenItem, result: ItemResult) -> list[str]:
@@ -204,6 +207,7 @@ class FileSink:
             atomic_write(path, doc.content, sync_dir=False)
             written.append(str(path))
         self._clear_error(directory, stem)
+        _remove_orphaned_temps(directory)
         sync_directory(directory)  # once for all the renames above
         self._after(item, succeeded=True)
         return written
@@ -220,6 +224,7 @@ class FileSink:
             "what_to_do": error.hint or _default_hint(error),
         }
         atomic_write(path, (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode())
+        _remove_orphaned_temps(directory)
         self._after(item, succeeded=False)
         return [str(path)]
 
@@ -261,6 +266,33 @@ class FileSink:
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
+
+
+def _remove_orphaned_temps(directory: Path) -> None:
+    """Remove temp files whose writer process is gone: a kill -9 between creating a temp file
+    and renaming it leaves one behind (``.<name>.<pid>.<thread>.<token>.stenod-tmp``)."""
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".stenod-tmp")]
+    except OSError:
+        return
+    for name in names:
+        try:
+            pid = int(name.rsplit(".", 4)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _own_folder(directory: Path, *, parents: bool = False) -> Path:
