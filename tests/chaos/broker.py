@@ -204,9 +204,13 @@ class Door:
         threading.Thread(target=self._accept, args=(server,), name="chaos:door", daemon=True).start()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+            # socket listening (the blocked call holds it) and the door open.
+            with suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
