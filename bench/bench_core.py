@@ -136,16 +136,18 @@ def rtf(n_files: int) -> None:
         files = generate_files(tmp / "staging", n_files, sentences_per_file=10)
         audio_seconds = sum(f.seconds for f in files)
         direct = measure_direct(files)
-        cfg = write_config(tmp / "stenod.toml", top={"state_dir": tmp / "state", "log_format": "json"},
-                           watch=[{"path": inbox, "settle_seconds": 0.5, "formats": ["txt", "json", "srt", "vtt"]}],
-                           providers={"sphinx": {"workers": 1}})  # one core, as the direct run
+        cfg = write_config(
+            tmp / "stenod.toml",
+            top={"state_dir": tmp / "state", "log_format": "json"},
+            watch=[{"path": inbox, "settle_seconds": 0.5, "formats": ["txt", "json", "srt", "vtt"]}],
+            providers={"sphinx": {"workers": 1}},
+        )  # one core, as the direct run
         daemon = Daemon(cfg, tmp / "daemon.log").start()
         try:
             daemon.wait_ready()
             for f in files:  # one at a time, as the direct run does
                 f.path.rename(inbox / f.path.name)
-                wait_for(lambda f=f: (inbox / f"{f.path.stem}.txt").exists(), "transcript", timeout=600,
-                         interval=0.05)
+                wait_for(lambda f=f: (inbox / f"{f.path.stem}.txt").exists(), "transcript", timeout=600, interval=0.05)
         finally:
             daemon.terminate()
 
@@ -157,8 +159,10 @@ def rtf(n_files: int) -> None:
         busy = sum(done[name] - accepted[name] for name in done)
     daemon_rtf = busy / audio_seconds
     print(f"real-time factor, {n_files} files, {audio_seconds:.1f} s of speech, one core:")
-    print(f"  PocketSphinx called directly: {direct.real_time_factor:.4f} (model load {direct.model_load_seconds} s "
-          f"once, not counted; WER {direct.word_error_rate})")
+    print(
+        f"  PocketSphinx called directly: {direct.real_time_factor:.4f} (model load {direct.model_load_seconds} s "
+        f"once, not counted; WER {direct.word_error_rate})"
+    )
     print(f"  through the daemon (job accepted → outputs written): {daemon_rtf:.4f}")
     print(f"  daemon overhead: {100 * (daemon_rtf / direct.real_time_factor - 1):+.1f} % (target ≤ +10 %)")
 

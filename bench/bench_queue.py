@@ -48,9 +48,14 @@ async def raw_aio_pika(count: int, prefetch: int) -> float:
         exchange = await channel.declare_exchange(names.events, aio_pika.ExchangeType.TOPIC, durable=True)
         await sink.bind(exchange, "job.#")
         body = json.dumps({"request_id": "x" * 26, "inputs": [{"path": "/srv/in/a.wav"}]}).encode()
-        await asyncio.gather(*(channel.default_exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=names.requests)
-            for _ in range(count)))
+        await asyncio.gather(
+            *(
+                channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=names.requests
+                )
+                for _ in range(count)
+            )
+        )
         event = b"e" * 600  # about the size of an accepted event
         worker = await connection.channel(publisher_confirms=True)
         await worker.set_qos(prefetch_count=prefetch)
@@ -63,8 +68,10 @@ async def raw_aio_pika(count: int, prefetch: int) -> float:
         async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             nonlocal handled, first
             first = first or time.perf_counter()
-            await out.publish(aio_pika.Message(event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                               message_id=message.message_id), routing_key="job.accepted.raw")
+            await out.publish(
+                aio_pika.Message(event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id),
+                routing_key="job.accepted.raw",
+            )
             await message.ack()
             handled += 1
             if handled == count:
@@ -89,15 +96,29 @@ async def _prepublish(names: BrokerNames, roots: Path, count: int, tag: str) -> 
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(names.requests, durable=True, passive=True)
         for start in range(0, count, 500):
-            await asyncio.gather(*(channel.default_exchange.publish(aio_pika.Message(
-                json.dumps({"request_id": f"{tag}-{i}", "inputs": [{"path": str(roots / f"{i}.wav")}],
-                            "output": {"formats": ["txt"]}}).encode(),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=names.requests)
-                for i in range(start, min(count, start + 500))))
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(
+                            json.dumps(
+                                {
+                                    "request_id": f"{tag}-{i}",
+                                    "inputs": [{"path": str(roots / f"{i}.wav")}],
+                                    "output": {"formats": ["txt"]},
+                                }
+                            ).encode(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=names.requests,
+                    )
+                    for i in range(start, min(count, start + 500))
+                )
+            )
 
 
-async def _count_events(names: BrokerNames, patterns: list[str], count: int,
-                        started: asyncio.Event) -> tuple[float, float]:
+async def _count_events(
+    names: BrokerNames, patterns: list[str], count: int, started: asyncio.Event
+) -> tuple[float, float]:
     """Wait for events of ``count`` requests; (first arrival, last arrival) in perf_counter time."""
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
@@ -124,8 +145,9 @@ async def _count_events(names: BrokerNames, patterns: list[str], count: int,
     raise AssertionError("unreachable")
 
 
-async def through_daemon(tmp: Path, count: int, patterns: list[str], tag: str,
-                         echo: dict[str, object]) -> tuple[float, dict[str, float]]:
+async def through_daemon(
+    tmp: Path, count: int, patterns: list[str], tag: str, echo: dict[str, object]
+) -> tuple[float, dict[str, float]]:
     """Events per second from a daemon that finds ``count`` requests waiting when it starts."""
     names = BrokerNames.new(f"bench-{tag}")
     os.makedirs(tmp, exist_ok=True)
@@ -165,13 +187,17 @@ async def main_async(args: argparse.Namespace) -> None:
     raw = await raw_aio_pika(args.requests, args.prefetch)
     print(f"raw aio-pika consume + persistent confirmed publish + ack: {raw:8.0f} msg/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="stenod-bench-") as tmp:
-        accepted, cpu = await through_daemon(Path(tmp) / "accept", args.requests, ["job.accepted.#"], "accept",
-                                              HELD)
-        print(f"stenod accepted requests (committed, event confirmed):  {accepted:8.0f} req/s "
-              f"= {accepted / raw:5.1%} of raw (target >= 50%) {cpu}", flush=True)
+        accepted, cpu = await through_daemon(Path(tmp) / "accept", args.requests, ["job.accepted.#"], "accept", HELD)
+        print(
+            f"stenod accepted requests (committed, event confirmed):  {accepted:8.0f} req/s "
+            f"= {accepted / raw:5.1%} of raw (target >= 50%) {cpu}",
+            flush=True,
+        )
         trips, cpu = await through_daemon(Path(tmp) / "trip", args.jobs, TERMINAL, "trip", PACKED)
-        print(f"stenod full round trips with the instant echo provider: {trips:8.0f} jobs/s (target >= 500) {cpu}",
-              flush=True)
+        print(
+            f"stenod full round trips with the instant echo provider: {trips:8.0f} jobs/s (target >= 500) {cpu}",
+            flush=True,
+        )
 
 
 def main() -> None:

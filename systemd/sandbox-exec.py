@@ -48,9 +48,7 @@ def unit_settings(unit: Path) -> dict[str, list[str]]:
 
 def syscall_groups() -> dict[str, list[str]]:
     """The syscall groups as this machine's systemd defines them."""
-    out = subprocess.run(
-        ["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run(["systemd-analyze", "syscall-filter"], capture_output=True, text=True, check=True).stdout
     groups: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in out.splitlines():
@@ -84,9 +82,7 @@ def allowed_syscalls(filters: list[str], groups: dict[str, list[str]]) -> set[st
 def build_filter(unit: Path) -> seccomp.SyscallFilter:
     settings = unit_settings(unit)
     allowed = allowed_syscalls(settings.get("SystemCallFilter", []), syscall_groups())
-    families = [
-        getattr(socket, name) for v in settings.get("RestrictAddressFamilies", []) for name in v.split()
-    ]
+    families = [getattr(socket, name) for v in settings.get("RestrictAddressFamilies", []) for name in v.split()]
     mdwe = settings.get("MemoryDenyWriteExecute", ["no"])[-1] in ("yes", "true", "1")
     conditional = ({"socket"} if families else set()) | (
         {"mmap", "mprotect", "pkey_mprotect", "shmat"} if mdwe else set()
@@ -108,9 +104,7 @@ def build_filter(unit: Path) -> seccomp.SyscallFilter:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--unit", type=Path, default=DEFAULT_UNIT, help="unit file to read (default: %(default)s)"
-    )
+    parser.add_argument("--unit", type=Path, default=DEFAULT_UNIT, help="unit file to read (default: %(default)s)")
     parser.add_argument("command", nargs="+", help="the command to exec inside the filter")
     args = parser.parse_args(argv)
     build_filter(args.unit).load()  # also sets no_new_privs, as NoNewPrivileges=yes does

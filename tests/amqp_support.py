@@ -60,9 +60,16 @@ class BrokerNames:
         return f"{self.prefix}.events.unrouted"
 
     def amqp_section(self, url: str = BROKER_URL, **extra: Any) -> dict[str, Any]:
-        return {"url": url, "request_queue": self.requests, "event_exchange": self.events,
-                "dead_letter_exchange": self.dlx, "dead_letter_queue": self.dead,
-                "connection_name": self.prefix, "reconnect_interval_seconds": 0.5, **extra}
+        return {
+            "url": url,
+            "request_queue": self.requests,
+            "event_exchange": self.events,
+            "dead_letter_exchange": self.dlx,
+            "dead_letter_queue": self.dead,
+            "connection_name": self.prefix,
+            "reconnect_interval_seconds": 0.5,
+            **extra,
+        }
 
 
 def connect(url: str = BROKER_URL) -> pika.BlockingConnection:
@@ -119,8 +126,9 @@ class Client:
         deadline = time.monotonic() + timeout
         while not until(got):
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s on {queue}; got {len(got)}: "
-                                     f"{[g[2][:200] for g in got][-5:]}")
+                raise AssertionError(
+                    f"timed out after {timeout:.0f} s on {queue}; got {len(got)}: {[g[2][:200] for g in got][-5:]}"
+                )
             method, props, body = self.ch.basic_get(queue, auto_ack=True)
             if method is None:
                 self.conn.sleep(0.05)
@@ -128,8 +136,9 @@ class Client:
             got.append((method, props, body))
         return got
 
-    def events(self, queue: str, until: Callable[[list[dict[str, Any]]], bool],
-               timeout: float = 30.0) -> list[dict[str, Any]]:
+    def events(
+        self, queue: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
         """Decoded CloudEvents, each with the AMQP properties added under ``_amqp``."""
         out: list[dict[str, Any]] = []
 
@@ -137,9 +146,14 @@ class Client:
             while len(out) < len(raw):
                 method, props, body = raw[len(out)]
                 event = json.loads(body)
-                event["_amqp"] = {"routing_key": method.routing_key, "message_id": props.message_id,
-                                  "content_type": props.content_type, "delivery_mode": props.delivery_mode,
-                                  "correlation_id": props.correlation_id, "type": props.type}
+                event["_amqp"] = {
+                    "routing_key": method.routing_key,
+                    "message_id": props.message_id,
+                    "content_type": props.content_type,
+                    "delivery_mode": props.delivery_mode,
+                    "correlation_id": props.correlation_id,
+                    "type": props.type,
+                }
                 out.append(event)
             return until(out)
 
@@ -257,8 +271,14 @@ class QueueDaemon:
     def wait_consuming(self, timeout: float = 60.0) -> None:
         from tests.e2e.harness import wait_for
 
-        wait_for(lambda: self.daemon.named("amqp.consuming", since_start=True)
-                 and self.daemon.named("amqp.relay_ready", since_start=True), "amqp.consuming", timeout)
+        wait_for(
+            lambda: (
+                self.daemon.named("amqp.consuming", since_start=True)
+                and self.daemon.named("amqp.relay_ready", since_start=True)
+            ),
+            "amqp.consuming",
+            timeout,
+        )
 
     def restart(self, env: dict[str, str] | None = None) -> None:
         from tests.e2e.harness import Daemon
@@ -268,17 +288,28 @@ class QueueDaemon:
         self.daemon.wait_ready()
 
 
-def queue_config(tmp: Path, names: BrokerNames, *, amqp: dict[str, Any] | None = None,
-                 echo: dict[str, Any] | None = None, watch: list[dict[str, Any]] | None = None,
-                 url: str = BROKER_URL) -> Path:
+def queue_config(
+    tmp: Path,
+    names: BrokerNames,
+    *,
+    amqp: dict[str, Any] | None = None,
+    echo: dict[str, Any] | None = None,
+    watch: list[dict[str, Any]] | None = None,
+    url: str = BROKER_URL,
+) -> Path:
     from tests.e2e.harness import write_config
 
     roots = tmp / "roots"
     roots.mkdir(exist_ok=True)
     return write_config(
         tmp / "stenod.toml",
-        top={"state_dir": tmp / "state", "log_format": "json", "default_provider": "echo",
-             "pack_window_seconds": 0.05, "shutdown_grace_seconds": 5},
+        top={
+            "state_dir": tmp / "state",
+            "log_format": "json",
+            "default_provider": "echo",
+            "pack_window_seconds": 0.05,
+            "shutdown_grace_seconds": 5,
+        },
         sections={"amqp": names.amqp_section(url, allowed_roots=[roots], **(amqp or {}))},
         watch=watch or [],
         providers={"echo": {"ledger_dir": tmp, **(echo or {})}},
@@ -286,8 +317,9 @@ def queue_config(tmp: Path, names: BrokerNames, *, amqp: dict[str, Any] | None =
 
 
 @contextmanager
-def queue_daemon(tmp: Path, label: str, *, env: dict[str, str] | None = None, wait: bool = True,
-                 url: str = BROKER_URL, **config: Any) -> Iterator[QueueDaemon]:
+def queue_daemon(
+    tmp: Path, label: str, *, env: dict[str, str] | None = None, wait: bool = True, url: str = BROKER_URL, **config: Any
+) -> Iterator[QueueDaemon]:
     """Start a daemon on fresh names; on exit kill it and delete its queues and exchanges."""
     from tests.e2e.harness import Daemon
 

@@ -47,8 +47,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--language", "-l")
     t.add_argument("--format", "-f", dest="formats", action="append", choices=["txt", "json", "srt", "vtt"])
     t.add_argument("--output-dir", "-o", type=Path)
-    t.add_argument("--translate-provider", help="transcribe with --provider, then translate with this one (default: "
-                   "the provider translates the input itself if it can, else azure)")
+    t.add_argument(
+        "--translate-provider",
+        help="transcribe with --provider, then translate with this one (default: "
+        "the provider translates the input itself if it can, else azure)",
+    )
     t.add_argument(
         "--translate-to",
         action="append",

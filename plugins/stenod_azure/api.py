@@ -73,9 +73,7 @@ class TranslatorApi:
             ]
             if glossary is not None:
                 with glossary.opener() as glossary_file:
-                    files.append(
-                        ("glossary", (glossary.filename, glossary_file.read(), glossary.content_type))
-                    )
+                    files.append(("glossary", (glossary.filename, glossary_file.read(), glossary.content_type)))
             response = await self._request("POST", "/document:translate", params=params, files=files)
         return response.content
 
@@ -102,9 +100,7 @@ class TranslatorApi:
         """Every batch created at or after ``created_from`` (ISO 8601), newest first."""
         return self._pages("/document/batches", {"createdDateTimeUtcStart": created_from})
 
-    def documents(
-        self, job_id: str, *, page_size: int | None = None
-    ) -> AsyncGenerator[Mapping[str, Json], None]:
+    def documents(self, job_id: str, *, page_size: int | None = None) -> AsyncGenerator[Mapping[str, Json], None]:
         """Every ``DocumentStatus`` of a batch, following the service's next-page links."""
         params = {"maxpagesize": str(page_size)} if page_size else {}
         return self._pages(f"/document/batches/{job_id}/documents", params)

@@ -73,9 +73,7 @@ class BatchFlow:
         if stage is None:
             for index, item in enumerate(batch.items):
                 content_type = SYNC_CONTENT_TYPES.get(item.extension, "application/octet-stream")
-                await self._container.put(
-                    source_blob(root, index, item.name), item.open, item.size, content_type
-                )
+                await self._container.put(source_blob(root, index, item.name), item.open, item.size, content_type)
             if request.glossary is not None:
                 glossary = request.glossary.upload()
                 await self._container.put(
@@ -93,9 +91,7 @@ class BatchFlow:
             job_id = await self._api.start(self._job_body(root, request))
             await ctx.checkpoint({"mode": "batch", "stage": "started", "job_id": job_id})
         elif stage == "starting":
-            job_id = await self._find_job(root, saved["since"]) or await self._api.start(
-                self._job_body(root, request)
-            )
+            job_id = await self._find_job(root, saved["since"]) or await self._api.start(self._job_body(root, request))
             await ctx.checkpoint({"mode": "batch", "stage": "started", "job_id": job_id})
         return {
             "mode": "batch",
@@ -122,9 +118,7 @@ class BatchFlow:
             state = RemoteState.RUNNING
         if state in (RemoteState.FAILED, RemoteState.CANCELLED):
             await self._container.delete_prefix(handle["root"] + "/")
-        return Status(
-            state=state, progress=_progress(body.get("summary")), retry_after=retry_after, error=error
-        )
+        return Status(state=state, progress=_progress(body.get("summary")), retry_after=retry_after, error=error)
 
     async def fetch(self, handle: Handle) -> Sequence[ItemResult]:
         """Download every translation. Idempotent: the blobs stay until :meth:`release`."""
@@ -155,12 +149,8 @@ class BatchFlow:
             missing = [tag for tag in wanted if tag not in documents[index]]
             error = errors.get(index)
             if error is None and missing:
-                error = ErrorInfo(
-                    "missing_translation", f"azure returned no {'/'.join(missing)} of {item['name']}"
-                )
-            results.append(
-                ItemResult(str(item["item_id"]), documents=tuple(documents[index].values()), error=error)
-            )
+                error = ErrorInfo("missing_translation", f"azure returned no {'/'.join(missing)} of {item['name']}")
+            results.append(ItemResult(str(item["item_id"]), documents=tuple(documents[index].values()), error=error))
         return results
 
     async def release(self, handle: Handle) -> None:
@@ -221,9 +211,7 @@ class BatchFlow:
                 return source is not None and source.startswith(f"{root}/in/")
         return False
 
-    def _item_index(
-        self, status: Mapping[str, Json], root: str, items: Sequence[Mapping[str, Json]]
-    ) -> int | None:
+    def _item_index(self, status: Mapping[str, Json], root: str, items: Sequence[Mapping[str, Json]]) -> int | None:
         source_path = str(status.get("sourcePath", ""))
         name = self._container.name_of(source_path)
         if name is None:

@@ -78,18 +78,14 @@ class BlobContainer:
     async def get(self, name: str) -> bytes:
         """Download a blob. Raises PermanentError if it does not exist."""
         with provider_http_errors(NAME):
-            response = await self._http.get(
-                self.blob_sas_url(name), headers=self._headers, timeout=self._timeout
-            )
+            response = await self._http.get(self.blob_sas_url(name), headers=self._headers, timeout=self._timeout)
         raise_for_storage(response, f"download {name.rsplit('/', 1)[-1]}")
         return response.content
 
     async def delete(self, name: str) -> None:
         """Delete a blob; a blob that is already gone is fine."""
         with provider_http_errors(NAME):
-            response = await self._http.delete(
-                self.blob_sas_url(name), headers=self._headers, timeout=self._timeout
-            )
+            response = await self._http.delete(self.blob_sas_url(name), headers=self._headers, timeout=self._timeout)
         if response.status_code != 404:
             raise_for_storage(response, f"delete {name.rsplit('/', 1)[-1]}")
 

@@ -93,9 +93,7 @@ class AzureTranslatorProvider:
             return "sync"
         items = batch.items
         fits = len(items) == 1 and (
-            single.refusal(
-                items[0].extension, items[0].size, items[0].name, self._settings.sync_max_bytes, request
-            )
+            single.refusal(items[0].extension, items[0].size, items[0].name, self._settings.sync_max_bytes, request)
             is None
         )
         return "sync" if fits else "batch"
@@ -127,7 +125,5 @@ class AzureTranslatorProvider:
             raise PermanentError(
                 "this job needs the batch API: set [providers.azure] container_sas_url", code="not_configured"
             )
-        container = BlobContainer(
-            self._http, sas_url.get_secret_value(), self._settings.request_timeout_seconds
-        )
+        container = BlobContainer(self._http, sas_url.get_secret_value(), self._settings.request_timeout_seconds)
         return BatchFlow(self._api(), container)

@@ -45,9 +45,7 @@ def resolve(batch: Batch, settings: AzureSettings) -> TranslationRequest:
     """
     options = batch.options if isinstance(batch.options, AzureOptions) else AzureOptions()
     if not batch.target_languages:
-        raise PermanentError(
-            "azure translation needs at least one target language", code="no_target_language"
-        )
+        raise PermanentError("azure translation needs at least one target language", code="no_target_language")
     if len(batch.target_languages) > BATCH_MAX_TARGETS:
         raise PermanentError(
             f"azure translates into at most {BATCH_MAX_TARGETS} languages per job, "
@@ -85,8 +83,6 @@ def _glossary(name: str, settings: AzureSettings) -> Glossary:
     try:
         size = os.stat(path).st_size
     except OSError as exc:
-        raise PermanentError(
-            f"glossary {name!r} ({path}) cannot be read: {exc.strerror}", code="bad_glossary"
-        ) from exc
+        raise PermanentError(f"glossary {name!r} ({path}) cannot be read: {exc.strerror}", code="bad_glossary") from exc
     kind, content_type = GLOSSARY_FORMATS[extension]
     return Glossary(name, path, kind, content_type, size)

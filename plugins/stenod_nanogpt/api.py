@@ -85,9 +85,7 @@ class NanoGptApi:
         body = _json_object(response)
         if response.status_code == 202:
             if not isinstance(body.get("runId"), str) or not body["runId"]:
-                raise RetryableError(
-                    "nanogpt accepted the upload but sent no runId", code="malformed_response"
-                )
+                raise RetryableError("nanogpt accepted the upload but sent no runId", code="malformed_response")
             return Submitted(run={key: body[key] for key in ECHOED_FIELDS if key in body})
         if not isinstance(body.get("transcription"), str):
             raise RetryableError("nanogpt answered without a transcription", code="malformed_response")
@@ -108,9 +106,7 @@ class NanoGptApi:
 
     async def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         with provider_http_errors(NAME, request_id_header=REQUEST_ID_HEADER):
-            response = await self._http.post(
-                self._base + path, headers=self._headers, timeout=self._timeout, **kwargs
-            )
+            response = await self._http.post(self._base + path, headers=self._headers, timeout=self._timeout, **kwargs)
         raise_for_status(response, path)
         return response
 

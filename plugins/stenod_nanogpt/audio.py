@@ -140,9 +140,7 @@ def encode_pieces(open_source: Opener, pieces: tuple[Piece, ...], directory: Pat
     finally:
         current.close()
     if index < len(pieces):
-        raise PermanentError(
-            "the recording decoded shorter than when it was first measured", code="input_changed"
-        )
+        raise PermanentError("the recording decoded shorter than when it was first measured", code="input_changed")
     return paths
 
 

@@ -172,8 +172,7 @@ class NanoGptProvider:
         results: list[ItemResult] = []
         for record in handle["items"]:
             outcomes = [
-                piece.get("result") or await self._outcome(api, piece["run"], final=True)
-                for piece in record["pieces"]
+                piece.get("result") or await self._outcome(api, piece["run"], final=True) for piece in record["pieces"]
             ]
             for piece in record["pieces"]:
                 if "run" in piece:
@@ -203,8 +202,7 @@ class NanoGptProvider:
     def _api(self) -> NanoGptApi:
         if self._settings.api_key is None or not self._settings.api_key.get_secret_value():
             raise AuthError(
-                "nanogpt has no API key; set [providers.nanogpt] api_key or "
-                "$CREDENTIALS_DIRECTORY/nanogpt.api_key"
+                "nanogpt has no API key; set [providers.nanogpt] api_key or $CREDENTIALS_DIRECTORY/nanogpt.api_key"
             )
         return NanoGptApi(
             self._http,
@@ -213,9 +211,7 @@ class NanoGptProvider:
             self._settings.request_timeout_seconds,
         )
 
-    async def _outcome(
-        self, api: NanoGptApi, run: Mapping[str, Json], *, final: bool
-    ) -> dict[str, Json] | None:
+    async def _outcome(self, api: NanoGptApi, run: Mapping[str, Json], *, final: bool) -> dict[str, Json] | None:
         """A run's result, ``{"error": …}`` if it failed, or None while it runs.
 
         With ``final`` (fetch), a run that is not finished is a retryable surprise.
@@ -241,9 +237,7 @@ class NanoGptProvider:
         cap = self._settings.max_upload_bytes
         if item.extension in audio.UPLOAD_FORMATS and item.size <= cap:
             seconds = item.duration or audio.probe_seconds(item.open)
-            samples = (
-                round(seconds * audio.SAMPLE_RATE) if seconds else audio.analyse(item.open).total_samples
-            )
+            samples = round(seconds * audio.SAMPLE_RATE) if seconds else audio.analyse(item.open).total_samples
             return {
                 "item_id": item.item_id,
                 "name": item.name,

@@ -74,9 +74,7 @@ def stitch(pieces: Sequence[tuple[float, float, Mapping[str, Json]]], *, job_id:
     )
 
 
-def total_cost(
-    results: Sequence[Mapping[str, Json]], fallback: Sequence[Mapping[str, Json]] = ()
-) -> Cost | None:
+def total_cost(results: Sequence[Mapping[str, Json]], fallback: Sequence[Mapping[str, Json]] = ()) -> Cost | None:
     """The summed cost of a recording's pieces; ``fallback`` are the 202 run contexts,
     used for pieces whose completed answer carries no cost."""
     amount, currency, seen = 0.0, None, False
@@ -122,9 +120,7 @@ def _segments(raw: Any) -> list[list[Json]]:
         if start is None or end is None:
             continue
         speaker = item.get("speaker")
-        segments.append(
-            [start, max(start, end), item["text"].strip(), speaker if isinstance(speaker, str) else None]
-        )
+        segments.append([start, max(start, end), item["text"].strip(), speaker if isinstance(speaker, str) else None])
     return segments
 
 

@@ -84,6 +84,8 @@ class FaultInjector:
         match fault.kind:
             case "daemon_kill":
                 rig.supervisor.kill_and_restart()
+            case "daemon_term":
+                rig.supervisor.stop_and_restart()
             case "crash_after_commit":
                 rig.supervisor.kill_and_restart(crash_after_commit=True)
             case "broker_restart":

@@ -25,7 +25,7 @@ JOB_KINDS: dict[str, float] = {
     "queue_sarvam": 0.15,
 }
 
-DAEMON_FAULTS = ("daemon_kill", "crash_after_commit")
+DAEMON_FAULTS = ("daemon_kill", "daemon_term", "crash_after_commit")
 BROKER_FAULTS = ("broker_restart", "broker_cut")
 PROVIDER_FAULTS = (
     "provider_429",
@@ -40,6 +40,7 @@ PROVIDER_FAULTS = (
 DEFAULT_EVERY: dict[str, float] = {
     # kind: mean seconds between two faults of that kind (a Poisson process per kind)
     "daemon_kill": 12.0,
+    "daemon_term": 40.0,
     "crash_after_commit": 45.0,
     "broker_restart": 40.0,
     "broker_cut": 25.0,

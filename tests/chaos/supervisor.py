@@ -4,6 +4,7 @@ cause recorded as a crash."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from stenod.adapters.amqp_source import FAULT_EXIT_AFTER_COMMIT
 from tests.e2e.harness import Daemon
 
 _READY_SECONDS = 90.0
+STOP_SECONDS = 30.0  # shutdown_grace_seconds is 3 in the chaos config
 
 
 @dataclass(slots=True)
@@ -61,6 +63,24 @@ class Supervisor:
         with self._lock:
             self._kill()
             self.start(crash_after_commit=crash_after_commit)
+
+    def stop_and_restart(self) -> None:
+        """SIGTERM, as ``systemctl restart`` does: the daemon must exit 0 within
+        ``STOP_SECONDS`` (else it is recorded as a crash and killed), then it starts again."""
+        with self._lock:
+            if self._daemon is not None and self._daemon.alive:
+                self._remember_children()
+                try:
+                    code = self._daemon.terminate(timeout=STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    self.crashes.append(f"pid {self.pid} did not stop within {STOP_SECONDS:.0f} s of SIGTERM")
+                    self._daemon.kill()
+                    code = -9
+                else:
+                    if code != 0:
+                        self.crashes.append(f"pid {self.pid} exited {code} after SIGTERM")
+                self.incarnations[-1].exit_code = code
+            self.start()
 
     def rss(self) -> int:
         with self._lock:

@@ -111,8 +111,13 @@ def test_daemon_started_while_the_broker_is_away_does_folder_work_and_connects_w
     door = BrokerDoor()  # closed: nothing listens on its port yet
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    with queue_daemon(tmp_path, "broker-away", url=door.url, wait=False,
-                      watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}]) as q:
+    with queue_daemon(
+        tmp_path,
+        "broker-away",
+        url=door.url,
+        wait=False,
+        watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}],
+    ) as q:
         wait_for(lambda: q.daemon.named("amqp.unreachable"), "the daemon to notice the broker is away", timeout=30)
         (inbox / "memo.wav").write_bytes(b"recorded while the broker was down")
         wait_for(lambda: (inbox / "memo.txt").exists(), "the folder job to finish without a broker", timeout=60)
@@ -127,8 +132,12 @@ def test_daemon_started_while_the_broker_is_away_does_folder_work_and_connects_w
             folder_events = client.events(watch, lambda got: any(e["data"]["state"] == "succeeded" for e in got))
             (q.roots / "call.wav").write_bytes(b"audio")
             client.publish({"request_id": "r-after", "inputs": [{"path": str(q.roots / "call.wav")}]})
-            queue_events = client.events(watch, lambda got: any(
-                e["data"]["request_id"] == "r-after" and e["data"]["state"] == "succeeded" for e in got))
+            queue_events = client.events(
+                watch,
+                lambda got: any(
+                    e["data"]["request_id"] == "r-after" and e["data"]["state"] == "succeeded" for e in got
+                ),
+            )
             client.close()
         finally:
             door.close()

@@ -18,8 +18,9 @@ def _jobs(state_dir: Path, request_id: str) -> list[tuple[str, str]]:
 
 def _messages_in(queue: str) -> int:
     """Ready plus unacknowledged messages, as the broker counts them."""
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "messages"], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "messages"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     counts = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
     return int(counts[queue])
 

@@ -51,10 +51,16 @@ CASES: dict[str, tuple[object, dict, str]] = {
     "extra_field": ({"inputs": [{"path": "/x"}], "colour": "red"}, {}, "invalid_request"),
     "no_inputs": ({"inputs": []}, {}, "invalid_request"),
     "unknown_provider": ({"provider": "nosuch", "inputs": [{"path": "/x"}]}, {}, "unknown_provider"),
-    "unsupported_task": ({"provider": "sphinx", "task": "translate", "target_language": "de",
-                          "inputs": [{"path": "/x"}]}, {}, "unsupported_task"),
-    "translate_without_target": ({"provider": "echo", "task": "translate", "inputs": [{"path": "/x"}]}, {},
-                                 "missing_target_language"),
+    "unsupported_task": (
+        {"provider": "sphinx", "task": "translate", "target_language": "de", "inputs": [{"path": "/x"}]},
+        {},
+        "unsupported_task",
+    ),
+    "translate_without_target": (
+        {"provider": "echo", "task": "translate", "inputs": [{"path": "/x"}]},
+        {},
+        "missing_target_language",
+    ),
     "options_refused_by_plugin": ({"__ok__": True, "options": {"shout": "very"}}, {}, "invalid_options"),
     "path_outside_roots": ({"inputs": [{"path": "/etc/hostname"}]}, {}, "path_not_allowed"),
     "relative_path": ({"inputs": [{"path": "roots/ok.wav"}]}, {}, "path_not_allowed"),
@@ -98,8 +104,9 @@ def test_bad_message_is_dead_lettered_with_its_reason_and_the_next_request_is_se
     reply = q.client.reply_queue()
     q.client.publish(body, message_id=f"m-{case}", reply_to=reply, correlation_id=case, **props)
 
-    dead = q.client.take(q.names.dead, lambda got: any(
-        (p.headers or {}).get("x-original-message-id") == f"m-{case}" for _, p, _ in got))
+    dead = q.client.take(
+        q.names.dead, lambda got: any((p.headers or {}).get("x-original-message-id") == f"m-{case}" for _, p, _ in got)
+    )
     _, props_dead, body_dead = next(d for d in dead if d[1].headers.get("x-original-message-id") == f"m-{case}")
     assert props_dead.headers["x-stenod-error-code"] == code, props_dead.headers
     assert props_dead.headers["x-stenod-reason"]

@@ -22,9 +22,18 @@ def test_request_published_with_pika_succeeds_and_events_arrive_in_order_as_clou
         audio.write_bytes(b"RIFF fake audio")
         events_queue = q.client.bind_events()
         reply_queue = q.client.reply_queue()
-        q.client.publish({"request_id": "r-1", "task": "transcribe", "provider": "echo",
-                          "inputs": [{"path": str(audio)}], "output": {"formats": ["txt", "json"]}},
-                         content_type="application/json", reply_to=reply_queue, correlation_id="corr-1")
+        q.client.publish(
+            {
+                "request_id": "r-1",
+                "task": "transcribe",
+                "provider": "echo",
+                "inputs": [{"path": str(audio)}],
+                "output": {"formats": ["txt", "json"]},
+            },
+            content_type="application/json",
+            reply_to=reply_queue,
+            correlation_id="corr-1",
+        )
 
         events = q.client.events(events_queue, lambda got: any(_kind(e) == "succeeded" for e in got))
         replies = q.client.events(reply_queue, lambda got: len(got) >= 1)
@@ -54,8 +63,12 @@ def test_stenod_submit_wait_prints_the_transcript_and_exits_0(tmp_path):
     with queue_daemon(tmp_path, "submit-wait") as q:
         audio = q.roots / "memo.wav"
         audio.write_bytes(b"0123456789")
-        done = subprocess.run([*STENOD, "--config", str(q.config), "submit", str(audio), "--wait", "--timeout", "60"],
-                              capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            [*STENOD, "--config", str(q.config), "submit", str(audio), "--wait", "--timeout", "60"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "echo memo.wav 10 bytes"
 
@@ -64,8 +77,12 @@ def test_stenod_submit_wait_of_a_path_outside_the_allowed_roots_exits_2_with_the
     outside = tmp_path / "elsewhere.wav"
     outside.write_bytes(b"secret")
     with queue_daemon(tmp_path, "submit-rejected") as q:
-        done = subprocess.run([*STENOD, "--config", str(q.config), "submit", str(outside), "--wait",
-                               "--timeout", "60"], capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            [*STENOD, "--config", str(q.config), "submit", str(outside), "--wait", "--timeout", "60"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "path_not_allowed" in done.stderr
     assert not (tmp_path / "elsewhere.txt").exists()
@@ -79,8 +96,9 @@ def test_stenod_cancel_cancels_a_running_job(tmp_path):
         q.client.publish({"request_id": "r-long", "inputs": [{"path": str(audio)}]})
         started = q.client.events(events_queue, lambda got: any(_kind(e) == "submitted" for e in got))
         job_id = started[0]["subject"]
-        done = subprocess.run([*STENOD, "--config", str(q.config), "cancel", job_id],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [*STENOD, "--config", str(q.config), "cancel", job_id], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         ended = q.client.events(events_queue, lambda got: any(_kind(e) == "cancelled" for e in got))
     assert ended[-1]["subject"] == job_id and ended[-1]["data"]["items"][0]["state"] == "cancelled"
@@ -90,8 +108,10 @@ def test_url_inputs_are_downloaded_by_the_daemon_and_a_failed_download_fails_its
     from tests.integration.test_amqp_url_fetch import Listener, serving
 
     routes = {"/clip.wav": (200, {}, b"downloaded audio")}
-    with serving(Listener(routes=routes)) as web, \
-            queue_daemon(tmp_path, "url-inputs", amqp={"allow_http_urls": True, "allow_private_urls": True}) as q:
+    with (
+        serving(Listener(routes=routes)) as web,
+        queue_daemon(tmp_path, "url-inputs", amqp={"allow_http_urls": True, "allow_private_urls": True}) as q,
+    ):
         reply = q.client.reply_queue()
         q.client.publish({"request_id": "r-url", "inputs": [{"url": web.url("/clip.wav")}]}, reply_to=reply)
         q.client.publish({"request_id": "r-404", "inputs": [{"url": web.url("/nothing.wav")}]}, reply_to=reply)
@@ -107,9 +127,15 @@ def test_a_request_can_chain_transcription_and_translation_as_one_job(tmp_path):
         audio = q.roots / "memo.wav"
         audio.write_bytes(b"RIFF memo")
         events_queue = q.client.bind_events()
-        q.client.publish({"request_id": "chain-1", "provider": "echo", "inputs": [{"path": str(audio)}],
-                          "output": {"formats": ["json"], "then_translate_to": ["fr"], "translate_provider": "echo"}},
-                         content_type="application/json")
+        q.client.publish(
+            {
+                "request_id": "chain-1",
+                "provider": "echo",
+                "inputs": [{"path": str(audio)}],
+                "output": {"formats": ["json"], "then_translate_to": ["fr"], "translate_provider": "echo"},
+            },
+            content_type="application/json",
+        )
         events = q.client.events(events_queue, lambda got: any(_kind(e) == "succeeded" for e in got))
     final = events[-1]["data"]
     assert final["state"] == "succeeded" and len(final["items"]) == 2
@@ -123,8 +149,14 @@ def test_a_chained_request_naming_a_provider_that_cannot_translate_is_rejected(t
         audio = q.roots / "memo.wav"
         audio.write_bytes(b"RIFF memo")
         events_queue = q.client.bind_events()
-        q.client.publish({"request_id": "chain-2", "provider": "echo", "inputs": [{"path": str(audio)}],
-                          "output": {"then_translate_to": "fr", "translate_provider": "sphinx"}},
-                         content_type="application/json")
+        q.client.publish(
+            {
+                "request_id": "chain-2",
+                "provider": "echo",
+                "inputs": [{"path": str(audio)}],
+                "output": {"then_translate_to": "fr", "translate_provider": "sphinx"},
+            },
+            content_type="application/json",
+        )
         [event] = q.client.events(events_queue, lambda got: len(got) >= 1)
     assert _kind(event) == "rejected" and event["data"]["error"]["code"] == "provider_unavailable"

@@ -55,9 +55,7 @@ class Azurite:
 
         Raises AzuriteMissing when the npm package is not installed.
         """
-        binary = os.environ.get("AZURITE_BLOB") or (
-            str(_BIN) if _BIN.exists() else shutil.which("azurite-blob")
-        )
+        binary = os.environ.get("AZURITE_BLOB") or (str(_BIN) if _BIN.exists() else shutil.which("azurite-blob"))
         if not binary:
             raise AzuriteMissing(f"azurite-blob not found at {_BIN}; run tests/setup-system.sh")
         location.mkdir(parents=True, exist_ok=True)

@@ -105,9 +105,7 @@ def error_response(
         if status == 402:
             body["requiredBalance"] = 0.05
     elif shape == "object":
-        body = {
-            "error": {"message": message, "code": code or "rate_limit_exceeded", "type": "rate_limit_error"}
-        }
+        body = {"error": {"message": message, "code": code or "rate_limit_exceeded", "type": "rate_limit_error"}}
     else:
         body = {"error": status, "message": message}
     headers = {"x-request-id": f"req-{status}"}
@@ -135,9 +133,7 @@ def create_app(state: FakeNanoGptState) -> Starlette:
         )
 
     def authorised(request: Request) -> bool:
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix(
-            "Bearer "
-        )
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         return key == state.api_key
 
     async def transcribe(request: Request) -> Response:
@@ -313,9 +309,7 @@ def timed_words(seconds: float, diarize: bool) -> dict[str, Any]:
         if n % 5 == 4:
             words.append({"text": ".", "start": round(end, 3), "end": round(end, 3), "type": "punctuation"})
         if diarize and n % 5 == 0:
-            segments.append(
-                {"speaker": f"Speaker {speaker + 1}", "text": "", "start": round(start, 3), "end": 0}
-            )
+            segments.append({"speaker": f"Speaker {speaker + 1}", "text": "", "start": round(start, 3), "end": 0})
         if diarize:
             segments[-1]["text"] = f"{segments[-1]['text']} w{n}".strip()
             segments[-1]["end"] = round(end, 3)

@@ -149,9 +149,7 @@ def _text_nodes(markup: str, render: Any) -> str:
     for index, part in enumerate(parts):
         if part.startswith("<"):
             tag = part[1:].strip().lower()
-            skipping = tag.startswith(("script", "style")) or (
-                skipping and not tag.startswith(("/script", "/style"))
-            )
+            skipping = tag.startswith(("script", "style")) or (skipping and not tag.startswith(("/script", "/style")))
         elif part.strip() and not skipping and index > 0:
             lead = part[: len(part) - len(part.lstrip())]
             tail = part[len(part.rstrip()) :]
@@ -438,9 +436,7 @@ def create_app(state: FakeTranslatorState) -> Starlette:
 
     def job_url(request: Request, job_id: str) -> str:
         version = request.query_params["api-version"]
-        return (
-            f"{str(request.base_url).rstrip('/')}/translator/document/batches/{job_id}?api-version={version}"
-        )
+        return f"{str(request.base_url).rstrip('/')}/translator/document/batches/{job_id}?api-version={version}"
 
     async def start(request: Request) -> Response:
         if (fault := await guard(request, "start")) is not None:
@@ -452,14 +448,10 @@ def create_app(state: FakeTranslatorState) -> Starlette:
             for batch in inputs:
                 assert batch["source"]["sourceUrl"] and batch["targets"]
                 urls = [t["targetUrl"] for t in batch["targets"]]
-                assert all(isinstance(t["language"], str) for t in batch["targets"]) and len(
-                    set(urls)
-                ) == len(urls)
+                assert all(isinstance(t["language"], str) for t in batch["targets"]) and len(set(urls)) == len(urls)
                 assert len(urls) <= 10
         except (ValueError, KeyError, TypeError, AssertionError):
-            return azure_error(
-                400, "The request body is not valid.", inner="InvalidDocumentTranslationRequest"
-            )
+            return azure_error(400, "The request body is not valid.", inner="InvalidDocumentTranslationRequest")
         job = Job(str(uuid.uuid4()), [])
         try:
             job.documents = await plan_documents(store(), body["inputs"])
@@ -475,9 +467,7 @@ def create_app(state: FakeTranslatorState) -> Starlette:
                 job.error = validation_error(**state.validation_failure)
             elif not job.documents and job.status != "ValidationFailed":
                 job.status = "ValidationFailed"
-                job.error = validation_error(
-                    "NoTranslatableDocuments", "No translatable documents were found."
-                )
+                job.error = validation_error("NoTranslatableDocuments", "No translatable documents were found.")
             state.jobs[job.id] = job
             state.counters["batches_created"] = state.counters.get("batches_created", 0) + 1
             for batch in body["inputs"]:
@@ -656,9 +646,7 @@ def create_app(state: FakeTranslatorState) -> Starlette:
             data = await upload.read()
             name, ctype = upload.filename or "document", upload.content_type
             terms = (
-                glossary_terms(await glossary.read())
-                if glossary is not None and not isinstance(glossary, str)
-                else {}
+                glossary_terms(await glossary.read()) if glossary is not None and not isinstance(glossary, str) else {}
             )
         extension = name.rsplit(".", 1)[-1].lower()
         if extension not in SYNC_TYPES or len(data) > 10_000_000:
@@ -761,9 +749,7 @@ class FakeTranslatorServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--blob-url", default=None, help="account URL of the Blob service sources may come from"
-    )
+    parser.add_argument("--blob-url", default=None, help="account URL of the Blob service sources may come from")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     args = parser.parse_args()
     run_forever(FakeTranslatorServer(args.blob_url, args.api_key).app, args.port)

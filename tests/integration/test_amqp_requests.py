@@ -17,10 +17,13 @@ class ShoutOptions(BaseModel):
 
 
 PROVIDERS = {
-    "both": ProviderInfo(Limits(tasks=frozenset({Task.TRANSCRIBE, Task.TRANSLATE}), formats=frozenset({"wav"})),
-                         ShoutOptions),
-    "hindi": ProviderInfo(Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}),
-                                 languages=frozenset({"hi-IN"})), ShoutOptions),
+    "both": ProviderInfo(
+        Limits(tasks=frozenset({Task.TRANSCRIBE, Task.TRANSLATE}), formats=frozenset({"wav"})), ShoutOptions
+    ),
+    "hindi": ProviderInfo(
+        Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}), languages=frozenset({"hi-IN"})),
+        ShoutOptions,
+    ),
 }
 
 
@@ -55,16 +58,19 @@ def test_options_are_passed_through_once_the_plugin_accepts_them():
     assert _check({"options": {"shout": True}, "inputs": [{"path": "/a"}]}) == ("both", {"shout": True})
 
 
-@pytest.mark.parametrize("body", [
-    {"inputs": [{"path": "/a"}], "request_id": "bad\nid"},
-    {"inputs": [{"path": "/a"}], "language": "english please"},
-    {"inputs": [{"path": "/a"}], "provider": "../etc"},
-    {"inputs": [{"path": "/a"}], "output": {"formats": ["txt", "txt"]}},
-    {"inputs": [{"path": "/a"}], "output": {"formats": ["exe"]}},
-    {"inputs": [{"path": "/a"}] * 101},
-    {"inputs": [{"path": "/a"}], "task": 1},
-    {"inputs": [{"path": "/a"}], "target_language": []},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"path": "/a"}], "request_id": "bad\nid"},
+        {"inputs": [{"path": "/a"}], "language": "english please"},
+        {"inputs": [{"path": "/a"}], "provider": "../etc"},
+        {"inputs": [{"path": "/a"}], "output": {"formats": ["txt", "txt"]}},
+        {"inputs": [{"path": "/a"}], "output": {"formats": ["exe"]}},
+        {"inputs": [{"path": "/a"}] * 101},
+        {"inputs": [{"path": "/a"}], "task": 1},
+        {"inputs": [{"path": "/a"}], "target_language": []},
+    ],
+)
 def test_schema_violations_are_invalid_requests(body):
     with pytest.raises(Rejected) as info:
         parse_body(json.dumps(body).encode(), Request, max_body_bytes=100_000)

@@ -10,8 +10,11 @@ SHIPPED = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def test_shipped_schemas_match_the_models():
-    stale = [name for name, text in schemas.render().items()
-             if not (SHIPPED / name).exists() or (SHIPPED / name).read_text(encoding="utf-8") != text]
+    stale = [
+        name
+        for name, text in schemas.render().items()
+        if not (SHIPPED / name).exists() or (SHIPPED / name).read_text(encoding="utf-8") != text
+    ]
     assert not stale, f"regenerate with: python -m stenod.schemas schemas  (stale: {stale})"
 
 

@@ -27,8 +27,12 @@ PUBLIC_ALIAS = UrlPolicy(allow_http=True, allowed_networks=(ipaddress.ip_network
 class Listener:
     """An HTTP server that records every connection and request it gets."""
 
-    def __init__(self, host: str = "127.0.0.1", routes: dict[str, tuple[int, dict[str, str], bytes]] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        routes: dict[str, tuple[int, dict[str, str], bytes]] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.connections = 0
         self.requests: list[tuple[str, str | None]] = []
         listener = self
@@ -74,8 +78,12 @@ def serving(listener: Listener) -> Iterator[Listener]:
 
 
 def _fetcher(policy: UrlPolicy, **kwargs: object) -> UrlDownloader:
-    return UrlDownloader(policy, max_bytes=kwargs.pop("max_bytes", 1_000_000), timeout_seconds=10,  # type: ignore[arg-type]
-                         **kwargs)  # type: ignore[arg-type]
+    return UrlDownloader(
+        policy,
+        max_bytes=kwargs.pop("max_bytes", 1_000_000),
+        timeout_seconds=10,  # type: ignore[arg-type]
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -85,20 +93,23 @@ def trap() -> Iterator[Listener]:
         yield listener
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{port}/",
-    "http://[::1]:{port}/",
-    "http://0x7f000001:{port}/",
-    "http://2130706433:{port}/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://localhost:{port}/",
-    "http://[::ffff:127.0.0.1]:{port}/",
-    "http://0.0.0.0:{port}/",
-    "http://224.0.0.1/",
-    "file:///etc/hostname",
-    "ftp://example.org/a.mp3",
-    "http://user:pw@example.org/a.mp3",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/",
+        "http://[::1]:{port}/",
+        "http://0x7f000001:{port}/",
+        "http://2130706433:{port}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://0.0.0.0:{port}/",
+        "http://224.0.0.1/",
+        "file:///etc/hostname",
+        "ftp://example.org/a.mp3",
+        "http://user:pw@example.org/a.mp3",
+    ],
+)
 async def test_urls_pointing_at_this_machine_or_odd_schemes_are_refused_without_connecting(trap, tmp_path, url):
     fetcher = _fetcher(UrlPolicy(allow_http=True))
     try:
@@ -199,19 +210,33 @@ def _tls_pair(tmp: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stenod test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (tmp / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp / "server.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(tmp / "server.pem")
     client = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
@@ -227,8 +252,9 @@ async def test_https_connects_to_the_checked_address_with_sni_and_host_set_to_th
         return [ALIAS]
 
     with serving(Listener(ALIAS, routes={"/talk.mp3": (200, {}, b"tls audio")}, tls=server_tls)) as server:
-        fetcher = _fetcher(UrlPolicy(allowed_networks=PUBLIC_ALIAS.allowed_networks), resolver=resolver,
-                           verify=client_tls)
+        fetcher = _fetcher(
+            UrlPolicy(allowed_networks=PUBLIC_ALIAS.allowed_networks), resolver=resolver, verify=client_tls
+        )
         try:
             got = await fetcher.fetch(server.url("/talk.mp3", scheme="https", host="media.test"), tmp_path / "t.mp3")
         finally:

@@ -100,9 +100,7 @@ async def test_wrong_key_on_batch_start_is_an_auth_error(server, fake, http, con
         await provider(server, http, container, key="wrong").submit(batch_of(docs), MemoryStepContext())
 
 
-async def test_read_only_container_sas_is_an_auth_error_naming_the_setting(
-    server, fake, http, azurite, docs
-) -> None:
+async def test_read_only_container_sas_is_an_auth_error_naming_the_setting(server, fake, http, azurite, docs) -> None:
     read_only = ("ro", azurite.container_sas_url("read-only", permission="rl"))
     with pytest.raises(AuthError, match="container_sas_url"):
         await provider(server, http, read_only).submit(batch_of(docs), MemoryStepContext())

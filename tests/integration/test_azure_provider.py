@@ -66,9 +66,7 @@ def provider(server, http, container: tuple[str, str] | None = None, **settings)
     return AzureTranslatorProvider(config, http)
 
 
-def batch_of(
-    paths: list[Path], targets: tuple[str, ...] = ("fr", "de"), batch_id: str = "b1", **options
-) -> Batch:
+def batch_of(paths: list[Path], targets: tuple[str, ...] = ("fr", "de"), batch_id: str = "b1", **options) -> Batch:
     items = []
     for n, path in enumerate(paths):
         st = path.stat()
@@ -150,9 +148,7 @@ async def test_sync_resume_after_crash_does_not_pay_twice(server, fake, http, tm
     assert (fake.state.counters["translate_calls"], sorted(documents(result))) == (2, ["de", "fr"])
 
 
-async def test_small_single_file_goes_sync_even_with_a_container(
-    server, fake, http, tmp_path, container
-) -> None:
+async def test_small_single_file_goes_sync_even_with_a_container(server, fake, http, tmp_path, container) -> None:
     doc = write(tmp_path, "notes.txt", b"hello")
     handle = await provider(server, http, container).submit(batch_of([doc]), MemoryStepContext())
     assert (handle["mode"], fake.state.counters.get("batches_created", 0)) == ("sync", 0)
@@ -203,9 +199,7 @@ async def test_batch_leaves_no_blobs_behind(server, fake, http, azurite, contain
 
 
 @pytest.mark.parametrize("link_key", ["nextLink", "@nextLink"])
-async def test_batch_pages_through_document_statuses(
-    server, fake, http, container, three_documents, link_key
-) -> None:
+async def test_batch_pages_through_document_statuses(server, fake, http, container, three_documents, link_key) -> None:
     fake.state.page_size, fake.state.next_link_key = 2, link_key
     plugin = provider(server, http, container)
     results = await finish(plugin, await plugin.submit(batch_of(three_documents), MemoryStepContext()))
@@ -215,9 +209,7 @@ async def test_batch_pages_through_document_statuses(
     )
 
 
-async def test_batch_poll_returns_retry_after_and_progress(
-    server, fake, http, container, three_documents
-) -> None:
+async def test_batch_poll_returns_retry_after_and_progress(server, fake, http, container, three_documents) -> None:
     fake.state.retry_after = 7
     plugin = provider(server, http, container)
     handle = await plugin.submit(batch_of(three_documents), MemoryStepContext())
@@ -241,9 +233,7 @@ async def test_batch_request_has_one_unique_target_folder_per_language(
     assert (folders, [t["language"] for t in targets]) == ([["out", "fr"], ["out", "de"]], ["fr", "de"])
 
 
-async def test_batch_handle_and_checkpoints_hold_no_sas(
-    server, fake, http, container, three_documents
-) -> None:
+async def test_batch_handle_and_checkpoints_hold_no_sas(server, fake, http, container, three_documents) -> None:
     ctx = MemoryStepContext()
     handle = await provider(server, http, container).submit(batch_of(three_documents), ctx)
     stored = json.dumps([handle, *ctx.checkpoints])

@@ -43,9 +43,7 @@ def clip(tmp_path: Path) -> Path:
     return path
 
 
-def plugin(
-    url: str, http: httpx.AsyncClient, key: str = "test-nanogpt-key", **settings: object
-) -> NanoGptProvider:
+def plugin(url: str, http: httpx.AsyncClient, key: str = "test-nanogpt-key", **settings: object) -> NanoGptProvider:
     return NanoGptProvider(NanoGptSettings(api_key=SecretStr(key), base_url=f"{url}/api", **settings), http)
 
 

@@ -84,9 +84,7 @@ async def test_small_accepted_file_is_uploaded_unchanged(fake, nanogpt, http, tm
     ]
 
 
-async def test_async_model_checkpoints_run_and_billing_context_before_returning(
-    fake, nanogpt, http, tmp_path
-) -> None:
+async def test_async_model_checkpoints_run_and_billing_context_before_returning(fake, nanogpt, http, tmp_path) -> None:
     clip = tmp_path / "meeting.wav"
     write_pattern_wav(clip, [(3.0, True)])
     ctx = MemoryStepContext()
@@ -172,9 +170,7 @@ async def test_recording_over_the_upload_cap_is_sent_as_compact_mp3(fake, nanogp
     )
 
 
-async def test_chunked_recording_stitches_into_monotonic_timings_covering_it(
-    fake, nanogpt, http, tmp_path
-) -> None:
+async def test_chunked_recording_stitches_into_monotonic_timings_covering_it(fake, nanogpt, http, tmp_path) -> None:
     recording = tmp_path / "long.wav"
     seconds = write_pattern_wav(recording, SPEECH_WITH_PAUSES)
     nanogpt.state.max_upload_bytes = 40_000
@@ -195,9 +191,7 @@ async def test_chunks_are_cut_in_pauses(fake, nanogpt, http, tmp_path) -> None:
     recording = tmp_path / "long.wav"
     write_pattern_wav(recording, SPEECH_WITH_PAUSES)
     nanogpt.state.max_upload_bytes = 40_000
-    handle = await provider(fake, http, max_upload_bytes=40_000).submit(
-        batch_of(recording), MemoryStepContext()
-    )
+    handle = await provider(fake, http, max_upload_bytes=40_000).submit(batch_of(recording), MemoryStepContext())
     cuts = [p["start"] / 16_000 for p in handle["items"][0]["pieces"][1:]]
     # Pauses span [4.3k - 0.6, 4.3k) seconds.
     assert cuts and all(0 < (cut % 4.3) - 3.7 < 0.6 for cut in cuts), cuts

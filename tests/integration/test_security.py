@@ -50,6 +50,7 @@ class Pipeline:
     journal: SqliteJournal
     provider: ScriptedProvider
     dispatcher: Dispatcher
+    runtimes: dict[str, ProviderRuntime]
 
     async def views(self) -> list[JobView]:
         return await self.journal.jobs(limit=1000)
@@ -87,7 +88,7 @@ async def pipeline(tmp: Path, *rules: WatchRule) -> AsyncIterator[Pipeline]:
             for source in sources:
                 await source.scanned.wait()
             try:
-                yield Pipeline(journal, provider, dispatcher)
+                yield Pipeline(journal, provider, dispatcher, {"scripted": runtime})
             finally:
                 stopping.set()
     finally:
@@ -151,7 +152,7 @@ async def test_an_output_folder_swapped_for_a_symlink_after_acceptance_gets_noth
         intake = RequestIntake(
             p.journal,
             AmqpSettings(allowed_roots=[roots]),
-            lambda: (p.dispatcher._runtimes, {}),
+            lambda: (p.runtimes, {}),
             default_provider="scripted",
             url_policy=UrlPolicy(),
         )

@@ -111,9 +111,7 @@ def test_credentials_are_loaded_by_name_so_missing_ones_do_not_block_start() -> 
 
 def test_sysusers_snippet_creates_a_system_user_without_a_login_shell(tmp_path: Path) -> None:
     root = _scratch_root(tmp_path)
-    subprocess.run(
-        [tool("systemd-sysusers"), f"--root={root}", str(SYSUSERS)], check=True, capture_output=True
-    )
+    subprocess.run([tool("systemd-sysusers"), f"--root={root}", str(SYSUSERS)], check=True, capture_output=True)
     users = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}
     groups = {line.split(":")[0]: line.split(":") for line in (root / "etc/group").read_text().splitlines()}
     _, _, uid, gid, _, home, shell = users["stenod"]
@@ -125,18 +123,14 @@ def test_sysusers_snippet_creates_a_system_user_without_a_login_shell(tmp_path: 
 @pytest.mark.skipif(os.geteuid() != 0, reason="systemd-tmpfiles needs root to chown in the scratch root")
 def test_tmpfiles_snippet_creates_a_group_shared_inbox(tmp_path: Path) -> None:
     root = _scratch_root(tmp_path)
-    subprocess.run(
-        [tool("systemd-sysusers"), f"--root={root}", str(SYSUSERS)], check=True, capture_output=True
-    )
+    subprocess.run([tool("systemd-sysusers"), f"--root={root}", str(SYSUSERS)], check=True, capture_output=True)
     subprocess.run(
         [tool("systemd-tmpfiles"), f"--root={root}", "--create", str(TMPFILES)],
         check=True,
         capture_output=True,
     )
     uid, gid = next(
-        line.split(":")[2:4]
-        for line in (root / "etc/passwd").read_text().splitlines()
-        if line.startswith("stenod:")
+        line.split(":")[2:4] for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("stenod:")
     )
     for directory in (root / "srv/stenod", root / "srv/stenod/inbox"):
         info = directory.stat()

@@ -154,9 +154,7 @@ async def test_metrics_values_move_as_jobs_run(serve: ServeFactory, metrics: Met
 
 async def test_metrics_speak_openmetrics_when_asked(serve: ServeFactory) -> None:
     async with serve() as served:
-        response = await served.http.get(
-            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
-        )
+        response = await served.http.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
 

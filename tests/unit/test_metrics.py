@@ -43,9 +43,7 @@ def test_job_state_counts_every_entry_into_a_state() -> None:
 
 def test_jobs_in_flight_count_only_non_terminal_states() -> None:
     metrics = Metrics()
-    metrics.set_job_counts(
-        {"sarvam": {"accepted": 1, "submitted": 2, "running": 3, "succeeded": 40, "failed": 5}}
-    )
+    metrics.set_job_counts({"sarvam": {"accepted": 1, "submitted": 2, "running": 3, "succeeded": 40, "failed": 5}})
     assert value(metrics, "stenod_jobs_in_flight", provider="sarvam") == 6
 
 

@@ -42,12 +42,8 @@ def test_three_megabytes_hold_about_fifteen_minutes_of_compact_audio() -> None:
 
 
 def test_stitched_words_are_shifted_by_their_piece_offset() -> None:
-    first = piece_result(
-        {"transcription": "a", "words": [{"text": "a", "start": 1.0, "end": 2.0, "type": "word"}]}
-    )
-    second = piece_result(
-        {"transcription": "b", "words": [{"text": "b", "start": 0.5, "end": 1.0, "type": "word"}]}
-    )
+    first = piece_result({"transcription": "a", "words": [{"text": "a", "start": 1.0, "end": 2.0, "type": "word"}]})
+    second = piece_result({"transcription": "b", "words": [{"text": "b", "start": 0.5, "end": 1.0, "type": "word"}]})
     transcript = stitch([(0.0, 10.0, first), (10.0, 20.0, second)], job_id=None)
     assert [(w.start, w.end, w.text) for w in transcript.words] == [(1.0, 2.0, "a"), (10.5, 11.0, "b")]
 
@@ -70,10 +66,7 @@ def test_punctuation_joins_the_previous_word_and_spacing_is_dropped() -> None:
 
 
 def test_words_without_diarization_are_grouped_at_sentence_ends() -> None:
-    words = [
-        {"text": t, "start": n, "end": n + 0.5, "type": "word"}
-        for n, t in enumerate(["One", "two.", "Three"])
-    ]
+    words = [{"text": t, "start": n, "end": n + 0.5, "type": "word"} for n, t in enumerate(["One", "two.", "Three"])]
     transcript = stitch([(0.0, 3.0, piece_result({"transcription": "x", "words": words}))], job_id=None)
     assert [s.text for s in transcript.segments] == ["One two.", "Three"]
 

@@ -108,14 +108,33 @@ def test_usage_errors_exit_2(clean_env):
 def test_transcribe_translate_to_chains_or_translates_directly(clean_env):
     audio = clean_env / "call.wav"
     audio.write_bytes(b"RIFF-call")
-    chained = subprocess.run([*STENOD, "transcribe", str(audio), "--provider", "echo", "--translate-to", "fr",
-                              "--translate-provider", "echo", "--format", "json"], capture_output=True, text=True,
-                             timeout=120)
+    chained = subprocess.run(
+        [
+            *STENOD,
+            "transcribe",
+            str(audio),
+            "--provider",
+            "echo",
+            "--translate-to",
+            "fr",
+            "--translate-provider",
+            "echo",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert chained.returncode == 0, chained.stderr
     assert (clean_env / "call.txt").exists() and (clean_env / "call.fr.txt").read_text().startswith("[fr] ")
     doc = clean_env / "notes.txt"
     doc.write_text("hello")
-    direct = subprocess.run([*STENOD, "transcribe", str(doc), "--provider", "echo", "--translate-to", "de"],
-                            capture_output=True, text=True, timeout=120)
+    direct = subprocess.run(
+        [*STENOD, "transcribe", str(doc), "--provider", "echo", "--translate-to", "de"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert direct.returncode == 0, direct.stderr
     assert (clean_env / "notes.de.txt").read_text() == "[de] hello"

@@ -191,9 +191,7 @@ def test_a_manager_that_stops_reading_does_not_block_the_sender(monkeypatch: pyt
         shutil.rmtree(directory)
 
 
-def test_watchdog_interval_is_half_of_watchdog_usec(
-    receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_watchdog_interval_is_half_of_watchdog_usec(receiver: NotifyReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     watchdog_env(monkeypatch, 30_000_000)
     assert SystemdNotifier().watchdog_interval == 15.0
 
@@ -210,9 +208,7 @@ async def _always_healthy() -> bool:
     return True
 
 
-async def _run_watchdog(
-    notifier: SystemdNotifier, seconds: float, healthy: HealthCheck = _always_healthy
-) -> float:
+async def _run_watchdog(notifier: SystemdNotifier, seconds: float, healthy: HealthCheck = _always_healthy) -> float:
     stopping = asyncio.Event()
     task = asyncio.create_task(notifier.watchdog(stopping, healthy))
     started = time.time()

@@ -33,6 +33,7 @@ log = structlog.get_logger("stenod.amqp")
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 _IDLE_SECONDS = 5.0
 _DEPTH_EVERY_SECONDS = 5.0
+_CLOSE_SECONDS = 5.0
 
 
 class DepthGauge(Protocol):
@@ -82,9 +83,10 @@ class OutboxRelay:
                     await self._pause(stopping, self._amqp.reconnect_interval_seconds)
         if self._channel is not None:
             try:
-                await self._channel.close()
-            except _AMQP_ERRORS as exc:
-                log.debug("amqp.channel_close_failed", error=str(exc))
+                async with asyncio.timeout(_CLOSE_SECONDS):  # a robust channel waits for the broker
+                    await self._channel.close()
+            except (*_AMQP_ERRORS, TimeoutError) as exc:
+                log.debug("amqp.channel_close_failed", error=str(exc) or type(exc).__name__)
 
     async def _wake_on(self, stopping: asyncio.Event) -> None:
         await stopping.wait()

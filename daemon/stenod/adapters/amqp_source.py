@@ -58,6 +58,7 @@ FAULT_EXIT_AFTER_COMMIT = "STENOD_FAULT_EXIT_AFTER_COMMIT"
 committing a new job and before acking its message, to prove the redelivery is harmless."""
 
 _RETRY_PAUSE_SECONDS = 1.0
+_CLOSE_SECONDS = 5.0
 _DNS_TIMEOUT_SECONDS = 5.0
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
@@ -155,8 +156,12 @@ class RequestIntake:
         except Rejected as exc:
             raise Rejected(exc.code, exc.reason, **context) from None
         formats = list(request.output.formats) if request.output and request.output.formats else None
-        output: dict[str, Any] = {"dir": output_dir, "formats": formats or ["txt", "json", "srt", "vtt"],
-                                  "after": "keep", "resolved": True}  # symlinks resolved: the writer refuses new ones
+        output: dict[str, Any] = {
+            "dir": output_dir,
+            "formats": formats or ["txt", "json", "srt", "vtt"],
+            "after": "keep",
+            "resolved": True,
+        }  # symlinks resolved: the writer refuses new ones
         if request.output is not None and request.output.chain_languages:
             output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(request.output.chain_languages)
@@ -320,7 +325,10 @@ class AmqpSource:
         await stopping.wait()
         assert self._queue is not None and self._channel is not None
         try:
-            await self._queue.cancel(tag, timeout=5)
+            # aio-pika's own timeout does not cover waiting for a robust channel to be
+            # restored: with the broker away that wait never ends, and neither would we.
+            async with asyncio.timeout(_CLOSE_SECONDS):
+                await self._queue.cancel(tag, timeout=_CLOSE_SECONDS)
         except (*_AMQP_ERRORS, TimeoutError) as exc:
             log.warning("amqp.cancel_consumer_failed", error=str(exc) or type(exc).__name__)
         try:
@@ -329,9 +337,10 @@ class AmqpSource:
         except TimeoutError:
             log.warning("amqp.intake_grace_expired", in_flight=self._in_flight)
         try:
-            await self._channel.close()
-        except _AMQP_ERRORS as exc:
-            log.debug("amqp.channel_close_failed", error=str(exc))
+            async with asyncio.timeout(_CLOSE_SECONDS):
+                await self._channel.close()
+        except (*_AMQP_ERRORS, TimeoutError) as exc:
+            log.debug("amqp.channel_close_failed", error=str(exc) or type(exc).__name__)
         log.info("amqp.consumer_stopped")
 
     async def _start(self, connection: Any, stopping: asyncio.Event) -> str | None:

@@ -140,6 +140,12 @@ class WriterThread:
                 outcomes.append((fut, None, exc))
             else:
                 conn.execute("RELEASE op")
+                if isinstance(result, sqlite3.Cursor):
+                    # No sqlite3 object may leave this thread: a cursor released on the event
+                    # loop's thread resets its statement there, racing this thread's use of the
+                    # same cached statement ("bad parameter or other API misuse", CPython #118172).
+                    result.close()
+                    result = None
                 outcomes.append((fut, result, None))
         try:
             conn.execute("COMMIT")
