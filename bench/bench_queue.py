@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import aio_pika
+import psutil
 
 from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology, queue_config
 from tests.e2e.harness import Daemon, wait_for
@@ -37,7 +38,21 @@ HELD = {"max_files": 50, "max_concurrent_jobs": 1, "submit_delay_seconds": 3600}
 TERMINAL = ["job.succeeded.#", "job.partial.#", "job.failed.#", "job.cancelled.#", "job.rejected.#"]
 
 
-async def raw_aio_pika(count: int, prefetch: int) -> float:
+def broker_cpu() -> float:
+    """CPU seconds used so far by the RabbitMQ node (the Erlang VM) on this machine."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == "beam.smp" and proc.info["cpu_times"] is not None:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
+
+
+def process_cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def raw_aio_pika(count: int, prefetch: int) -> tuple[float, dict[str, float]]:
     """Messages per second for consume + one persistent confirmed publish + ack."""
     names = BrokerNames.new("bench-raw")
     connection = await aio_pika.connect_robust(BROKER_URL)
@@ -64,10 +79,13 @@ async def raw_aio_pika(count: int, prefetch: int) -> float:
         done = asyncio.Event()
         handled = 0
         first = 0.0
+        cpu_first: tuple[float, float] = (0.0, 0.0)
 
         async def handle(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            nonlocal handled, first
-            first = first or time.perf_counter()
+            nonlocal handled, first, cpu_first
+            if not first:
+                first = time.perf_counter()
+                cpu_first = (time.process_time(), broker_cpu())
             await out.publish(
                 aio_pika.Message(event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message.message_id),
                 routing_key="job.accepted.raw",
@@ -80,8 +98,9 @@ async def raw_aio_pika(count: int, prefetch: int) -> float:
         await queue.consume(handle)
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.perf_counter() - first
+        client, broker = time.process_time() - cpu_first[0], broker_cpu() - cpu_first[1]
         await worker.close()
-        return count / elapsed
+        return count / elapsed, {"client_ms": client / count * 1e3, "broker_ms": broker / count * 1e3}
     finally:
         ch = await connection.channel()
         for queue_name in (names.requests, names.dead):
@@ -116,10 +135,18 @@ async def _prepublish(names: BrokerNames, roots: Path, count: int, tag: str) -> 
             )
 
 
+Sample = tuple[float, float, float]  # (perf_counter, daemon CPU seconds, broker CPU seconds)
+
+
 async def _count_events(
-    names: BrokerNames, patterns: list[str], count: int, started: asyncio.Event
-) -> tuple[float, float]:
-    """Wait for events of ``count`` requests; (first arrival, last arrival) in perf_counter time."""
+    names: BrokerNames, patterns: list[str], count: int, started: asyncio.Event, daemon: list[Daemon]
+) -> tuple[Sample, Sample]:
+    """Wait for events of ``count`` requests; samples at the first and at the last arrival."""
+
+    def sample() -> Sample:
+        assert daemon[0].proc is not None
+        return time.perf_counter(), process_cpu(daemon[0].proc.pid), broker_cpu()
+
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
         channel = await connection.channel()
@@ -130,10 +157,10 @@ async def _count_events(
         started.set()
         seen: set[str] = set()
         failed: set[str] = set()
-        first = 0.0
+        first: Sample | None = None
         async with queue.iterator(no_ack=True) as messages:
             async for message in messages:
-                first = first or time.perf_counter()
+                first = first or sample()
                 data = json.loads(message.body)["data"]
                 seen.add(data["request_id"])
                 if data["state"] in ("failed", "partial", "cancelled", "rejected"):
@@ -141,61 +168,57 @@ async def _count_events(
                 if len(seen) >= count:
                     if failed:
                         print(f"  ({len(failed)} of {count} jobs did not succeed)", flush=True)
-                    return first, time.perf_counter()
+                    return first, sample()
     raise AssertionError("unreachable")
 
 
 async def through_daemon(
     tmp: Path, count: int, patterns: list[str], tag: str, echo: dict[str, object]
 ) -> tuple[float, dict[str, float]]:
-    """Events per second from a daemon that finds ``count`` requests waiting when it starts."""
+    """Events per second from a daemon that finds ``count`` requests waiting when it starts,
+    with the daemon's and the broker's CPU per request between the first and the last event."""
     names = BrokerNames.new(f"bench-{tag}")
     os.makedirs(tmp, exist_ok=True)
     config = queue_config(tmp, names, echo=echo)
     for i in range(count):  # one file per request: each job writes its own outputs
         (tmp / "roots" / f"{i}.wav").write_bytes(b"RIFF" + b"\0" * 1000)
-    daemon = Daemon(config, tmp / f"{tag}.log").start()
+    running = [Daemon(config, tmp / f"{tag}.log").start()]
     try:
-        await asyncio.to_thread(wait_for, lambda: daemon.named("amqp.consuming"), "consuming", 60)
+        await asyncio.to_thread(wait_for, lambda: running[0].named("amqp.consuming"), "consuming", 60)
         started = asyncio.Event()
-        counter = asyncio.create_task(_count_events(names, patterns, count, started))
+        counter = asyncio.create_task(_count_events(names, patterns, count, started, running))
         await started.wait()
-        daemon.kill()  # stop it, fill the queue, start it again: the run starts with a full queue
+        running[0].kill()  # stop it, fill the queue, start it again: the run starts with a full queue
         await _prepublish(names, tmp / "roots", count, tag)
-        daemon = Daemon(config, tmp / f"{tag}.log").start()
+        running[0] = Daemon(config, tmp / f"{tag}.log").start()
         first, last = await asyncio.wait_for(counter, timeout=900)
-        cpu = _cpu(daemon)
-        return count / (last - first), cpu
+        return count / (last[0] - first[0]), {
+            "daemon_ms": (last[1] - first[1]) / count * 1e3,
+            "broker_ms": (last[2] - first[2]) / count * 1e3,
+        }
     finally:
-        daemon.kill()
+        running[0].kill()
         delete_topology(names)
 
 
-def _cpu(daemon: Daemon) -> dict[str, float]:
-    try:
-        import psutil
-
-        proc = psutil.Process(daemon.proc.pid)  # type: ignore[union-attr]
-        times = proc.cpu_times()
-        return {"daemon_cpu_seconds": round(times.user + times.system, 2)}
-    except Exception:  # psutil is a test extra; the figure is optional
-        return {}
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return "CPU per message: " + ", ".join(f"{k.removesuffix('_ms')} {v:.2f} ms" for k, v in cpu.items())
 
 
 async def main_async(args: argparse.Namespace) -> None:
     print(f"cores: {os.cpu_count()}; broker: {BROKER_URL.rsplit('@', 1)[-1]}", flush=True)
-    raw = await raw_aio_pika(args.requests, args.prefetch)
-    print(f"raw aio-pika consume + persistent confirmed publish + ack: {raw:8.0f} msg/s", flush=True)
+    raw, cpu = await raw_aio_pika(args.requests, args.prefetch)
+    print(f"raw aio-pika consume + persistent confirmed publish + ack: {raw:8.0f} msg/s; {_cpu_text(cpu)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stenod-bench-") as tmp:
         accepted, cpu = await through_daemon(Path(tmp) / "accept", args.requests, ["job.accepted.#"], "accept", HELD)
         print(
             f"stenod accepted requests (committed, event confirmed):  {accepted:8.0f} req/s "
-            f"= {accepted / raw:5.1%} of raw (target >= 50%) {cpu}",
+            f"= {accepted / raw:5.1%} of raw (target >= 50%); {_cpu_text(cpu)}",
             flush=True,
         )
         trips, cpu = await through_daemon(Path(tmp) / "trip", args.jobs, TERMINAL, "trip", PACKED)
         print(
-            f"stenod full round trips with the instant echo provider: {trips:8.0f} jobs/s (target >= 500) {cpu}",
+            f"stenod full round trips with the instant echo provider: {trips:8.0f} jobs/s (target >= 500); {_cpu_text(cpu)}",
             flush=True,
         )
 

@@ -77,10 +77,20 @@ class Supervisor:
                     self._daemon.kill()
                     code = -9
                 else:
-                    if code != 0:
+                    if code == 99 and FAULT_EXIT_AFTER_COMMIT in self._daemon.env:
+                        self.hook_exits += 1  # a request in flight at SIGTERM is finished: the hook fired
+                    elif code != 0:
                         self.crashes.append(f"pid {self.pid} exited {code} after SIGTERM")
+                    self._check_no_intake_after_stop()
                 self.incarnations[-1].exit_code = code
             self.start()
+
+    def _check_no_intake_after_stop(self) -> None:
+        """Once stopping has begun, no consumer may start (it would take requests it must then finish)."""
+        assert self._daemon is not None
+        events = [e.get("event") for e in self._daemon.events(since_start=True)]
+        if "dispatcher.draining" in events and "amqp.consuming" in events[events.index("dispatcher.draining") :]:
+            self.crashes.append(f"pid {self.pid} started consuming requests after SIGTERM")
 
     def rss(self) -> int:
         with self._lock:

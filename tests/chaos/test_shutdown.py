@@ -4,6 +4,7 @@ could not come), so systemd would have had to SIGKILL the daemon at TimeoutStopS
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -13,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.amqp_support import BrokerNames, Client, delete_topology, queue_config
+from stenod.adapters.amqp_source import AmqpSource, RequestIntake
+from stenod.adapters.amqp_topology import BrokerLink, request_queue_arguments
+from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.url_fetch import UrlPolicy
+from stenod.dispatcher import ProviderRuntime
+from stenod.settings import AmqpSettings
+from tests.amqp_support import BrokerNames, Client, connect, delete_topology, queue_config
 from tests.chaos.broker import Door
 from tests.e2e.harness import Daemon, wait_for
+from tests.fakes.scripted import ScriptedProvider
 
 STOP_SECONDS = 30.0  # shutdown_grace_seconds is 5 in this config: 30 s only means "it hangs"
 
@@ -58,4 +66,41 @@ def test_sigterm_while_a_flapping_broker_connection_is_down_still_stops_the_daem
         daemon.kill()
         client.close()
         door.close()
+        delete_topology(names)
+
+
+async def test_requests_delivered_after_sigterm_are_left_for_the_next_daemon(tmp_path: Path) -> None:
+    """Found by the 32-minute chaos run: a SIGTERM that came while the consumer was starting
+    was followed by ``amqp.consuming`` and new jobs. A delivery that arrives once stopping has
+    begun is not started; it goes back to the queue with the channel. Here the first accepted
+    job sets ``stopping`` (prefetch 1): exactly one job, the other requests stay queued."""
+    names = BrokerNames.new("stop-intake")
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "a.wav").write_bytes(b"audio")
+    amqp = AmqpSettings(**names.amqp_section(allowed_roots=[roots], prefetch=1))
+    journal = SqliteJournal.open(tmp_path / "journal.db")
+    provider = ScriptedProvider()
+    runtimes = {"scripted": ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)}
+    stopping = asyncio.Event()
+    link = BrokerLink(amqp)
+    intake = RequestIntake(journal, amqp, lambda: (runtimes, {}), default_provider="scripted", url_policy=UrlPolicy())
+    source = AmqpSource(link, intake, amqp, notify=stopping.set, grace_seconds=5)
+    conn = connect()
+    try:
+        conn.channel().queue_declare(names.requests, durable=True, arguments=request_queue_arguments(amqp))
+        client = Client(names)
+        for n in range(10):
+            client.publish({"request_id": f"r{n}", "inputs": [{"path": str(roots / "a.wav")}]})
+        client.close()
+        async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+            tg.create_task(link.run(stopping))
+            tg.create_task(source.run(stopping))
+        await link.aclose()
+        assert [v.request_id for v in await journal.jobs()] == ["r0"]
+        waiting = conn.channel().queue_declare(names.requests, passive=True).method.message_count
+        assert waiting == 9
+    finally:
+        journal.close()
+        conn.close()
         delete_topology(names)

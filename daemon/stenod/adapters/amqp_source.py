@@ -313,17 +313,22 @@ class AmqpSource:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping``; then cancel the consumer and let in-flight messages settle."""
+        self._stopping = stopping
         connection = await self._link.wait_connected(stopping)
         if connection is None:
             return
         tag = await self._start(connection, stopping)
-        if tag is None:
-            return
         await stopping.wait()
-        assert self._queue is not None and self._channel is not None
+        if self._channel is None:
+            return
+        if tag is None:  # stopped while the channel was being opened: nothing was consumed
+            await self._close_channel(self._channel)
+            return
+        assert self._queue is not None
         try:
             # aio-pika's own timeout does not cover waiting for a robust channel to be
             # restored: with the broker away that wait never ends, and neither would we.
@@ -336,12 +341,17 @@ class AmqpSource:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("amqp.intake_grace_expired", in_flight=self._in_flight)
+        await self._close_channel(self._channel)
+        log.info("amqp.consumer_stopped")
+
+    @staticmethod
+    async def _close_channel(channel: AbstractRobustChannel) -> None:
+        # Unsettled deliveries go back to the queue when the channel closes.
         try:
             async with asyncio.timeout(_CLOSE_SECONDS):
-                await self._channel.close()
+                await channel.close()
         except (*_AMQP_ERRORS, TimeoutError) as exc:
             log.debug("amqp.channel_close_failed", error=str(exc) or type(exc).__name__)
-        log.info("amqp.consumer_stopped")
 
     async def _start(self, connection: Any, stopping: asyncio.Event) -> str | None:
         """Open the channel, declare the topology and start consuming; retried until it works."""
@@ -351,6 +361,8 @@ class AmqpSource:
                 await channel.set_qos(prefetch_count=self._amqp.prefetch)
                 queue, dlx = await declare_requests(channel, self._amqp)
                 self._channel, self._queue, self._dlx = channel, queue, dlx
+                if stopping.is_set():  # SIGTERM came while the channel opened: take no request now
+                    return None
                 tag = await queue.consume(self._on_message)
                 log.info("amqp.consuming", queue=self._amqp.request_queue, prefetch=self._amqp.prefetch)
                 return str(tag)
@@ -369,6 +381,10 @@ class AmqpSource:
         return None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        if self._stopping.is_set():
+            # Delivered after SIGTERM (prefetched, or the consumer started just before it): do
+            # not start it. Left unsettled, it returns to the queue when the channel closes.
+            return
         self._in_flight += 1
         self._idle.clear()
         try:

@@ -47,9 +47,19 @@ def _loads(text: str | None) -> Any:
 
 
 def _job_view(conn: sqlite3.Connection, job_id: str) -> JobView | None:
+    snapshot = _snapshot(conn, job_id)
+    return snapshot[1] if snapshot is not None else None
+
+
+def _snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[sqlite3.Row, JobView] | None:
+    """The job's row and its public view, from one read of the job and one of its items."""
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return None
+    return row, _view_of(row, conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall())
+
+
+def _view_of(row: sqlite3.Row, item_rows: Sequence[sqlite3.Row]) -> JobView:
     items = tuple(
         ItemView(
             item_id=r["id"],
@@ -60,7 +70,7 @@ def _job_view(conn: sqlite3.Connection, job_id: str) -> JobView | None:
             error=ErrorInfo.from_json(_loads(r["error"])) if r["error"] else None,
             transcript=(_loads(r["result"]) or {}).get("transcript") if r["result"] else None,
         )
-        for r in conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,))
+        for r in item_rows
     )
     return JobView(
         job_id=JobId(row["id"]),
@@ -114,6 +124,21 @@ def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem,
             now,
         ),
     )
+
+
+def _job_cost(item_rows: Sequence[sqlite3.Row]) -> str | None:
+    total: dict[str, float] = {}
+    for r in item_rows:
+        if r["cost"] is None:
+            continue
+        c = _loads(r["cost"])
+        total[c.get("currency", "USD")] = total.get(c.get("currency", "USD"), 0.0) + float(c["amount"])
+    if not total:
+        return None
+    if len(total) == 1:
+        currency, amount = next(iter(total.items()))
+        return _dumps({"amount": round(amount, 8), "currency": currency})
+    return _dumps({"amounts": total})
 
 
 class JournalReader:
@@ -202,20 +227,18 @@ class SqliteJournal:
 
     # -- events ----------------------------------------------------------------
 
-    def _emit(self, conn: sqlite3.Connection, kind: EventKind, job_id: str, view: JobView | None = None) -> None:
+    def _emit(self, conn: sqlite3.Connection, kind: EventKind, row: sqlite3.Row, view: JobView) -> None:
+        """Add the event to the outbox; ``row`` and ``view`` are the job as this transaction leaves it."""
         if not self._outbox:
             return
-        view = view or _job_view(conn, job_id)
-        assert view is not None
-        row = conn.execute("SELECT reply_to, correlation_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        event = JobEvent.new(kind, job_id, view.provider, view.to_data(inline_transcript_bytes=self._inline))
+        event = JobEvent.new(kind, view.job_id, view.provider, view.to_data(inline_transcript_bytes=self._inline))
         reply_to = row["reply_to"] if kind.terminal else None
         conn.execute(
             "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 event.id,
-                job_id,
+                view.job_id,
                 event.routing_key,
                 _dumps(event.envelope()),
                 reply_to,
@@ -224,12 +247,18 @@ class SqliteJournal:
             ),
         )
 
+    def _emit_current(self, conn: sqlite3.Connection, kind: EventKind, job_id: str) -> JobView | None:
+        snapshot = _snapshot(conn, job_id)
+        if snapshot is not None:
+            self._emit(conn, kind, *snapshot)
+        return snapshot[1] if snapshot is not None else None
+
     def _refresh_job(self, conn: sqlite3.Connection, job_id: str) -> JobState:
         """Recompute the job's state from its items; on a change, store it and emit its event."""
-        job = conn.execute("SELECT state, cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        items = conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
         old = JobState(job["state"])
-        states = [ItemState(r[0]) for r in conn.execute("SELECT state FROM items WHERE job_id = ?", (job_id,))]
-        new = derive_job_state(states, cancel_requested=bool(job["cancel_requested"]))
+        new = derive_job_state([ItemState(r["state"]) for r in items], cancel_requested=bool(job["cancel_requested"]))
         if new == old:
             return new
         if old.terminal:
@@ -238,43 +267,29 @@ class SqliteJournal:
         progress = 1.0 if new.terminal else None
         error = None
         if new == JobState.FAILED:
-            errors = [
-                _loads(r[0])
-                for r in conn.execute("SELECT error FROM items WHERE job_id = ? AND error IS NOT NULL", (job_id,))
-            ]
+            errors = [_loads(r["error"]) for r in items if r["error"] is not None]
             if len(errors) == 1 or (errors and all(e["code"] == errors[0]["code"] for e in errors)):
                 error = _dumps(errors[0])
             elif errors:
                 error = _dumps(
                     {"code": "items_failed", "message": f"all {len(errors)} items failed", "retryable": False}
                 )
-        cost = self._job_cost(conn, job_id) if new.terminal else None
+        cost = _job_cost(items) if new.terminal else None
         conn.execute(
             "UPDATE jobs SET state = ?, updated_at = ?, progress = COALESCE(?, progress), "
             "error = COALESCE(?, error), cost = COALESCE(?, cost) WHERE id = ?",
             (str(new), now, progress, error, cost, job_id),
         )
+        job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        view = _view_of(job, items)
         kind = {
             JobState.SUBMITTED: EventKind.SUBMITTED,
             JobState.RUNNING: EventKind.PROGRESS,
         }.get(new) or EventKind(str(new))
         if new == JobState.RUNNING and old == JobState.ACCEPTED:
-            self._emit(conn, EventKind.SUBMITTED, job_id)
-        self._emit(conn, kind, job_id)
+            self._emit(conn, EventKind.SUBMITTED, job, view)
+        self._emit(conn, kind, job, view)
         return new
-
-    @staticmethod
-    def _job_cost(conn: sqlite3.Connection, job_id: str) -> str | None:
-        total: dict[str, float] = {}
-        for (raw,) in conn.execute("SELECT cost FROM items WHERE job_id = ? AND cost IS NOT NULL", (job_id,)):
-            c = _loads(raw)
-            total[c.get("currency", "USD")] = total.get(c.get("currency", "USD"), 0.0) + float(c["amount"])
-        if not total:
-            return None
-        if len(total) == 1:
-            currency, amount = next(iter(total.items()))
-            return _dumps({"amount": round(amount, 8), "currency": currency})
-        return _dumps({"amounts": total})
 
     # -- intake ---------------------------------------------------------------------
 
@@ -323,9 +338,8 @@ class SqliteJournal:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (rule, path, dev, ino, size, mtime, job_id),
                 )
-            view = _job_view(conn, job_id)
+            view = self._emit_current(conn, EventKind.ACCEPTED, job_id)
             assert view is not None
-            self._emit(conn, EventKind.ACCEPTED, job_id, view)
             return view, True
 
         return await self._write(op)
@@ -520,9 +534,9 @@ class SqliteJournal:
         """A (rate-limited by the caller) progress event for a running job."""
 
         def op(conn: sqlite3.Connection) -> None:
-            view = _job_view(conn, job_id)
-            if view is not None and not view.state.terminal:
-                self._emit(conn, EventKind.PROGRESS, job_id, view)
+            snapshot = _snapshot(conn, job_id)
+            if snapshot is not None and not snapshot[1].state.terminal:
+                self._emit(conn, EventKind.PROGRESS, *snapshot)
 
         await self._write(op)
 
@@ -658,9 +672,10 @@ class SqliteJournal:
         """Re-publish a job's current state (a repeated request_id gets the existing job's events)."""
 
         def op(conn: sqlite3.Connection) -> None:
-            view = _job_view(conn, job_id)
-            if view is None:
+            snapshot = _snapshot(conn, job_id)
+            if snapshot is None:
                 return
+            row, view = snapshot
             kind = (
                 EventKind(str(view.state))
                 if view.state.terminal
@@ -672,7 +687,7 @@ class SqliteJournal:
                     else EventKind.PROGRESS
                 )
             )
-            self._emit(conn, kind, job_id, view)
+            self._emit(conn, kind, row, view)
 
         await self._write(op)
 
