@@ -47,9 +47,10 @@ def broker_cpu() -> float:
     return total
 
 
-def process_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    return times.user, times.system
 
 
 async def raw_aio_pika(count: int, prefetch: int) -> tuple[float, dict[str, float]]:
@@ -135,7 +136,7 @@ async def _prepublish(names: BrokerNames, roots: Path, count: int, tag: str) -> 
             )
 
 
-Sample = tuple[float, float, float]  # (perf_counter, daemon CPU seconds, broker CPU seconds)
+Sample = tuple[float, tuple[float, float], float]  # (perf_counter, daemon (user, system) CPU s, broker CPU s)
 
 
 async def _count_events(
@@ -192,8 +193,11 @@ async def through_daemon(
         await _prepublish(names, tmp / "roots", count, tag)
         running[0] = Daemon(config, tmp / f"{tag}.log").start()
         first, last = await asyncio.wait_for(counter, timeout=900)
+        user, system = last[1][0] - first[1][0], last[1][1] - first[1][1]
         return count / (last[0] - first[0]), {
-            "daemon_ms": (last[1] - first[1]) / count * 1e3,
+            "daemon_ms": (user + system) / count * 1e3,
+            "daemon user_ms": user / count * 1e3,
+            "daemon system_ms": system / count * 1e3,
             "broker_ms": (last[2] - first[2]) / count * 1e3,
         }
     finally:

@@ -14,7 +14,7 @@ import heapq
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,9 +48,13 @@ _CANCEL_CHECK_SECONDS = 2.0
 class OutputSink(Protocol):
     """Writes an item's outputs (or its error file). Called in a worker thread."""
 
-    def write_result(self, item: OpenItem, result: ItemResult) -> list[str]: ...
+    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
+        """With ``sync_folder=False`` the caller calls ``sync_folders`` before relying on the files."""
+        ...
 
     def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]: ...
+
+    def sync_folders(self, folders: Iterable[Path]) -> None: ...
 
 
 class Metrics(Protocol):
@@ -271,6 +275,7 @@ class Dispatcher:
             await self._cancel_batches(cancelled)
         groups: dict[tuple[Any, ...], list[OpenItem]] = defaultdict(list)
         failures: list[tuple[OpenItem, ErrorInfo]] = []
+        await self._preflight_new(items)
         for item in items:
             if item.item_id in self._finishing:
                 continue
@@ -297,8 +302,7 @@ class Dispatcher:
                 continue
             check = self._preflight.get(item.item_id)
             if check is None:
-                check = await asyncio.to_thread(preflight, runtime.name, runtime.limits, item, self._probe)
-                self._preflight[item.item_id] = check
+                continue  # it finished while the files were checked: this snapshot of it is stale
             if check.error is not None:
                 failures.append((item, check.error))
                 continue
@@ -327,6 +331,27 @@ class Dispatcher:
                 for i in chunk:
                     self._preflight.pop(i.item_id, None)
                 self._adopt(batch)
+
+    async def _preflight_new(self, items: Sequence[OpenItem]) -> None:
+        """Check the files of items seen for the first time, all in one worker-thread call."""
+        todo = [
+            (item, runtime)
+            for item in items
+            if item.item_id not in self._preflight
+            and item.item_id not in self._finishing
+            and not item.cancel_requested
+            and item.state != ItemState.FETCHED
+            and (item.path is not None or not is_url(item.input))
+            and (runtime := self._runtimes.get(item.provider)) is not None
+        ]
+        if not todo:
+            return
+
+        def check_all() -> list[Preflight]:
+            return [preflight(runtime.name, runtime.limits, item, self._probe) for item, runtime in todo]
+
+        for (item, _), check in zip(todo, await asyncio.to_thread(check_all), strict=True):
+            self._preflight[item.item_id] = check
 
     async def _cancel_batches(self, job_ids: set[str]) -> None:
         for batch_id, batch in list(self._batches.items()):
@@ -404,17 +429,21 @@ class Dispatcher:
             self._wake.set()
 
     async def _write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
+        return await asyncio.to_thread(self._write_now, item, result)
+
+    def _write_now(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> ItemOutcome:
+        """Write one item's outputs (or error file) and say what happened. Runs in a worker thread."""
         if result.error is not None and result.documents:
             # Some target languages arrived, others failed: keep what arrived, report the rest.
-            written = await asyncio.to_thread(self._sink.write_result, item, replace(result, error=None))
-            failure = await self._write_failure(item, result.error)
+            written = self._sink.write_result(item, replace(result, error=None))
+            failure = self._write_failure_now(item, result.error)
             return replace(failure, outputs=[*written, *failure.outputs])
         if result.error is not None:
-            return await self._write_failure(item, result.error)
+            return self._write_failure_now(item, result.error)
         try:
-            outputs = await asyncio.to_thread(self._sink.write_result, item, result)
+            outputs = self._sink.write_result(item, result, sync_folder=sync_folder)
         except OSError as exc:
-            return await self._write_failure(
+            return self._write_failure_now(
                 item,
                 ErrorInfo(
                     "output_failed",
@@ -442,6 +471,16 @@ class Dispatcher:
             follow_up=self._chained(item, outputs) if result.transcript is not None else None,
         )
 
+    def _write_batch(self, pairs: Sequence[tuple[OpenItem, ItemResult]]) -> list[ItemOutcome]:
+        """All items of one provider job in one worker-thread call, each folder synced once."""
+        outcomes = []
+        for item, result in pairs:
+            with structlog.contextvars.bound_contextvars(job_id=item.job_id):
+                outcomes.append(self._write_now(item, result, sync_folder=False))
+        # Before the journal records them: the renames must be durable first.
+        self._sink.sync_folders({Path(o).parent for outcome in outcomes for o in outcome.outputs})
+        return outcomes
+
     @staticmethod
     def _chained(item: OpenItem, outputs: Sequence[str]) -> NewItem | None:
         """Transcribe-then-translate: the transcript becomes a translate item of the same job."""
@@ -464,8 +503,11 @@ class Dispatcher:
         )
 
     async def _write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
+        return await asyncio.to_thread(self._write_failure_now, item, error)
+
+    def _write_failure_now(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
         try:
-            outputs = await asyncio.to_thread(self._sink.write_error, item, error)
+            outputs = self._sink.write_error(item, error)
         except OSError as exc:
             log.error("item.error_file_failed", input=item.input, error=str(exc))
             outputs = []
@@ -583,16 +625,19 @@ class Dispatcher:
         assert batch.handle is not None
         results = await self._call(runtime, "fetch", runtime.provider.fetch(batch.handle))
         by_id = {r.item_id: r for r in results}
-        outcomes = []
-        for item in batch.items:
-            if item.state.terminal:
-                continue
-            with structlog.contextvars.bound_contextvars(job_id=item.job_id):
-                result = by_id.get(item.item_id) or ItemResult(
+        pairs = [
+            (
+                item,
+                by_id.get(item.item_id)
+                or ItemResult(
                     item.item_id,
                     error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"),
-                )
-                outcomes.append(await self._write(item, result))
+                ),
+            )
+            for item in batch.items
+            if not item.state.terminal
+        ]
+        outcomes = await asyncio.to_thread(self._write_batch, pairs)
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
         release = getattr(runtime.provider, "release", None)
         if release is not None:

@@ -30,7 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stenod.adapters.amqp_source import Accepted, Delivery, RequestIntake
-from stenod.adapters.file_writers import FileSink
+from stenod.adapters.file_writers import FileSink, OrphanSweeper
 from stenod.adapters.folder_source import FolderSource
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
@@ -306,11 +306,15 @@ async def test_a_redirect_to_any_non_public_address_is_refused_at_the_hop(tmp_pa
 # -- outputs after a crash -------------------------------------------------------------------
 
 
+def _dead_pid() -> int:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(gone.stdout)  # that process has exited: its temp files are orphans
+
+
 def test_temp_files_left_by_a_killed_writer_are_removed_by_the_next_write_in_their_folder(tmp_path: Path) -> None:
     """Found by the long chaos run: a kill -9 between creating an output's temp file and
     renaming it left ``.name.<pid>.….stenod-tmp`` behind for good (R15)."""
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(gone.stdout)  # that process has exited: its temp files are orphans
+    dead_pid = _dead_pid()
     audio = tmp_path / "call.wav"
     audio.write_bytes(b"audio")
     stale = [
@@ -324,3 +328,16 @@ def test_temp_files_left_by_a_killed_writer_are_removed_by_the_next_write_in_the
     item = open_item(audio, "i1", tmp_path)
     FileSink(tmp_path).write_result(item, ItemResult("i1", transcript=Transcript("hello", "en", 1.0)))
     assert [p for p in stale if p.exists()] == [] and in_flight.exists()
+
+
+def test_a_folder_is_swept_for_orphans_once_per_interval_not_on_every_write(tmp_path: Path) -> None:
+    """Sweeping on every write listed the whole folder per output: with thousands of
+    recordings in one folder that halved the queue's round trips (bench/bench_queue.py)."""
+    sweeper = OrphanSweeper(every_seconds=600)
+    sweeper.visit(tmp_path)
+    orphan = tmp_path / f".late.txt.{_dead_pid()}.1.00000000.stenod-tmp"
+    orphan.write_text("x")
+    sweeper.visit(tmp_path)
+    assert orphan.exists()  # swept at most every 10 minutes
+    OrphanSweeper(every_seconds=0).visit(tmp_path)
+    assert not orphan.exists()

@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import threading
+import time
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,7 @@ class FileSink:
 
     def __init__(self, fallback_dir: Path) -> None:
         self._fallback_dir = fallback_dir  # for inputs with no folder of their own (URL downloads)
+        self._sweeper = OrphanSweeper()
 
     def _target(self, item: OpenItem, *, failed: bool = False) -> Path:
         output: Mapping[str, Any] = item.output
@@ -182,7 +184,9 @@ class FileSink:
             )
         return directory
 
-    def write_result(self, item: OpenItem, result: ItemResult) -> list[str]:
+    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
+        """Write the transcript formats and translated documents; with ``sync_folder=False``
+        the caller fsyncs the folder (``sync_folders``) once for several items."""
         directory = self._target(item)
         stem = safe_stem(item.name)
         written: list[str] = []
@@ -207,8 +211,9 @@ class FileSink:
             atomic_write(path, doc.content, sync_dir=False)
             written.append(str(path))
         self._clear_error(directory, stem)
-        _remove_orphaned_temps(directory)
-        sync_directory(directory)  # once for all the renames above
+        self._sweeper.visit(directory)
+        if sync_folder:
+            sync_directory(directory)  # once for all the renames above
         self._after(item, succeeded=True)
         return written
 
@@ -224,9 +229,16 @@ class FileSink:
             "what_to_do": error.hint or _default_hint(error),
         }
         atomic_write(path, (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode())
-        _remove_orphaned_temps(directory)
+        self._sweeper.visit(directory)
         self._after(item, succeeded=False)
         return [str(path)]
+
+    @staticmethod
+    def sync_folders(folders: Iterable[Path]) -> None:
+        """Make the renames in these folders durable (a folder removed since has nothing to keep)."""
+        for folder in folders:
+            with _suppress_missing():
+                sync_directory(folder)
 
     @staticmethod
     def _clear_error(directory: Path, stem: str) -> None:
@@ -268,9 +280,35 @@ class FileSink:
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
 
 
-def _remove_orphaned_temps(directory: Path) -> None:
-    """Remove temp files whose writer process is gone: a kill -9 between creating a temp file
-    and renaming it leaves one behind (``.<name>.<pid>.<thread>.<token>.stenod-tmp``)."""
+class OrphanSweeper:
+    """Removes temp files whose writer process is gone: a kill -9 between creating a temp file
+    and renaming it leaves one behind (``.<name>.<pid>.<thread>.<token>.stenod-tmp``).
+
+    Listing a folder costs as much as the folder is big, so each folder is swept on the first
+    write to it and then at most every ``every_seconds`` (a killed one-shot ``stenod
+    transcribe`` may leave one later), not on every write: in a folder of thousands of
+    recordings that turned each write into a scan of the folder. Thread-safe."""
+
+    def __init__(self, every_seconds: float = 600.0, max_folders: int = 10_000) -> None:
+        self._every = every_seconds
+        self._max = max_folders
+        self._swept: dict[Path, float] = {}
+        self._lock = threading.Lock()
+
+    def visit(self, directory: Path) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._swept.get(directory)
+            if last is not None and now - last < self._every:
+                return
+            if len(self._swept) >= self._max:
+                self._swept.clear()
+            self._swept[directory] = now
+        remove_orphaned_temps(directory)
+
+
+def remove_orphaned_temps(directory: Path) -> None:
+    """Remove the temp files in ``directory`` whose writer process is not running."""
     try:
         names = [n for n in os.listdir(directory) if n.endswith(".stenod-tmp")]
     except OSError:
