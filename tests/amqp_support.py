@@ -24,6 +24,8 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tests.fakes.server import free_port
+
 BROKER_URL = os.environ.get("STENOD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ECHO_CREATED = "created.log"
 
@@ -187,22 +189,18 @@ def broker_stopped() -> Iterator[None]:
         rabbitmqctl("await_startup")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class BrokerDoor:
-    """A TCP forwarder on its own port to the real broker: closed = "the broker is down" for
-    the daemon only, without touching the broker other tests use."""
+    """A TCP forwarder on its own port to the real broker, for one daemon only: closed = "the
+    broker is down" for that daemon (its connection cut with an RST, as a crashed broker
+    gives), without touching the broker other tests share. While the broker itself is away,
+    connections through an open door are refused."""
 
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
         self.port = free_port()
         self._target = target
         self._server: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -214,36 +212,39 @@ class BrokerDoor:
         server.bind(("127.0.0.1", self.port))
         server.listen(16)
         self._server = server
-        thread = threading.Thread(target=self._accept, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        threading.Thread(target=self._accept, args=(server,), name="broker-door", daemon=True).start()
 
     def close(self) -> None:
-        if self._server is not None:
+        server, self._server = self._server, None
+        if server is not None:
             # shutdown() wakes the thread blocked in accept(); close() alone would leave the
-            # port listening until that thread returns, so the door could not open again.
+            # socket listening (the blocked call holds it) and the door open.
             with suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)
-            self._server.close()
-            self._server = None
-        for sock in self._sockets:
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
             with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             sock.close()
-        self._sockets.clear()
 
-    def _accept(self) -> None:
-        server = self._server
-        while server is not None:
+    def _accept(self, server: socket.socket) -> None:
+        while True:
             try:
                 client, _ = server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._target)
-            self._sockets += [client, upstream]
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()  # the broker itself is away: the daemon sees a refused connection
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
-                t.start()
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:

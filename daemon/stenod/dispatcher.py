@@ -273,9 +273,8 @@ class Dispatcher:
         cancelled = set(await self._journal.cancel_requested_jobs())
         if cancelled:
             await self._cancel_batches(cancelled)
-        groups: dict[tuple[Any, ...], list[OpenItem]] = defaultdict(list)
         failures: list[tuple[OpenItem, ErrorInfo]] = []
-        await self._preflight_new(items)
+        packable: list[tuple[OpenItem, ProviderRuntime]] = []
         for item in items:
             if item.item_id in self._finishing:
                 continue
@@ -300,6 +299,10 @@ class Dispatcher:
                     )
                 )
                 continue
+            packable.append((item, runtime))
+        await self._preflight_new(packable)
+        groups: dict[tuple[Any, ...], list[OpenItem]] = defaultdict(list)
+        for item, _ in packable:
             check = self._preflight.get(item.item_id)
             if check is None:
                 continue  # it finished while the files were checked: this snapshot of it is stale
@@ -332,18 +335,9 @@ class Dispatcher:
                     self._preflight.pop(i.item_id, None)
                 self._adopt(batch)
 
-    async def _preflight_new(self, items: Sequence[OpenItem]) -> None:
+    async def _preflight_new(self, items: Sequence[tuple[OpenItem, ProviderRuntime]]) -> None:
         """Check the files of items seen for the first time, all in one worker-thread call."""
-        todo = [
-            (item, runtime)
-            for item in items
-            if item.item_id not in self._preflight
-            and item.item_id not in self._finishing
-            and not item.cancel_requested
-            and item.state != ItemState.FETCHED
-            and (item.path is not None or not is_url(item.input))
-            and (runtime := self._runtimes.get(item.provider)) is not None
-        ]
+        todo = [(item, runtime) for item, runtime in items if item.item_id not in self._preflight]
         if not todo:
             return
 
@@ -435,7 +429,7 @@ class Dispatcher:
         """Write one item's outputs (or error file) and say what happened. Runs in a worker thread."""
         if result.error is not None and result.documents:
             # Some target languages arrived, others failed: keep what arrived, report the rest.
-            written = self._sink.write_result(item, replace(result, error=None))
+            written = self._sink.write_result(item, replace(result, error=None), sync_folder=sync_folder)
             failure = self._write_failure_now(item, result.error)
             return replace(failure, outputs=[*written, *failure.outputs])
         if result.error is not None:

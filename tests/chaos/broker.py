@@ -10,7 +10,6 @@ run would blame the daemon for it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from tests.amqp_support import BROKER_URL, BrokerNames, free_port
+from tests.amqp_support import BROKER_URL, BrokerNames
 
 _RETRY_SECONDS = 0.3
 _ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -177,71 +176,3 @@ def queue_depths(names: BrokerNames) -> dict[str, tuple[int, int]]:
         if len(parts) == 3 and parts[0].startswith(names.prefix):
             depths[parts[0]] = (int(parts[1]), int(parts[2]))
     return depths
-
-
-class Door:
-    """A TCP forwarder in front of the broker, for the daemon only: closing it cuts the
-    daemon's broker connection (an RST, as a crashed broker gives) without touching the
-    broker other tests share. Survives the broker itself being away (connect refused)."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
-        self.port = free_port()
-        self._target = target
-        self._server: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    def open(self) -> None:
-        server = socket.socket()
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), name="chaos:door", daemon=True).start()
-
-    def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            # shutdown() wakes the thread blocked in accept(); close() alone would leave the
-            # socket listening (the blocked call holds it) and the door open.
-            with suppress(OSError):
-                server.shutdown(socket.SHUT_RDWR)
-            server.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            sock.close()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()  # the broker itself is away: the daemon sees a refused connection
-                continue
-            with self._lock:
-                self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)

@@ -4,8 +4,6 @@ a door in front of the broker, the daemon's configuration and its supervisor."""
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,12 +13,11 @@ from typing import Any
 
 import httpx
 
-from tests.amqp_support import BrokerNames, delete_topology
-from tests.chaos.broker import Door, EventTap, Publisher
+from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
+from tests.chaos.broker import EventTap, Publisher
 from tests.chaos.plan import BAD_MARKER
 from tests.chaos.supervisor import Supervisor
-from tests.e2e.harness import ROOT, wait_for, write_config
-from tests.fakes.server import free_port
+from tests.e2e.harness import fake_server, write_config
 
 PROVIDER_TIMEOUT_SECONDS = 3.0  # the plugins' request timeout; a "hang" outlasts it
 HANG_SECONDS = PROVIDER_TIMEOUT_SECONDS + 1.5
@@ -72,7 +69,7 @@ class Rig:
     names: BrokerNames
     keys: dict[str, str]
     fakes: dict[str, str]  # provider: base URL
-    door: Door
+    door: BrokerDoor
     supervisor: Supervisor
     tap: EventTap
     publisher: Publisher
@@ -88,36 +85,12 @@ class Rig:
         httpx.post(f"{self.fakes[provider]}/__fake__/faults", json=script, timeout=10).raise_for_status()
 
 
-@contextmanager
-def fake_process(module: str, log: Path, *args: str) -> Iterator[str]:
-    """``python -m <module> --port N`` with its output in ``log``; yields its URL once it answers."""
-    port = free_port()
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT, stdout=sink, stderr=sink
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/__fake__/stats", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, f"{module} to listen", timeout=30)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def canary_keys() -> dict[str, str]:
     """API keys that must never show up anywhere but in the credentials folder."""
     return {p: f"CANARY-{p}-{secrets.token_hex(8)}" for p in ("sarvam", "vachana")}
 
 
-def daemon_config(dirs: Dirs, names: BrokerNames, door: Door, fakes: dict[str, str]) -> Path:
+def daemon_config(dirs: Dirs, names: BrokerNames, door: BrokerDoor, fakes: dict[str, str]) -> Path:
     watch = [
         {
             "path": dirs.inbox(provider),
@@ -176,20 +149,20 @@ def rig(root: Path, label: str = "chaos") -> Iterator[Rig]:
     with ExitStack() as stack:
         fakes = {
             "sarvam": stack.enter_context(
-                fake_process("tests.fakes.sarvam", dirs.fake_log("sarvam"), "--api-key", keys["sarvam"])
+                fake_server("tests.fakes.sarvam", "--api-key", keys["sarvam"], log=dirs.fake_log("sarvam"))
             ),
             "vachana": stack.enter_context(
-                fake_process(
+                fake_server(
                     "tests.fakes.vachana",
-                    dirs.fake_log("vachana"),
                     "--api-key",
                     keys["vachana"],
                     "--poll-interval",
                     str(VACHANA_POLL_SECONDS),
+                    log=dirs.fake_log("vachana"),
                 )
             ),
         }
-        door = Door()
+        door = BrokerDoor()
         door.open()
         stack.callback(door.close)
         config = daemon_config(dirs, names, door, fakes)

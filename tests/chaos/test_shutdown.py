@@ -20,8 +20,7 @@ from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlPolicy
 from stenod.dispatcher import ProviderRuntime
 from stenod.settings import AmqpSettings
-from tests.amqp_support import BrokerNames, Client, connect, delete_topology, queue_config
-from tests.chaos.broker import Door
+from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
 from tests.e2e.harness import Daemon, wait_for
 from tests.fakes.scripted import ScriptedProvider
 
@@ -34,7 +33,7 @@ def test_sigterm_while_a_flapping_broker_connection_is_down_still_stops_the_daem
 ) -> None:
     rng = random.Random(seed)
     names = BrokerNames.new("sigterm-flapping")
-    door = Door()
+    door = BrokerDoor()
     door.open()
     daemon = Daemon(queue_config(tmp_path, names, url=door.url), tmp_path / "daemon.log").start()
     client = Client(names)

@@ -149,10 +149,14 @@ def running(config: Path, log_path: Path, **kwargs: Any) -> Iterator[Daemon]:
 
 
 @contextmanager
-def fake_server(module: str, *args: str) -> Iterator[str]:
-    """Run ``python -m <module> --port N`` and yield its URL once it answers."""
+def fake_server(module: str, *args: str, log: Path | None = None, timeout: float = 30.0) -> Iterator[str]:
+    """Run ``python -m <module> --port N`` (its output appended to ``log`` if given) and
+    yield its URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT)
+    with log.open("ab") if log is not None else contextlib.nullcontext() as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(port), *args], cwd=ROOT, stdout=sink, stderr=sink
+        )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -162,7 +166,7 @@ def fake_server(module: str, *args: str) -> Iterator[str]:
             return False
 
     try:
-        wait_for(up, f"{module} to listen", timeout=15)
+        wait_for(up, f"{module} to listen", timeout=timeout)
         yield url
     finally:
         proc.terminate()
