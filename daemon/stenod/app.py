@@ -273,7 +273,7 @@ async def build(
             dispatcher.notify,
             metrics=metrics,
         )
-        stack.push_async_callback(amqp.link.aclose)  # runs after the TaskGroup, before the journal closes
+        stack.push_async_callback(amqp.aclose)  # runs after the TaskGroup, before the journal closes
         daemon.sources.append(amqp.source)
         daemon.services.extend(amqp.services)
         daemon.health["broker"] = amqp.link.healthy

@@ -100,6 +100,7 @@ async def test_requests_delivered_after_sigterm_are_left_for_the_next_daemon(tmp
         waiting = conn.channel().queue_declare(names.requests, passive=True).method.message_count
         assert waiting == 9
     finally:
+        intake.close()
         journal.close()
         conn.close()
         delete_topology(names)

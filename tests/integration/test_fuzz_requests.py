@@ -161,6 +161,7 @@ class IntakeRig:
     def close(self) -> None:
         valid_after = self.handle(json.dumps(valid(self.roots, request_id="r-after-fuzz")).encode())
         self.runner.close()
+        self.intake.close()
         self.journal.close()
         assert isinstance(valid_after, Accepted) and valid_after.created, "the intake still accepts valid requests"
         changed = {k for k, v in tree(self.tmp).items() if self.before.get(k) != v}

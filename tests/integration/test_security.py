@@ -159,6 +159,7 @@ async def test_an_output_folder_swapped_for_a_symlink_after_acceptance_gets_noth
         p.provider.block_submit = asyncio.Event()  # hold the job while the folder is swapped
         request = {"inputs": [{"path": str(roots / "call.wav")}], "output": {"dir": str(roots / "out")}}
         outcome = await intake.handle(Delivery(body=json.dumps(request).encode(), message_id="m1"))
+        intake.close()
         assert isinstance(outcome, Accepted)
         p.dispatcher.notify()
         async with asyncio.timeout(10):
@@ -268,6 +269,7 @@ async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_reje
         )
         body = json.dumps({"inputs": [{"url": "https://media.example.org/talk.mp3"}]}).encode()
         outcome = await intake.handle(Delivery(body=body, message_id="m1"))
+        intake.close()
     finally:
         journal.close()
     assert isinstance(outcome, Rejected) and outcome.code == "url_not_allowed", outcome

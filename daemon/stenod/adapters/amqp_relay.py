@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aiormq.exceptions import PublishError
+from pamqp import commands as spec
 
 from stenod.adapters.amqp_topology import BrokerLink, declare_events
 from stenod.adapters.sqlite_journal import SqliteJournal
@@ -121,7 +123,15 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> list[int]:
         """Publish rows pipelined; returns the seqs the broker confirmed."""
-        results = await asyncio.gather(*(self._publish_row(row) for row in rows), return_exceptions=True)
+        assert self._channel is not None
+        # aiormq's channel directly: aio-pika's Message and Exchange layers cost a third of
+        # the CPU of each publish, and its publish waits for every frame to reach the
+        # socket before the next may go (``wait=False`` lets the batch share one write).
+        # The robust channel's own wrapper waits for a reconnect, within our timeout.
+        async with asyncio.timeout(self._amqp.publish_timeout_seconds):
+            # aio-pika 10 requires aiormq 7.2.4+, whose Channel.basic_publish takes ``wait``.
+            underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        results = await asyncio.gather(*(self._publish_row(underlay, row) for row in rows), return_exceptions=True)
         done: list[int] = []
         failed: BaseException | None = None
         for row, result in zip(rows, results, strict=True):
@@ -140,12 +150,19 @@ class OutboxRelay:
             )
         return done
 
-    async def _publish_row(self, row: OutboxRow) -> bool:
-        assert self._exchange is not None and self._channel is not None
-        message = self._message(row)
+    async def _publish_row(self, channel: aiormq.Channel, row: OutboxRow) -> bool:
+        """Publish one event, confirmed (aiormq raises on a nack, a return or the timeout)."""
+        body = row.body.encode("utf-8")
         try:
-            async with asyncio.timeout(self._amqp.publish_timeout_seconds):
-                await self._exchange.publish(message, routing_key=row.routing_key, mandatory=True)
+            await channel.basic_publish(
+                body,
+                exchange=self._amqp.event_exchange,
+                routing_key=row.routing_key,
+                properties=self._properties(row),
+                mandatory=True,
+                timeout=self._amqp.publish_timeout_seconds,
+                wait=False,
+            )
         except PublishError:
             log.warning(
                 "amqp.event_unroutable",
@@ -155,23 +172,28 @@ class OutboxRelay:
             )
             return False
         if row.reply_to:
-            reply = self._message(row, correlation_id=row.correlation_id)
             try:
-                async with asyncio.timeout(self._amqp.publish_timeout_seconds):
-                    await self._channel.default_exchange.publish(reply, routing_key=row.reply_to, mandatory=True)
+                await channel.basic_publish(
+                    body,
+                    exchange="",
+                    routing_key=row.reply_to,
+                    properties=self._properties(row, correlation_id=row.correlation_id),
+                    mandatory=True,
+                    timeout=self._amqp.publish_timeout_seconds,
+                    wait=False,
+                )
             except PublishError:
                 log.info("amqp.reply_unroutable", reply_to=row.reply_to, event_id=row.event_id)
         return True
 
     @staticmethod
-    def _message(row: OutboxRow, *, correlation_id: str | None = None) -> aio_pika.Message:
+    def _properties(row: OutboxRow, *, correlation_id: str | None = None) -> spec.Basic.Properties:
         kind = row.routing_key.split(".")[1] if row.routing_key.count(".") >= 1 else "event"
-        return aio_pika.Message(
-            body=row.body.encode("utf-8"),
+        return spec.Basic.Properties(
             content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=2,  # persistent
             message_id=row.event_id,
-            type=f"stenod.job.{kind}",
+            message_type=f"stenod.job.{kind}",
             app_id="stenod",
             correlation_id=correlation_id,
         )

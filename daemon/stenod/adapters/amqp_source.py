@@ -27,6 +27,7 @@ from stenod.adapters.amqp_relay import OutboxRelay
 from stenod.adapters.amqp_topology import CANCEL_TYPE, REQUEST_TYPE, BrokerLink, declare_requests
 from stenod.adapters.folder_source import FileRefused, open_regular
 from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.thread_lane import ThreadLane
 from stenod.adapters.url_fetch import (
     DownloadFailed,
     Resolver,
@@ -113,6 +114,14 @@ class RequestIntake:
         self._resolver = resolver
         # Resolved once: the roots are configuration, and realpath costs a stat per component.
         self._allowed = [Path(os.path.realpath(root)) for root in amqp.allowed_roots]
+        # File checks block (a network mount can hang), so they leave the loop; one lane
+        # takes the checks of all messages that arrive together in one hand-off.
+        self._files: ThreadLane[None] = ThreadLane("intake-files")
+        self._infos: tuple[Mapping[str, ProviderRuntime], dict[str, ProviderInfo]] | None = None
+
+    def close(self) -> None:
+        """Stop the file-check thread (after the consumer stopped)."""
+        self._files.close()
 
     async def handle(self, delivery: Delivery) -> Outcome:
         """Validate and commit. Returns Accepted, Rejected (never retried) or Retry."""
@@ -146,7 +155,10 @@ class RequestIntake:
         request: Request = parse_body(delivery.body, Request, max_body_bytes=self._amqp.max_body_bytes)
         request_id = request.request_id or delivery.message_id
         runtimes, unavailable = self._providers()
-        infos = {name: ProviderInfo(rt.limits, type(rt.provider).Options) for name, rt in runtimes.items()}
+        if self._infos is None or self._infos[0] is not runtimes:  # new runtimes come with a reload
+            infos = {name: ProviderInfo(rt.limits, type(rt.provider).Options) for name, rt in runtimes.items()}
+            self._infos = runtimes, infos
+        infos = self._infos[1]
         provider, options = check_request(
             request, infos, unavailable, default_provider=self._default_provider, request_id=request_id
         )
@@ -187,7 +199,7 @@ class RequestIntake:
         local: list[NewItem] = []
         output_dir = None
         if paths or wants_dir:  # one trip to a worker thread for all the file-system checks
-            local, output_dir = await asyncio.to_thread(self._file_checks, paths, request)
+            local, output_dir = await self._files.call(lambda _: self._file_checks(paths, request))
         found = iter(local)
         items = []
         for ref in request.inputs:
@@ -496,9 +508,17 @@ class AmqpParts:
     """The queue interface's components, for the composition root."""
 
     link: BrokerLink
+    intake: RequestIntake
     source: AmqpSource
     relay: OutboxRelay
     fetcher: UrlFetchService
+
+    async def aclose(self) -> None:
+        """After the TaskGroup ended: close the broker connection and the intake's thread."""
+        try:
+            await self.link.aclose()
+        finally:
+            self.intake.close()
 
     @property
     def services(self) -> list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]]:
@@ -515,8 +535,8 @@ def build_amqp(
 ) -> AmqpParts:
     """Wire the broker link, request consumer, outbox relay and URL fetcher from the settings.
 
-    The caller runs ``services`` in its TaskGroup, adds ``source`` to its sources and closes
-    ``link`` (``aclose``) after the TaskGroup ended.
+    The caller runs ``services`` in its TaskGroup, adds ``source`` to its sources and calls
+    ``aclose`` after the TaskGroup ended.
     """
     amqp = settings.amqp
     link = BrokerLink(amqp, on_state=getattr(metrics, "set_consumer_connected", None))
@@ -539,4 +559,4 @@ def build_amqp(
         grace_seconds=min(10.0, settings.shutdown_grace_seconds),
     )
     relay = OutboxRelay(link, journal, amqp, metrics=metrics)
-    return AmqpParts(link, source, relay, fetcher)
+    return AmqpParts(link, intake, source, relay, fetcher)

@@ -8,7 +8,6 @@ Public job states are derived from item states (``stenod.jobs.derive_job_state``
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 from ulid import ULID
 
+from stenod import jsontext
 from stenod.adapters.sqlite_schema import SCHEMA
 from stenod.adapters.sqlite_store import WriterThread, connect
 from stenod.errors import ErrorInfo
@@ -35,12 +35,11 @@ from stenod.journal import BatchRow, ItemOutcome, NewItem, NewJob, OpenItem, Out
 T = TypeVar("T")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_dumps = jsontext.dumps
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else jsontext.loads(text)
 
 
 # -- pure SQL functions (shared by the async journal and the CLI's reader) -----

@@ -10,23 +10,15 @@ integrity check at start-up.
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import structlog
 
+from stenod.adapters.thread_lane import Call, Outcome, ThreadLane
 from stenod.errors import StenodError
 
-T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
 log = structlog.get_logger("stenod.journal")
-
-_MAX_GROUP = 512
 
 
 class JournalError(StenodError):
@@ -47,39 +39,23 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class WriterThread:
-    """Owns the only write connection of the daemon and runs operations in order."""
+class WriterThread(ThreadLane[sqlite3.Connection]):
+    """Owns the only write connection of the daemon and runs operations in order; each
+    group of queued operations is one transaction."""
 
     def __init__(self, path: Path, schema: str) -> None:
+        super().__init__("journal-writer")
         self._path = path
         self._schema = schema
-        self._queue: queue.SimpleQueue[tuple[Op, asyncio.Future[Any], bool] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
-        self._started = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._closed = False
 
     def start(self) -> None:
-        self._thread.start()
-        self._started.wait()
-        if self._startup_error is not None:
-            raise JournalError(f"journal {self._path} cannot be opened: {self._startup_error}") from self._startup_error
+        try:
+            super().start()
+        except BaseException as exc:
+            raise JournalError(f"journal {self._path} cannot be opened: {exc}") from exc
 
-    async def call(self, op: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        if self._closed:
-            raise JournalError("journal is closed")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((op, future, write))
-        return await future
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    # -- thread side ---------------------------------------------------------
+    def _closed_error(self) -> Exception:
+        return JournalError("journal is closed")
 
     def _open(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,46 +66,16 @@ class WriterThread:
         conn.executescript(self._schema)
         return conn
 
-    def _run(self) -> None:
-        try:
-            conn = self._open()
-        except BaseException as exc:  # reported to start() and re-raised there
-            self._startup_error = exc
-            self._started.set()
-            return
-        self._started.set()
-        try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                group = [first]
-                stop = False
-                while len(group) < _MAX_GROUP:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    group.append(nxt)
-                self._execute(conn, group)
-                if stop:
-                    return
-        finally:
-            conn.close()
+    def _close_resource(self, resource: sqlite3.Connection) -> None:
+        resource.close()
 
-    def _execute(self, conn: sqlite3.Connection, group: list[tuple[Op, asyncio.Future[Any], bool]]) -> None:
+    def _execute(self, conn: sqlite3.Connection, group: list[Call]) -> list[Outcome]:
         writes = any(write for _, _, write in group)
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         except sqlite3.Error as exc:
-            for _, fut, _ in group:
-                outcomes.append((fut, None, JournalError(f"journal unavailable: {exc}")))
-            self._deliver(outcomes)
-            return
+            return [(fut, None, JournalError(f"journal unavailable: {exc}")) for _, fut, _ in group]
         for op, fut, _ in group:
             conn.execute("SAVEPOINT op")
             try:
@@ -153,24 +99,4 @@ class WriterThread:
             conn.execute("ROLLBACK")
             log.error("journal.commit_failed", error=str(exc))
             outcomes = [(fut, None, JournalError(f"journal commit failed: {exc}")) for fut, _, _ in outcomes]
-        self._deliver(outcomes)
-
-    @staticmethod
-    def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-        # One wake-up of each loop per committed group, not one per operation.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-        for outcome in outcomes:
-            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
-        for loop, batch in by_loop.items():
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle_all, batch)
-
-
-def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, result, exc in outcomes:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
+        return outcomes
