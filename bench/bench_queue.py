@@ -20,8 +20,10 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import aio_pika
@@ -38,19 +40,34 @@ HELD = {"max_files": 50, "max_concurrent_jobs": 1, "submit_delay_seconds": 3600}
 TERMINAL = ["job.succeeded.#", "job.partial.#", "job.failed.#", "job.cancelled.#", "job.rejected.#"]
 
 
-def broker_cpu() -> float:
-    """CPU seconds used so far by the RabbitMQ node (the Erlang VM) on this machine."""
+def broker_pids() -> list[int]:
+    """The RabbitMQ node's processes (the Erlang VM) on this machine."""
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"]
+
+
+def broker_cpu(pids: list[int] | None = None) -> float:
+    """CPU seconds used so far by the RabbitMQ node."""
     total = 0.0
-    for proc in psutil.process_iter(["name", "cpu_times"]):
-        if proc.info["name"] == "beam.smp" and proc.info["cpu_times"] is not None:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    for pid in pids if pids is not None else broker_pids():
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
     return total
 
 
-def process_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user, times.system
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its live children (the relay process)."""
+    user = system = 0.0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        user, system = user + times.user, system + times.system
+    return user, system
 
 
 async def raw_aio_pika(count: int, prefetch: int) -> tuple[float, dict[str, float]]:
@@ -136,18 +153,12 @@ async def _prepublish(names: BrokerNames, roots: Path, count: int, tag: str) -> 
             )
 
 
-Sample = tuple[float, tuple[float, float], float]  # (perf_counter, daemon (user, system) CPU s, broker CPU s)
+Sample = tuple[float, tuple[float, float], float]  # (wall clock, daemon tree (user, system) CPU s, broker CPU s)
+_SAMPLE_EVERY_SECONDS = 0.02
 
 
-async def _count_events(
-    names: BrokerNames, patterns: list[str], count: int, started: asyncio.Event, daemon: list[Daemon]
-) -> tuple[Sample, Sample]:
-    """Wait for events of ``count`` requests; samples at the first and at the last arrival."""
-
-    def sample() -> Sample:
-        assert daemon[0].proc is not None
-        return time.perf_counter(), process_cpu(daemon[0].proc.pid), broker_cpu()
-
+async def _count_events(names: BrokerNames, patterns: list[str], count: int, started: asyncio.Event) -> float:
+    """Wait for events of ``count`` requests; returns the wall-clock time of the last one."""
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
         channel = await connection.channel()
@@ -158,10 +169,8 @@ async def _count_events(
         started.set()
         seen: set[str] = set()
         failed: set[str] = set()
-        first: Sample | None = None
         async with queue.iterator(no_ack=True) as messages:
             async for message in messages:
-                first = first or sample()
                 data = json.loads(message.body)["data"]
                 seen.add(data["request_id"])
                 if data["state"] in ("failed", "partial", "cancelled", "rejected"):
@@ -169,39 +178,66 @@ async def _count_events(
                 if len(seen) >= count:
                     if failed:
                         print(f"  ({len(failed)} of {count} jobs did not succeed)", flush=True)
-                    return first, sample()
+                    return time.time()
     raise AssertionError("unreachable")
+
+
+async def _sample_until(done: asyncio.Future[float], pid: int, samples: list[Sample]) -> None:
+    """CPU of the daemon (with its relay process) and of the broker, every 20 ms."""
+    beam = broker_pids()
+    while not done.done():
+        samples.append((time.time(), tree_cpu(pid), broker_cpu(beam)))
+        await asyncio.sleep(_SAMPLE_EVERY_SECONDS)
+    samples.append((time.time(), tree_cpu(pid), broker_cpu(beam)))
+
+
+def _first_commit(state: Path) -> float:
+    """Wall-clock time of the first job the daemon committed."""
+    with sqlite3.connect(f"file:{state / 'journal.db'}?mode=ro", uri=True) as conn:
+        (first,) = conn.execute("SELECT MIN(created_at) FROM jobs").fetchone()
+    return datetime.fromisoformat(first.replace("Z", "+00:00")).timestamp()
 
 
 async def through_daemon(
     tmp: Path, count: int, patterns: list[str], tag: str, echo: dict[str, object]
 ) -> tuple[float, dict[str, float]]:
-    """Events per second from a daemon that finds ``count`` requests waiting when it starts,
-    with the daemon's and the broker's CPU per request between the first and the last event."""
+    """Requests per second from a daemon that finds ``count`` requests waiting when it starts:
+    from its first job commit to the last event received (its start-up is not counted), with
+    the CPU per request of the daemon (its relay process included) and of the broker."""
     names = BrokerNames.new(f"bench-{tag}")
     os.makedirs(tmp, exist_ok=True)
     config = queue_config(tmp, names, echo=echo)
     for i in range(count):  # one file per request: each job writes its own outputs
         (tmp / "roots" / f"{i}.wav").write_bytes(b"RIFF" + b"\0" * 1000)
-    running = [Daemon(config, tmp / f"{tag}.log").start()]
+    daemon = Daemon(config, tmp / f"{tag}.log").start()
     try:
-        await asyncio.to_thread(wait_for, lambda: running[0].named("amqp.consuming"), "consuming", 60)
+        # The relay process declares the event exchange the counter binds to.
+        await asyncio.to_thread(
+            wait_for, lambda: daemon.named("amqp.consuming") and daemon.named("amqp.relay_ready"), "ready", 60
+        )
         started = asyncio.Event()
-        counter = asyncio.create_task(_count_events(names, patterns, count, started, running))
-        await started.wait()
-        running[0].kill()  # stop it, fill the queue, start it again: the run starts with a full queue
-        await _prepublish(names, tmp / "roots", count, tag)
-        running[0] = Daemon(config, tmp / f"{tag}.log").start()
-        first, last = await asyncio.wait_for(counter, timeout=900)
-        user, system = last[1][0] - first[1][0], last[1][1] - first[1][1]
-        return count / (last[0] - first[0]), {
+        async with asyncio.TaskGroup() as tg:
+            counter = tg.create_task(_count_events(names, patterns, count, started))
+            await started.wait()
+            daemon.kill()  # stop it, fill the queue, start it again: the run starts with a full queue
+            await _prepublish(names, tmp / "roots", count, tag)
+            daemon = Daemon(config, tmp / f"{tag}.log").start()
+            assert daemon.proc is not None
+            samples: list[Sample] = []
+            tg.create_task(_sample_until(counter, daemon.proc.pid, samples))
+            last = await asyncio.wait_for(counter, timeout=900)
+        first = _first_commit(tmp / "state")
+        before = max((s for s in samples if s[0] <= first), default=samples[0], key=lambda s: s[0])
+        after = samples[-1]
+        user, system = after[1][0] - before[1][0], after[1][1] - before[1][1]
+        return count / (last - first), {
             "daemon_ms": (user + system) / count * 1e3,
             "daemon user_ms": user / count * 1e3,
             "daemon system_ms": system / count * 1e3,
-            "broker_ms": (last[2] - first[2]) / count * 1e3,
+            "broker_ms": (after[2] - before[2]) / count * 1e3,
         }
     finally:
-        running[0].kill()
+        daemon.kill()
         delete_topology(names)
 
 

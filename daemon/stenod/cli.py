@@ -120,9 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import uvloop
+
     from stenod.app import run
 
-    return asyncio.run(run(settings))
+    return uvloop.run(run(settings))
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:

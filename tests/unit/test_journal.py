@@ -53,6 +53,32 @@ async def test_accepting_a_job_writes_its_event_in_the_same_commit(journal, tmp_
     assert outbox_types(tmp_path / "journal.db") == [(view.job_id, "stenod.job.accepted")]
 
 
+async def test_the_accepted_event_shows_the_job_exactly_as_the_journal_reads_it_back(journal):
+    # create_job builds the accepted event's view without reading the rows back: it must match.
+    reused = {"transcript": {"text": "earlier", "segments": []}}
+    items = [
+        NewItem(input="/in/a.wav", name="a.wav", path="/in/a.wav", size=3),
+        NewItem(input="https://example.org/b.mp3?sig=x", name="b.mp3", reused_result=reused),
+    ]
+    view, _ = await journal.create_job(
+        NewJob(
+            source="amqp",
+            task="translate",
+            provider="echo",
+            items=items,
+            language="de",
+            target_languages=("en", "fr"),
+            request_id="req-v",
+            reply_to="q",
+            correlation_id="c",
+        )
+    )
+    (row,) = await journal.outbox_batch(10)
+    stored = await journal.job(view.job_id)
+    assert view == stored
+    assert json.loads(row.body)["data"] == stored.to_data()
+
+
 async def test_journal_without_outbox_keeps_no_events(tmp_path):
     j = SqliteJournal.open(tmp_path / "quiet.db", outbox=False)
     try:

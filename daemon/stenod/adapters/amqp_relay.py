@@ -8,12 +8,14 @@ the daemon carries on. Unroutable events are caught by the exchange's alternate 
 the outbox with an ``amqp.event_unroutable`` warning. Terminal events of a request that
 had ``reply_to`` are also sent to that queue with its ``correlation_id`` (best effort: a
 reply queue that is gone is logged, not retried forever).
+
+It runs in its own process (:mod:`stenod.adapters.relay_process`), so publishing uses the
+second core instead of competing with intake for the daemon's one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Protocol, cast
 
@@ -25,7 +27,6 @@ from aiormq.exceptions import PublishError
 from pamqp import commands as spec
 
 from stenod.adapters.amqp_topology import BrokerLink, declare_events
-from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.events import CONTENT_TYPE
 from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings
@@ -34,36 +35,37 @@ log = structlog.get_logger("stenod.amqp")
 
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 _IDLE_SECONDS = 5.0
-_DEPTH_EVERY_SECONDS = 5.0
 _CLOSE_SECONDS = 5.0
 
 
-class DepthGauge(Protocol):
-    def set_outbox_depth(self, depth: int) -> None: ...
+class Outbox(Protocol):
+    """The outbox as the relay sees it: rows in ``seq`` order, and where confirmations go."""
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set when rows may have been added."""
+        ...
+
+    async def batch(self, limit: int) -> list[OutboxRow]:
+        """The oldest rows not yet confirmed, in ``seq`` order."""
+        ...
+
+    async def confirmed(self, seqs: Sequence[int]) -> None:
+        """The broker confirmed these rows: they may be deleted."""
+        ...
 
 
 class OutboxRelay:
     """Moves committed events from the outbox to RabbitMQ; one instance per daemon."""
 
-    def __init__(
-        self,
-        link: BrokerLink,
-        journal: SqliteJournal,
-        amqp: AmqpSettings,
-        *,
-        batch_size: int = 500,
-        metrics: DepthGauge | None = None,
-    ) -> None:
+    def __init__(self, link: BrokerLink, outbox: Outbox, amqp: AmqpSettings, *, batch_size: int = 500) -> None:
         self._link = link
-        self._journal = journal
+        self._outbox = outbox
         self._amqp = amqp
         self._batch_size = batch_size
-        self._metrics = metrics
         # Strong references: aio-pika tracks robust channels weakly.
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
-        self._depth_at = 0.0
-        self.published = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Publish until ``stopping``. Rows not yet confirmed stay for the next run."""
@@ -92,7 +94,7 @@ class OutboxRelay:
 
     async def _wake_on(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
-        self._journal.outbox_ready.set()
+        self._outbox.ready.set()
 
     async def _pause(self, stopping: asyncio.Event, seconds: float) -> None:
         try:
@@ -102,11 +104,10 @@ class OutboxRelay:
             pass
 
     async def _pump(self, stopping: asyncio.Event) -> None:
-        ready = self._journal.outbox_ready
+        ready = self._outbox.ready
         while not stopping.is_set():
             ready.clear()  # before reading: a commit after the read sets it again
-            rows = await self._journal.outbox_batch(self._batch_size)
-            await self._report_depth()
+            rows = await self._outbox.batch(self._batch_size)
             if not rows:
                 try:
                     async with asyncio.timeout(_IDLE_SECONDS):
@@ -116,8 +117,7 @@ class OutboxRelay:
                 continue
             done = await self._publish(rows)
             if done:
-                await self._journal.outbox_delete(done)
-                self.published += len(done)
+                await self._outbox.confirmed(done)
             if len(done) < len(rows):
                 await self._pause(stopping, min(self._amqp.reconnect_interval_seconds, 2.0))
 
@@ -197,12 +197,3 @@ class OutboxRelay:
             app_id="stenod",
             correlation_id=correlation_id,
         )
-
-    async def _report_depth(self) -> None:
-        if self._metrics is None:
-            return
-        now = time.monotonic()
-        if now - self._depth_at < _DEPTH_EVERY_SECONDS:
-            return
-        self._depth_at = now
-        self._metrics.set_outbox_depth(await self._journal.outbox_depth())

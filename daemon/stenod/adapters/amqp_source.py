@@ -23,9 +23,10 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from ulid import ULID
 
-from stenod.adapters.amqp_relay import OutboxRelay
+from stenod.adapters.amqp_acks import AckBatcher
 from stenod.adapters.amqp_topology import CANCEL_TYPE, REQUEST_TYPE, BrokerLink, declare_requests
 from stenod.adapters.folder_source import FileRefused, open_regular
+from stenod.adapters.relay_process import RelayProcess
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.thread_lane import ThreadLane
 from stenod.adapters.url_fetch import (
@@ -322,6 +323,7 @@ class AmqpSource:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
         self._dlx: AbstractExchange | None = None
+        self._acks = AckBatcher()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -393,6 +395,7 @@ class AmqpSource:
         return None
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._acks.delivered(message)
         if self._stopping.is_set():
             # Delivered after SIGTERM (prefetched, or the consumer started just before it): do
             # not start it. Left unsettled, it returns to the queue when the channel closes.
@@ -494,9 +497,12 @@ class AmqpSource:
     async def _settle(self, message: AbstractIncomingMessage, how: str) -> None:
         try:
             if how == "ack":
-                await message.ack()
+                await self._acks.ack(message)
             else:
-                await message.reject(requeue=True)
+                try:
+                    await message.reject(requeue=True)
+                finally:
+                    self._acks.settled(message)
         except _AMQP_ERRORS as exc:
             # The channel was replaced by a reconnect: the broker has requeued this delivery
             # and will redeliver it; request_id idempotency makes that harmless.
@@ -510,7 +516,7 @@ class AmqpParts:
     link: BrokerLink
     intake: RequestIntake
     source: AmqpSource
-    relay: OutboxRelay
+    relay: RelayProcess
     fetcher: UrlFetchService
 
     async def aclose(self) -> None:
@@ -558,5 +564,5 @@ def build_amqp(
         on_urls=fetcher.wake,
         grace_seconds=min(10.0, settings.shutdown_grace_seconds),
     )
-    relay = OutboxRelay(link, journal, amqp, metrics=metrics)
+    relay = RelayProcess(settings, journal, metrics=metrics)
     return AmqpParts(link, intake, source, relay, fetcher)

@@ -22,6 +22,7 @@ from stenod.errors import ErrorInfo
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.jobs import (
     BatchState,
+    ItemId,
     ItemState,
     ItemView,
     JobId,
@@ -97,14 +98,16 @@ def _list_jobs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[
     return [v for r in rows.fetchall() if (v := _job_view(conn, r["id"])) is not None]
 
 
-def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem, now: str) -> None:
+def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem, now: str) -> ItemView:
+    """Insert an item; returns its view (what a read of the row would give)."""
     state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+    item_id = str(ULID())
     conn.execute(
         "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, state, result, "
         "task, provider, target_languages, options, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            str(ULID()),
+            item_id,
             job_id,
             idx,
             item.input,
@@ -123,6 +126,9 @@ def _insert_item(conn: sqlite3.Connection, job_id: str, idx: int, item: NewItem,
             now,
         ),
     )
+    reused = item.reused_result
+    transcript = reused.get("transcript") if reused else None
+    return ItemView(item_id=ItemId(item_id), index=idx, input=item.input, state=state, transcript=transcript)
 
 
 def _job_cost(item_rows: Sequence[sqlite3.Row]) -> str | None:
@@ -138,6 +144,15 @@ def _job_cost(item_rows: Sequence[sqlite3.Row]) -> str | None:
         currency, amount = next(iter(total.items()))
         return _dumps({"amount": round(amount, 8), "currency": currency})
     return _dumps({"amounts": total})
+
+
+def read_outbox(conn: sqlite3.Connection, *, after: int, limit: int) -> list[OutboxRow]:
+    """Outbox rows with ``seq`` above ``after``, oldest first (the relay process reads these)."""
+    rows = conn.execute("SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+    return [
+        OutboxRow(r["seq"], r["event_id"], r["job_id"], r["routing_key"], r["body"], r["reply_to"], r["correlation_id"])
+        for r in rows
+    ]
 
 
 class JournalReader:
@@ -226,7 +241,9 @@ class SqliteJournal:
 
     # -- events ----------------------------------------------------------------
 
-    def _emit(self, conn: sqlite3.Connection, kind: EventKind, row: sqlite3.Row, view: JobView) -> None:
+    def _emit(
+        self, conn: sqlite3.Connection, kind: EventKind, row: sqlite3.Row | Mapping[str, Any], view: JobView
+    ) -> None:
         """Add the event to the outbox; ``row`` and ``view`` are the job as this transaction leaves it."""
         if not self._outbox:
             return
@@ -245,12 +262,6 @@ class SqliteJournal:
                 event.time,
             ),
         )
-
-    def _emit_current(self, conn: sqlite3.Connection, kind: EventKind, job_id: str) -> JobView | None:
-        snapshot = _snapshot(conn, job_id)
-        if snapshot is not None:
-            self._emit(conn, kind, *snapshot)
-        return snapshot[1] if snapshot is not None else None
 
     def _refresh_job(self, conn: sqlite3.Connection, job_id: str) -> JobState:
         """Recompute the job's state from its items; on a change, store it and emit its event."""
@@ -328,8 +339,7 @@ class SqliteJournal:
                     now,
                 ),
             )
-            for idx, item in enumerate(new.items):
-                _insert_item(conn, job_id, idx, item, now)
+            items = tuple(_insert_item(conn, job_id, idx, item, now) for idx, item in enumerate(new.items))
             if new.seen is not None:
                 rule, path, dev, ino, size, mtime = new.seen
                 conn.execute(
@@ -337,8 +347,24 @@ class SqliteJournal:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (rule, path, dev, ino, size, mtime, job_id),
                 )
-            view = self._emit_current(conn, EventKind.ACCEPTED, job_id)
-            assert view is not None
+            # The view as a read of these rows would give it, without reading them back.
+            view = JobView(
+                job_id=JobId(job_id),
+                request_id=new.request_id,
+                task=new.task,
+                provider=new.provider,
+                state=JobState.ACCEPTED,
+                progress=0.0,
+                items=items,
+                error=None,
+                cost=None,
+                created_at=now,
+                updated_at=now,
+                source=new.source,
+                language=new.language,
+                target_languages=tuple(new.target_languages),
+            )
+            self._emit(conn, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
             return view, True
 
         return await self._write(op)
@@ -713,22 +739,7 @@ class SqliteJournal:
         )
 
     async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
-        def op(conn: sqlite3.Connection) -> list[OutboxRow]:
-            rows = conn.execute("SELECT * FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-            return [
-                OutboxRow(
-                    r["seq"],
-                    r["event_id"],
-                    r["job_id"],
-                    r["routing_key"],
-                    r["body"],
-                    r["reply_to"],
-                    r["correlation_id"],
-                )
-                for r in rows
-            ]
-
-        return await self._writer.call(op, write=False)
+        return await self._writer.call(lambda c: read_outbox(c, after=0, limit=limit), write=False)
 
     async def outbox_delete(self, seqs: Sequence[int]) -> None:
         await self._writer.call(lambda c: c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs]))
