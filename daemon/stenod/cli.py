@@ -120,11 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import uvloop
-
     from stenod.app import run
 
-    return uvloop.run(run(settings))
+    return asyncio.run(run(settings))
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class BrokerLink:
                     client_properties={"connection_name": self._name},
                     timeout=_CONNECT_TIMEOUT_SECONDS,
                 )
-            except (aio_pika.exceptions.AMQPError, OSError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            except Exception as exc:  # any failure to connect is retried; aiormq raises odd ones mid-handshake
                 attempt += 1
                 delay = min(_MAX_BACKOFF_SECONDS, self._amqp.reconnect_interval_seconds * 2 ** min(attempt - 1, 5))
                 if attempt == 1 or attempt % 10 == 0:

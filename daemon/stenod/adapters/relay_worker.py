@@ -123,9 +123,7 @@ async def _run() -> None:
 def main() -> None:
     # Ctrl-C in a terminal reaches the whole process group; the daemon decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import uvloop
-
-    uvloop.run(_run())
+    asyncio.run(_run())
 
 
 if __name__ == "__main__":
