@@ -73,7 +73,9 @@ def _report_until(deadline: float, the_rig: Rig, workload: Workload, out: Callab
 
 
 def _drain(the_rig: Rig, created: Created, seconds: float) -> bool:
-    """Wait until every job finished, its events left the outbox and reached the tap."""
+    """Wait until every job finished, its events left the outbox and reached the tap, and the
+    request queue is empty: a request requeued by a broker cut (a duplicate of a committed
+    job) still has to be answered by a daemon before it stops."""
     journal = the_rig.dirs.state / "journal.db"
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -86,7 +88,8 @@ def _drain(the_rig: Rig, created: Created, seconds: float) -> bool:
                 and isinstance(t.event.get("data"), dict)
                 and t.event["data"].get("state") in evidence.TERMINAL
             }
-            if len(subjects) >= total:
+            waiting, _ = queue_depths(the_rig.names).get(the_rig.names.requests, (0, 0))
+            if len(subjects) >= total and waiting == 0:
                 return True
         time.sleep(0.5)
     return False
