@@ -11,7 +11,6 @@ is rejected with ``requeue=True``, which counts toward the queue's delivery limi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import stat
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -62,7 +61,6 @@ committing a new job and before acking its message, to prove the redelivery is h
 
 _RETRY_PAUSE_SECONDS = 1.0
 _CLOSE_SECONDS = 5.0
-_CONSUMER_CHECK_SECONDS = 2.5
 _DNS_TIMEOUT_SECONDS = 5.0
 _AMQP_ERRORS = (aio_pika.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
@@ -338,8 +336,7 @@ class AmqpSource:
         if connection is None:
             return
         tag = await self._start(connection, stopping)
-        if tag is not None:
-            tag = await self._keep_consuming(connection, stopping, tag)
+        await stopping.wait()
         if self._channel is None:
             return
         if tag is None:  # stopped while the channel was being opened: nothing was consumed
@@ -360,34 +357,6 @@ class AmqpSource:
             log.warning("amqp.intake_grace_expired", in_flight=self._in_flight)
         await self._close_channel(self._channel)
         log.info("amqp.consumer_stopped")
-
-    async def _keep_consuming(self, connection: Any, stopping: asyncio.Event, tag: str) -> str | None:
-        """Wait for ``stopping``, restarting the consumer if its channel stays closed while
-        the connection is up. aio-pika restores a robust channel after a reconnect, but a
-        channel that closes while its connection is being torn down can fail to reopen
-        ("No active transport in channel"), and then nothing consumes the queue again."""
-        strikes = 0
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_CONSUMER_CHECK_SECONDS):
-                    await stopping.wait()
-            channel = self._channel
-            connected = not connection.is_closed and connection.connected.is_set()
-            if stopping.is_set() or not connected or (channel is not None and not channel.is_closed):
-                strikes = 0
-                continue
-            strikes += 1
-            if strikes < 2:  # give aio-pika's own restore its chance first
-                continue
-            log.warning("amqp.consumer_restarted", queue=self._amqp.request_queue, reason="its channel stayed closed")
-            if channel is not None:
-                await self._close_channel(channel)
-            self._channel = None
-            restarted = await self._start(connection, stopping)
-            if restarted is None:
-                return None
-            tag, strikes = restarted, 0
-        return tag
 
     @staticmethod
     async def _close_channel(channel: AbstractRobustChannel) -> None:
