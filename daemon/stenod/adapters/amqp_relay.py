@@ -154,15 +154,7 @@ class OutboxRelay:
         """Publish one event, confirmed (aiormq raises on a nack, a return or the timeout)."""
         body = row.body.encode("utf-8")
         try:
-            await channel.basic_publish(
-                body,
-                exchange=self._amqp.event_exchange,
-                routing_key=row.routing_key,
-                properties=self._properties(row),
-                mandatory=True,
-                timeout=self._amqp.publish_timeout_seconds,
-                wait=False,
-            )
+            await self._confirmed_publish(channel, body, self._amqp.event_exchange, row.routing_key, row)
         except PublishError:
             log.warning(
                 "amqp.event_unroutable",
@@ -173,18 +165,30 @@ class OutboxRelay:
             return False
         if row.reply_to:
             try:
-                await channel.basic_publish(
-                    body,
-                    exchange="",
-                    routing_key=row.reply_to,
-                    properties=self._properties(row, correlation_id=row.correlation_id),
-                    mandatory=True,
-                    timeout=self._amqp.publish_timeout_seconds,
-                    wait=False,
-                )
+                await self._confirmed_publish(channel, body, "", row.reply_to, row, correlation_id=row.correlation_id)
             except PublishError:
                 log.info("amqp.reply_unroutable", reply_to=row.reply_to, event_id=row.event_id)
         return True
+
+    async def _confirmed_publish(
+        self,
+        channel: aiormq.Channel,
+        body: bytes,
+        exchange: str,
+        routing_key: str,
+        row: OutboxRow,
+        *,
+        correlation_id: str | None = None,
+    ) -> None:
+        await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=self._properties(row, correlation_id=correlation_id),
+            mandatory=True,
+            timeout=self._amqp.publish_timeout_seconds,
+            wait=False,
+        )
 
     @staticmethod
     def _properties(row: OutboxRow, *, correlation_id: str | None = None) -> spec.Basic.Properties:

@@ -43,7 +43,6 @@ class RelayProcess:
         self._settings = settings
         self._journal = journal
         self._metrics = metrics
-        self.confirmed = 0  # rows deleted after the broker confirmed them
 
     def _config_line(self) -> bytes:
         amqp = self._settings.amqp.model_dump(mode="json")
@@ -106,7 +105,6 @@ class RelayProcess:
                 log.warning("amqp.relay_said", line=line[:200].decode(errors="replace"))
                 continue
             await self._journal.outbox_delete(seqs)
-            self.confirmed += len(seqs)
 
     async def _wake_on(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
