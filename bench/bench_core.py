@@ -1,13 +1,13 @@
 """Core daemon benchmarks (issue 2). Prints figures; asserts nothing.
 
-    .venv/bin/python -m bench.bench_core [--files 1000] [--idle-seconds 30] [--rtf-files 3]
+    .venv/bin/python -m bench.bench_core [--files 1000] [--idle-seconds 30] [--provider whisper]
 
-1. Real-time factor of ``sphinx`` through the daemon (``stenod run``, files dropped into a
-   watched folder) vs. PocketSphinx called directly on the same files (target: daemon
-   overhead at most 10 %).
-2. The daemon's CPU use while idle with three watched folders (target: < 1 % of one core).
-3. N small audio files dropped at once: each processed exactly once, and the time from
+1. The daemon's CPU use while idle with three watched folders (target: < 1 % of one core).
+2. N small audio files dropped at once: each processed exactly once, and the time from
    the last write to the last job accepted.
+
+The offline engine's speed through the daemon against faster-whisper alone is
+``bench/bench_whisper.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.e2e.harness import Daemon, wait_for, write_config
 from tests.speech import SENTENCES, encode_pcm, synthesise_pcm
 
 
-def _daemon(tmp: Path, folders: list[Path], provider: str = "sphinx", **top: object) -> Daemon:
+def _daemon(tmp: Path, folders: list[Path], provider: str = "whisper", **top: object) -> Daemon:
     cfg = write_config(
         tmp / "stenod.toml",
         top={"state_dir": tmp / "state", "log_format": "json", "log_level": "info", **top},
@@ -124,59 +124,13 @@ def burst(count: int, provider: str) -> None:
         )
 
 
-def rtf(n_files: int) -> None:
-    from datetime import datetime
-
-    from bench.sphinx_direct import generate_files, measure_direct
-
-    with tempfile.TemporaryDirectory() as raw:
-        tmp = Path(raw)
-        inbox = tmp / "inbox"
-        inbox.mkdir()
-        files = generate_files(tmp / "staging", n_files, sentences_per_file=10)
-        audio_seconds = sum(f.seconds for f in files)
-        direct = measure_direct(files)
-        cfg = write_config(
-            tmp / "stenod.toml",
-            top={"state_dir": tmp / "state", "log_format": "json"},
-            watch=[{"path": inbox, "settle_seconds": 0.5, "formats": ["txt", "json", "srt", "vtt"]}],
-            providers={"sphinx": {"workers": 1}},
-        )  # one core, as the direct run
-        daemon = Daemon(cfg, tmp / "daemon.log").start()
-        try:
-            daemon.wait_ready()
-            for f in files:  # one at a time, as the direct run does
-                f.path.rename(inbox / f.path.name)
-                wait_for(lambda f=f: (inbox / f"{f.path.stem}.txt").exists(), "transcript", timeout=600, interval=0.05)
-        finally:
-            daemon.terminate()
-
-        def at(event: dict[str, object]) -> float:
-            return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
-
-        accepted = {Path(str(e["input"])).name: at(e) for e in daemon.named("job.accepted")}
-        done = {Path(str(e["input"])).name: at(e) for e in daemon.named("item.succeeded")}
-        busy = sum(done[name] - accepted[name] for name in done)
-    daemon_rtf = busy / audio_seconds
-    print(f"real-time factor, {n_files} files, {audio_seconds:.1f} s of speech, one core:")
-    print(
-        f"  PocketSphinx called directly: {direct.real_time_factor:.4f} (model load {direct.model_load_seconds} s "
-        f"once, not counted; WER {direct.word_error_rate})"
-    )
-    print(f"  through the daemon (job accepted → outputs written): {daemon_rtf:.4f}")
-    print(f"  daemon overhead: {100 * (daemon_rtf / direct.real_time_factor - 1):+.1f} % (target ≤ +10 %)")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=1000)
-    p.add_argument("--provider", default="sphinx")
+    p.add_argument("--provider", default="whisper")
     p.add_argument("--idle-seconds", type=float, default=30)
-    p.add_argument("--rtf-files", type=int, default=3)
-    p.add_argument("--only", choices=["rtf", "idle", "burst"])
+    p.add_argument("--only", choices=["idle", "burst"])
     args = p.parse_args(argv)
-    if args.only in (None, "rtf"):
-        rtf(args.rtf_files)
     if args.only in (None, "idle"):
         idle_cpu(args.idle_seconds)
     if args.only in (None, "burst"):

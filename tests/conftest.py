@@ -15,6 +15,7 @@ import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_DIST = ROOT / "tests" / "plugins" / "stenod-echo"
+WHISPER_CACHE_ENV = "STENOD_PROVIDERS__WHISPER__MODEL_DIR"
 
 
 def install_echo_plugin() -> None:
@@ -33,6 +34,23 @@ def install_echo_plugin() -> None:
 def echo_plugin() -> None:
     """Many tests (and every daemon they start) use the third-party ``echo`` provider."""
     install_echo_plugin()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def whisper_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One model cache for the whole run, with the bundled model assembled once, for the
+    provider under test and every daemon the tests start (through the environment)."""
+    from stenod_whisper.model import assemble_bundled
+
+    cache = tmp_path_factory.mktemp("whisper-models")
+    assemble_bundled(cache)
+    previous = os.environ.get(WHISPER_CACHE_ENV)
+    os.environ[WHISPER_CACHE_ENV] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop(WHISPER_CACHE_ENV, None)
+    else:
+        os.environ[WHISPER_CACHE_ENV] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,10 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
 need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+# Festival's English and Italian voices: speech in two languages for the Whisper tests.
+command -v text2wave >/dev/null || need_apt+=(festival)
+[ -d /usr/share/festival/voices/english/kal_diphone ] || need_apt+=(festvox-kallpc16k)
+[ -d /usr/share/festival/voices/italian/pc_diphone ] || need_apt+=(festvox-itapc16k)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)

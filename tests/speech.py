@@ -1,13 +1,14 @@
 """Synthesised speech for tests and benchmarks: one helper every test imports.
 
 ``synthesise`` speaks English with espeak-ng and encodes it with PyAV into any format
-the offline provider reads; ``write_slowly`` writes a file in pieces (a recorder or a
-slow copy, for folder-watch tests); ``long_speech`` writes hours of speech with
-silences without holding the audio in memory.
+the offline provider reads; ``festival_speech`` speaks with Festival's diphone voices
+(English ``kal``, Italian ``pc``: Debian's festvox-kallpc16k and festvox-itapc16k), for
+tests about language; ``write_slowly`` writes a file in pieces (a recorder or a slow
+copy, for folder-watch tests); ``long_speech`` writes minutes of speech with silences
+without holding the audio in memory.
 
-The voice is chosen for PocketSphinx: ``en-us+f2`` at 130 words/min was the clearest of
-the espeak-ng voices we measured (word error rate about 0.3 on mixed sentences, 0.0–0.1
-on the sentences in :data:`SENTENCES`; the default voice scores 0.6–0.9).
+Whisper base recognises both voices well: word error rate 0.0–0.1 on :data:`SENTENCES`
+with espeak-ng's ``en-us+f2`` and about 0.05 on Festival's English paragraphs.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from av.audio.stream import AudioStream
 
 __all__ = [
     "FORMATS",
+    "ITALIAN",
     "SENTENCES",
     "encode_pcm",
+    "festival_speech",
     "long_speech",
     "synthesise",
     "synthesise_pcm",
@@ -42,7 +45,16 @@ SENTENCES: tuple[str, ...] = (
     "my phone number is five five five one two three four",
     "the meeting starts at ten o'clock in the morning",
 )
-"""Sentences PocketSphinx recognises well in the test voice (measured WER ≤ 0.11 each)."""
+"""Sentences spoken in the tests (each recognised with WER ≤ 0.11 by Whisper base)."""
+
+ITALIAN: tuple[str, ...] = (
+    "Buongiorno a tutti. Oggi parliamo della storia di Roma e della cucina italiana.",
+    "Il treno per Milano parte alle nove dalla stazione centrale.",
+)
+"""Italian sentences for Festival's Italian voice (language detection and translation)."""
+
+_FESTIVAL_VOICES = {"english": "(voice_kal_diphone)", "italian": "(voice_pc_diphone)"}
+_FESTIVAL_RATE = 16000  # both diphone voices speak at 16 kHz
 
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 # container format, codec, codec sample format, channel layout, sample rates the codec
@@ -79,6 +91,35 @@ def synthesise_pcm(text: str, *, slow: bool = False) -> bytes:
         with av.open(str(wav)) as container:
             stream = container.streams.audio[0]
             return b"".join(_s16_bytes(frame) for frame in container.decode(stream))
+
+
+def festival_pcm(text: str, *, voice: str = "english") -> bytes:
+    """Speak ``text`` with Festival's ``english`` or ``italian`` voice: mono s16le at 16 kHz."""
+    exe = shutil.which("text2wave")
+    if exe is None:
+        raise RuntimeError("festival is not installed; tests/setup-system.sh installs it")
+    with tempfile.TemporaryDirectory(prefix="stenod-festival-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run(
+            [exe, "-eval", _FESTIVAL_VOICES[voice], "-o", str(wav)],
+            input=text.encode("utf-8" if voice == "english" else "latin-1"),
+            check=True,
+            capture_output=True,
+        )
+        with av.open(str(wav)) as container:
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=_FESTIVAL_RATE)
+            frames = [f for frame in container.decode(stream) for f in resampler.resample(frame)]
+            return b"".join(_s16_bytes(frame) for frame in frames)
+
+
+def festival_speech(
+    sentences: tuple[str, ...] | list[str], path: Path | str, *, voice: str = "english", pause_seconds: float = 0.8
+) -> Path:
+    """Speak each sentence with Festival, a pause after each, into ``path`` (format from its extension)."""
+    gap = bytes(int(pause_seconds * _FESTIVAL_RATE) * 2)
+    chunks = [c for s in sentences for c in (festival_pcm(s, voice=voice), gap)]
+    return encode_pcm(chunks, Path(path), in_rate=_FESTIVAL_RATE)
 
 
 def _s16_bytes(frame: av.AudioFrame) -> bytes:

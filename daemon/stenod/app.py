@@ -31,8 +31,8 @@ from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.logging import REDACTOR
 from stenod.metrics import Metrics
-from stenod.plugins import Catalogue, instantiate, provider_settings
-from stenod.provider import ProviderSettings
+from stenod.plugins import Catalogue, Loaded, instantiate, provider_settings
+from stenod.provider import ProviderSettings, StartContext
 from stenod.settings import Settings, WatchRule, load_settings
 
 log = structlog.get_logger("stenod.app")
@@ -107,15 +107,36 @@ async def load_providers(
         aclose = getattr(provider, "aclose", None)
         if aclose is not None:
             stack.push_async_callback(aclose)
+        start = getattr(provider, "start", None)
+        if start is not None:
+            try:
+                await start(StartContext(state_dir=settings.state_dir))
+            except ConfigError as exc:
+                if name in _needed(settings):
+                    raise ConfigError(f"provider {name!r} cannot start: {exc}") from exc
+                log.error("provider.unavailable", provider=name, reason=str(exc))
+                out.unavailable[name] = str(exc)
+                continue
         interval = config.poll_interval_seconds
         out.runtimes[name] = ProviderRuntime(
             name=name,
             provider=provider,
             limits=provider.limits,
             poll_interval=interval if interval is not None else provider.limits.min_poll_seconds,
-            max_concurrent_jobs=config.max_concurrent_jobs,
+            # A local engine knows its capacity (its workers) only once started.
+            max_concurrent_jobs=config.max_concurrent_jobs or getattr(provider, "max_concurrent_jobs", 1),
         )
     return out
+
+
+def _needed(settings: Settings) -> set[str]:
+    """Providers the configuration relies on: a failure to start them stops the daemon."""
+    return {
+        settings.default_provider,
+        *settings.providers,
+        *(rule.provider for rule in settings.watch if rule.provider),
+        *(rule.translate_provider for rule in settings.watch if rule.translate_provider),
+    }
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -384,6 +405,18 @@ async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) ->
     return 0
 
 
+def _described(loaded: Loaded, settings: Settings) -> dict[str, Any]:
+    """A provider's own facts (its ``describe()``: the model in use, the device), if it has any."""
+    if not hasattr(loaded.cls, "describe"):
+        return {}
+    try:
+        config = provider_settings(loaded, settings.providers.get(loaded.name))
+        provider = instantiate(loaded, config, None)  # type: ignore[arg-type]
+        return dict(provider.describe(StartContext(state_dir=settings.state_dir)))  # type: ignore[attr-defined]
+    except ConfigError as exc:
+        return {"describe_error": str(exc)}
+
+
 def describe_providers(catalogue: Catalogue, settings: Settings) -> list[dict[str, Any]]:
     """What `stenod providers` prints: every plugin, its limits, configured or not, errors."""
     rows: list[dict[str, Any]] = []
@@ -408,6 +441,7 @@ def describe_providers(catalogue: Catalogue, settings: Settings) -> list[dict[st
                 "max_batch_bytes": limits.max_batch_bytes,
                 "max_audio_seconds": limits.max_audio_seconds,
                 "min_poll_seconds": limits.min_poll_seconds,
+                **_described(loaded, settings),
             }
         )
     for name, broken in sorted(catalogue.broken.items()):

@@ -234,10 +234,28 @@ def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
             print(f"           tasks: {', '.join(row['tasks'])}; formats: {', '.join(row['formats'])}")
             print(f"           limits: {limit}")
             print(f"           configured: {row['configured']}")
+            _print_described(row)
         else:
             print(f"{row['name']:<10} BROKEN  {row['distribution']} ({row['target']})")
             print(f"           error: {row['error']}")
     return EXIT_OK
+
+
+def _print_described(row: dict[str, Any]) -> None:
+    """The facts a provider adds about itself (a local engine's model and device)."""
+    model = row.get("model")
+    if isinstance(model, dict):
+        size = f", {model['size_bytes'] / 1e6:.0f} MB" if model.get("size_bytes") else ""
+        print(f"           model: {model.get('name')}{size}: {model.get('path') or model.get('error', '')}")
+    if "languages" in row:
+        languages = row["languages"]
+        more = ", …" if len(languages) > 12 else ""
+        print(f"           languages: {len(languages)} ({', '.join(languages[:12])}{more})")
+        print(f"           translates speech into: {', '.join(row.get('translates_to') or ['nothing'])}")
+    if "device" in row:
+        print(f"           device: {row['device']}; compute type: {row['compute_type']}; workers: {row['workers']}")
+    if "describe_error" in row:
+        print(f"           error: {row['describe_error']}")
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:

@@ -47,7 +47,7 @@ async def transcribe_files(
         "after": "keep",
     }
     if translate_to:
-        if translate_provider is None and provider_translates(provider):
+        if translate_provider is None and provider_translates(provider, translate_to):
             task, targets = "translate", tuple(translate_to)  # the provider translates the input itself
         else:
             output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
@@ -86,12 +86,16 @@ async def transcribe_files(
     return _report(view, print_text)
 
 
-def provider_translates(provider: str) -> bool:
+def provider_translates(provider: str, targets: Sequence[str]) -> bool:
+    """Whether ``provider`` translates the input into every one of ``targets`` itself (Whisper
+    into English; otherwise the transcript is translated by a second provider)."""
     from stenod.plugins import Catalogue
     from stenod.provider import Task
 
     loaded = Catalogue.discover().available.get(provider)
-    return loaded is not None and Task.TRANSLATE in loaded.cls.limits.tasks
+    if loaded is None or Task.TRANSLATE not in loaded.cls.limits.tasks:
+        return False
+    return all(loaded.cls.limits.accepts(t, target=True) for t in targets)
 
 
 async def _follow(journal: SqliteJournal, job_id: str, runner: asyncio.Task[None]) -> JobView | None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from stenod.errors import (
     AuthError,
+    ConfigError,
     ErrorInfo,
     JobError,
     PermanentError,
@@ -39,6 +40,7 @@ __all__ = [
     "AuthError",
     "Batch",
     "BatchItem",
+    "ConfigError",
     "Cost",
     "ErrorInfo",
     "Handle",
@@ -54,6 +56,7 @@ __all__ = [
     "RemoteState",
     "RetryableError",
     "Segment",
+    "StartContext",
     "Status",
     "StepContext",
     "Task",
@@ -102,6 +105,9 @@ class Limits:
 
     ``None`` means "no limit". ``formats`` are lower-case file extensions without the dot.
     ``max_audio_seconds`` is per file and is checked against a local probe of the file.
+    ``languages`` are the spoken or written languages the provider takes, and
+    ``target_languages`` those it translates into (None: the same as ``languages``). A bare
+    language in either set admits its regional forms: ``en`` admits ``en-US``.
     """
 
     tasks: frozenset[Task]
@@ -112,6 +118,14 @@ class Limits:
     max_audio_seconds: float | None = None
     min_poll_seconds: float = 1.0
     languages: frozenset[str] | None = None
+    target_languages: frozenset[str] | None = None
+
+    def accepts(self, language: str, *, target: bool = False) -> bool:
+        """Whether ``language`` is one the provider takes (or, with ``target``, translates into)."""
+        allowed = self.target_languages if target and self.target_languages is not None else self.languages
+        if allowed is None or language in allowed:
+            return True
+        return language.split("-", 1)[0] in allowed
 
 
 class ProviderSettings(BaseModel):
@@ -215,6 +229,15 @@ class StepContext(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StartContext:
+    """Handed to a provider's optional ``start``: where it may keep files of its own."""
+
+    state_dir: Path
+    """The daemon's state directory (``state_dir``); a provider keeps caches in a folder of
+    its own below it, such as ``state_dir / "models"``."""
+
+
 class RemoteState(StrEnum):
     """A provider job's state as the dispatcher needs it."""
 
@@ -281,6 +304,7 @@ class Transcript:
     words: tuple[Word, ...] | None = None
     provider: str | None = None
     provider_job_id: str | None = None
+    language_probability: float | None = None  # set when the provider detected the language
 
     def to_json(self) -> dict[str, Json]:
         """JSON-safe: a non-finite number from a provider (NaN, inf) becomes null, which every
@@ -288,6 +312,7 @@ class Transcript:
         return {
             "text": self.text,
             "language": self.language,
+            "language_probability": _finite(self.language_probability),
             "duration": _finite(self.duration),
             "segments": [
                 {
@@ -342,6 +367,7 @@ class Transcript:
             ),
             provider=data.get("provider"),
             provider_job_id=data.get("provider_job_id"),
+            language_probability=data.get("language_probability"),
         )
 
 
@@ -413,6 +439,15 @@ class Provider(Protocol):
         """Cancel the provider job if the provider supports it; otherwise do nothing."""
         ...
 
+    # Optional: ``async def start(self, ctx: StartContext) -> None`` — called once after
+    # construction, before any job: get a local engine ready (a model on disk). Raise
+    # ConfigError with what to do; the daemon then refuses to start when this provider is
+    # its default or is configured, and reports it unavailable otherwise.
+    # Optional: ``max_concurrent_jobs: int`` — set by ``start`` when the provider's capacity
+    # is known only then (a local engine's worker count); used when the settings leave
+    # ``max_concurrent_jobs`` at 0.
+    # Optional: ``def describe(self) -> Mapping[str, Json]`` — extra facts for
+    # ``stenod providers`` (the model in use, the device); cheap, callable before ``start``.
     # Optional: ``async def release(self, handle: Handle) -> None`` — called once the
     # fetched results are committed to the journal; delete remote copies (blobs, uploaded
     # files) here rather than in fetch(), which may run again after a crash.

@@ -203,11 +203,16 @@ def check_request(
         raise Rejected("unsupported_task", f"{provider} cannot {request.task} (it can: {can})", **context)
     if request.task == "translate" and not request.target_languages:
         raise Rejected("missing_target_language", "task 'translate' needs target_language", **context)
-    allowed = info.limits.languages
-    if allowed is not None:
-        for lang in (request.language, *request.target_languages):
-            if lang is not None and lang not in allowed:
-                raise Rejected("unsupported_language", f"{provider} does not support language {lang!r}", **context)
+    if request.language is not None and not info.limits.accepts(request.language):
+        raise Rejected("unsupported_language", f"{provider} does not support language {request.language!r}", **context)
+    for lang in request.target_languages:
+        if not info.limits.accepts(lang, target=True):
+            raise Rejected(
+                "unsupported_language",
+                f"{provider} cannot translate into {lang!r}; transcribe, then translate the transcript with "
+                "output.then_translate_to",
+                **context,
+            )
     try:
         info.options_model.model_validate(request.options)
     except ValidationError as exc:
@@ -217,7 +222,13 @@ def check_request(
             raise Rejected("invalid_request", "output.then_translate_to needs task 'transcribe'", **context)
         chained = request.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER
         translator = providers.get(chained)
-        if translator is None or Task.TRANSLATE not in translator.limits.tasks:
-            reason = unavailable.get(chained, "not installed, or it cannot translate")
+        if translator is None:
+            reason = unavailable.get(chained, "not installed")
             raise Rejected("provider_unavailable", f"translate provider {chained!r}: {reason}", **context)
+        if Task.TRANSLATE not in translator.limits.tasks or "txt" not in translator.limits.formats:
+            raise Rejected(
+                "unsupported_task",
+                f"translate provider {chained!r} cannot translate a transcript (a .txt file)",
+                **context,
+            )
     return provider, dict(request.options)

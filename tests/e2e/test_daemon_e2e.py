@@ -130,7 +130,7 @@ def test_no_config_at_all_watches_inbox_with_the_offline_provider(tmp_path, clea
     env = {k: v for k, v in os.environ.items() if not k.startswith("STENOD_")}
     with running(tmp_path / "absent.toml", tmp_path / "daemon.log", env=env, cwd=tmp_path, args=[]) as daemon:
         ready = daemon.named("daemon.ready")[0]
-        assert ready["watching"] == [str(tmp_path / "inbox")] and "sphinx" in ready["providers"]
+        assert ready["watching"] == [str(tmp_path / "inbox")] and "whisper" in ready["providers"]
         assert (tmp_path / "inbox").is_dir()
         synthesise_sentences(SENTENCES[:1], tmp_path / "inbox" / "hello.wav")
         wait_for(lambda: (tmp_path / "inbox" / "hello.txt").exists(), "the transcript", timeout=120)
@@ -148,7 +148,7 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_running(tmp_path, ech
             {"path": tmp_path / "does-not-exist", "settle_seconds": 0.5},
             {"path": other, "provider": "nosuch", "settle_seconds": 0.5},
         ],
-        providers={"sphinx": {"workers": 1}},
+        providers={"whisper": {"workers": 1}},
     )
     with running(cfg, tmp_path / "daemon.log") as daemon:
         (inbox / "empty.wav").write_bytes(b"")

@@ -51,10 +51,10 @@ CASES: dict[str, tuple[object, dict, str]] = {
     "extra_field": ({"inputs": [{"path": "/x"}], "colour": "red"}, {}, "invalid_request"),
     "no_inputs": ({"inputs": []}, {}, "invalid_request"),
     "unknown_provider": ({"provider": "nosuch", "inputs": [{"path": "/x"}]}, {}, "unknown_provider"),
-    "unsupported_task": (
-        {"provider": "sphinx", "task": "translate", "target_language": "de", "inputs": [{"path": "/x"}]},
+    "untranslatable_target": (
+        {"provider": "whisper", "task": "translate", "target_language": "de", "inputs": [{"path": "/x"}]},
         {},
-        "unsupported_task",
+        "unsupported_language",
     ),
     "translate_without_target": (
         {"provider": "echo", "task": "translate", "inputs": [{"path": "/x"}]},

@@ -154,9 +154,9 @@ def test_a_chained_request_naming_a_provider_that_cannot_translate_is_rejected(t
                 "request_id": "chain-2",
                 "provider": "echo",
                 "inputs": [{"path": str(audio)}],
-                "output": {"then_translate_to": "fr", "translate_provider": "sphinx"},
+                "output": {"then_translate_to": "fr", "translate_provider": "whisper"},
             },
             content_type="application/json",
         )
         [event] = q.client.events(events_queue, lambda got: len(got) >= 1)
-    assert _kind(event) == "rejected" and event["data"]["error"]["code"] == "provider_unavailable"
+    assert _kind(event) == "rejected" and event["data"]["error"]["code"] == "unsupported_task"

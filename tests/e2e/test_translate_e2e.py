@@ -62,14 +62,14 @@ def test_a_recording_in_a_transcribe_then_translate_rule_yields_transcript_and_t
             watch=[
                 {
                     "path": inbox,
-                    "provider": "sphinx",
+                    "provider": "whisper",
                     "then_translate_to": "fr",
                     "translate_provider": "azure",
                     "formats": ["txt", "srt"],
                     "settle_seconds": 0.5,
                 }
             ],
-            providers={"azure": {"api_key": DEFAULT_API_KEY, "base_url": url}, "sphinx": {"workers": 1}},
+            providers={"azure": {"api_key": DEFAULT_API_KEY, "base_url": url}, "whisper": {"workers": 1}},
         )
         with running(cfg, tmp_path / "daemon.log"):
             synthesise_sentences(SENTENCES[:2], tmp_path / "memo.wav")

@@ -3,7 +3,7 @@ bytes overwritten in valid recordings, zero-length files and very long silence.
 
 Two places read a file's content: the daemon itself, which probes the duration before
 any upload (``media_probe``, libav in the daemon's own process, so it must never crash
-or hang), and the offline provider's worker processes (``sphinx``). For every example:
+or hang), and the offline provider's worker processes (``whisper``). For every example:
 the probe answers a duration or "unknown", the provider transcribes the file or fails it
 with a known code naming it, the provider still works afterwards, and nothing is written
 outside the folder of the inputs. ``stenod transcribe`` is run once over one of each.
@@ -24,8 +24,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.provider import Batch, BatchItem, ItemResult, NoOptions, PermanentError, RetryableError, Task
-from stenod_sphinx import SphinxProvider, SphinxSettings
+from stenod.provider import Batch, BatchItem, ItemResult, PermanentError, RetryableError, StartContext, Task
+from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
 from tests.chaos.fuzzing import Tally, fuzz_settings, tree
 from tests.e2e.harness import STENOD
 from tests.fakes.context import MemoryStepContext
@@ -33,7 +33,7 @@ from tests.speech import encode_pcm, synthesise
 
 AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4"]
 SEED_FORMATS = ["wav", "flac", "ogg", "mp3", "m4a", "opus", "webm"]
-SPHINX_CODES = {"empty_file", "not_audio", "corrupt_audio", "no_audio_stream", "unsupported_codec", "input_unreadable"}
+ENGINE_CODES = {"empty_file", "not_audio", "corrupt_audio", "no_audio_stream", "unsupported_codec", "input_unreadable"}
 _PROBE_CHILD = """
 import json, sys
 from pathlib import Path
@@ -122,12 +122,13 @@ def test_the_duration_probe_answers_for_any_content(seeds: dict[str, bytes], tmp
     tally.report()
 
 
-class Sphinx:
+class Whisper:
     """The offline provider with one worker process, driven directly."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: Path) -> None:
         self.runner = asyncio.Runner()
-        self.provider = SphinxProvider(SphinxSettings(workers=1, timeout_grace_seconds=30))
+        self.provider = WhisperProvider(WhisperSettings(workers=1, model_dir=models))
+        self.runner.run(self.provider.start(StartContext(state_dir=models.parent)))
         self.count = 0
 
     def transcribe(self, path: Path) -> ItemResult:
@@ -135,7 +136,7 @@ class Sphinx:
         self.count += 1
         st_ = path.stat()
         item = BatchItem(f"i{self.count}", path, path.name, st_.st_size, device=st_.st_dev, inode=st_.st_ino)
-        batch = Batch(f"b{self.count}", Task.TRANSCRIBE, (item,), "en", (), NoOptions())
+        batch = Batch(f"b{self.count}", Task.TRANSCRIBE, (item,), "en", (), WhisperOptions())
 
         async def run() -> ItemResult:
             handle = await self.provider.submit(batch, MemoryStepContext())
@@ -150,16 +151,16 @@ class Sphinx:
 
 
 @pytest.fixture(scope="module")
-def sphinx() -> Iterator[Sphinx]:
-    engine = Sphinx()
+def whisper(whisper_models: Path) -> Iterator[Whisper]:
+    engine = Whisper(whisper_models)
     yield engine
     engine.close()
 
 
 def test_the_offline_provider_transcribes_or_fails_each_bad_file_clearly(
-    seeds: dict[str, bytes], sphinx: Sphinx, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    seeds: dict[str, bytes], whisper: Whisper, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    tally = Tally("files/offline provider (sphinx workers)")
+    tally = Tally("files/offline provider (whisper workers)")
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     before = tree(tmp_path.parent)
@@ -172,9 +173,9 @@ def test_the_offline_provider_transcribes_or_fails_each_bad_file_clearly(
         path = inputs / f"{kind}-{next(counter)}.{ext}"
         path.write_bytes(data)
         try:
-            result = sphinx.transcribe(path)
+            result = whisper.transcribe(path)
         except PermanentError as exc:
-            assert exc.code in SPHINX_CODES, exc
+            assert exc.code in ENGINE_CODES, exc
             assert path.name in exc.message, exc.message  # the message names the file
             tally.record(f"{kind}: {exc.code}")
         except RetryableError as exc:  # a worker crashed or hung: contained, retried by the dispatcher
@@ -189,14 +190,14 @@ def test_the_offline_provider_transcribes_or_fails_each_bad_file_clearly(
     tally.report()
     good = tmp_path / "good.wav"
     good.write_bytes(seeds["wav"])
-    assert "fox" in sphinx.transcribe(good).transcript.text  # type: ignore[union-attr]  # still works
+    assert "fox" in whisper.transcribe(good).transcript.text  # type: ignore[union-attr]  # still works
     after = {k: v for k, v in tree(tmp_path.parent).items() if not k.startswith(tmp_path.name + "/")}
     assert after == {k: v for k, v in before.items() if not k.startswith(tmp_path.name + "/")}
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.6, 0.75, 0.9])
 def test_a_recording_cut_off_in_mid_speech_is_transcribed_up_to_the_cut(
-    seeds: dict[str, bytes], sphinx: Sphinx, tmp_path: Path, fraction: float
+    seeds: dict[str, bytes], whisper: Whisper, tmp_path: Path, fraction: float
 ) -> None:
     """Found by the fuzzer: an Ogg file cut while the speaker is talking ended the stream
     in speech with no partial frame left, and the worker raised IndexError (an internal
@@ -204,17 +205,17 @@ def test_a_recording_cut_off_in_mid_speech_is_transcribed_up_to_the_cut(
     path = tmp_path / "cut.ogg"
     path.write_bytes(seeds["ogg"][: int(len(seeds["ogg"]) * fraction)])
     try:
-        result = sphinx.transcribe(path)
+        result = whisper.transcribe(path)
     except PermanentError as exc:  # no whole audio packet before the cut: a clear refusal is right
-        assert exc.code in SPHINX_CODES and path.name in exc.message
+        assert exc.code in ENGINE_CODES and path.name in exc.message
     else:
         assert result.error is None and result.transcript is not None
 
 
-def test_ten_minutes_of_silence_gives_an_empty_transcript(sphinx: Sphinx, tmp_path: Path) -> None:
+def test_ten_minutes_of_silence_gives_an_empty_transcript(whisper: Whisper, tmp_path: Path) -> None:
     silence = [b"\0\0" * 16_000] * 600
     path = encode_pcm(silence, tmp_path / "silence.flac", in_rate=16_000)
-    result = sphinx.transcribe(path)
+    result = whisper.transcribe(path)
     assert result.transcript is not None and result.transcript.text.strip() == ""
     assert result.transcript.duration == pytest.approx(600, abs=1)
     tally = Tally("files/very long silence (10 min)")
@@ -246,7 +247,7 @@ def test_stenod_transcribe_fails_each_bad_file_with_an_error_file_beside_it(
             "transcribe",
             *sorted(str(folder / n) for n in [*bad, "good.wav"]),
             "--provider",
-            "sphinx",
+            "whisper",
             "--format",
             "txt",
         ],
@@ -259,7 +260,7 @@ def test_stenod_transcribe_fails_each_bad_file_with_an_error_file_beside_it(
     assert proc.returncode == 1, proc.stderr  # a job with failed files
     for name in bad:
         error = json.loads((folder / name).with_suffix(".error.json").read_text())
-        assert error["error"]["code"] in SPHINX_CODES and error["input"].endswith(name)
+        assert error["error"]["code"] in ENGINE_CODES and error["input"].endswith(name)
     assert "fox" in (folder / "good.txt").read_text()
     written = set(tree(tmp_path)) - set(outside)
     expected = {f"in/{Path(n).stem}.error.json" for n in bad} | {"in/good.txt"}

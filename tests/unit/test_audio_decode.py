@@ -1,4 +1,4 @@
-"""The sphinx plugin's audio decoding: any common format to 16 kHz mono PCM, streamed,
+"""The whisper plugin's audio decoding: any common format to 16 kHz mono float samples,
 with clear errors for files that are not (or no longer) audio. In process, no workers."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import av
 import pytest
 
 from stenod.provider import PermanentError
-from stenod_sphinx.audio import SAMPLE_RATE, PcmStream
+from stenod_whisper.audio import SAMPLE_RATE, PcmStream
+from stenod_whisper.audio import decode as decode_all
 from tests.speech import FORMATS, SENTENCES, long_speech, synthesise
 
 
@@ -27,7 +28,7 @@ def decode(path: Path) -> tuple[list[bytes], PcmStream]:
 
 
 def seconds(chunks: list[bytes]) -> float:
-    return sum(len(c) for c in chunks) / 2 / SAMPLE_RATE
+    return sum(len(c) for c in chunks) / 4 / SAMPLE_RATE
 
 
 def open_error(path: Path) -> PermanentError:
@@ -43,9 +44,20 @@ def test_every_format_decodes_to_as_much_audio_as_the_wav(fmt: str, speech: dict
     assert seconds(decode(speech[fmt])[0]) == pytest.approx(reference, abs=0.1)
 
 
-def test_pcm_is_whole_16_bit_samples(speech: dict[str, Path]) -> None:
+def test_pcm_is_whole_float_samples(speech: dict[str, Path]) -> None:
     chunks, _ = decode(speech["opus"])
-    assert all(len(c) % 2 == 0 for c in chunks)
+    assert all(len(c) % 4 == 0 for c in chunks)
+
+
+def test_the_whole_file_becomes_one_float_array_in_range(speech: dict[str, Path]) -> None:
+    reports: list[float] = []
+    with speech["mp3"].open("rb") as f:
+        samples, problems = decode_all(f, "speech.mp3", on_progress=reports.append, report_seconds=0.5)
+    assert samples.dtype.name == "float32" and len(samples) / SAMPLE_RATE == pytest.approx(
+        seconds(decode(speech["wav"])[0]), abs=0.1
+    )
+    assert float(abs(samples).max()) <= 1.0 and float(abs(samples).max()) > 0 and problems == []
+    assert reports == sorted(reports) and len(reports) >= 2
 
 
 def test_a_22050_hz_file_keeps_its_length_at_16_khz(tmp_path: Path, speech: dict[str, Path]) -> None:
@@ -57,7 +69,7 @@ def test_decoding_is_streamed_in_small_chunks(tmp_path: Path) -> None:
     path, _ = long_speech(tmp_path / "long.mp3", 60)
     with path.open("rb") as f, PcmStream(f, str(path)) as audio:
         largest = max(len(c) for c in audio.chunks())
-    assert largest < SAMPLE_RATE * 2  # never more than a second at a time
+    assert largest < SAMPLE_RATE * 4  # never more than a second at a time
 
 
 def test_a_zero_byte_file_is_an_empty_file(tmp_path: Path) -> None:

@@ -140,16 +140,16 @@ async def test_a_check_that_raises_is_unhealthy(serve: ServeFactory) -> None:
 
 async def test_metrics_values_move_as_jobs_run(serve: ServeFactory, metrics: Metrics) -> None:
     async with serve() as served:
-        metrics.job_state("sphinx", "accepted")
+        metrics.job_state("whisper", "accepted")
         first = await served.http.get("/metrics")
-        metrics.job_state("sphinx", "accepted")
-        metrics.job_state("sphinx", "succeeded")
+        metrics.job_state("whisper", "accepted")
+        metrics.job_state("whisper", "succeeded")
         second = await served.http.get("/metrics")
     assert first.status_code == 200
     assert first.headers["content-type"].startswith("text/plain")
-    assert sample(first.text, "stenod_jobs_total", provider="sphinx", state="accepted") == 1
-    assert sample(second.text, "stenod_jobs_total", provider="sphinx", state="accepted") == 2
-    assert sample(second.text, "stenod_jobs_total", provider="sphinx", state="succeeded") == 1
+    assert sample(first.text, "stenod_jobs_total", provider="whisper", state="accepted") == 1
+    assert sample(second.text, "stenod_jobs_total", provider="whisper", state="accepted") == 2
+    assert sample(second.text, "stenod_jobs_total", provider="whisper", state="succeeded") == 1
 
 
 async def test_metrics_speak_openmetrics_when_asked(serve: ServeFactory) -> None:

@@ -49,10 +49,10 @@ def test_jobs_in_flight_count_only_non_terminal_states() -> None:
 
 def test_jobs_in_flight_are_replaced_and_absent_providers_drop_to_zero() -> None:
     metrics = Metrics()
-    metrics.set_job_counts({"sarvam": {"running": 3}, "sphinx": {"accepted": 1}})
-    metrics.set_job_counts({"sphinx": {"running": 2}})
+    metrics.set_job_counts({"sarvam": {"running": 3}, "whisper": {"accepted": 1}})
+    metrics.set_job_counts({"whisper": {"running": 2}})
     assert value(metrics, "stenod_jobs_in_flight", provider="sarvam") == 0
-    assert value(metrics, "stenod_jobs_in_flight", provider="sphinx") == 2
+    assert value(metrics, "stenod_jobs_in_flight", provider="whisper") == 2
 
 
 def test_has_every_method_the_dispatcher_calls() -> None:
@@ -134,14 +134,14 @@ def test_build_info_carries_the_version() -> None:
 
 def test_exposition_has_every_documented_series() -> None:
     metrics = Metrics()
-    metrics.job_state("sphinx", "accepted")
-    metrics.set_job_counts({"sphinx": {"running": 1}})
-    with metrics.provider_call("sphinx", "submit"):
+    metrics.job_state("whisper", "accepted")
+    metrics.set_job_counts({"whisper": {"running": 1}})
+    with metrics.provider_call("whisper", "submit"):
         pass
-    metrics.provider_error("sphinx", "internal_error")
-    metrics.retry("sphinx")
+    metrics.provider_error("whisper", "internal_error")
+    metrics.retry("whisper")
     metrics.file_ignored("dotfile")
-    metrics.item_finished("sphinx", "succeeded", 1.0, {"amount": 1.0, "currency": "USD"})
+    metrics.item_finished("whisper", "succeeded", 1.0, {"amount": 1.0, "currency": "USD"})
     text = generate_latest(metrics.registry).decode()
     missing = [name for name in DOCUMENTED_SERIES if f"\n{name}" not in "\n" + text]
     assert missing == []

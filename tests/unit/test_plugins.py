@@ -18,9 +18,9 @@ STENOD = [sys.executable, "-m", "stenod"]
 
 def test_a_third_party_provider_from_its_own_distribution_is_found_and_used_like_a_built_in(echo_plugin, clean_env):
     catalogue = Catalogue.discover()
-    echo, sphinx = catalogue.available["echo"], catalogue.available.get("sphinx")
+    echo, whisper = catalogue.available["echo"], catalogue.available.get("whisper")
     assert echo.distribution == "stenod-echo 1.0.1"
-    assert sphinx is None or sphinx.distribution.startswith("stenod ")
+    assert whisper is None or whisper.distribution.startswith("stenod ")
     inbox = clean_env / "in"
     inbox.mkdir()
     audio = inbox / "hello.wav"

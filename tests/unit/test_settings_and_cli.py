@@ -44,7 +44,7 @@ def test_no_config_at_all_watches_inbox_with_the_offline_default(clean_env, monk
     monkeypatch.chdir(clean_env)
     settings = load_settings(None)
     assert [r.path for r in settings.watch] == [clean_env / "inbox"]
-    assert settings.default_provider == "sphinx" and settings.watch[0].provider is None
+    assert settings.default_provider == "whisper" and settings.watch[0].provider is None
 
 
 @pytest.mark.parametrize(

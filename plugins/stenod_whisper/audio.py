@@ -1,4 +1,4 @@
-"""Decoding any common audio file into 16 kHz mono 16-bit PCM, streamed.
+"""Decoding any common audio file into the 16 kHz mono float samples Whisper takes.
 
 Runs in the worker process (libav parses untrusted files; a crash there must not take
 the daemon down). The file is read through an already opened file object, so the
@@ -14,28 +14,29 @@ file from which no audio at all can be decoded fails (``corrupt_audio``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 import av
 import av.container
+import numpy as np
 from av.audio.stream import AudioStream
 
 from stenod.provider import PermanentError
 
-__all__ = ["SAMPLE_RATE", "PcmStream"]
+__all__ = ["SAMPLE_RATE", "PcmStream", "decode"]
 
 SAMPLE_RATE = 16000
-"""Output rate; PocketSphinx's English model is trained on 16 kHz audio."""
+"""Output rate: Whisper's feature extractor works on 16 kHz audio."""
 
-_BYTES_PER_SECOND = SAMPLE_RATE * 2
+_BYTES_PER_SAMPLE = 4  # float32
 _MAX_CONSECUTIVE_BAD_PACKETS = 200  # beyond this the rest of the file is noise to libav
 _TRUNCATION_TOLERANCE_SECONDS = 1.0
 
 
 class PcmStream:
-    """The audio of one open file as 16 kHz mono s16le chunks.
+    """The audio of one open file as 16 kHz mono float32 chunks.
 
     Construction opens the container and its first audio stream; :meth:`chunks`
     decodes lazily. Raises PermanentError with code ``empty_file``, ``not_audio``,
@@ -125,7 +126,7 @@ class PcmStream:
         Raises PermanentError ``corrupt_audio`` at the end if nothing could be decoded,
         ``input_unreadable`` if reading the file fails.
         """
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         try:
             for frame in self._frames():
                 for out in resampler.resample(frame):
@@ -173,7 +174,7 @@ class PcmStream:
 
     def _pcm(self, frame: av.AudioFrame) -> bytes:
         self.decoded_seconds += frame.samples / SAMPLE_RATE
-        return bytes(frame.planes[0])[: frame.samples * 2]
+        return bytes(frame.planes[0])[: frame.samples * _BYTES_PER_SAMPLE]
 
     def _corrupt(self, exc: Exception | None) -> PermanentError:
         detail = f" ({_reason(exc)})" if exc is not None else ""
@@ -193,6 +194,25 @@ class PcmStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def decode(
+    fileobj: IO[bytes], label: str, *, on_progress: Callable[[float], None], report_seconds: float = 30.0
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], list[str]]:
+    """The whole file as one float32 array (what faster-whisper takes) and what was lost
+    (:attr:`PcmStream.problems`). ``on_progress`` gets the share of the file decoded, at
+    least every ``report_seconds`` of audio. Raises PermanentError as :class:`PcmStream`."""
+    pcm = bytearray()
+    with PcmStream(fileobj, label) as audio:
+        reported = 0.0
+        for chunk in audio.chunks():
+            pcm += chunk
+            if audio.decoded_seconds - reported >= report_seconds:
+                reported = audio.decoded_seconds
+                declared = audio.declared_seconds
+                on_progress(min(1.0, reported / declared) if declared else audio.read_fraction)
+        problems = audio.problems
+    return np.frombuffer(pcm, dtype=np.float32), problems
 
 
 def _reason(exc: BaseException) -> str:
