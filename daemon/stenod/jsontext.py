@@ -28,3 +28,12 @@ def loads(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def dumps_pretty(value: Any) -> bytes:
+    """Indented UTF-8 JSON for files people open; NaN and infinities become null (orjson's
+    rule, which every JSON reader accepts)."""
+    try:
+        return orjson.dumps(value, option=_OPTIONS | orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        return json.dumps(value, ensure_ascii=False, indent=2).encode()

@@ -11,8 +11,9 @@ import pytest
 import structlog
 
 from stenod import logging as stenod_logging
-from stenod.adapters.file_writers import FileSink, atomic_write, render_srt, render_vtt, safe_stem
+from stenod.adapters.file_writers import FileSink, atomic_write, safe_stem
 from stenod.errors import ErrorInfo
+from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState
 from stenod.journal import OpenItem
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import secrets
 import shutil
@@ -20,10 +19,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pysubs2
 import structlog
 
 from stenod.errors import ErrorInfo
+from stenod.formats import render_json, render_srt, render_txt, render_vtt
 from stenod.journal import OpenItem
 from stenod.provider import ItemResult, Transcript
 
@@ -32,7 +31,6 @@ log = structlog.get_logger("stenod.output")
 TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 ERROR_SUFFIX = ".error.json"
 _MAX_NAME = 255
-_MAX_CUE_SECONDS = 359_999.0  # 99:59:59, the latest time an SRT cue can carry
 
 
 def safe_stem(name: str) -> str:
@@ -88,73 +86,6 @@ class _suppress_missing:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
         return isinstance(exc, FileNotFoundError)
-
-
-def render_txt(t: Transcript) -> bytes:
-    if any(s.speaker for s in t.segments):
-        lines = [f"{_speaker(s.speaker)}: {s.text.strip()}" for s in t.segments if s.text.strip()]
-        return ("\n".join(lines) + "\n").encode()
-    return (t.text.strip() + "\n").encode()
-
-
-def render_json(t: Transcript, *, source: str) -> bytes:
-    data = {"source": source, **t.to_json()}
-    return (json.dumps(_finite(data), ensure_ascii=False, indent=2) + "\n").encode()
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as null: JSON has neither, and strict readers refuse them."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _cue_ms(seconds: float) -> int:
-    """A cue time in milliseconds. A provider's NaN, negative, infinite or absurd time is
-    clamped, so the cue is still written instead of the item failing."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return 0
-    return round(min(seconds, _MAX_CUE_SECONDS) * 1000)
-
-
-def _speaker(label: str | None) -> str:
-    if label is None:
-        return ""
-    return label if not label.isdigit() else f"Speaker {label}"
-
-
-def _subtitles(t: Transcript, *, vtt: bool) -> pysubs2.SSAFile:
-    subs = pysubs2.SSAFile()
-    segments = t.segments or ()
-    if not segments and t.text.strip():
-        from stenod.provider import Segment
-
-        segments = (Segment(0.0, t.duration or 0.0, t.text),)
-    for seg in segments:
-        text = " ".join(seg.text.split())
-        if not text:
-            continue
-        if vtt:
-            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            if seg.speaker:
-                text = f"<v {_speaker(seg.speaker)}>{text}"
-        elif seg.speaker:
-            text = f"{_speaker(seg.speaker)}: {text}"
-        start = _cue_ms(seg.start)
-        subs.append(pysubs2.SSAEvent(start=start, end=max(_cue_ms(seg.end), start + 1), text=text))
-    return subs
-
-
-def render_srt(t: Transcript) -> bytes:
-    return _subtitles(t, vtt=False).to_string("srt").encode()
-
-
-def render_vtt(t: Transcript) -> bytes:
-    return _subtitles(t, vtt=True).to_string("vtt").encode()
 
 
 class FileSink:
