@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version
@@ -49,7 +50,7 @@ from typing import Any, Final
 import psutil
 
 from bench.whisper_direct import FileRun, Run, TreeSampler, configurations, run_direct, tree_of
-from bench.whisper_speech import Clip, SpeechSet, speech_set
+from bench.whisper_speech import Clip, SpeechSet, speech_set, word_error_rate
 from stenod_whisper.model import assemble_bundled
 from tests.amqp_support import BROKER_URL, BrokerNames, Client, delete_topology
 from tests.e2e.harness import Daemon, wait_for, write_config
@@ -101,7 +102,7 @@ def _pid(daemon: Daemon) -> int:
 def _workers_loaded(daemon: Daemon) -> None:
     """Wait until every whisper worker holds the model: a worker loads it when the pool
     starts, and the warm-up file started the pool, but only one worker transcribed it."""
-    workers = daemon.named("whisper.ready")[-1]["workers"]
+    workers = int(daemon.named("whisper.ready")[-1]["workers"])
     big = 100 * MB  # a worker without the model is a bare interpreter, well under this
 
     def loaded() -> bool:
@@ -277,7 +278,7 @@ def run_queue(speech: SpeechSet, model_dir: Path, tmp: Path) -> Run:
 @dataclass(frozen=True, slots=True)
 class Memory:
     rss: int
-    processes: int
+    processes: tuple[str, ...]  # what each process of the tree is
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,15 +288,24 @@ class IdleMemory:
     unloaded: Memory  # after whisper.workers_unloaded
 
 
+def _kind(proc: psutil.Process) -> str:
+    try:
+        command = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "gone"
+    for marker, kind in (("stenod run", "daemon"), ("spawn_main", "worker"), ("resource_tracker", "resource tracker")):
+        if marker in command:
+            return kind
+    return str(proc.name())
+
+
 def _memory(pid: int) -> Memory:
     """Median of five samples of the tree's summed RSS, 0.2 s apart."""
-    samples = []
+    totals = []
     for _ in range(5):
-        procs = tree_of(pid)()
-        samples.append((sum(_rss(p) for p in procs), len(procs)))
+        totals.append(sum(_rss(p) for p in tree_of(pid)()))
         time.sleep(0.2)
-    rss = int(statistics.median(s[0] for s in samples))
-    return Memory(rss, samples[-1][1])
+    return Memory(int(statistics.median(totals)), tuple(_kind(p) for p in tree_of(pid)()))
 
 
 def run_idle(speech: SpeechSet, model_dir: Path, tmp: Path) -> IdleMemory:
@@ -356,21 +366,28 @@ def table(runs: list[Run], speech: SpeechSet) -> list[str]:
     return lines + [f"  {run.label.split(' ', 1)[0]} {note}" for run in runs for note in run.notes]
 
 
-def per_file(runs: list[Run], speech: SpeechSet) -> list[str]:
+def _grid(title: str, runs: list[Run], speech: SpeechSet, cell: Callable[[FileRun], str]) -> list[str]:
     tags = [run.label.split(",")[0].split(":")[0] for run in runs]
-    lines = [
-        "real-time factor per file (seconds on a worker / audio seconds; daemon: and seconds from drop/publish "
-        "to result, waiting for a worker included)",
-        f"{'file':18} {'audio s':>7} " + " ".join(f"{t:>13}" for t in tags),
-    ]
+    lines = [title, f"{'file':18} {'audio s':>7} " + " ".join(f"{t:>13}" for t in tags)]
     for clip in speech.clips:
-        cells = []
-        for run in runs:
-            f = next(f for f in run.files if f.name == clip.name)
-            rtf = f.busy / f.seconds
-            cells.append(f"{rtf:6.3f} {f.latency:5.1f}s" if f.latency is not None else f"{rtf:13.3f}")
+        cells = [cell(next(f for f in run.files if f.name == clip.name)) for run in runs]
         lines.append(f"{clip.name:18} {clip.seconds:7.1f} " + " ".join(f"{c:>13}" for c in cells))
     return lines
+
+
+def per_file(runs: list[Run], speech: SpeechSet) -> list[str]:
+    def rtf(f: FileRun) -> str:
+        value = f.busy / f.seconds
+        return f"{value:6.3f} {f.latency:5.1f}s" if f.latency is not None else f"{value:.3f}"
+
+    def wer(f: FileRun) -> str:
+        return f"{word_error_rate([speech.text_of(f.name)], [f.text]):.3f}"
+
+    title = (
+        "real-time factor per file: seconds on a worker / audio seconds (daemon: then the seconds from the "
+        "drop or publish to its result, waiting for a worker included)"
+    )
+    return [*_grid(title, runs, speech, rtf), "", *_grid("WER per file", runs, speech, wer)]
 
 
 def idle_lines(idle: IdleMemory) -> list[str]:
@@ -378,7 +395,7 @@ def idle_lines(idle: IdleMemory) -> list[str]:
     met = "yes" if growth <= GOAL_IDLE_MB else "no"
 
     def line(what: str, m: Memory) -> str:
-        return f"  {what:44} {m.rss / MB:7.1f} MB ({m.processes} processes)"
+        return f"  {what:44} {m.rss / MB:7.1f} MB ({' + '.join(m.processes)})"
 
     return [
         "idle memory of the daemon tree (RSS summed; idle_unload_seconds = 5)",

@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import TracebackType
@@ -189,7 +189,7 @@ def _serve(model_path: str, threads: int, batched: bool, tasks: Any, results: An
         results.put(("done", name, text, begun, time.time()))
 
 
-def _next(results: Any, workers: list[BaseProcess]) -> tuple[Any, ...]:
+def _next(results: Any, workers: Sequence[BaseProcess]) -> tuple[Any, ...]:
     deadline = time.monotonic() + _RESULT_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         try:

@@ -56,6 +56,9 @@ class WordData(_Data):
 class TranscriptData(_Data):
     text: str
     language: str | None
+    language_probability: float | None = Field(
+        default=None, description="How sure the provider is of a language it detected (0..1); null when given."
+    )
     duration: float | None
     segments: list[SegmentData]
     words: list[WordData] | None

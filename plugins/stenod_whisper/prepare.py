@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,7 @@ async def prepare(*, model: str, cache: Path, device: str, compute_type: str) ->
 
 
 def main() -> None:
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # as in the workers: no device id, no usage reports
     request = json.loads(sys.stdin.read())
     try:
         engine = resolve(request)

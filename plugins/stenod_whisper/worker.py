@@ -52,6 +52,9 @@ def initialize(address: str, engine: dict[str, Any]) -> None:
     threading.Thread(target=_exit_with_daemon, args=(channel,), name="lifeline", daemon=True).start()
     # Ctrl-C in a terminal reaches the whole process group; the daemon decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # onnxruntime (the VAD) otherwise keeps a device id under ~/.cache and reports usage to
+    # Microsoft; it must be off before the library loads.
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     try:
         import av.logging
         from faster_whisper import WhisperModel
