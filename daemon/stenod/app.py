@@ -23,16 +23,20 @@ from pydantic import SecretStr
 
 from stenod.adapters.file_writers import FileSink
 from stenod.adapters.folder_source import FolderSource
-from stenod.adapters.health_http import HealthServer, LoopLagMonitor
+from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.media_probe import probe_duration
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.systemd_notify import SystemdNotifier
+from stenod.adapters.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.errors import ConfigError
+from stenod.job_watch import JobWatch
 from stenod.logging import REDACTOR
+from stenod.loop_lag import LoopLagMonitor
 from stenod.metrics import Metrics
 from stenod.plugins import Catalogue, Loaded, instantiate, provider_settings
 from stenod.provider import ProviderSettings, StartContext
+from stenod.request_intake import RequestIntake
 from stenod.settings import Settings, WatchRule, load_settings
 
 log = structlog.get_logger("stenod.app")
@@ -252,6 +256,8 @@ async def build(
     stack.callback(journal.close)
     providers = await load_providers(settings, http, stack, catalogue)
     metrics = Metrics()
+    watch = JobWatch()
+    journal.on_change = watch.changed
     dispatcher = Dispatcher(
         journal,
         providers.runtimes,
@@ -262,6 +268,7 @@ async def build(
         progress_interval_seconds=settings.amqp.progress_interval_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
         metrics=metrics,
+        live=watch,
     )
 
     def folder(rule: WatchRule) -> FolderSource:
@@ -283,28 +290,61 @@ async def build(
     daemon.services.append(lag.run)
     daemon.health["journal"] = journal.ping
     daemon.health["loop"] = lag.responsive
-    # -- AMQP: request consumer, outbox relay, URL fetcher (issue 3) ---------------------
+    if settings.amqp_enabled or settings.http.listen:
+        await _requests(daemon, stack, watch)
+    return daemon
+
+
+async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> None:
+    """The request interfaces (queue, HTTP) around one request intake, and the URL downloader."""
+    settings, journal, metrics = daemon.settings, daemon.journal, daemon.metrics
+    amqp = settings.amqp
+    policy = UrlPolicy(allow_http=amqp.allow_http_urls, allow_private=amqp.allow_private_urls)
+    downloader = UrlDownloader(
+        policy,
+        max_bytes=amqp.max_download_bytes,
+        timeout_seconds=amqp.download_timeout_seconds,
+        min_free_bytes=settings.min_free_bytes,
+        user_agent=settings.http.user_agent,
+    )
+    notify = daemon.dispatcher.notify
+    fetcher = UrlFetchService(journal, downloader, notify, amqp.downloads_dir or settings.state_dir / "downloads")
+    daemon.services.append(fetcher.run)
+    intake = RequestIntake(
+        journal,
+        LocalInputs(amqp.allowed_roots, policy),
+        lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
+        default_provider=settings.default_provider,
+        max_body_bytes=amqp.max_body_bytes,
+    )
+    stack.callback(intake.close)  # after the TaskGroup: no source uses it any more
     if settings.amqp_enabled:
         from stenod.adapters.amqp_source import build_amqp
 
-        amqp = build_amqp(
-            settings,
-            journal,
-            lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
-            dispatcher.notify,
-            metrics=metrics,
+        parts = build_amqp(settings, journal, intake, notify, on_urls=fetcher.wake, metrics=metrics)
+        stack.push_async_callback(parts.aclose)  # runs after the TaskGroup, before the journal closes
+        daemon.sources.append(parts.source)
+        daemon.services.extend(parts.services)
+        daemon.health["broker"] = parts.link.healthy
+        daemon.status_parts["amqp"] = parts.link.status
+    if settings.http.listen:
+        from stenod.adapters.http.build import build_http
+
+        REDACTOR.add_secrets(k.get_secret_value() for k in settings.http.api_keys)
+        server = await build_http(
+            settings.http,
+            settings.state_dir,
+            intake=intake,
+            journal=journal,
+            watch=watch,
+            checks=daemon.health,
+            registry=metrics.registry,
+            providers=lambda: (sorted(daemon.providers.runtimes), daemon.providers.unavailable),
+            notify=notify,
+            wake_urls=fetcher.wake,
         )
-        stack.push_async_callback(amqp.aclose)  # runs after the TaskGroup, before the journal closes
-        daemon.sources.append(amqp.source)
-        daemon.services.extend(amqp.services)
-        daemon.health["broker"] = amqp.link.healthy
-        daemon.status_parts["amqp"] = amqp.link.status
-    # -- end AMQP ------------------------------------------------------------------------
-    if settings.health.listen:
-        server = HealthServer(settings.health.listen, daemon.health, metrics.registry)
-        await server.start()  # a busy port fails at start-up, not later
+        server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)
-    return daemon
 
 
 async def reload(daemon: Daemon, stack: AsyncExitStack) -> None:

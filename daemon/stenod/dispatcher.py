@@ -34,6 +34,7 @@ from stenod.provider import (
     Limits,
     Provider,
     RemoteState,
+    Segment,
     Status,
     Task,
     is_finished,
@@ -102,16 +103,29 @@ class _Schedule:
         return self.heap[0][0] if self.heap else None
 
 
+class LiveText(Protocol):
+    """Where decoded text goes before the job ends (the HTTP streams' watch)."""
+
+    def segment(self, job_id: str, segment: Mapping[str, Any]) -> None: ...
+    def finished(self, job_ids: Iterable[str]) -> None: ...
+
+
 class JournalStepContext:
     """The StepContext handed to ``submit``: checkpoints go to the journal."""
 
     def __init__(
-        self, journal: JobJournal, batch_id: str, saved: Mapping[str, Json] | None, on_progress: Callable[[float], None]
+        self,
+        journal: JobJournal,
+        batch_id: str,
+        saved: Mapping[str, Json] | None,
+        on_progress: Callable[[float], None],
+        on_segment: Callable[[str, Segment], None] | None = None,
     ) -> None:
         self._journal = journal
         self._batch_id = batch_id
         self._saved = saved
         self._on_progress = on_progress
+        self._on_segment = on_segment
 
     @property
     def saved(self) -> Mapping[str, Json] | None:
@@ -123,6 +137,10 @@ class JournalStepContext:
 
     def progress(self, fraction: float) -> None:
         self._on_progress(fraction)
+
+    def segment(self, item_id: str, segment: Segment) -> None:
+        if self._on_segment is not None:
+            self._on_segment(item_id, segment)
 
 
 def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None) -> float:
@@ -149,6 +167,7 @@ class Dispatcher:
         grace_seconds: float = 20.0,
         metrics: Metrics | None = None,
         idle: asyncio.Event | None = None,
+        live: LiveText | None = None,
     ) -> None:
         self._journal = journal
         self._runtimes = runtimes
@@ -159,6 +178,7 @@ class Dispatcher:
         self._progress_interval = progress_interval_seconds
         self._grace = grace_seconds
         self._metrics = metrics
+        self._live = live
         self._wake = asyncio.Event()
         self._dirty = True
         self._schedule = _Schedule()
@@ -549,6 +569,8 @@ class Dispatcher:
                 )
             finally:
                 self._running.discard(batch.batch_id)
+                if self._live is not None:  # results (or the error) are in the journal now, or it runs again
+                    self._live.finished({i.job_id for i in batch.items})
                 if not keep:
                     self._forget(batch.batch_id, batch.provider)
                 self._dirty = True
@@ -560,7 +582,11 @@ class Dispatcher:
         if batch.state == BatchState.SUBMITTING:
             value = self._batch_value(runtime, batch)
             ctx = JournalStepContext(
-                self._journal, batch.batch_id, batch.checkpoint, lambda f: self._local_progress(batch, f)
+                self._journal,
+                batch.batch_id,
+                batch.checkpoint,
+                lambda f: self._local_progress(batch, f),
+                self._segment_sink(batch),
             )
             handle = await self._call(runtime, "submit", provider.submit(value, ctx))
             done = is_finished(handle)
@@ -723,6 +749,19 @@ class Dispatcher:
         )
 
     # -- progress -------------------------------------------------------------------
+
+    def _segment_sink(self, batch: BatchRow) -> Callable[[str, Segment], None] | None:
+        live = self._live
+        if live is None:
+            return None
+        jobs = {i.item_id: i.job_id for i in batch.items}
+
+        def sink(item_id: str, segment: Segment) -> None:
+            job_id = jobs.get(item_id)
+            if job_id is not None:
+                live.segment(job_id, {"start": segment.start, "end": segment.end, "text": segment.text})
+
+        return sink
 
     def _local_progress(self, batch: BatchRow, fraction: float) -> None:
         jobs = sorted({i.job_id for i in batch.items})

@@ -35,8 +35,10 @@ from stenod.errors import (
     PermanentError,
     RetryableError,
 )
+from stenod.languages import LANGUAGES, language_name
 
 __all__ = [
+    "LANGUAGES",
     "AuthError",
     "Batch",
     "BatchItem",
@@ -66,6 +68,7 @@ __all__ = [
     "error_text",
     "finished",
     "is_finished",
+    "language_name",
     "provider_http_errors",
     "retry_after_seconds",
 ]
@@ -226,6 +229,12 @@ class StepContext(Protocol):
 
     def progress(self, fraction: float) -> None:
         """Report progress 0..1 of a long-running local step (rate-limited by the core)."""
+        ...
+
+    def segment(self, item_id: str, segment: Segment) -> None:
+        """Report a piece of ``item_id``'s transcript as soon as it is decoded, so a client
+        streaming the job sees text while the rest is still running. Optional: the final
+        result from ``fetch`` is what counts; a provider that reports nothing is fine."""
         ...
 
 

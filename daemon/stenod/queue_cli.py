@@ -25,8 +25,9 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from ulid import ULID
 
-from stenod.adapters.amqp_topology import CANCEL_TYPE, REQUEST_TYPE, declare_events, declare_requests
+from stenod.adapters.amqp_topology import declare_events, declare_requests
 from stenod.errors import ConfigError
+from stenod.request_intake import CANCEL_TYPE, REQUEST_TYPE
 from stenod.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -4,15 +4,15 @@ A body is checked in this order, and the first failure is the answer: size (befo
 parsing), JSON syntax and the schema (one pydantic pass in Rust, so deep nesting, huge
 numbers and invalid UTF-8 are errors, never crashes), then the provider (known and
 available), its task, the translate target, the language, and finally the options
-against the plugin's own ``Options`` model. File and URL checks need I/O and live with
-the consumer (:mod:`stenod.adapters.amqp_source`).
+against the plugin's own ``Options`` model. File and URL checks need I/O: :mod:`stenod.request_intake`
+runs them through the checks the composition root gives it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
@@ -73,10 +73,9 @@ class OutputSpec(_Strict):
         return self
 
 
-class Request(_Strict):
-    """A job request published to the request queue (``content_type: application/json``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod request")
+class JobSpec(_Strict):
+    """What to do with the inputs: everything of a request but the inputs themselves (an
+    upload over HTTP brings its input as a file)."""
 
     request_id: RequestId | None = Field(
         default=None,
@@ -84,7 +83,6 @@ class Request(_Strict):
     )
     task: Literal["transcribe", "translate"] = "transcribe"
     provider: ProviderName | None = Field(default=None, description="Defaults to the daemon's default_provider.")
-    inputs: list[InputRef] = Field(min_length=1, max_length=MAX_INPUTS)
     language: Language | None = None
     target_language: Language | list[Language] | None = Field(
         default=None, description="Required for task 'translate'; one language or a list (at most 10)."
@@ -99,10 +97,18 @@ class Request(_Strict):
         return languages(self.target_language)
 
     @model_validator(mode="after")
-    def _bounded_targets(self) -> Request:
+    def _bounded_targets(self) -> Self:
         if isinstance(self.target_language, list) and not 1 <= len(self.target_language) <= 10:
             raise ValueError("target_language lists hold 1 to 10 languages")
         return self
+
+
+class Request(JobSpec):
+    """A job request published to the request queue (``content_type: application/json``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod request")
+
+    inputs: list[InputRef] = Field(min_length=1, max_length=MAX_INPUTS)
 
 
 class CancelRequest(_Strict):
@@ -176,7 +182,7 @@ def _peek_request_id(body: bytes) -> str | None:
 
 
 def check_request(
-    request: Request,
+    request: JobSpec,
     providers: Mapping[str, ProviderInfo],
     unavailable: Mapping[str, str],
     *,

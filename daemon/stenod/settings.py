@@ -8,12 +8,23 @@ passed through raw here; each plugin validates its own with its ``Settings`` mod
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stenod.errors import ConfigError
@@ -109,14 +120,28 @@ class RetrySettings(_Section):
 
 
 class HttpSettings(_Section):
+    """``[http]``: stenod's HTTP server (the APIs, the page, health and metrics) and the HTTP
+    client it talks to providers with."""
+
+    listen: str | None = None  # "127.0.0.1:8000"; empty: no HTTP server
+    api_keys: list[SecretStr] = Field(default_factory=list)  # also $CREDENTIALS_DIRECTORY/http.api_keys
+    keyless_networks: list[IPvAnyNetwork] = Field(default_factory=list)  # /asr, /detect-language, /status only
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    sync_timeout_seconds: float = Field(default=3600.0, gt=0)  # how long a synchronous call waits for its job
+    # The client stenod uses for cloud providers.
     timeout_seconds: float = Field(default=60.0, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
     user_agent: str = "stenod/0.1"
 
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
 
 class HealthSettings(_Section):
-    listen: str | None = None  # "127.0.0.1:9464"; None: off
+    listen: str | None = None  # kept for old configs: the address of the HTTP server when [http] listen is unset
 
 
 class Settings(BaseSettings):
@@ -227,6 +252,12 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"invalid configuration ({origin}):\n  providers.{name}: must be a table")
     if settings.amqp.url is None and (url := credential("amqp.url")):
         settings.amqp.url = SecretStr(url)
+    if not settings.http.api_keys and (keys := credential("http.api_keys")):
+        settings.http.api_keys = [SecretStr(k.strip()) for k in keys.splitlines() if k.strip()]
+    if settings.http.listen is None and settings.health.listen:
+        settings.http.listen = settings.health.listen  # [health] listen predates the HTTP server
+    if settings.http.listen is not None:
+        check_listen(settings.http.listen, keys=bool(settings.http.api_keys))
     if not settings.watch and path is None and not settings.amqp_enabled:
         # A new user with no config at all gets a working transcriber: ./inbox, offline.
         inbox = Path("inbox").absolute()
@@ -235,9 +266,39 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:8000"`` for IPv6). Raises ConfigError when malformed."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f'http.listen = {listen!r} is not host:port (e.g. "127.0.0.1:8000")')
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(listen: str, *, keys: bool) -> None:
+    """Refuse an HTTP server reachable from other machines without API keys (ConfigError)."""
+    host, _ = parse_listen(listen)
+    if not keys and not is_loopback(host):
+        raise ConfigError(
+            f"http.listen = {listen!r} is reachable from other machines, but no API key is set: anyone could "
+            "run jobs and read transcripts. Set [http] api_keys (better: $CREDENTIALS_DIRECTORY/http.api_keys, "
+            'one key a line), or listen on loopback ("127.0.0.1:8000")'
+        )
+
+
 def redacted_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration with every secret masked (``stenod config``)."""
     data = settings.model_dump(mode="json")
+    data["http"]["api_keys"] = ["**********" for _ in settings.http.api_keys]
     if settings.amqp.url is not None:
         data["amqp"]["url"] = _mask_url(settings.amqp.url.get_secret_value())
     for section in data.get("providers", {}).values():

@@ -30,6 +30,7 @@ from stenod.provider import (
     PermanentError,
     ProviderSettings,
     RemoteState,
+    Segment,
     StartContext,
     Status,
     StepContext,
@@ -215,6 +216,7 @@ class WhisperProvider:
             "initial_prompt": options.initial_prompt,
             "temperature": options.temperature,
             "hotwords": options.hotwords,
+            "detect_only": options.detect_language_only,
             "batch_size": s.batch_size,
             "batch_min_seconds": s.batch_min_seconds,
         }
@@ -234,9 +236,11 @@ class WhisperProvider:
         count = len(batch.items)
         for index, item in enumerate(batch.items):
 
-            def on_message(message: dict[str, Any], index: int = index) -> None:
+            def on_message(message: dict[str, Any], index: int = index, item_id: str = item.item_id) -> None:
                 if message["kind"] == "segment":
                     ctx.progress((index + message["done"]) / count)
+                    piece = message["segment"]
+                    ctx.segment(item_id, Segment(piece["start"], piece["end"], piece["text"]))
                 elif message["kind"] == "started":
                     ctx.progress(index / count)
 

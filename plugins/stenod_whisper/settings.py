@@ -78,6 +78,9 @@ class WhisperOptions(BaseModel):
     initial_prompt: str | None = Field(default=None, max_length=2000)
     temperature: float | list[float] | None = None
     hotwords: str | None = Field(default=None, max_length=2000)
+    detect_language_only: bool = Field(
+        default=False, description="only detect the spoken language (from the first 30 s); the text stays empty"
+    )
 
     @field_validator("temperature")
     @classmethod

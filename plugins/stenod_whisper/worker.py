@@ -109,6 +109,15 @@ def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str
 
 def _recognise(worker: _Worker, token: int, audio: Any, request: dict[str, Any]) -> Transcript:
     duration = len(audio) / SAMPLE_RATE
+    if request.get("detect_only"):
+        language, probability, _ = worker.model.detect_language(audio[: 30 * SAMPLE_RATE])
+        return Transcript(
+            text="",
+            language=language,
+            language_probability=round(probability, 4),
+            duration=round(duration, 3),
+            provider="whisper",
+        )
     options: dict[str, Any] = {
         "language": request["language"],
         "task": request["task"],

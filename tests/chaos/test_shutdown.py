@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from stenod.adapters.amqp_source import AmqpSource, RequestIntake
+from stenod.adapters.amqp_source import AmqpSource
+from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.amqp_topology import BrokerLink, request_queue_arguments
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlPolicy
 from stenod.dispatcher import ProviderRuntime
+from stenod.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
 from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
 from tests.e2e.harness import Daemon, wait_for
@@ -83,7 +85,13 @@ async def test_requests_delivered_after_sigterm_are_left_for_the_next_daemon(tmp
     runtimes = {"scripted": ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)}
     stopping = asyncio.Event()
     link = BrokerLink(amqp)
-    intake = RequestIntake(journal, amqp, lambda: (runtimes, {}), default_provider="scripted", url_policy=UrlPolicy())
+    intake = RequestIntake(
+        journal,
+        LocalInputs(amqp.allowed_roots, UrlPolicy()),
+        lambda: (runtimes, {}),
+        default_provider="scripted",
+        max_body_bytes=amqp.max_body_bytes,
+    )
     source = AmqpSource(link, intake, amqp, notify=stopping.set, grace_seconds=5)
     conn = connect()
     try:

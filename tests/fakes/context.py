@@ -17,6 +17,7 @@ class MemoryStepContext:
         self._saved = copy.deepcopy(dict(saved)) if saved is not None else None
         self.checkpoints: list[dict[str, Any]] = []
         self.progress_reports: list[float] = []
+        self.segments: list[tuple[str, Any]] = []
         self._crash_after = crash_after_checkpoints
 
     @property
@@ -32,6 +33,9 @@ class MemoryStepContext:
 
     def progress(self, fraction: float) -> None:
         self.progress_reports.append(fraction)
+
+    def segment(self, item_id: str, segment: Any) -> None:
+        self.segments.append((item_id, segment))
 
     def resumed(self) -> MemoryStepContext:
         """A fresh context as the restarted daemon would build it."""

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.amqp_source import Accepted, Delivery, RequestIntake, Retry
-from stenod.adapters.amqp_topology import CANCEL_TYPE, REQUEST_TYPE
+from stenod.adapters.local_inputs import LocalInputs
+from stenod.request_intake import CANCEL_TYPE, REQUEST_TYPE, Accepted, Delivery, RequestIntake, Retry
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlPolicy
 from stenod.dispatcher import ProviderRuntime
@@ -139,11 +139,10 @@ class IntakeRig:
 
         self.intake = RequestIntake(
             self.journal,
-            AmqpSettings(allowed_roots=[self.roots], max_body_bytes=MAX_BODY),
+            LocalInputs([self.roots], UrlPolicy(), resolver),
             lambda: ({"scripted": runtime}, {}),
             default_provider="scripted",
-            url_policy=UrlPolicy(),
-            resolver=resolver,
+            max_body_bytes=MAX_BODY,
         )
         self.before = tree(tmp)
         self.accepted = 0

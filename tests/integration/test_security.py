@@ -29,7 +29,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.amqp_source import Accepted, Delivery, RequestIntake
+from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.file_writers import FileSink, OrphanSweeper
 from stenod.adapters.folder_source import FolderSource
 from stenod.adapters.sqlite_journal import SqliteJournal
@@ -38,6 +38,7 @@ from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.jobs import JobView
 from stenod.provider import ItemResult, Transcript
 from stenod.requests import Rejected
+from stenod.request_intake import Accepted, Delivery, RequestIntake
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule
 from tests.chaos.fuzzing import Tally, fuzz_settings
 from tests.fakes.scripted import ScriptedProvider
@@ -151,10 +152,10 @@ async def test_an_output_folder_swapped_for_a_symlink_after_acceptance_gets_noth
     async with pipeline(tmp_path) as p:
         intake = RequestIntake(
             p.journal,
-            AmqpSettings(allowed_roots=[roots]),
+            LocalInputs([roots], UrlPolicy()),
             lambda: (p.runtimes, {}),
             default_provider="scripted",
-            url_policy=UrlPolicy(),
+            max_body_bytes=AmqpSettings().max_body_bytes,
         )
         p.provider.block_submit = asyncio.Event()  # hold the job while the folder is swapped
         request = {"inputs": [{"path": str(roots / "call.wav")}], "output": {"dir": str(roots / "out")}}
@@ -261,11 +262,10 @@ async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_reje
         runtime = ProviderRuntime("scripted", provider, provider.limits, 0.0, 4)
         intake = RequestIntake(
             journal,
-            AmqpSettings(),
+            LocalInputs([], UrlPolicy(), resolver),
             lambda: ({"scripted": runtime}, {}),
             default_provider="scripted",
-            url_policy=UrlPolicy(),
-            resolver=resolver,
+            max_body_bytes=AmqpSettings().max_body_bytes,
         )
         body = json.dumps({"inputs": [{"url": "https://media.example.org/talk.mp3"}]}).encode()
         outcome = await intake.handle(Delivery(body=body, message_id="m1"))

@@ -161,8 +161,8 @@ WORKLOAD = textwrap.dedent(
 
     async def main(workdir, model):
         import av, httpx
-        from stenod.adapters.health_http import HealthServer
-        from stenod.metrics import Metrics
+        from fastapi import FastAPI
+        from stenod.adapters.http.server import HttpServer
         try:
             os.sched_setaffinity(0, os.sched_getaffinity(0))  # in @resources: must be refused
             sys.exit("the sandbox is not active")
@@ -177,12 +177,23 @@ WORKLOAD = textwrap.dedent(
             w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000); w.writeframes(bytes(32000))
         with av.open(audio) as container:
             assert sum(frame.samples for frame in container.decode(audio=0)) == 16000
-        metrics = Metrics()
-        server = HealthServer("127.0.0.1:0", {}, metrics.registry)
-        host, port = await server.start()
+        app = FastAPI()
+        app.get("/metrics")(lambda: {"ok": True})
+        server = HttpServer(app, "127.0.0.1:0")
+        host, port = server.bind()
+        stopping = asyncio.Event()
+        serving = asyncio.ensure_future(server.run(stopping))
         async with httpx.AsyncClient() as http:
-            assert (await http.get(f"http://{host}:{port}/metrics")).status_code == 200
-        await server.aclose()
+            for _ in range(100):
+                try:
+                    assert (await http.get(f"http://{host}:{port}/metrics")).status_code == 200
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.05)
+            else:
+                sys.exit("the HTTP server did not answer")
+        stopping.set()
+        await serving
         spawn = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
             result = await asyncio.get_running_loop().run_in_executor(pool, decode, audio, model)
@@ -197,7 +208,8 @@ WORKLOAD = textwrap.dedent(
 def test_python_runtime_and_local_engine_live_with_the_units_syscall_filter(
     tmp_path: Path, whisper_models: Path
 ) -> None:
-    """Imports, SQLite WAL, loopback HTTP, PyAV and a spawned faster-whisper worker under the filter."""
+    """Imports, SQLite WAL, the HTTP server on loopback, PyAV and a spawned faster-whisper worker
+    under the filter."""
     system_python = "/usr/bin/python3"
     probe = subprocess.run([system_python, "-c", "import seccomp"], capture_output=True)
     if probe.returncode != 0:

@@ -77,6 +77,7 @@ def test_the_public_plugin_api_is_pinned():
             "ItemStatus",
             "JobError",
             "Json",
+            "LANGUAGES",
             "Limits",
             "NoOptions",
             "PermanentError",
@@ -95,6 +96,7 @@ def test_the_public_plugin_api_is_pinned():
             "error_text",
             "finished",
             "is_finished",
+            "language_name",
             "provider_http_errors",
             "retry_after_seconds",
         ]

@@ -25,8 +25,6 @@ from stenod.settings import AmqpSettings
 
 log = structlog.get_logger("stenod.amqp")
 
-CANCEL_TYPE = "stenod.cancel"
-REQUEST_TYPE = "stenod.request"
 # Unrouted events are kept (not dropped) but bounded: the oldest go first.
 UNROUTED_MAX_LENGTH = 100_000
 _CONNECT_TIMEOUT_SECONDS = 10.0

@@ -177,14 +177,14 @@ class FileSink:
             (directory / f"{stem}{ERROR_SUFFIX}").unlink()
 
     def _after(self, item: OpenItem, *, succeeded: bool) -> None:
-        if item.path and item.input.startswith(("http://", "https://")):
-            self._drop_download(Path(item.path))
-            return
-        action = item.output.get("after", "keep")
-        if action == "keep" or not item.path:
-            return
         if item.output.get("then_translate_to") and item.task == "translate":
             return  # a chained step's input is our own transcript, not the user's file
+        action = item.output.get("after", "keep")
+        if item.path and (item.input.startswith(("http://", "https://")) or action == "discard"):
+            self._drop_download(Path(item.path))  # a download or an upload: our copy, done with
+            return
+        if action == "keep" or not item.path:
+            return
         source = Path(item.path)
         try:
             st = source.lstat()
@@ -204,7 +204,7 @@ class FileSink:
 
     @staticmethod
     def _drop_download(path: Path) -> None:
-        """A URL input's local copy is ours: remove it (and its per-job folder) once done."""
+        """A URL input's download or an HTTP upload is our copy: remove it (and its folder) once done."""
         with _suppress_missing():
             path.unlink()
         with contextlib.suppress(OSError):

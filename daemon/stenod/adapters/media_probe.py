@@ -1,4 +1,5 @@
-"""Audio duration from the container, without decoding (limits are checked before upload)."""
+"""What a file's container says, without decoding: its audio's duration (limits are checked
+before any upload) and its format (an upload sent without a file name extension)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,31 @@ def probe_duration(path: Path) -> float | None:
     except (av.FFmpegError, OSError, ValueError):
         return None
     return None
+
+
+# libav's demuxer names (``container.format.name``) and the extension stenod gives such a file.
+_EXTENSIONS = {
+    "wav": "wav",
+    "mp3": "mp3",
+    "flac": "flac",
+    "ogg": "ogg",
+    "mov,mp4,m4a,3gp,3g2,mj2": "m4a",
+    "matroska,webm": "webm",
+    "aac": "aac",
+    "aiff": "aiff",
+    "amr": "amr",
+    "asf": "wma",
+    "caf": "caf",
+    "ac3": "ac3",
+}
+
+
+def probe_audio_format(path: Path) -> str | None:
+    """The file extension for ``path``'s container if it holds audio stenod can read, else None."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not any(s.type == "audio" for s in container.streams):
+                return None
+            return _EXTENSIONS.get(container.format.name)
+    except (av.FFmpegError, OSError, ValueError):
+        return None

@@ -8,6 +8,7 @@ Public job states are derived from item states (``stenod.jobs.derive_job_state``
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -90,11 +91,20 @@ def _view_of(row: sqlite3.Row, item_rows: Sequence[sqlite3.Row]) -> JobView:
     )
 
 
-def _list_jobs(conn: sqlite3.Connection, state: str | None, limit: int) -> list[JobView]:
-    if state:
-        rows = conn.execute("SELECT id FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit))
-    else:
-        rows = conn.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+def _list_jobs(
+    conn: sqlite3.Connection,
+    state: str | None,
+    limit: int,
+    provider: str | None = None,
+    before: str | None = None,
+) -> list[JobView]:
+    where, args = [], []
+    for column, value in (("state = ?", state), ("provider = ?", provider), ("id < ?", before)):
+        if value:
+            where.append(column)
+            args.append(value)
+    sql = "SELECT id FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+    rows = conn.execute(sql, (*args, limit))
     return [v for r in rows.fetchall() if (v := _job_view(conn, r["id"])) is not None]
 
 
@@ -213,6 +223,10 @@ class SqliteJournal:
         self._inline = inline_transcript_bytes
         # Set after any commit that may have added outbox rows; the relay waits on it.
         self.outbox_ready = asyncio.Event()
+        # Jobs whose events a transaction added, appended on the writer thread and handed to
+        # ``on_change`` (the HTTP streams' watch) once the commit returned.
+        self._changed: collections.deque[str] = collections.deque()
+        self.on_change: Callable[[set[str]], None] | None = None
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> SqliteJournal:
@@ -233,6 +247,12 @@ class SqliteJournal:
         result = await self._writer.call(op)
         if self._outbox:
             self.outbox_ready.set()
+        if self._changed:
+            changed = set()
+            while self._changed:
+                changed.add(self._changed.popleft())
+            if self.on_change is not None:
+                self.on_change(changed)
         return result
 
     async def ping(self) -> bool:
@@ -244,10 +264,17 @@ class SqliteJournal:
     def _emit(
         self, conn: sqlite3.Connection, kind: EventKind, row: sqlite3.Row | Mapping[str, Any], view: JobView
     ) -> None:
-        """Add the event to the outbox; ``row`` and ``view`` are the job as this transaction leaves it."""
+        """Record the event in the job's history and the outbox; ``row`` and ``view`` are the job
+        as this transaction leaves it."""
+        event = JobEvent.new(kind, view.job_id, view.provider, view.to_data(inline_transcript_bytes=self._inline))
+        body = _dumps(event.envelope())
+        conn.execute(
+            "INSERT INTO job_events (event_id, job_id, kind, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            (event.id, view.job_id, str(kind), body, event.time),
+        )
+        self._changed.append(view.job_id)
         if not self._outbox:
             return
-        event = JobEvent.new(kind, view.job_id, view.provider, view.to_data(inline_transcript_bytes=self._inline))
         reply_to = row["reply_to"] if kind.terminal else None
         conn.execute(
             "INSERT INTO outbox (event_id, job_id, routing_key, body, reply_to, correlation_id, created_at) "
@@ -256,7 +283,7 @@ class SqliteJournal:
                 event.id,
                 view.job_id,
                 event.routing_key,
-                _dumps(event.envelope()),
+                body,
                 reply_to,
                 row["correlation_id"] if reply_to else None,
                 event.time,
@@ -677,8 +704,53 @@ class SqliteJournal:
 
         return await self._writer.call(op, write=False)
 
-    async def jobs(self, state: str | None = None, limit: int = 50) -> list[JobView]:
-        return await self._writer.call(lambda c: _list_jobs(c, state, limit), write=False)
+    async def jobs(
+        self,
+        state: str | None = None,
+        limit: int = 50,
+        *,
+        provider: str | None = None,
+        before: str | None = None,
+    ) -> list[JobView]:
+        """Newest first; ``before`` (a job id) pages back through older jobs."""
+        return await self._writer.call(lambda c: _list_jobs(c, state, limit, provider, before), write=False)
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """The job's events after sequence number ``after``, oldest first: (seq, CloudEvent JSON)."""
+        return await self._writer.call(
+            lambda c: [
+                (r[0], r[1])
+                for r in c.execute(
+                    "SELECT seq, body FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (job_id, after, limit),
+                )
+            ],
+            write=False,
+        )
+
+    async def event_seq(self, job_id: str, event_id: str) -> int | None:
+        """The sequence number of one of the job's events (an SSE ``Last-Event-ID``)."""
+        row = await self._writer.call(
+            lambda c: c.execute(
+                "SELECT seq FROM job_events WHERE job_id = ? AND event_id = ?", (job_id, event_id)
+            ).fetchone(),
+            write=False,
+        )
+        return int(row[0]) if row else None
+
+    async def live_paths(self, prefix: str) -> set[str]:
+        """Input paths under ``prefix`` of items not yet finished (spool files still needed)."""
+        return await self._writer.call(
+            lambda c: {
+                r[0]
+                for r in c.execute(
+                    "SELECT path FROM items WHERE path >= ? AND path < ? AND state NOT IN "
+                    "('succeeded', 'failed', 'cancelled')",
+                    (prefix, prefix + "\uffff"),
+                )
+            },
+            write=False,
+        )
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Jobs by provider and state (metrics, STATUS lines)."""

@@ -83,4 +83,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     correlation_id TEXT,
     created_at TEXT NOT NULL
 );
+-- Every event of every job, kept with the job: the HTTP event stream and the page replay
+-- them. The outbox above holds only those the broker has not yet confirmed.
+CREATE TABLE IF NOT EXISTS job_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_events_job ON job_events(job_id, seq);
+CREATE INDEX IF NOT EXISTS job_events_id ON job_events(event_id);
 """

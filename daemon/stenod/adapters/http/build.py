@@ -1,0 +1,57 @@
+"""Wiring of the HTTP server from the daemon's parts (called by the composition root)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from stenod import __version__
+from stenod.adapters.http.app import create_app
+from stenod.adapters.http.auth import Keys
+from stenod.adapters.http.context import Check, HttpContext, HttpJournal
+from stenod.adapters.http.server import HttpServer
+from stenod.adapters.http.spool import Spool
+from stenod.job_watch import JobWatch
+from stenod.request_intake import RequestIntake
+from stenod.settings import HttpSettings
+
+__all__ = ["build_http"]
+
+
+async def build_http(
+    settings: HttpSettings,
+    state_dir: Path,
+    *,
+    intake: RequestIntake,
+    journal: HttpJournal,
+    watch: JobWatch,
+    checks: Mapping[str, Check],
+    registry: CollectorRegistry,
+    providers: Callable[[], tuple[Sequence[str], Mapping[str, str]]],
+    notify: Callable[[], None],
+    wake_urls: Callable[[], None],
+) -> HttpServer:
+    """The server, not yet bound; the spool is swept of uploads no job needs any more."""
+    assert settings.listen is not None
+    spool = Spool(state_dir / "spool", max_bytes=settings.max_upload_bytes)
+    await spool.sweep(journal.live_paths)
+    context = HttpContext(
+        intake=intake,
+        journal=journal,
+        watch=watch,
+        spool=spool,
+        keys=Keys([k.get_secret_value() for k in settings.api_keys], settings.keyless_networks),
+        results_dir=state_dir / "results",
+        sync_timeout_seconds=settings.sync_timeout_seconds,
+        version=__version__,
+        checks=checks,
+        registry=registry,
+        stopping=asyncio.Event(),
+        providers=providers,
+        notify=notify,
+        wake_urls=wake_urls,
+    )
+    return HttpServer(create_app(context), settings.listen, stopping=context.stopping)

@@ -1,0 +1,71 @@
+"""What the HTTP routes share: the core's entry points and the daemon's state, built once by
+the composition root and reached from a route through FastAPI's dependency injection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from stenod.adapters.http.auth import Keys
+from stenod.adapters.http.spool import Spool
+from stenod.job_watch import JobWatch
+from stenod.jobs import JobView
+from stenod.request_intake import RequestIntake
+
+__all__ = ["Ctx", "HttpContext", "HttpJournal", "require_key", "require_key_or_keyless"]
+
+Check = Callable[[], Awaitable[bool]]
+
+
+class HttpJournal(Protocol):
+    """The journal reads the routes need."""
+
+    async def job(self, job_id: str) -> JobView | None: ...
+    async def jobs(
+        self, state: str | None = None, limit: int = 50, *, provider: str | None = None, before: str | None = None
+    ) -> list[JobView]: ...
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]: ...
+    async def event_seq(self, job_id: str, event_id: str) -> int | None: ...
+    async def live_paths(self, prefix: str) -> set[str]: ...
+
+
+@dataclass(slots=True)
+class HttpContext:
+    intake: RequestIntake
+    journal: HttpJournal
+    watch: JobWatch
+    spool: Spool
+    keys: Keys
+    results_dir: Path  # outputs of uploaded files' jobs: results/<upload id>/
+    sync_timeout_seconds: float
+    version: str
+    checks: Mapping[str, Check]
+    registry: CollectorRegistry
+    stopping: asyncio.Event
+    providers: Callable[[], tuple[Sequence[str], Mapping[str, str]]]  # available names; why others are not
+    notify: Callable[[], None]  # new work is in the journal: wake the dispatcher
+    wake_urls: Callable[[], None]  # a job has URL inputs: wake the downloader
+
+
+def _context(request: Request) -> HttpContext:
+    context: HttpContext = request.app.state.stenod
+    return context
+
+
+Ctx = Annotated[HttpContext, Depends(_context)]
+
+
+def require_key(request: Request) -> None:
+    """Dependency: a valid API key (when keys are configured)."""
+    _context(request).keys.check(request)
+
+
+def require_key_or_keyless(request: Request) -> None:
+    """Dependency: a valid API key, or a client in ``[http] keyless_networks``."""
+    _context(request).keys.check(request, keyless_allowed=True)

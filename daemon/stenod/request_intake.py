@@ -1,0 +1,345 @@
+"""Request intake: one request (from the queue or HTTP) becomes a committed job, a cancel,
+or a rejection that says why. The sources are thin callers of this; none has job logic.
+
+The order is fixed: parse and validate the body (:mod:`stenod.requests`), check the
+provider, task, languages and options, check files and URLs (through :class:`InputChecks`,
+which the composition root implements on the file system and the network), then commit
+the job. A repeated ``request_id`` returns the existing job, never a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from ulid import ULID
+
+from stenod.events import EventKind, JobEvent, utc_now
+from stenod.journal import NewItem, NewJob
+from stenod.provider import Limits
+from stenod.requests import (
+    DEFAULT_TRANSLATE_PROVIDER,
+    CancelRequest,
+    JobSpec,
+    ProviderInfo,
+    Rejected,
+    Request,
+    check_request,
+    parse_body,
+)
+
+__all__ = [
+    "Accepted",
+    "Delivery",
+    "InputChecks",
+    "IntakeJournal",
+    "Outcome",
+    "ProviderLookup",
+    "RequestIntake",
+    "Retry",
+    "Upload",
+]
+
+log = structlog.get_logger("stenod.intake")
+
+CANCEL_TYPE = "stenod.cancel"
+REQUEST_TYPE = "stenod.request"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One request as it arrived: the body and the envelope's fields that matter."""
+
+    body: bytes
+    message_id: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    type: str | None = None
+    content_encoding: str | None = None
+    source: str = "amqp"
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file a client sent, already written whole to the spool (the HTTP adapter's job)."""
+
+    name: str  # the client's name for it: outputs and events use it
+    path: str
+    size: int
+    device: int
+    inode: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    job_id: str
+    created: bool
+    urls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    reason: str
+
+
+Outcome = Accepted | Rejected | Retry
+
+
+class Runtime(Protocol):
+    """What intake needs of a configured provider."""
+
+    limits: Limits
+    provider: Any
+
+
+ProviderLookup = Callable[[], tuple[Mapping[str, Runtime], Mapping[str, str]]]
+"""The current provider runtimes and why others are unavailable (they change on SIGHUP reload)."""
+
+
+class InputChecks(Protocol):
+    """The checks that need the file system or the network (adapters implement them)."""
+
+    async def paths(self, paths: Sequence[str], output_dir: str | None) -> tuple[list[NewItem], str | None]:
+        """Items for path inputs and the real output folder; raises Rejected."""
+        ...
+
+    async def url(self, raw: str) -> None:
+        """Raises Rejected for a URL the policy refuses (scheme, private address, …)."""
+        ...
+
+    def name_of(self, url: str) -> str:
+        """A safe file name for a URL input."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class IntakeJournal(Protocol):
+    async def create_job(self, new: NewJob) -> tuple[Any, bool]: ...
+    async def emit_for_existing(self, job_id: str) -> None: ...
+    async def request_cancel(self, job_id: str) -> Any: ...
+    async def add_event(self, event: JobEvent, *, reply_to: str | None, correlation_id: str | None) -> None: ...
+    async def reusable_result(
+        self,
+        content_hash: str,
+        provider: str,
+        task: str,
+        language: str | None,
+        target_languages: Sequence[str],
+        options: Mapping[str, Any],
+    ) -> Mapping[str, Any] | None: ...
+
+
+class RequestIntake:
+    """Turns requests into committed jobs, cancels or rejections (no transport here)."""
+
+    def __init__(
+        self,
+        journal: IntakeJournal,
+        checks: InputChecks,
+        providers: ProviderLookup,
+        *,
+        default_provider: str,
+        max_body_bytes: int,
+    ) -> None:
+        self._journal = journal
+        self._checks = checks
+        self._providers = providers
+        self._default_provider = default_provider
+        self._max_body_bytes = max_body_bytes
+        self._infos: tuple[Mapping[str, Runtime], dict[str, ProviderInfo]] | None = None
+
+    def close(self) -> None:
+        """Stop the checks' worker thread (after the sources stopped)."""
+        self._checks.close()
+
+    def provider_infos(self) -> tuple[dict[str, ProviderInfo], Mapping[str, str]]:
+        """Limits and option models of the available providers, and why others are not."""
+        runtimes, unavailable = self._providers()
+        if self._infos is None or self._infos[0] is not runtimes:  # new runtimes come with a reload
+            infos = {name: ProviderInfo(rt.limits, type(rt.provider).Options) for name, rt in runtimes.items()}
+            self._infos = runtimes, infos
+        return self._infos[1], unavailable
+
+    @property
+    def default_provider(self) -> str:
+        return self._default_provider
+
+    async def handle(self, delivery: Delivery) -> Outcome:
+        """Validate and commit. Returns Accepted, Rejected (never retried) or Retry."""
+        try:
+            if delivery.content_encoding not in (None, "", "identity", "utf-8", "utf8"):
+                raise Rejected(
+                    "unsupported_encoding", f"content_encoding {delivery.content_encoding!r} is not supported"
+                )
+            if delivery.type == CANCEL_TYPE:
+                return await self._cancel(delivery)
+            if delivery.type not in (None, "", REQUEST_TYPE):
+                raise Rejected(
+                    "unknown_message_type",
+                    f"message type {delivery.type!r} is unknown (use {REQUEST_TYPE!r} or {CANCEL_TYPE!r})",
+                )
+            job = await self._job(delivery)
+        except Rejected as rejected:
+            if rejected.request_id is None:
+                rejected.request_id = delivery.message_id
+            return rejected
+        return await self._commit(job)
+
+    async def accept_upload(
+        self, spec: JobSpec, upload: Upload, *, output_dir: str, source: str = "http"
+    ) -> Accepted | Rejected | Retry:
+        """A job for one uploaded file. Its outputs go to ``output_dir``; the spooled file is
+        removed when the job ends. The same audio already transcribed with the same settings
+        reuses that result (no second run, no second bill)."""
+        infos, unavailable = self.provider_infos()
+        try:
+            provider, options = check_request(
+                spec, infos, unavailable, default_provider=self._default_provider, request_id=spec.request_id
+            )
+        except Rejected as rejected:
+            return rejected
+        reused = await self._journal.reusable_result(
+            upload.sha256, provider, spec.task, spec.language, spec.target_languages, options
+        )
+        item = NewItem(
+            input=upload.name,
+            name=upload.name,
+            path=upload.path,
+            size=upload.size,
+            device=upload.device,
+            inode=upload.inode,
+            content_hash=upload.sha256,
+            reused_result=reused,
+        )
+        output = self._output(spec, output_dir)
+        output["after"] = "discard"
+        job = NewJob(
+            source=source,
+            task=spec.task,
+            provider=provider,
+            items=[item],
+            language=spec.language,
+            target_languages=spec.target_languages,
+            options=options,
+            output=output,
+            request_id=spec.request_id,
+        )
+        return await self._commit(job)
+
+    async def _commit(self, job: NewJob) -> Accepted | Retry:
+        try:
+            view, created = await self._journal.create_job(job)
+            if not created:  # a redelivery or a client retry: answer with the existing job's events
+                await self._journal.emit_for_existing(view.job_id)
+        except Exception as exc:  # the journal could not commit: the caller retries (redelivery, 503)
+            log.error("intake.commit_failed", error=f"{type(exc).__name__}: {exc}")
+            return Retry(f"journal commit failed: {exc}")
+        return Accepted(view.job_id, created, urls=any(i.path is None for i in job.items))
+
+    async def _job(self, delivery: Delivery) -> NewJob:
+        request: Request = parse_body(delivery.body, Request, max_body_bytes=self._max_body_bytes)
+        request_id = request.request_id or delivery.message_id
+        infos, unavailable = self.provider_infos()
+        provider, options = check_request(
+            request, infos, unavailable, default_provider=self._default_provider, request_id=request_id
+        )
+        context = {"request_id": request_id, "task": request.task, "provider": provider}
+        try:
+            items, output_dir = await self._local_checks(request)
+        except Rejected as exc:
+            raise Rejected(exc.code, exc.reason, **context) from None
+        output = self._output(request, output_dir)
+        output["resolved"] = True  # symlinks resolved: the writer refuses new ones
+        return NewJob(
+            source=delivery.source,
+            task=request.task,
+            provider=provider,
+            items=items,
+            language=request.language,
+            target_languages=request.target_languages,
+            options=options,
+            output=output,
+            request_id=request_id,
+            reply_to=delivery.reply_to or None,
+            correlation_id=delivery.correlation_id if delivery.reply_to else None,
+        )
+
+    @staticmethod
+    def _output(spec: JobSpec, output_dir: str | None) -> dict[str, Any]:
+        formats = list(spec.output.formats) if spec.output and spec.output.formats else None
+        output: dict[str, Any] = {
+            "dir": output_dir,
+            "formats": formats or ["txt", "json", "srt", "vtt"],
+            "after": "keep",
+        }
+        if spec.output is not None and spec.output.chain_languages:
+            output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
+            output["then_translate_to"] = list(spec.output.chain_languages)
+            output["translate_provider"] = spec.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER
+        return output
+
+    async def _local_checks(self, request: Request) -> tuple[list[NewItem], str | None]:
+        """Items (paths checked on disk, URLs checked by policy) and the output folder."""
+        paths = [i.path for i in request.inputs if i.path is not None]
+        wanted_dir = request.output.dir if request.output is not None else None
+        local: list[NewItem] = []
+        output_dir = None
+        if paths or wanted_dir is not None:  # one trip to the checks for all the file-system work
+            local, output_dir = await self._checks.paths(paths, wanted_dir)
+        found = iter(local)
+        items = []
+        for ref in request.inputs:
+            if ref.path is not None:
+                items.append(next(found))
+            else:
+                assert ref.url is not None
+                await self._checks.url(ref.url)
+                items.append(NewItem(input=ref.url, name=self._checks.name_of(ref.url)))
+        return items, output_dir
+
+    async def cancel(self, job_id: str) -> Accepted | Rejected | Retry:
+        """Ask for a job to be cancelled (the dispatcher stops it at its next step)."""
+        try:
+            view = await self._journal.request_cancel(job_id)
+        except Exception as exc:  # the journal could not commit
+            log.error("intake.commit_failed", error=f"{type(exc).__name__}: {exc}")
+            return Retry(f"journal commit failed: {exc}")
+        if view is None:
+            return Rejected("unknown_job", f"no job {job_id} to cancel")
+        log.info("job.cancel_requested", job_id=view.job_id, state=str(view.state))
+        return Accepted(view.job_id, created=False)
+
+    async def _cancel(self, delivery: Delivery) -> Accepted | Retry:
+        cancel: CancelRequest = parse_body(delivery.body, CancelRequest, max_body_bytes=self._max_body_bytes)
+        outcome = await self.cancel(cancel.job_id)
+        if isinstance(outcome, Rejected):
+            raise outcome
+        return outcome
+
+    async def reject_event(self, rejected: Rejected, delivery: Delivery) -> None:
+        """Commit the ``stenod.job.rejected`` event that explains a refused request."""
+        now = utc_now()
+        job_id = str(ULID())
+        data: dict[str, Any] = {
+            "job_id": job_id,
+            "request_id": rejected.request_id,
+            "task": rejected.task,
+            "provider": rejected.provider,
+            "state": "rejected",
+            "progress": 0.0,
+            "items": [],
+            "error": {"code": rejected.code, "message": rejected.reason, "retryable": False},
+            "cost": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        event = JobEvent.new(EventKind.REJECTED, job_id, rejected.provider or "none", data)
+        await self._journal.add_event(
+            event,
+            reply_to=delivery.reply_to or None,
+            correlation_id=delivery.correlation_id if delivery.reply_to else None,
+        )

@@ -1,0 +1,82 @@
+"""A daemon with its HTTP server on, for the HTTP front door's tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.harness import Daemon, running, wait_for, write_config
+from tests.fakes.server import free_port
+
+KEY = "test-key-0123456789"
+
+
+@dataclass
+class HttpDaemon:
+    daemon: Daemon
+    url: str
+    key: str
+    state: Path
+    roots: Path
+
+    def client(self, *, key: str | None = KEY, **kwargs: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=kwargs.pop("timeout", 120), **kwargs)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.client() as http:
+            answer = http.get(f"/v1/jobs/{job_id}")
+            answer.raise_for_status()
+            return dict(answer.json())
+
+    def finished(self, job_id: str, timeout: float = 180) -> dict[str, Any]:
+        final = ("succeeded", "partial", "failed", "cancelled")
+        return dict(wait_for(lambda: (j := self.job(job_id))["state"] in final and j, "the job to end", timeout))
+
+
+def http_config(
+    tmp: Path,
+    port: int,
+    *,
+    http: dict[str, Any] | None = None,
+    providers: dict[str, dict[str, Any]] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
+    top: dict[str, Any] | None = None,
+) -> Path:
+    roots = tmp / "roots"
+    roots.mkdir(exist_ok=True)
+    return write_config(
+        tmp / "stenod.toml",
+        top={"state_dir": tmp / "state", "log_format": "json", **(top or {})},
+        sections={
+            "http": {"listen": f"127.0.0.1:{port}", "api_keys": [KEY], **(http or {})},
+            "amqp": {"allowed_roots": [roots]},
+            **(sections or {}),
+        },
+        providers={"whisper": {"workers": 1}, "echo": {}, **(providers or {})},
+    )
+
+
+def up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextlib.contextmanager
+def http_daemon(tmp: Path, **config: Any) -> Iterator[HttpDaemon]:
+    port = free_port()
+    listen_host = str((config.get("http") or {}).get("listen", "")).rpartition(":")[0]
+    if listen_host:
+        config["http"]["listen"] = f"{listen_host}:{port}"
+    cfg = http_config(tmp, port, **config)
+    with running(cfg, tmp / "daemon.log") as daemon:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: up(url), "the HTTP server", timeout=30)
+        yield HttpDaemon(daemon, url, KEY, tmp / "state", tmp / "roots")
