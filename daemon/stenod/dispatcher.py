@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, NewItem, OpenItem
-from stenod.packing import Preflight, created_at, freeze, pack, preflight
+from stenod.packing import Preflight, created_at, freeze, pack, preflight, start_order
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -338,6 +338,8 @@ class Dispatcher:
         now = time.time()
         for key, members in groups.items():
             runtime = self._runtimes[key[0]]
+            if runtime.limits.max_files == 1:
+                members = start_order(members)
             batches = pack(runtime.limits, members)
             oldest = min(created_at(m) for m in members)
             filled = len(batches) > 1 or (

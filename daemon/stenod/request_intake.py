@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import structlog
@@ -202,6 +203,17 @@ class RequestIntake:
             )
         except Rejected as rejected:
             return rejected
+        extension = PurePath(upload.path).suffix.lower().lstrip(".")
+        formats = infos[provider].limits.formats
+        if extension not in formats:
+            return Rejected(
+                "unsupported_format",
+                f"{upload.name}: .{extension or '(none)'} files are not supported by {provider} "
+                f"(it takes {', '.join(sorted(formats))})",
+                request_id=spec.request_id,
+                task=spec.task,
+                provider=provider,
+            )
         reused = await self._journal.reusable_result(
             upload.sha256, provider, spec.task, spec.language, spec.target_languages, options
         )

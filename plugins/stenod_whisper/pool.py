@@ -34,7 +34,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = ["EnginePool"]
 log = structlog.get_logger("stenod_whisper")
 
 OnMessage = Callable[[dict[str, Any]], None]
+_DRAIN_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ class _Job:
     pid: int | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # the worker's "done" arrived
 
 
 class EnginePool:
@@ -120,11 +122,16 @@ class EnginePool:
                         raise self._failure(item, job) from exc
                     continue
                 try:
-                    return await asyncio.wrap_future(future)
+                    result: dict[str, Any] = await asyncio.wrap_future(future)
                 except (pebble.ProcessExpired, BrokenProcessPool) as exc:
                     if isinstance(exc, BrokenProcessPool):
                         self._discard(pool)
                     raise self._failure(item, job, exc) from exc
+                # Segments sent just before the result may still be on their way on our socket.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_DRAIN_SECONDS):
+                        await job.drained.wait()
+                return result
             raise AssertionError("unreachable")
         finally:
             if job.timer is not None:
@@ -199,6 +206,9 @@ class EnginePool:
             return  # a late message about a file that already finished
         if message["kind"] == "started":
             job.pid = message["pid"]
+        elif message["kind"] == "done":
+            job.drained.set()
+            return
         self._arm(job)
         job.on_message(message)
 

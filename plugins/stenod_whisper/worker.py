@@ -105,6 +105,10 @@ def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str
         return {"transcript": transcript.to_json(), "warnings": warnings}
     except PermanentError as exc:
         return {"error": exc.info().to_json()}
+    finally:
+        # The result travels on pebble's channel, these messages on ours: "done" tells the
+        # daemon it has every segment before it takes the result.
+        worker.send({"token": token, "kind": "done"})
 
 
 def _recognise(worker: _Worker, token: int, audio: Any, request: dict[str, Any]) -> Transcript:
@@ -135,8 +139,10 @@ def _recognise(worker: _Worker, token: int, audio: Any, request: dict[str, Any])
             from faster_whisper import BatchedInferencePipeline
 
             worker.batched = BatchedInferencePipeline(worker.model)
-        # Timestamps on: segments of sentence length (cues), not one per 30 s window.
-        pieces, info = worker.batched.transcribe(audio, batch_size=batch_size, without_timestamps=False, **options)
+        # Timestamps off: with them on, faster-whisper's batched path drops whole sentences
+        # (its issue #1427; measured here: WER 0.006 → 0.072 on a 72 s file). Segments then span
+        # a speech chunk; the subtitle writer cuts them into readable cues.
+        pieces, info = worker.batched.transcribe(audio, batch_size=batch_size, without_timestamps=True, **options)
     else:
         pieces, info = worker.model.transcribe(audio, **options)
     segments: list[Segment] = []

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from stenod.adapters.amqp_source import AmqpSource
-from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.amqp_topology import BrokerLink, request_queue_arguments
+from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlPolicy
 from stenod.dispatcher import ProviderRuntime

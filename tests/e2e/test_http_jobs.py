@@ -119,7 +119,9 @@ def test_jobs_list_newest_first_filtered_by_state(server: HttpDaemon) -> None:
         listing = http.get("/v1/jobs", params={"state": "succeeded", "limit": 2}).json()
         older = http.get("/v1/jobs", params={"state": "succeeded", "before": listing["next"]}).json()
     ids = [j["job_id"] for j in listing["jobs"]]
-    assert len(ids) == 2 and ids == sorted(ids, reverse=True) and all(j["state"] == "succeeded" for j in listing["jobs"])
+    assert (
+        len(ids) == 2 and ids == sorted(ids, reverse=True) and all(j["state"] == "succeeded" for j in listing["jobs"])
+    )
     assert older["jobs"] and all(j["job_id"] < ids[-1] for j in older["jobs"])
 
 

@@ -103,9 +103,11 @@ def test_streaming_yields_deltas_then_the_done_text(client: openai.OpenAI, tmp_p
 
 
 def test_a_wrong_key_is_an_authentication_error(server: HttpDaemon, speech: Path) -> None:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0) as stranger:
-        with pytest.raises(openai.AuthenticationError) as info:
-            stranger.audio.transcriptions.create(file=speech, model="whisper-1")
+    with (
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0) as stranger,
+        pytest.raises(openai.AuthenticationError) as info,
+    ):
+        stranger.audio.transcriptions.create(file=speech, model="whisper-1")
     assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
 
 
@@ -162,7 +164,9 @@ def test_the_same_idempotency_key_runs_one_job(server: HttpDaemon, speech: Path)
     assert sum(1 for j in jobs if j["request_id"] == "once-only-1") == 1
 
 
-def test_the_same_audio_sent_twice_is_transcribed_once(server: HttpDaemon, client: openai.OpenAI, tmp_path: Path) -> None:
+def test_the_same_audio_sent_twice_is_transcribed_once(
+    server: HttpDaemon, client: openai.OpenAI, tmp_path: Path
+) -> None:
     path = synthesise_sentences(SENTENCES[2:3], tmp_path / "twice.wav")
     first = client.audio.transcriptions.create(file=path, model="whisper-1")
     second = client.audio.transcriptions.create(file=("again.wav", path.read_bytes()), model="whisper-1")

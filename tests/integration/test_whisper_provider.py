@@ -25,6 +25,7 @@ import psutil
 import pytest
 import pytest_asyncio
 
+from stenod.formats import CUE_CHARS, cues
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -263,14 +264,15 @@ async def test_progress_reports_rise_to_one(provider: WhisperProvider, long_file
     assert reports == sorted(reports) and reports[-1] == 1.0 and len(reports) >= 3
 
 
-async def test_a_long_file_is_decoded_in_batches_with_sentence_length_segments(
+async def test_a_long_file_decoded_in_batches_loses_nothing_and_makes_readable_cues(
     whisper_models: Path, long_file: Path
 ) -> None:
     async with await started(whisper_models, batch_size=4, batch_min_seconds=30) as batched:
         transcript = await transcribe(batched, long_file)
     _, spoken = long_speech(long_file.with_suffix(".again.wav"), 75)
     assert wer(spoken, transcript.text) < MAX_WER
-    assert max(s.end - s.start for s in transcript.segments) < 15
+    made = cues(transcript)
+    assert all(len(c.text) <= CUE_CHARS and c.end - c.start <= 30 for c in made) and len(made) >= 5
 
 
 async def test_a_finished_job_polls_as_done(provider: WhisperProvider, short: Path) -> None:

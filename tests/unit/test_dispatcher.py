@@ -7,6 +7,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,13 @@ async def test_remote_copies_are_released_once_after_the_results_are_committed(j
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
     assert [c.operation for c in provider.calls] == ["submit", "poll", "fetch", "release"]
     assert provider.of("release")[0].args == "succeeded" == view.state
+
+
+async def test_files_dropped_together_start_biggest_first_on_a_one_file_provider(journal, tmp_path):
+    provider = ScriptedProvider(limits=replace(ScriptedProvider().limits, max_files=1))
+    small = audio_files(tmp_path, 2, size=100, prefix="small")
+    (big,) = audio_files(tmp_path, 1, size=5000, prefix="big")
+    jobs = [await submit_job(journal, [f]) for f in (*small, big)]
+    dispatcher = dispatcher_for(journal, provider, tmp_path, max_concurrent=1)
+    await run_until_terminal(journal, dispatcher, jobs)
+    assert provider.batches[0].items[0].name == "big00.wav"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stenod_whisper import WhisperOptions
 from stenod.provider import language_name
+from stenod_whisper import WhisperOptions
 from stenod_whisper.languages import UnknownLanguage, whisper_code
 from stenod_whisper.model import BUNDLED, BundledModel, ModelError, assemble_bundled, folder_model, is_model_name
 

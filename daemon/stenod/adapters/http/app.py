@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stenod.adapters.http import asr, health, jobs, openai_audio
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import install_handlers
+from stenod.requests import Request as StenodRequest
 
 __all__ = ["create_app"]
 
@@ -51,6 +54,64 @@ class RequestLog:
             )
 
 
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    "400": "the request or its file cannot be used",
+    "401": "no API key, or a wrong one",
+    "404": "no such job or route",
+    "409": "the job was cancelled",
+    "413": "the upload is over [http] max_upload_bytes",
+    "500": "stenod failed",
+    "502": "the provider failed",
+    "503": "stenod is stopping, or the provider is unavailable",
+    "504": "the job takes longer than [http] sync_timeout_seconds",
+}
+_OPEN = {"/healthz", "/metrics"}
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI document, with the answers stenod really gives: OpenAI's error object
+    (never FastAPI's 422 ``{"detail"}``) and Bearer keys."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    components = document.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Error"] = _ERROR_SCHEMA
+    request = StenodRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(request.pop("$defs", {}))
+    schemas["StenodRequest"] = request  # the queue's request body, also POST /v1/jobs's
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, text in _ERRORS.items():
+                responses.setdefault(status, {"description": text, **error})
+            if path not in _OPEN:
+                operation["security"] = [{"bearer": []}]
+    app.openapi_schema = document
+    return document
+
+
 def create_app(context: HttpContext) -> FastAPI:
     app = FastAPI(
         title="stenod",
@@ -66,5 +127,6 @@ def create_app(context: HttpContext) -> FastAPI:
     app.include_router(asr.router)
     app.include_router(jobs.router)
     app.add_middleware(RequestLog)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
 
     return app

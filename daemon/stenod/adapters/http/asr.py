@@ -84,7 +84,13 @@ async def _job(ctx: HttpContext, request: Request, encode: bool, spec: dict[str,
     return transcript_of(await wait_finished(ctx, accepted.job_id), spooled), spooled.original or spooled.name
 
 
-@router.post("/asr", summary="Transcribe or translate (whisper-asr-webservice)", openapi_extra=_FORM)
+@router.post(
+    "/asr",
+    summary="Transcribe or translate (whisper-asr-webservice)",
+    openapi_extra=_FORM,
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def asr(
     request: Request,
     ctx: Ctx,

@@ -47,7 +47,12 @@ async def healthz(ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}, "application/openmetrics-text": {}}}},
+)
 async def metrics(request: Request, ctx: Ctx) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encoder(ctx.registry), media_type=content_type, headers={"Cache-Control": "no-store"})

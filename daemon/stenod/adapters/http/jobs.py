@@ -41,7 +41,7 @@ _CREATE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "https://stenod.invalid/schemas/request.schema.json"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/StenodRequest"}},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -87,7 +87,13 @@ async def _created(ctx: HttpContext, accepted: Accepted) -> JSONResponse:
     )
 
 
-@router.post("/v1/jobs", summary="Create a job (the queue's request body, or an upload)", openapi_extra=_CREATE_BODY)
+@router.post(
+    "/v1/jobs",
+    summary="Create a job (the queue's request body, or an upload)",
+    openapi_extra=_CREATE_BODY,
+    status_code=202,
+    responses={200: {"description": "the job this Idempotency-Key already created"}},
+)
 async def create(request: Request, ctx: Ctx) -> JSONResponse:
     key = request.headers.get("idempotency-key") or None
     if request.headers.get("content-type", "").startswith("multipart/"):
@@ -159,7 +165,7 @@ async def _events(ctx: HttpContext, job_id: str, after: int) -> AsyncIterator[Ss
     "/v1/jobs/{job_id}/events",
     summary="The job's CloudEvents as Server-Sent Events, until it ends",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def events(
     job_id: str,
@@ -176,7 +182,25 @@ async def events(
     return event_stream(_events(ctx, job_id, after))
 
 
-@router.get("/v1/jobs/{job_id}/outputs/{format}", summary="A finished item's output file")
+@router.get(
+    "/v1/jobs/{job_id}/outputs/{format}",
+    summary="A finished item's output file",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                media: {"schema": {"type": "string"}}
+                for media in (
+                    "text/plain",
+                    "application/json",
+                    "application/x-subrip",
+                    "text/vtt",
+                    "text/tab-separated-values",
+                )
+            }
+        }
+    },
+)
 async def output(
     job_id: str,
     format: Literal["txt", "json", "srt", "vtt", "tsv"],

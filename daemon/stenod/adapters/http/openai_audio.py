@@ -63,6 +63,19 @@ _TRANSCRIBE: dict[str, dict[str, Any]] = {
 }
 
 
+_ANSWERS: dict[str, Any] = {
+    "description": "The transcript in the response_format asked for; with stream=true, Server-Sent Events",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+        },
+        "text/plain": {"schema": {"type": "string"}},
+        "text/vtt": {"schema": {"type": "string"}},
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
+
+
 def _provider_of(ctx: HttpContext, model: str | None) -> tuple[str, dict[str, Any]]:
     """The provider ``model`` names, and the options that naming implies."""
     if not model:
@@ -241,7 +254,8 @@ async def _run(ctx: HttpContext, request: Request, *, translate: bool) -> Respon
     "/v1/audio/transcriptions",
     summary="Transcribe audio (OpenAI-compatible)",
     openapi_extra=_multipart(_TRANSCRIBE, ["file", "model"]),
-    responses={200: {"description": "The transcript, in the response_format asked for"}},
+    response_class=Response,
+    responses={200: _ANSWERS},
 )
 async def transcriptions(request: Request, ctx: Ctx) -> Response:
     return await _run(ctx, request, translate=False)
@@ -251,7 +265,8 @@ async def transcriptions(request: Request, ctx: Ctx) -> Response:
     "/v1/audio/translations",
     summary="Translate speech into English (OpenAI-compatible)",
     openapi_extra=_multipart(_COMMON, ["file", "model"]),
-    responses={200: {"description": "The English text, in the response_format asked for"}},
+    response_class=Response,
+    responses={200: _ANSWERS},
 )
 async def translations(request: Request, ctx: Ctx) -> Response:
     return await _run(ctx, request, translate=True)

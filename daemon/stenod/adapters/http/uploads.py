@@ -76,6 +76,7 @@ async def submit_upload(ctx: HttpContext, form: SpooledForm, field: str, spec: J
 
 def _param_of(code: str) -> str | None:
     return {
+        "unsupported_format": "file",
         "unknown_provider": "model",
         "provider_unavailable": "model",
         "unsupported_language": "language",
