@@ -5,7 +5,8 @@ The daemon builds one instance per configured provider with
 ``cls(settings, http)`` and drives every provider job through
 ``submit → poll → fetch`` (and ``cancel`` on request). Everything a plugin needs
 (value types, the error taxonomy, the settings base model, small helpers for HTTP
-error mapping and safe reading of input files) is defined or re-exported here.
+error mapping, safe reading of input files and uploading them without reading on the
+event loop) is defined or re-exported here.
 
 Stability: names in ``__all__`` are the contract; ``tests/unit/test_provider_api.py``
 pins them.
@@ -35,6 +36,7 @@ from stenod.errors import (
     PermanentError,
     RetryableError,
 )
+from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
 __all__ = [
     "AuthError",
@@ -43,12 +45,14 @@ __all__ = [
     "ConfigError",
     "Cost",
     "ErrorInfo",
+    "FileUpload",
     "Handle",
     "ItemResult",
     "ItemStatus",
     "JobError",
     "Json",
     "Limits",
+    "MultipartBody",
     "NoOptions",
     "PermanentError",
     "Provider",
@@ -64,6 +68,7 @@ __all__ = [
     "TranslatedDocument",
     "Word",
     "error_text",
+    "file_chunks",
     "finished",
     "is_finished",
     "provider_http_errors",
