@@ -16,7 +16,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.yaml"
 
 # Words YAML 1.1 reads as booleans or null when they go out unquoted, and Unicode line
 # separators a reader may turn into line breaks or spaces.
-TRICKY = {
+TRICKY: dict[str, Any] = {
     "on": "yes",
     "yes": "on",
     "null": "true",
