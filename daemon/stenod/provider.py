@@ -159,7 +159,9 @@ class BatchItem:
 
     ``name`` is a safe base name (no directory part) to use for uploads. Read the
     content only through :meth:`open`, which refuses the file if it was replaced
-    (symlink, different inode, changed size) since stenod accepted it.
+    (symlink, different inode, changed size) since stenod accepted it; upload it as
+    ``FileUpload(item.name, item.size, item.open)`` (see :class:`MultipartBody` and
+    :func:`file_chunks`), which calls ``open`` and reads in a worker thread.
     """
 
     item_id: str

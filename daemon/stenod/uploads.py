@@ -109,6 +109,7 @@ class MultipartBody:
 
     @property
     def content_type(self) -> str:
+        """The request's ``Content-Type``, with the boundary."""
         return f"multipart/form-data; boundary={self.boundary}"
 
     @property
