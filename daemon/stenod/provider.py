@@ -5,7 +5,8 @@ The daemon builds one instance per configured provider with
 ``cls(settings, http)`` and drives every provider job through
 ``submit → poll → fetch`` (and ``cancel`` on request). Everything a plugin needs
 (value types, the error taxonomy, the settings base model, small helpers for HTTP
-error mapping and safe reading of input files) is defined or re-exported here.
+error mapping, safe reading of input files and uploading them without reading on the
+event loop) is defined or re-exported here.
 
 Stability: names in ``__all__`` are the contract; ``tests/unit/test_provider_api.py``
 pins them.
@@ -36,6 +37,7 @@ from stenod.errors import (
     RetryableError,
 )
 from stenod.languages import LANGUAGES, language_name
+from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
 __all__ = [
     "LANGUAGES",
@@ -45,12 +47,14 @@ __all__ = [
     "ConfigError",
     "Cost",
     "ErrorInfo",
+    "FileUpload",
     "Handle",
     "ItemResult",
     "ItemStatus",
     "JobError",
     "Json",
     "Limits",
+    "MultipartBody",
     "NoOptions",
     "PermanentError",
     "Provider",
@@ -66,6 +70,7 @@ __all__ = [
     "TranslatedDocument",
     "Word",
     "error_text",
+    "file_chunks",
     "finished",
     "is_finished",
     "language_name",
@@ -157,7 +162,9 @@ class BatchItem:
 
     ``name`` is a safe base name (no directory part) to use for uploads. Read the
     content only through :meth:`open`, which refuses the file if it was replaced
-    (symlink, different inode, changed size) since stenod accepted it.
+    (symlink, different inode, changed size) since stenod accepted it; upload it as
+    ``FileUpload(item.name, item.size, item.open)`` (see :class:`MultipartBody` and
+    :func:`file_chunks`), which calls ``open`` and reads in a worker thread.
     """
 
     item_id: str

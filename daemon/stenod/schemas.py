@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 import stenod
@@ -287,49 +287,32 @@ def asyncapi(amqp: AmqpSettings | None = None) -> dict[str, Any]:
     }
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$-]*$")
+# Wider than any line of the document: a long description stays on one line instead of
+# being folded at column 80.
+_YAML_WIDTH = 1 << 16
+# PyYAML writes these raw inside quotes, and reads a raw U+0085 back as a space.
+_LINE_SEPARATORS = frozenset("\x85\u2028\u2029")
 
 
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """A small, deterministic YAML emitter (block style; every string double-quoted, JSON-escaped)."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        if not value:
-            return pad + "{}\n"
-        out = []
-        for key, item in value.items():
-            name = key if _PLAIN_KEY.match(key) else json.dumps(key)
-            if isinstance(item, dict | list) and item:
-                out.append(f"{pad}{name}:\n{to_yaml(item, indent + 1)}")
-            else:
-                out.append(f"{pad}{name}: {_scalar(item)}\n")
-        return "".join(out)
-    if isinstance(value, list):
-        if not value:
-            return pad + "[]\n"
-        out = []
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                body = to_yaml(item, indent + 1)
-                out.append(f"{pad}- {body.lstrip()}")
-            else:
-                out.append(f"{pad}- {_scalar(item)}\n")
-        return "".join(out)
-    return pad + _scalar(value) + "\n"
+class _Dumper(yaml.SafeDumper):
+    """``yaml.safe_dump``'s dumper, with strings holding a Unicode line separator
+    double-quoted, where PyYAML escapes it (``\\N``, ``\\L``, ``\\P``)."""
 
 
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return json.dumps(str(value), ensure_ascii=False)
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if _LINE_SEPARATORS.intersection(text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def to_yaml(value: Any) -> str:
+    """``value`` as block-style YAML that ``yaml.safe_load`` reads back equal: key order kept,
+    non-ASCII text as it is, and strings that YAML 1.1 would read as something else
+    (``on``, ``null``, ``1.0``) quoted. Raises ``yaml.representer.RepresenterError`` for a
+    value ``safe_dump`` refuses (anything but dicts, lists and scalars)."""
+    return yaml.dump(value, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=_YAML_WIDTH)
 
 
 def render() -> dict[str, str]:

@@ -7,27 +7,25 @@ API (start, status, list jobs, list document statuses, cancel).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from stenod.provider import Json, PermanentError, RetryableError, provider_http_errors, retry_after_seconds
+from stenod.provider import (
+    FileUpload,
+    Json,
+    MultipartBody,
+    PermanentError,
+    RetryableError,
+    provider_http_errors,
+    retry_after_seconds,
+)
 
 from .errors import NAME, raise_for_translator
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """A file part of a multipart request."""
-
-    filename: str
-    opener: Callable[[], IO[bytes]]
-    content_type: str
 
 
 class TranslatorApi:
@@ -54,12 +52,12 @@ class TranslatorApi:
 
     async def translate(
         self,
-        document: Upload,
+        document: FileUpload,
         *,
         target: str,
         source: str | None,
         category: str | None,
-        glossary: Upload | None,
+        glossary: FileUpload | None,
     ) -> bytes:
         """Translate one document synchronously; returns the translated file."""
         params = {"targetLanguage": target}
@@ -67,14 +65,11 @@ class TranslatorApi:
             params["sourceLanguage"] = source
         if category:
             params["category"] = category
-        with document.opener() as doc_file:
-            files: list[tuple[str, tuple[str, IO[bytes] | bytes, str]]] = [
-                ("document", (document.filename, doc_file, document.content_type))
-            ]
-            if glossary is not None:
-                with glossary.opener() as glossary_file:
-                    files.append(("glossary", (glossary.filename, glossary_file.read(), glossary.content_type)))
-            response = await self._request("POST", "/document:translate", params=params, files=files)
+        files = [("document", document)] + ([("glossary", glossary)] if glossary is not None else [])
+        form = MultipartBody([], files)
+        response = await self._request(
+            "POST", "/document:translate", params=params, content=form.stream(), headers=form.headers
+        )
         return response.content
 
     async def start(self, body: Mapping[str, Json]) -> str:
@@ -137,9 +132,10 @@ class TranslatorApi:
         params = dict(kwargs.pop("params", None) or {})
         if "api-version=" not in url:
             params["api-version"] = self._version
+        headers = {**self._headers, **kwargs.pop("headers", {})}
         with provider_http_errors(NAME):
             response = await self._http.request(
-                method, url, params=params or None, headers=self._headers, timeout=self._timeout, **kwargs
+                method, url, params=params or None, headers=headers, timeout=self._timeout, **kwargs
             )
         if response.status_code not in ok:
             raise_for_translator(response)

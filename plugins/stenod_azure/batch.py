@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from stenod.provider import (
     Batch,
     ErrorInfo,
+    FileUpload,
     Handle,
     ItemResult,
     Json,
@@ -73,15 +74,11 @@ class BatchFlow:
         if stage is None:
             for index, item in enumerate(batch.items):
                 content_type = SYNC_CONTENT_TYPES.get(item.extension, "application/octet-stream")
-                await self._container.put(source_blob(root, index, item.name), item.open, item.size, content_type)
+                upload = FileUpload(item.name, item.size, item.open, content_type)
+                await self._container.put(source_blob(root, index, item.name), upload)
             if request.glossary is not None:
                 glossary = request.glossary.upload()
-                await self._container.put(
-                    f"{root}/glossary/{glossary.filename}",
-                    glossary.opener,
-                    request.glossary.size,
-                    glossary.content_type,
-                )
+                await self._container.put(f"{root}/glossary/{glossary.filename}", glossary)
             await ctx.checkpoint({"mode": "batch", "stage": "uploaded"})
             stage = "uploaded"
         job_id = saved.get("job_id")

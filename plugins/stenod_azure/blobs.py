@@ -7,20 +7,16 @@ or error message.
 
 from __future__ import annotations
 
-import asyncio
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
-from typing import IO
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from stenod.provider import PermanentError, RetryableError, provider_http_errors
+from stenod.provider import FileUpload, PermanentError, RetryableError, file_chunks, provider_http_errors
 
 from .errors import NAME, raise_for_storage
 
 STORAGE_VERSION = "2023-11-03"
-_CHUNK = 1 << 20
 
 
 class BlobContainer:
@@ -61,17 +57,12 @@ class BlobContainer:
         prefix = unquote(self._path) + "/"
         return path[len(prefix) :] if path.startswith(prefix) else None
 
-    async def put(self, name: str, opener: Callable[[], IO[bytes]], size: int, content_type: str) -> None:
-        """Upload a block blob, streaming it from ``opener()`` in 1 MiB chunks."""
-        headers = {
-            **self._headers,
-            "x-ms-blob-type": "BlockBlob",
-            "Content-Type": content_type,
-            "Content-Length": str(size),
-        }
-        with opener() as source, provider_http_errors(NAME):
+    async def put(self, name: str, upload: FileUpload) -> None:
+        """Upload a block blob, streaming the file (read in a worker thread)."""
+        headers = {**self._headers, "x-ms-blob-type": "BlockBlob", **upload.headers}
+        with provider_http_errors(NAME):
             response = await self._http.put(
-                self.blob_sas_url(name), content=_chunks(source), headers=headers, timeout=self._timeout
+                self.blob_sas_url(name), content=file_chunks(upload), headers=headers, timeout=self._timeout
             )
         raise_for_storage(response, f"upload {name.rsplit('/', 1)[-1]}")
 
@@ -119,8 +110,3 @@ class BlobContainer:
         """Delete every blob under ``prefix``."""
         for name in await self.list(prefix):
             await self.delete(name)
-
-
-async def _chunks(source: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(source.read, _CHUNK):
-        yield chunk

@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stenod.provider import Batch, PermanentError
+from stenod.provider import Batch, FileUpload, PermanentError
 
-from .api import Upload
 from .settings import BATCH_MAX_TARGETS, GLOSSARY_FORMATS, AzureOptions, AzureSettings
 
 _REGIONAL = frozenset({"pt-br", "pt-pt", "fr-ca"})
@@ -24,8 +23,8 @@ class Glossary:
     content_type: str
     size: int
 
-    def upload(self) -> Upload:
-        return Upload(self.path.name, lambda: self.path.open("rb"), self.content_type)
+    def upload(self) -> FileUpload:
+        return FileUpload(self.path.name, self.size, lambda: self.path.open("rb"), self.content_type)
 
 
 @dataclass(frozen=True, slots=True)

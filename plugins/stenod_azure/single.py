@@ -19,6 +19,7 @@ from stenod.provider import (
     AuthError,
     Batch,
     ErrorInfo,
+    FileUpload,
     Handle,
     ItemResult,
     Json,
@@ -27,7 +28,7 @@ from stenod.provider import (
     TranslatedDocument,
 )
 
-from .api import TranslatorApi, Upload
+from .api import TranslatorApi
 from .request import TranslationRequest
 from .settings import SYNC_CONTENT_TYPES, SYNC_MAX_GLOSSARY_BYTES
 
@@ -60,7 +61,7 @@ async def submit(
                 continue
             try:
                 content = await api.translate(
-                    Upload(item.name, item.open, SYNC_CONTENT_TYPES[item.extension]),
+                    FileUpload(item.name, item.size, item.open, SYNC_CONTENT_TYPES[item.extension]),
                     target=request.targets[language],
                     source=request.source_language,
                     category=request.category,

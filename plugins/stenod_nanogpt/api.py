@@ -7,14 +7,16 @@ an int, a string or an object, depending on the route's vintage).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import IO, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
 from stenod.provider import (
     AuthError,
+    FileUpload,
     Json,
+    MultipartBody,
     PermanentError,
     RetryableError,
     provider_http_errors,
@@ -48,7 +50,7 @@ class Submitted:
 class TranscribeRequest:
     """One upload: the audio and the form fields that go with it."""
 
-    filename: str
+    audio: FileUpload
     model: str
     language: str | None
     minutes: float | None
@@ -65,7 +67,7 @@ class NanoGptApi:
         self._headers = {"x-api-key": api_key}
         self._timeout = timeout
 
-    async def transcribe(self, request: TranscribeRequest, audio: IO[bytes]) -> Submitted:
+    async def transcribe(self, request: TranscribeRequest) -> Submitted:
         """Upload one recording. Returns the result (200) or the run to poll (202).
 
         Raises AuthError, PermanentError (402 balance, 413 too large, 400), RetryableError.
@@ -79,9 +81,9 @@ class NanoGptApi:
             data["diarize"] = "true"
         if request.tag_audio_events:
             data["tagAudioEvents"] = "true"
-        response = await self._post(
-            "/transcribe", data=data, files={"audio": (request.filename, audio, _mime(request.filename))}
-        )
+        audio = replace(request.audio, content_type=_mime(request.audio.filename))
+        form = MultipartBody(list(data.items()), [("audio", audio)])
+        response = await self._post("/transcribe", content=form.stream(), headers=form.headers)
         body = _json_object(response)
         if response.status_code == 202:
             if not isinstance(body.get("runId"), str) or not body["runId"]:
@@ -104,9 +106,11 @@ class NanoGptApi:
             )
         return body
 
-    async def _post(self, path: str, **kwargs: Any) -> httpx.Response:
+    async def _post(self, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         with provider_http_errors(NAME, request_id_header=REQUEST_ID_HEADER):
-            response = await self._http.post(self._base + path, headers=self._headers, timeout=self._timeout, **kwargs)
+            response = await self._http.post(
+                self._base + path, headers={**self._headers, **(headers or {})}, timeout=self._timeout, **kwargs
+            )
         raise_for_status(response, path)
         return response
 

@@ -30,6 +30,7 @@ from stenod.provider import (
     Batch,
     BatchItem,
     ErrorInfo,
+    FileUpload,
     Handle,
     ItemResult,
     ItemStatus,
@@ -116,7 +117,7 @@ class NanoGptProvider:
                 for number in pending:
                     piece = record["pieces"][number]
                     request = TranscribeRequest(
-                        filename=files[number][0],
+                        audio=files[number],
                         model=options.model,
                         language=_language_code(batch.language),
                         minutes=piece["length"] / audio.SAMPLE_RATE / 60,
@@ -126,8 +127,7 @@ class NanoGptProvider:
                     # Always a direct upload: the daemon has no public URL to offer for
                     # audioUrl. NanoGPT's docs only show async models with audioUrl; that
                     # they take multipart too is the assumption here (doc §11).
-                    with files[number][1]() as upload:
-                        answer = await api.transcribe(request, upload)
+                    answer = await api.transcribe(request)
                     if answer.run is not None:
                         piece["run"] = dict(answer.run)
                     else:
@@ -253,16 +253,17 @@ class NanoGptProvider:
             "pieces": [{"start": p.start, "length": p.length} for p in pieces],
         }
 
-    def _prepare_files(
-        self, item: BatchItem, record: Mapping[str, Json], directory: Path
-    ) -> list[tuple[str, audio.Opener]]:
-        """``(upload name, opener)`` per piece: the input itself, or encoded pieces."""
+    def _prepare_files(self, item: BatchItem, record: Mapping[str, Json], directory: Path) -> list[FileUpload]:
+        """The upload of each piece: the input itself, or encoded pieces. Blocking."""
         if record.get("original"):
-            return [(item.name, item.open)]
+            return [FileUpload(item.name, item.size, item.open)]
         plan = tuple(audio.Piece(p["start"], p["length"]) for p in record["pieces"])
         paths = audio.encode_pieces(item.open, plan, directory)
         stem = Path(item.name).stem or "audio"
-        return [(f"{stem}.part{n:03d}.mp3", _file_opener(path)) for n, path in enumerate(paths)]
+        return [
+            FileUpload(f"{stem}.part{n:03d}.mp3", path.stat().st_size, _file_opener(path))
+            for n, path in enumerate(paths)
+        ]
 
 
 def _file_opener(path: Path) -> audio.Opener:

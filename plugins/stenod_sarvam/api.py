@@ -6,11 +6,9 @@ URLs are credentials: they are used, never logged, returned in errors or stored.
 
 from __future__ import annotations
 
-import asyncio
-import mimetypes
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import IO, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stenod.provider import (
     AuthError,
     BatchItem,
+    FileUpload,
     Json,
     PermanentError,
     RetryableError,
     error_text,
+    file_chunks,
     provider_http_errors,
     retry_after_seconds,
 )
@@ -29,7 +29,6 @@ from stenod.provider import (
 from .options import SarvamSettings
 
 NAME = "sarvam"
-_CHUNK = 1024 * 1024
 _SAS_SIGNATURE = re.compile(r"(sig=)[^&\s\"']+", re.IGNORECASE)
 
 
@@ -202,18 +201,11 @@ class SarvamApi:
         Raises RetryableError if the URL was refused (expired: the caller asks for fresh
         URLs on the next attempt), PermanentError if the input file changed.
         """
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        headers = {
-            "x-ms-blob-type": "BlockBlob",
-            "Content-Type": content_type,
-            "Content-Length": str(item.size),
-        }
-        with item.open() as source, provider_http_errors("sarvam blob storage"):
+        upload = FileUpload(name, item.size, item.open)
+        headers = {"x-ms-blob-type": "BlockBlob", **upload.headers}
+        with provider_http_errors("sarvam blob storage"):
             response = await self._http.put(
-                url,
-                content=_chunks(source, item.size, sent, item.path.name),
-                headers=headers,
-                timeout=self._timeout,
+                url, content=file_chunks(upload, sent=sent), headers=headers, timeout=self._timeout
             )
         _raise_for_blob(response, f"upload of {name}")
 
@@ -246,14 +238,3 @@ def _raise_for_blob(response: httpx.Response, what: str) -> None:
             code="sarvam_blob_refused",
         )
     raise PermanentError(f"sarvam blob storage refused the {what} ({status}: {detail})", code=f"http_{status}")
-
-
-async def _chunks(source: IO[bytes], size: int, sent: Callable[[int], None], label: str) -> AsyncIterator[bytes]:
-    remaining = size
-    while remaining > 0:
-        chunk = await asyncio.to_thread(source.read, min(_CHUNK, remaining))
-        if not chunk:
-            raise PermanentError(f"input file {label!r} shrank while it was being uploaded", code="input_changed")
-        remaining -= len(chunk)
-        sent(len(chunk))
-        yield chunk

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from stenod.provider import (
     AuthError,
+    MultipartBody,
     PermanentError,
     RetryableError,
     error_text,
@@ -17,7 +18,6 @@ from stenod.provider import (
     retry_after_seconds,
 )
 
-from .multipart import MultipartBody
 from .options import VachanaSettings
 
 NAME = "vachana"
@@ -149,11 +149,7 @@ class VachanaApi:
             await body_sent()
             complete = True
 
-        headers = {
-            **self._headers(request_id),
-            "Content-Type": body.content_type,
-            "Content-Length": str(body.length),
-        }
+        headers = {**self._headers(request_id), **body.headers}
         try:
             with provider_http_errors(NAME):
                 response = await self._http.post(

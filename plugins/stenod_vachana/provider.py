@@ -26,11 +26,13 @@ from pydantic import BaseModel
 from stenod.provider import (
     Batch,
     BatchItem,
+    FileUpload,
     Handle,
     ItemResult,
     JobError,
     Json,
     Limits,
+    MultipartBody,
     PermanentError,
     ProviderSettings,
     RemoteState,
@@ -40,7 +42,6 @@ from stenod.provider import (
 )
 
 from .api import UncertainSubmit, VachanaApi
-from .multipart import FilePart, MultipartBody
 from .options import LANGUAGES, LIMITS, MAX_BODY_BYTES, VachanaOptions, VachanaSettings
 from .results import item_results, remote_state, status_of
 
@@ -53,7 +54,9 @@ class _Plan:
     files: tuple[tuple[BatchItem, str], ...]
 
     def body(self) -> MultipartBody:
-        return MultipartBody(self.fields, [FilePart("audio_files", name, item) for item, name in self.files])
+        return MultipartBody(
+            self.fields, [("audio_files", FileUpload(name, item.size, item.open)) for item, name in self.files]
+        )
 
 
 class VachanaProvider:

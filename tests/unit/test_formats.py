@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pysubs2
+import pytest
 
 from stenod.formats import CUE_CHARS, CUE_SECONDS, LINE_CHARS, cues, render_json, render_srt, render_tsv
 from stenod.provider import Segment, Transcript, Word
@@ -70,3 +72,12 @@ def test_json_turns_non_finite_numbers_into_null() -> None:
     transcript = Transcript("x", duration=float("nan"), segments=(Segment(0.0, float("inf"), "x"),))
     data = json.loads(render_json(transcript, source="in.wav"))
     assert (data["duration"], data["segments"][0]["end"], data["source"]) == (None, None, "in.wav")
+
+
+def test_json_is_strict_indented_keeps_non_ascii_text_and_nulls_nan_in_provider_extras() -> None:
+    extra = {"scores": [math.nan, math.inf, -math.inf, 0.5], "émotion": "joie"}
+    transcript = Transcript("Grüße, 世界", "de", 1.0, (Segment(0.0, 1.0, "Grüße", extra=extra),))
+    text = render_json(transcript, source="in/ä.wav").decode()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON output"))
+    assert data["segments"][0]["extra"] == {"scores": [None, None, None, 0.5], "émotion": "joie"}
+    assert "Grüße, 世界" in text and text.startswith('{\n  "source": "in/ä.wav"') and text.endswith("}\n")

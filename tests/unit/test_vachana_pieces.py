@@ -1,20 +1,17 @@
-"""Pure parts of the vachana plugin: options, limits, multipart framing, state mapping, error bodies."""
+"""Pure parts of the vachana plugin: options, limits, state mapping, error bodies."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
 from stenod.plugins import check_provider_class
-from stenod.provider import AuthError, BatchItem, PermanentError, RemoteState, RetryableError
+from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings
 from stenod_vachana.api import JobStatus, raise_for_status
-from stenod_vachana.multipart import FilePart, MultipartBody
 from stenod_vachana.provider import request_id_for
 from stenod_vachana.results import item_results, remote_state
 
@@ -46,33 +43,6 @@ def test_form_fields() -> None:
         ("is_multi_channel", "false"),
         ("format", "verbatim"),
     ]
-
-
-def item(tmp_path: Path, name: str, data: bytes) -> BatchItem:
-    path = tmp_path / name
-    path.write_bytes(data)
-    st = os.stat(path)
-    return BatchItem(name, path, name, st.st_size, None, st.st_dev, st.st_ino)
-
-
-async def test_multipart_length_is_exact_and_the_hook_runs_before_the_closing_boundary(
-    tmp_path: Path,
-) -> None:
-    parts = [FilePart("audio_files", "a.wav", item(tmp_path, "a.wav", b"A" * 3_000_000))]
-    parts.append(FilePart("audio_files", 'q"b.wav', item(tmp_path, "b.wav", b"B" * 10)))
-    body = MultipartBody([("language_code", "hi-IN")], parts)
-    chunks: list[bytes] = []
-    hook_at: list[int] = []
-
-    async def before_end() -> None:
-        hook_at.append(len(chunks))
-
-    async for chunk in body.stream(before_end=before_end, sent=lambda n: None):
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    assert len(data) == body.length
-    assert hook_at == [len(chunks) - 1] and chunks[-1] == f"--{body.boundary}--\r\n".encode()
-    assert b'filename="q%22b.wav"' in data
 
 
 def status(**body: object) -> JobStatus:

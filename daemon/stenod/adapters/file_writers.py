@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import secrets
 import shutil
@@ -24,6 +23,7 @@ import structlog
 from stenod.errors import ErrorInfo
 from stenod.formats import render_json, render_srt, render_txt, render_vtt
 from stenod.journal import OpenItem
+from stenod.jsontext import dumps_pretty
 from stenod.provider import ItemResult, Transcript
 
 log = structlog.get_logger("stenod.output")
@@ -55,7 +55,7 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
     try:
         # Unique per writer: two threads may write the same output name at once.
         tmp = f".{path.name[:200]}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.stenod-tmp"
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
@@ -78,14 +78,6 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return isinstance(exc, FileNotFoundError)
 
 
 class FileSink:
@@ -159,7 +151,7 @@ class FileSink:
             "error": error.to_json(),
             "what_to_do": error.hint or _default_hint(error),
         }
-        atomic_write(path, (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode())
+        atomic_write(path, dumps_pretty(body) + b"\n")
         self._sweeper.visit(directory)
         self._after(item, succeeded=False)
         return [str(path)]
@@ -168,12 +160,12 @@ class FileSink:
     def sync_folders(folders: Iterable[Path]) -> None:
         """Make the renames in these folders durable (a folder removed since has nothing to keep)."""
         for folder in folders:
-            with _suppress_missing():
+            with contextlib.suppress(FileNotFoundError):
                 sync_directory(folder)
 
     @staticmethod
     def _clear_error(directory: Path, stem: str) -> None:
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             (directory / f"{stem}{ERROR_SUFFIX}").unlink()
 
     def _after(self, item: OpenItem, *, succeeded: bool) -> None:
@@ -205,7 +197,7 @@ class FileSink:
     @staticmethod
     def _drop_download(path: Path) -> None:
         """A URL input's download or an HTTP upload is our copy: remove it (and its folder) once done."""
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
