@@ -11,323 +11,45 @@ the bundled Whisper base model, int8 on the CPU:
 - direct (``bench/whisper_direct.py``): faster-whisper without stenod, (a) one process on
   all cores, one file at a time, (b) one single-threaded process per core, (c) and (d) the
   same with ``BatchedInferencePipeline`` (batch 8) for files of 60 s or more;
-- folder: ``stenod run`` with its default whisper settings, every file renamed into the
-  watched inbox at once, timed from the drop to the last ``.txt``;
-- queue: the same daemon setup fed through RabbitMQ (127.0.0.1:5672, guest), one request
-  per file, timed from the first publish to the last ``succeeded`` event;
+- folder (``bench/whisper_daemon.py``): ``stenod run`` with its default whisper settings
+  (watch rule: ``settle_seconds = 0.5``), every file renamed into the watched inbox at once,
+  timed from the drop to the last ``.txt``;
+- queue: the same daemon fed through RabbitMQ (127.0.0.1:5672, guest), one request per
+  file, timed from the first publish to the last ``succeeded`` event;
 - idle: the daemon's memory before any file, with the model loaded, and after the idle
   unload (``idle_unload_seconds = 5``).
 
 Per configuration: throughput (audio seconds per wall second), real-time factor per file,
-WER over the set, peak RSS summed over the process tree (the daemon with its workers and
-relay; for direct runs the workers only), and cores busy (CPU seconds of that tree per
-wall second). The daemons are started, and given a short clip that starts their workers,
+WER over the set and per file, peak RSS summed over the process tree (the daemon with its
+workers, relay and multiprocessing's resource tracker; for direct runs the workers only),
+and cores busy (CPU seconds of that tree per wall second). The daemons are started, and given a short clip that starts their workers,
 before the clock runs: model loading is reported apart in both cases. Files are handed out
 longest first everywhere (the daemon's own start order is printed). With ``--rounds N``
-everything runs N times interleaved and the round of median throughput is shown.
+everything runs N times interleaved and the round of median throughput is shown. The
+first run synthesises the speech set into ``--speech-dir`` (about 20 s); later runs reuse it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
-import sqlite3
-import statistics
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import psutil
-
-from bench.whisper_direct import FileRun, Run, TreeSampler, configurations, run_direct, tree_of
-from bench.whisper_speech import Clip, SpeechSet, speech_set, word_error_rate
+from bench.whisper_daemon import MB, IdleMemory, Memory, RunFailed, run_folder, run_idle, run_queue
+from bench.whisper_direct import FileRun, Run, configurations, cores, run_direct
+from bench.whisper_speech import SpeechSet, speech_set, word_error_rate
 from stenod_whisper.model import assemble_bundled
-from tests.amqp_support import BROKER_URL, BrokerNames, Client, delete_topology
-from tests.e2e.harness import Daemon, wait_for, write_config
 
 CACHE: Final = Path.home() / ".cache" / "stenod-bench"
-FORMATS: Final = ["txt", "json"]
 GOAL_OF_BEST: Final = 0.95
 GOAL_OVER_SERIAL: Final = 1.5
 GOAL_IDLE_MB: Final = 30.0
-MB: Final = 1024 * 1024
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-# -- daemons -------------------------------------------------------------------------
-
-
-def _start_daemon(tmp: Path, model_dir: Path, *, whisper: dict[str, Any] | None = None, **config: Any) -> Daemon:
-    path = write_config(
-        tmp / "stenod.toml",
-        top={"state_dir": tmp / "state", "log_format": "json", "log_level": "info"},
-        providers={"whisper": {"model_dir": model_dir, **(whisper or {})}},
-        **config,
-    )
-    daemon = Daemon(path, tmp / "daemon.log").start()
-    daemon.wait_ready(timeout=180)
-    return daemon
-
-
-def _stop(daemon: Daemon) -> None:
-    if daemon.alive:
-        try:
-            daemon.terminate(timeout=60)
-        finally:
-            daemon.kill()
-
-
-def _pid(daemon: Daemon) -> int:
-    assert daemon.proc is not None
-    return daemon.proc.pid
-
-
-def _workers_loaded(daemon: Daemon) -> None:
-    """Wait until every whisper worker holds the model: a worker loads it when the pool
-    starts, and the warm-up file started the pool, but only one worker transcribed it."""
-    workers = int(daemon.named("whisper.ready")[-1]["workers"])
-    big = 100 * MB  # a worker without the model is a bare interpreter, well under this
-
-    def loaded() -> bool:
-        return sum(1 for p in tree_of(_pid(daemon))()[1:] if _rss(p) > big) >= workers
-
-    wait_for(loaded, f"{workers} loaded whisper workers", timeout=120, interval=0.2)
-
-
-def _rss(proc: psutil.Process) -> int:
-    try:
-        return int(proc.memory_info().rss)
-    except psutil.Error:  # it just exited
-        return 0
-
-
-def _started_at(state: Path, names: list[str]) -> dict[str, float]:
-    """When each file's provider job was created: the dispatcher creates one only when a
-    worker is free, so this is when the file stopped waiting."""
-    with sqlite3.connect(f"file:{state / 'journal.db'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT i.input, b.created_at FROM items i JOIN batches b ON b.id = i.batch_id").fetchall()
-    found = {Path(item).name: _epoch(created) for item, created in rows}
-    return {name: found[name] for name in names}
-
-
-def _finished_at(daemon: Daemon, names: list[str]) -> dict[str, float]:
-    found = {Path(e["input"]).name: _epoch(e["timestamp"]) for e in daemon.named("item.succeeded")}
-    return {name: found[name] for name in names}
-
-
-def _daemon_run(
-    label: str, speech: SpeechSet, daemon: Daemon, state: Path, outputs: Path, timing: tuple[float, dict[str, float]]
-) -> Run:
-    """A daemon run from its timing (start, output time per file) and its journal and log."""
-    t0, done = timing
-    names = [c.name for c in speech.clips]
-    started, finished = _started_at(state, names), _finished_at(daemon, names)
-    files = [
-        FileRun(
-            c.name,
-            c.seconds,
-            finished[c.name] - started[c.name],
-            (outputs / f"{c.path.stem}.txt").read_text(),
-            latency=done[c.name] - t0,
-        )
-        for c in speech.clips
-    ]
-    order = ", ".join(sorted(names, key=started.__getitem__))
-    return Run(
-        label, max(done.values()) - t0, files, 0, 0.0, notes=[f"the daemon started the files in this order: {order}"]
-    )
-
-
-# -- folder ----------------------------------------------------------------------------
-
-
-def _drop(clip: Clip, staging: Path, inbox: Path) -> None:
-    # Copied beside the inbox first, then renamed in: a whole file appears at once.
-    shutil.copy2(clip.path, staging / clip.name)
-    os.rename(staging / clip.name, inbox / clip.name)
-
-
-def _outputs(inbox: Path, clips: tuple[Clip, ...] | list[Clip], daemon: Daemon) -> dict[str, float]:
-    """Wait for every clip's ``.txt``; when each appeared."""
-    seen: dict[str, float] = {}
-    deadline = time.monotonic() + 3600
-    while len(seen) < len(clips):
-        for clip in clips:
-            if clip.name not in seen and (inbox / f"{clip.path.stem}.txt").exists():
-                seen[clip.name] = time.time()
-            elif (inbox / f"{clip.path.stem}.error.json").exists():
-                raise RuntimeError(f"{clip.name} failed: {(inbox / f'{clip.path.stem}.error.json').read_text()}")
-        if not daemon.alive or time.monotonic() > deadline:
-            raise RuntimeError(f"the daemon stopped or stalled; log: {daemon.log_path}")
-        time.sleep(0.05)
-    return seen
-
-
-def run_folder(speech: SpeechSet, model_dir: Path, tmp: Path) -> Run:
-    inbox, staging = tmp / "inbox", tmp / "staging"
-    inbox.mkdir(parents=True)
-    staging.mkdir()
-    rule = {"path": inbox, "provider": "whisper", "settle_seconds": 0.5, "formats": FORMATS}
-    daemon = _start_daemon(tmp, model_dir, watch=[rule])
-    try:
-        cold = time.time()
-        _drop(speech.warmup, staging, inbox)
-        warm = _outputs(inbox, [speech.warmup], daemon)[speech.warmup.name] - cold
-        _workers_loaded(daemon)
-        for clip in speech.clips:
-            shutil.copy2(clip.path, staging / clip.name)
-        with TreeSampler(tree_of(_pid(daemon))) as sampler:
-            t0 = time.time()
-            for clip in speech.clips:
-                os.rename(staging / clip.name, inbox / clip.name)
-            done = _outputs(inbox, speech.clips, daemon)
-        run = _daemon_run("folder: stenod run, inbox", speech, daemon, tmp / "state", inbox, (t0, done))
-    finally:
-        _stop(daemon)
-    run.peak_rss, run.cpu_seconds = sampler.peak_rss, sampler.cpu_seconds
-    run.notes.append(f"warm-up clip ({speech.warmup.seconds:.0f} s, starts the workers): {warm:.1f} s from drop")
-    return run
-
-
-# -- queue -----------------------------------------------------------------------------
-
-
-def _request(client: Client, request_id: str, path: Path) -> None:
-    client.publish(
-        {"request_id": request_id, "inputs": [{"path": str(path)}], "output": {"formats": FORMATS}},
-        content_type="application/json",
-    )
-
-
-def _final_events(client: Client, queue: str, request_ids: set[str]) -> dict[str, float]:
-    """Wait for the final event of every request; when each arrived."""
-    arrived: dict[str, float] = {}
-    deadline = time.monotonic() + 3600
-    for method, _, body in client.ch.consume(queue, auto_ack=True, inactivity_timeout=0.5):
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out waiting for the final events")
-        if method is None:
-            continue
-        data = json.loads(body)["data"]
-        if data["request_id"] in request_ids and data["state"] in ("failed", "partial", "cancelled", "rejected"):
-            raise RuntimeError(f"request {data['request_id']} ended {data['state']}: {data.get('error')}")
-        if data["request_id"] in request_ids and data["state"] == "succeeded":
-            arrived[data["request_id"]] = time.time()
-            if len(arrived) == len(request_ids):
-                break
-    client.ch.cancel()
-    return arrived
-
-
-def run_queue(speech: SpeechSet, model_dir: Path, tmp: Path) -> Run:
-    roots = tmp / "roots"
-    roots.mkdir(parents=True)
-    for clip in (*speech.clips, speech.warmup):
-        shutil.copy2(clip.path, roots / clip.name)
-    names = BrokerNames.new("bench-whisper")
-    amqp = names.amqp_section(BROKER_URL, allowed_roots=[roots])
-    daemon = _start_daemon(tmp, model_dir, sections={"amqp": amqp})
-    client: Client | None = None
-    try:
-        wait_for(lambda: daemon.named("amqp.consuming") and daemon.named("amqp.relay_ready"), "the queue", 120)
-        client = Client(names)
-        events = client.bind_events("job.#")
-        tag = uuid.uuid4().hex[:8]
-        cold = time.time()
-        _request(client, f"{tag}-warmup", roots / speech.warmup.name)
-        warm = _final_events(client, events, {f"{tag}-warmup"})[f"{tag}-warmup"] - cold
-        _workers_loaded(daemon)
-        ids = {f"{tag}-{clip.name}": clip.name for clip in speech.clips}
-        with TreeSampler(tree_of(_pid(daemon))) as sampler:
-            t0 = time.time()
-            for request_id, name in ids.items():
-                _request(client, request_id, roots / name)
-            arrived = _final_events(client, events, set(ids))
-        done = {ids[request_id]: at for request_id, at in arrived.items()}
-        run = _daemon_run("queue: stenod run, RabbitMQ", speech, daemon, tmp / "state", roots, (t0, done))
-    finally:
-        if client is not None:
-            client.close()
-        _stop(daemon)
-        delete_topology(names)
-    run.peak_rss, run.cpu_seconds = sampler.peak_rss, sampler.cpu_seconds
-    run.notes.append(f"warm-up clip ({speech.warmup.seconds:.0f} s, starts the workers): {warm:.1f} s from publish")
-    return run
-
-
-# -- idle memory -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    rss: int
-    processes: tuple[str, ...]  # what each process of the tree is
-
-
-@dataclass(frozen=True, slots=True)
-class IdleMemory:
-    before: Memory  # after daemon.ready, before any file: no model
-    loaded: Memory  # right after the work
-    unloaded: Memory  # after whisper.workers_unloaded
-
-
-def _kind(proc: psutil.Process) -> str:
-    try:
-        command = " ".join(proc.cmdline())
-    except psutil.Error:
-        return "gone"
-    for marker, kind in (("stenod run", "daemon"), ("spawn_main", "worker"), ("resource_tracker", "resource tracker")):
-        if marker in command:
-            return kind
-    return str(proc.name())
-
-
-def _memory(pid: int) -> Memory:
-    """Median of five samples of the tree's summed RSS, 0.2 s apart."""
-    totals = []
-    for _ in range(5):
-        totals.append(sum(_rss(p) for p in tree_of(pid)()))
-        time.sleep(0.2)
-    return Memory(int(statistics.median(totals)), tuple(_kind(p) for p in tree_of(pid)()))
-
-
-def run_idle(speech: SpeechSet, model_dir: Path, tmp: Path) -> IdleMemory:
-    inbox, staging = tmp / "inbox", tmp / "staging"
-    inbox.mkdir(parents=True)
-    staging.mkdir()
-    rule = {"path": inbox, "provider": "whisper", "settle_seconds": 0.5, "formats": FORMATS}
-    daemon = _start_daemon(tmp, model_dir, watch=[rule], whisper={"idle_unload_seconds": 5})
-    try:
-        time.sleep(3)  # start-up settles: first scan, imports done lazily
-        before = _memory(_pid(daemon))
-        work = sorted(speech.clips, key=lambda c: c.seconds)[: cores()]
-        for clip in work:
-            _drop(clip, staging, inbox)
-        _outputs(inbox, work, daemon)
-        loaded = _memory(_pid(daemon))
-        wait_for(lambda: daemon.named("whisper.workers_unloaded"), "the idle unload", timeout=120)
-        time.sleep(2)  # the pool is stopped and joined off the event loop
-        unloaded = _memory(_pid(daemon))
-    finally:
-        _stop(daemon)
-    return IdleMemory(before, loaded, unloaded)
 
 
 # -- report ----------------------------------------------------------------------------
@@ -344,7 +66,7 @@ def machine() -> list[str]:
     )
     libraries = ", ".join(f"{d} {version(d)}" for d in ("faster-whisper", "ctranslate2", "av", "onnxruntime"))
     return [
-        f"machine: {cores()} cores (affinity), {model}; load average now {os.getloadavg()[0]:.2f}",
+        f"machine: {cores()} cores (affinity), {model}; load average at the start {os.getloadavg()[0]:.2f}",
         f"Python {platform.python_version()}; {libraries}; model: Whisper base (bundled), int8, CPU",
     ]
 
@@ -430,10 +152,24 @@ def goals(runs: list[Run]) -> list[str]:
     return lines
 
 
+def report(runs: list[Run], idle: IdleMemory | None, speech: SpeechSet, rounds: int) -> list[str]:
+    """Everything after the machine lines: the table, per-file figures, idle memory, goals."""
+    lines: list[str] = []
+    if runs:
+        if rounds > 1:
+            lines.append(f"(each row: the round of median throughput of {rounds})")
+        lines += [*table(runs, speech), "", *per_file(runs, speech)]
+    if idle is not None:
+        lines += ["", *idle_lines(idle)]
+    if runs:
+        lines += ["", *goals(runs)]
+    return [*lines, ""]
+
+
 # -- main ------------------------------------------------------------------------------
 
 
-def _rounds(args: argparse.Namespace, speech: SpeechSet, model_path: str) -> dict[str, list[Run]]:
+def _rounds(args: argparse.Namespace, speech: SpeechSet, model_path: str, failures: list[str]) -> dict[str, list[Run]]:
     results: dict[str, list[Run]] = {}
     for n in range(args.rounds):
         if args.only in (None, "direct"):
@@ -443,8 +179,13 @@ def _rounds(args: argparse.Namespace, speech: SpeechSet, model_path: str) -> dic
         for kind, runner in (("folder", run_folder), ("queue", run_queue)):
             if args.only in (None, kind):
                 print(f"round {n + 1}: daemon, {kind} …", flush=True)
-                with tempfile.TemporaryDirectory(prefix=f"stenod-bench-{kind}-") as tmp:
-                    run = runner(speech, args.model_dir, Path(tmp))
+                try:
+                    with tempfile.TemporaryDirectory(prefix=f"stenod-bench-{kind}-") as tmp:
+                        run = runner(speech, args.model_dir, Path(tmp))
+                except RunFailed as exc:
+                    failures.append(f"round {n + 1}: daemon, {kind}: left out, {exc}")
+                    print(failures[-1], flush=True)
+                    continue
                 results.setdefault(run.label, []).append(run)
     return results
 
@@ -468,22 +209,19 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{c.name} {c.seconds:.0f} s" for c in speech.clips)
     )
     print("\n".join(lines), flush=True)
-    runs = [_median(group) for group in _rounds(args, speech, model.path).values()]
+    failures: list[str] = []
+    runs = [_median(group) for group in _rounds(args, speech, model.path, failures).values()]
     idle = None
     if args.only in (None, "idle"):
         print("idle memory …", flush=True)
-        with tempfile.TemporaryDirectory(prefix="stenod-bench-idle-") as tmp:
-            idle = run_idle(speech, args.model_dir, Path(tmp))
+        try:
+            with tempfile.TemporaryDirectory(prefix="stenod-bench-idle-") as tmp:
+                idle = run_idle(speech, args.model_dir, Path(tmp))
+        except RunFailed as exc:
+            failures.append(f"idle memory: left out, {exc}")
+            print(failures[-1], flush=True)
     print()
-    print("\n".join(lines))
-    if runs:
-        if args.rounds > 1:
-            print(f"(each row: the round of median throughput of {args.rounds})")
-        print("\n".join(table(runs, speech)), "", "\n".join(per_file(runs, speech)), sep="\n")
-    if idle is not None:
-        print("", "\n".join(idle_lines(idle)), sep="\n")
-    if runs:
-        print("", "\n".join(goals(runs)), sep="\n")
+    print("\n".join([*lines, *report(runs, idle, speech, args.rounds), *failures]))
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (timings on a busy machine are not representative)")
     return 0
 

@@ -26,12 +26,17 @@ import psutil
 
 from bench.whisper_speech import SpeechSet, word_error_rate
 
-__all__ = ["Direct", "FileRun", "Run", "TreeSampler", "configurations", "run_direct"]
+__all__ = ["Direct", "FileRun", "Run", "TreeSampler", "configurations", "cores", "run_direct", "tree_of"]
 
 BEAM_SIZE: Final = 5
 BATCH_SIZE: Final = 8
 BATCH_MIN_SECONDS: Final = 60.0  # stenod's batch_min_seconds default
 _RESULT_TIMEOUT_SECONDS: Final = 1800.0
+
+
+def cores() -> int:
+    """Cores this process may use (the affinity mask, as stenod counts them)."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,7 @@ def configurations(cores: int) -> list[Direct]:
 
 def _serve(model_path: str, threads: int, batched: bool, tasks: Any, results: Any) -> None:
     """A worker process: load the model, say so, then transcribe files until ``None``."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # as in stenod's workers; before onnxruntime (the VAD) loads
     import av.logging
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
