@@ -10,6 +10,8 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v text2wave >/dev/null || need_apt+=(festival)
 [ -d /usr/share/festival/voices/english/kal_diphone ] || need_apt+=(festvox-kallpc16k)
 [ -d /usr/share/festival/voices/italian/pc_diphone ] || need_apt+=(festvox-itapc16k)
+# The web page's browser tests: Playwright drives Debian's Chromium (it never downloads one).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)

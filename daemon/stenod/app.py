@@ -28,6 +28,7 @@ from stenod.adapters.media_probe import probe_duration
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.systemd_notify import SystemdNotifier
 from stenod.adapters.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.corrections import Corrections
 from stenod.dispatcher import Dispatcher, ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.job_watch import JobWatch
@@ -222,6 +223,7 @@ class Daemon:
     watchers: Watchers
     metrics: Metrics
     http: httpx.AsyncClient
+    sink: FileSink
     sources: list[Source] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     health: dict[str, Check] = field(default_factory=dict)
@@ -258,10 +260,11 @@ async def build(
     metrics = Metrics()
     watch = JobWatch()
     journal.on_change = watch.changed
+    sink = FileSink(settings.state_dir / "results")
     dispatcher = Dispatcher(
         journal,
         providers.runtimes,
-        FileSink(settings.state_dir / "results"),
+        sink,
         settings.retry,
         probe=probe_duration,
         pack_window_seconds=settings.pack_window_seconds,
@@ -283,7 +286,7 @@ async def build(
         )
 
     watchers = Watchers(folder, list(settings.watch))
-    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http)
+    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink)
     daemon.warn_unavailable(settings.watch)
     daemon.sources.append(watchers)
     lag = LoopLagMonitor()
@@ -342,6 +345,18 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             providers=lambda: (sorted(daemon.providers.runtimes), daemon.providers.unavailable),
             notify=notify,
             wake_urls=fetcher.wake,
+            corrections=Corrections(journal, daemon.sink),
+            audio_roots=lambda: [r.path for r in daemon.settings.watch] + list(amqp.allowed_roots),
+            watched=lambda: [
+                {
+                    "path": str(r.path),
+                    "provider": r.provider or daemon.settings.default_provider,
+                    "language": r.language,
+                }
+                for r in daemon.settings.watch
+            ],
+            status_lines=lambda: [part() for part in daemon.status_parts.values()],
+            configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

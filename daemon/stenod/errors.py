@@ -48,6 +48,15 @@ class ErrorInfo:
             data["hint"] = self.hint
         return data
 
+    @property
+    def what_to_do(self) -> str:
+        """The hint, or what helps for any error of its kind (error files and the page say this)."""
+        if self.hint:
+            return self.hint
+        if self.retryable:
+            return "This looked temporary but kept failing; stenod gave up. Send or drop the file again to retry."
+        return "Fix the cause above, then send the file again (or copy it into the folder again) to retry."
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
         return cls(

@@ -41,6 +41,7 @@ class NewJob:
     reply_to: str | None = None
     correlation_id: str | None = None
     seen: tuple[str, str, int, int, int, int] | None = None  # (rule, path, dev, ino, size, mtime_ns)
+    retry_of: str | None = None  # the job this one repeats (a retry from the page)
 
 
 @dataclass(frozen=True, slots=True)

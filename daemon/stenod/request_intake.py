@@ -10,7 +10,7 @@ the job. A repeated ``request_id`` returns the existing job, never a second one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any, Protocol
 
@@ -107,6 +107,10 @@ class InputChecks(Protocol):
         """Items for path inputs and the real output folder; raises Rejected."""
         ...
 
+    async def files(self, paths: Sequence[str]) -> list[NewItem]:
+        """Items for files stenod itself recorded (a retry): regular, readable; raises Rejected."""
+        ...
+
     async def url(self, raw: str) -> None:
         """Raises Rejected for a URL the policy refuses (scheme, private address, …)."""
         ...
@@ -120,6 +124,7 @@ class InputChecks(Protocol):
 
 class IntakeJournal(Protocol):
     async def create_job(self, new: NewJob) -> tuple[Any, bool]: ...
+    async def repeat_of(self, job_id: str) -> NewJob | None: ...
     async def emit_for_existing(self, job_id: str) -> None: ...
     async def request_cancel(self, job_id: str) -> Any: ...
     async def add_event(self, event: JobEvent, *, reply_to: str | None, correlation_id: str | None) -> None: ...
@@ -191,11 +196,12 @@ class RequestIntake:
         return await self._commit(job)
 
     async def accept_upload(
-        self, spec: JobSpec, upload: Upload, *, output_dir: str, source: str = "http"
+        self, spec: JobSpec, upload: Upload, *, output_dir: str, source: str = "http", keep: bool = False
     ) -> Accepted | Rejected | Retry:
-        """A job for one uploaded file. Its outputs go to ``output_dir``; the spooled file is
-        removed when the job ends. The same audio already transcribed with the same settings
-        reuses that result (no second run, no second bill)."""
+        """A job for one uploaded file. Its outputs go to ``output_dir``; the uploaded file is
+        removed when the job ends, unless ``keep`` (the page keeps it, to play it). The same
+        audio already transcribed with the same settings reuses that result (no second run,
+        no second bill)."""
         infos, unavailable = self.provider_infos()
         try:
             provider, options = check_request(
@@ -228,7 +234,7 @@ class RequestIntake:
             reused_result=reused,
         )
         output = self._output(spec, output_dir)
-        output["after"] = "discard"
+        output["after"] = "keep" if keep else "discard"
         job = NewJob(
             source=source,
             task=spec.task,
@@ -313,6 +319,22 @@ class RequestIntake:
                 items.append(NewItem(input=ref.url, name=self._checks.name_of(ref.url)))
         return items, output_dir
 
+    async def retry(self, job_id: str) -> Accepted | Rejected | Retry:
+        """A new job with the inputs and request of ``job_id``, linked to it. Files are checked
+        again (they may have changed or gone); URLs are fetched again."""
+        repeat = await self._journal.repeat_of(job_id)
+        if repeat is None:
+            return Rejected("unknown_job", f"no job {job_id} to retry")
+        paths = [i.path for i in repeat.items if i.path is not None and not is_url(i.input)]
+        try:
+            found = iter(await self._checks.files(paths) if paths else [])
+        except Rejected as rejected:
+            return Rejected(rejected.code, f"cannot retry job {job_id}: {rejected.reason}")
+        items = [
+            NewItem(input=i.input, name=i.name) if is_url(i.input) else _again(next(found), i) for i in repeat.items
+        ]
+        return await self._commit(replace(repeat, items=items, request_id=None, source="retry"))
+
     async def cancel(self, job_id: str) -> Accepted | Rejected | Retry:
         """Ask for a job to be cancelled (the dispatcher stops it at its next step)."""
         try:
@@ -355,3 +377,12 @@ class RequestIntake:
             reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
         )
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _again(checked: NewItem, recorded: NewItem) -> NewItem:
+    """The file as it is now, under the name it was recorded with."""
+    return replace(checked, input=recorded.input, name=recorded.name)

@@ -47,6 +47,7 @@ def http_config(
     providers: dict[str, dict[str, Any]] | None = None,
     sections: dict[str, dict[str, Any]] | None = None,
     top: dict[str, Any] | None = None,
+    watch: list[dict[str, Any]] | None = None,
 ) -> Path:
     roots = tmp / "roots"
     roots.mkdir(exist_ok=True)
@@ -58,6 +59,7 @@ def http_config(
             "amqp": {"allowed_roots": [roots]},
             **(sections or {}),
         },
+        watch=watch or [],
         providers={"whisper": {"workers": 1}, "echo": {}, **(providers or {})},
     )
 

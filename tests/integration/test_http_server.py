@@ -11,23 +11,37 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from stenod.adapters.file_writers import FileSink
 from stenod.adapters.http.build import build_http
 from stenod.adapters.http.context import Check
 from stenod.adapters.local_inputs import LocalInputs
 from stenod.adapters.sqlite_journal import SqliteJournal
 from stenod.adapters.url_fetch import UrlPolicy
+from stenod.corrections import Corrections
 from stenod.errors import ConfigError
 from stenod.job_watch import JobWatch
 from stenod.loop_lag import LoopLagMonitor
 from stenod.metrics import Metrics
 from stenod.request_intake import RequestIntake
 from stenod.settings import HttpSettings, check_listen, parse_listen
+
+
+def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
+    """What the web page needs, for a server with no folders, no broker and no jobs."""
+    return {
+        "corrections": Corrections(journal, FileSink(tmp / "results")),
+        "audio_roots": lambda: [],
+        "watched": lambda: [],
+        "status_lines": lambda: [],
+        "configured": lambda: set(),
+    }
 
 
 class Flag:
@@ -59,6 +73,7 @@ async def serving(
         providers=lambda: ([], {}),
         notify=lambda: None,
         wake_urls=lambda: None,
+        **page_parts(tmp, journal),
     )
     host, port = server.bind()
     stopping = asyncio.Event()
@@ -182,6 +197,7 @@ async def test_a_busy_port_is_a_configuration_error(tmp_path: Path) -> None:
             providers=lambda: ([], {}),
             notify=lambda: None,
             wake_urls=lambda: None,
+            **page_parts(tmp_path, journal),
         )
         with pytest.raises(ConfigError, match="cannot be used"):
             server.bind()

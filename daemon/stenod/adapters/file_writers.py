@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,30 @@ class FileSink:
             )
         return directory
 
+    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[str]:
+        """A corrected transcript over the transcript files written for input ``name`` (not
+        its error file, not translated documents), each replaced atomically."""
+        stem = safe_stem(name)
+        renderers = self._renderers(source)
+        written = []
+        for output in outputs:
+            path = Path(output)
+            render = renderers.get(path.suffix.lstrip("."))
+            if render is None or path.name != f"{stem}{path.suffix}" or not path.parent.is_dir():
+                continue
+            atomic_write(path, render(transcript))
+            written.append(output)
+        return written
+
+    @staticmethod
+    def _renderers(source: str) -> dict[str, Callable[[Transcript], bytes]]:
+        return {
+            "txt": render_txt,
+            "json": lambda t: render_json(t, source=source),
+            "srt": render_srt,
+            "vtt": render_vtt,
+        }
+
     def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
         """Write the transcript formats and translated documents; with ``sync_folder=False``
         the caller fsyncs the folder (``sync_folders``) once for several items."""
@@ -115,12 +139,7 @@ class FileSink:
         written: list[str] = []
         if result.transcript is not None:
             formats = item.output.get("formats") or TRANSCRIPT_FORMATS
-            renderers: dict[str, Callable[[Transcript], bytes]] = {
-                "txt": render_txt,
-                "json": lambda t: render_json(t, source=item.input),
-                "srt": render_srt,
-                "vtt": render_vtt,
-            }
+            renderers = self._renderers(item.input)
             for fmt in formats:
                 path = directory / f"{stem}.{fmt}"
                 atomic_write(path, renderers[fmt](result.transcript), sync_dir=False)
@@ -149,7 +168,7 @@ class FileSink:
             "job_id": item.job_id,
             "provider": item.provider,
             "error": error.to_json(),
-            "what_to_do": error.hint or _default_hint(error),
+            "what_to_do": error.what_to_do,
         }
         atomic_write(path, dumps_pretty(body) + b"\n")
         self._sweeper.visit(directory)
@@ -263,9 +282,3 @@ def _own_folder(directory: Path, *, parents: bool = False) -> Path:
     if directory.is_symlink() or not directory.is_dir():
         raise OSError(errno.ELOOP, f"{directory} is a symlink or not a folder; stenod does not write through it")
     return directory
-
-
-def _default_hint(error: ErrorInfo) -> str:
-    if error.retryable:
-        return "This looked temporary but kept failing; stenod gave up. Drop the file again to retry."
-    return "Fix the cause above, then copy the file into the folder again (or edit it) to retry."

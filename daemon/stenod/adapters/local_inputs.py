@@ -46,6 +46,20 @@ def local_input(raw: str, roots: Sequence[Path]) -> NewItem:
     return NewItem(input=raw, name=real.name, path=str(real), size=st.st_size, device=st.st_dev, inode=st.st_ino)
 
 
+def recorded_input(raw: str) -> NewItem:
+    """A file stenod recorded for an earlier job (a watched folder's, an upload), as it is now."""
+    try:
+        fd, st = open_regular(Path(raw))
+    except FileRefused as exc:
+        raise Rejected("input_refused", f"{raw} is refused: {exc}") from None
+    except FileNotFoundError:
+        raise Rejected("input_missing", f"{raw} is gone") from None
+    except OSError as exc:
+        raise Rejected("input_unreadable", f"{raw} cannot be read: {exc.strerror}") from None
+    os.close(fd)
+    return NewItem(input=raw, name=Path(raw).name, path=raw, size=st.st_size, device=st.st_dev, inode=st.st_ino)
+
+
 def _output_dir(raw: str | None, roots: Sequence[Path]) -> str | None:
     if raw is None:
         return None
@@ -72,6 +86,9 @@ class LocalInputs:
         return await self._lane.call(
             lambda _: ([local_input(raw, roots) for raw in paths], _output_dir(output_dir, roots))
         )
+
+    async def files(self, paths: Sequence[str]) -> list[NewItem]:
+        return await self._lane.call(lambda _: [recorded_input(raw) for raw in paths])
 
     async def url(self, raw: str) -> None:
         try:

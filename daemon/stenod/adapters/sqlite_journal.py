@@ -19,6 +19,7 @@ from ulid import ULID
 from stenod import jsontext
 from stenod.adapters.sqlite_schema import SCHEMA
 from stenod.adapters.sqlite_store import WriterThread, connect
+from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.jobs import (
@@ -47,6 +48,12 @@ def _loads(text: str | None) -> Any:
 # -- pure SQL functions (shared by the async journal and the CLI's reader) -----
 
 
+_ITEMS_SQL = (
+    "SELECT items.*, item_edits.transcript AS edited FROM items "
+    "LEFT JOIN item_edits ON item_edits.item_id = items.id WHERE items.job_id = ? ORDER BY items.idx"
+)
+
+
 def _job_view(conn: sqlite3.Connection, job_id: str) -> JobView | None:
     snapshot = _snapshot(conn, job_id)
     return snapshot[1] if snapshot is not None else None
@@ -57,7 +64,14 @@ def _snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[sqlite3.Row, JobVi
     row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return None
-    return row, _view_of(row, conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall())
+    return row, _view_of(row, conn.execute(_ITEMS_SQL, (job_id,)).fetchall())
+
+
+def _transcript_of(row: sqlite3.Row) -> Any:
+    """A person's correction when there is one, else the engine's transcript."""
+    if "edited" in row.keys() and row["edited"]:  # noqa: SIM118 (sqlite3.Row has no __contains__)
+        return _loads(row["edited"])
+    return (_loads(row["result"]) or {}).get("transcript") if row["result"] else None
 
 
 def _view_of(row: sqlite3.Row, item_rows: Sequence[sqlite3.Row]) -> JobView:
@@ -69,7 +83,7 @@ def _view_of(row: sqlite3.Row, item_rows: Sequence[sqlite3.Row]) -> JobView:
             state=ItemState(r["state"]),
             outputs=tuple(_loads(r["outputs"]) or ()),
             error=ErrorInfo.from_json(_loads(r["error"])) if r["error"] else None,
-            transcript=(_loads(r["result"]) or {}).get("transcript") if r["result"] else None,
+            transcript=_transcript_of(r),
         )
         for r in item_rows
     )
@@ -293,7 +307,7 @@ class SqliteJournal:
     def _refresh_job(self, conn: sqlite3.Connection, job_id: str) -> JobState:
         """Recompute the job's state from its items; on a change, store it and emit its event."""
         job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        items = conn.execute("SELECT * FROM items WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
+        items = conn.execute(_ITEMS_SQL, (job_id,)).fetchall()
         old = JobState(job["state"])
         new = derive_job_state([ItemState(r["state"]) for r in items], cancel_requested=bool(job["cancel_requested"]))
         if new == old:
@@ -367,6 +381,8 @@ class SqliteJournal:
                 ),
             )
             items = tuple(_insert_item(conn, job_id, idx, item, now) for idx, item in enumerate(new.items))
+            if new.retry_of is not None:
+                conn.execute("INSERT INTO job_retries (job_id, retry_of) VALUES (?, ?)", (job_id, new.retry_of))
             if new.seen is not None:
                 rule, path, dev, ino, size, mtime = new.seen
                 conn.execute(
@@ -714,6 +730,77 @@ class SqliteJournal:
     ) -> list[JobView]:
         """Newest first; ``before`` (a job id) pages back through older jobs."""
         return await self._writer.call(lambda c: _list_jobs(c, state, limit, provider, before), write=False)
+
+    async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]:
+        """The job this one retried, and the jobs that retried this one."""
+
+        def op(conn: sqlite3.Connection) -> tuple[str | None, list[str]]:
+            row = conn.execute("SELECT retry_of FROM job_retries WHERE job_id = ?", (job_id,)).fetchone()
+            later = conn.execute("SELECT job_id FROM job_retries WHERE retry_of = ? ORDER BY job_id", (job_id,))
+            return (row[0] if row else None), [r[0] for r in later]
+
+        return await self._writer.call(op, write=False)
+
+    async def repeat_of(self, job_id: str) -> NewJob | None:
+        """A new job with the same request as ``job_id`` (its inputs as they were recorded)."""
+
+        def op(conn: sqlite3.Connection) -> NewJob | None:
+            job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if job is None:
+                return None
+            items = conn.execute(
+                "SELECT * FROM items WHERE job_id = ? AND task IS NULL ORDER BY idx", (job_id,)
+            ).fetchall()  # a chained step's items are made again by the new job
+            return NewJob(
+                source=job["source"],
+                task=job["task"],
+                provider=job["provider"],
+                items=[NewItem(input=r["input"], name=r["name"], path=r["path"]) for r in items],
+                language=job["language"],
+                target_languages=tuple(_loads(job["target_languages"])),
+                options=_loads(job["options"]),
+                output=_loads(job["output"]),
+                retry_of=job_id,
+            )
+
+        return await self._writer.call(op, write=False)
+
+    async def editable_item(self, job_id: str, index: int) -> EditableItem | None:
+        """An item's transcripts (the engine's and the correction) and its files."""
+
+        def op(conn: sqlite3.Connection) -> EditableItem | None:
+            row = conn.execute(
+                "SELECT items.*, item_edits.transcript AS edited FROM items LEFT JOIN item_edits "
+                "ON item_edits.item_id = items.id WHERE items.job_id = ? AND items.idx = ?",
+                (job_id, index),
+            ).fetchone()
+            if row is None:
+                return None
+            original = (_loads(row["result"]) or {}).get("transcript") if row["result"] else None
+            return EditableItem(
+                item_id=row["id"],
+                input=row["input"],
+                name=row["name"],
+                path=row["path"],
+                outputs=tuple(_loads(row["outputs"]) or ()),
+                original=original,
+                edited=_loads(row["edited"]) if row["edited"] else None,
+            )
+
+        return await self._writer.call(op, write=False)
+
+    async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None:
+        """Store a correction (None: drop it, the engine's transcript counts again)."""
+        if transcript is None:
+            await self._writer.call(lambda c: c.execute("DELETE FROM item_edits WHERE item_id = ?", (item_id,)))
+            return
+        await self._writer.call(
+            lambda c: c.execute(
+                "INSERT INTO item_edits (item_id, transcript, edited_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (item_id) DO UPDATE SET transcript = excluded.transcript, edited_at = excluded.edited_at",
+                (item_id, _dumps(dict(transcript)), utc_now()),
+            )
+        )
 
     async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
         """The job's events after sequence number ``after``, oldest first: (seq, CloudEvent JSON)."""

@@ -95,4 +95,17 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS job_events_job ON job_events(job_id, seq);
 CREATE INDEX IF NOT EXISTS job_events_id ON job_events(event_id);
+-- Corrections by hand: the item's transcript as a person fixed it (items.result keeps the
+-- engine's, for revert).
+CREATE TABLE IF NOT EXISTS item_edits (
+    item_id TEXT PRIMARY KEY REFERENCES items(id),
+    transcript TEXT NOT NULL,
+    edited_at TEXT NOT NULL
+);
+-- A job started again from the page with the inputs of an earlier one.
+CREATE TABLE IF NOT EXISTS job_retries (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(id),
+    retry_of TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_retries_of ON job_retries(retry_of);
 """

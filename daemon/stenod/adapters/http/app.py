@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stenod.adapters.http import asr, health, jobs, openai_audio
+from stenod.adapters.http import asr, health, jobs, openai_audio, page
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import install_handlers
+from stenod.adapters.http.page.errors import install_page_handlers
 from stenod.requests import Request as StenodRequest
 
 __all__ = ["create_app"]
@@ -126,6 +127,9 @@ def create_app(context: HttpContext) -> FastAPI:
     app.include_router(openai_audio.router)
     app.include_router(asr.router)
     app.include_router(jobs.router)
+    app.include_router(page.router)
+    app.mount("/ui/static", page.static, name="static")
+    install_page_handlers(app)
     app.add_middleware(RequestLog)
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
 

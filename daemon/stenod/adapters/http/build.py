@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -14,6 +15,7 @@ from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.context import Check, HttpContext, HttpJournal
 from stenod.adapters.http.server import HttpServer
 from stenod.adapters.http.spool import Spool
+from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
 from stenod.request_intake import RequestIntake
 from stenod.settings import HttpSettings
@@ -33,6 +35,11 @@ async def build_http(
     providers: Callable[[], tuple[Sequence[str], Mapping[str, str]]],
     notify: Callable[[], None],
     wake_urls: Callable[[], None],
+    corrections: Corrections,
+    audio_roots: Callable[[], Sequence[Path]],
+    watched: Callable[[], list[dict[str, Any]]],
+    status_lines: Callable[[], list[str]],
+    configured: Callable[[], set[str]],
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more."""
     assert settings.listen is not None
@@ -53,5 +60,11 @@ async def build_http(
         providers=providers,
         notify=notify,
         wake_urls=wake_urls,
+        corrections=corrections,
+        uploads_dir=state_dir / "uploads",
+        audio_roots=lambda: [state_dir / "uploads", *audio_roots()],
+        watched=watched,
+        status_lines=status_lines,
+        configured=configured,
     )
     return HttpServer(create_app(context), settings.listen, stopping=context.stopping)

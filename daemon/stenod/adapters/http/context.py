@@ -7,13 +7,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.spool import Spool
+from stenod.corrections import Corrections, EditableItem
 from stenod.job_watch import JobWatch
 from stenod.jobs import JobView
 from stenod.request_intake import RequestIntake
@@ -25,6 +26,10 @@ Check = Callable[[], Awaitable[bool]]
 
 class HttpJournal(Protocol):
     """The journal reads the routes need."""
+
+    async def counts(self) -> dict[str, dict[str, int]]: ...
+    async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]: ...
+    async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
 
     async def job(self, job_id: str) -> JobView | None: ...
     async def jobs(
@@ -51,6 +56,12 @@ class HttpContext:
     providers: Callable[[], tuple[Sequence[str], Mapping[str, str]]]  # available names; why others are not
     notify: Callable[[], None]  # new work is in the journal: wake the dispatcher
     wake_urls: Callable[[], None]  # a job has URL inputs: wake the downloader
+    corrections: Corrections
+    uploads_dir: Path  # files uploaded on the page, kept as their jobs' inputs
+    audio_roots: Callable[[], Sequence[Path]]  # where the page may play recordings from
+    watched: Callable[[], list[dict[str, Any]]]  # the watched folders, for the status page
+    status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
+    configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
 
 
 def _context(request: Request) -> HttpContext:

@@ -23,7 +23,7 @@ from stenod.provider import Transcript
 from stenod.request_intake import Accepted, Retry, Upload
 from stenod.requests import JobSpec, Rejected
 
-__all__ = ["receive", "submit_upload", "transcript_of", "upload_of", "wait_finished"]
+__all__ = ["keep_uploads", "receive", "submit_upload", "transcript_of", "upload_of", "wait_finished"]
 
 _WAKE_SECONDS = 5.0  # a waiting call re-checks the job (and shutdown) at least this often
 
@@ -141,3 +141,28 @@ def transcript_of(view: JobView, spooled: SpooledFile | None = None) -> Transcri
     if spooled is not None:
         failure.message = failure.message.replace(str(spooled.path), spooled.name)
     raise failure
+
+
+async def keep_uploads(ctx: HttpContext, form: SpooledForm, spec: JobSpec) -> list[str]:
+    """Files uploaded on the page: kept under ``<state_dir>/uploads/<id>/`` as the jobs' inputs
+    (the transcript view plays them), outputs beside them. One job per file."""
+    folder = ctx.uploads_dir / form.folder.name
+    await asyncio.to_thread(ctx.uploads_dir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(form.folder.rename, folder)
+    accepted: list[str] = []
+    for spooled in form.files:
+        spooled.path = folder / spooled.path.name
+        await _known_format(spooled, "file")
+        outcome = await ctx.intake.accept_upload(
+            spec,
+            Upload(spooled.name, str(spooled.path), spooled.size, spooled.device, spooled.inode, spooled.sha256),
+            output_dir=str(folder),
+            keep=True,
+        )
+        if isinstance(outcome, Rejected):
+            raise ApiError(400, outcome.reason, code=outcome.code, param=_param_of(outcome.code))
+        if isinstance(outcome, Retry):
+            raise ApiError(503, f"stenod could not record the job: {outcome.reason}", type=SERVER)
+        accepted.append(outcome.job_id)
+    ctx.notify()
+    return accepted

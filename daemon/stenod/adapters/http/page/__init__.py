@@ -1,0 +1,13 @@
+"""The web page for the people who run stenod: jobs, progress, errors, transcripts with
+their recordings, corrections, uploads and status, served by the daemon's HTTP server."""
+
+from fastapi import APIRouter
+
+from stenod.adapters.http.page import session, views
+
+router = APIRouter(include_in_schema=False)
+router.include_router(session.router)
+router.include_router(views.router)
+static = views.static
+
+__all__ = ["router", "static"]

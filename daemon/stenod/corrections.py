@@ -1,0 +1,119 @@
+"""Corrections by hand: a segment's text fixed, a speaker named, and back to the engine's.
+
+The engine's transcript stays in the journal as it came; a correction is stored beside it
+and becomes the item's transcript everywhere (the job API, events of later changes, the
+page). Every change rewrites the item's output files (txt, json, srt, vtt, wherever they
+were written) atomically, so the folder and the journal say the same. Revert drops the
+correction and rewrites the files from the engine's transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from stenod.provider import Transcript
+
+__all__ = ["CorrectionError", "Corrections", "EditableItem"]
+
+MAX_TEXT = 10_000
+MAX_SPEAKER = 100
+
+
+class CorrectionError(Exception):
+    """The change cannot be made (no such item or segment, no transcript yet, bad text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EditableItem:
+    item_id: str
+    input: str
+    name: str
+    path: str | None
+    outputs: tuple[str, ...]
+    original: Mapping[str, Any] | None  # the engine's transcript
+    edited: Mapping[str, Any] | None  # the correction, if any
+
+    @property
+    def current(self) -> Mapping[str, Any] | None:
+        return self.edited if self.edited is not None else self.original
+
+
+class EditJournal(Protocol):
+    async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
+    async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None: ...
+
+
+class OutputRewriter(Protocol):
+    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[str]:
+        """Write ``transcript`` over the transcript files of input ``name`` among ``outputs``
+        (called in a worker thread)."""
+        ...
+
+
+class Corrections:
+    """The page's corrections, one item at a time."""
+
+    def __init__(self, journal: EditJournal, rewriter: OutputRewriter) -> None:
+        self._journal = journal
+        self._rewriter = rewriter
+        self._lock = asyncio.Lock()  # two saves of one item must not interleave their file writes
+
+    async def _item(self, job_id: str, index: int) -> EditableItem:
+        item = await self._journal.editable_item(job_id, index)
+        if item is None:
+            raise CorrectionError(f"job {job_id} has no item {index}")
+        if item.current is None:
+            raise CorrectionError(f"item {index} of job {job_id} has no transcript yet")
+        return item
+
+    async def _save(self, item: EditableItem, transcript: Transcript | None) -> Transcript:
+        await self._journal.save_edit(item.item_id, transcript.to_json() if transcript is not None else None)
+        final = transcript if transcript is not None else Transcript.from_json(item.original or {"text": ""})
+        await asyncio.to_thread(self._rewriter.rewrite, item.outputs, final, name=item.name, source=item.input)
+        return final
+
+    async def edit_segment(self, job_id: str, index: int, segment: int, text: str) -> Transcript:
+        text = " ".join(text.split())
+        if not text or len(text) > MAX_TEXT:
+            raise CorrectionError(f"a segment's text must be 1 to {MAX_TEXT} characters")
+        async with self._lock:
+            item = await self._item(job_id, index)
+            assert item.current is not None
+            current = Transcript.from_json(item.current)
+            if not 0 <= segment < len(current.segments):
+                raise CorrectionError(f"the transcript has no segment {segment}")
+            segments = list(current.segments)
+            segments[segment] = replace(segments[segment], text=text)
+            return await self._save(item, _with_segments(current, segments))
+
+    async def rename_speaker(self, job_id: str, index: int, old: str, new: str) -> Transcript:
+        new = " ".join(new.split())
+        if not new or len(new) > MAX_SPEAKER:
+            raise CorrectionError(f"a speaker's name must be 1 to {MAX_SPEAKER} characters")
+        async with self._lock:
+            item = await self._item(job_id, index)
+            assert item.current is not None
+            current = Transcript.from_json(item.current)
+            if not any(s.speaker == old for s in current.segments):
+                raise CorrectionError(f"no segment is spoken by {old!r}")
+            segments = [replace(s, speaker=new) if s.speaker == old else s for s in current.segments]
+            words = (
+                tuple(replace(w, speaker=new) if w.speaker == old else w for w in current.words)
+                if current.words is not None
+                else None
+            )
+            return await self._save(item, replace(_with_segments(current, segments), words=words))
+
+    async def revert(self, job_id: str, index: int) -> Transcript:
+        async with self._lock:
+            item = await self._item(job_id, index)
+            return await self._save(item, None)
+
+
+def _with_segments(transcript: Transcript, segments: Sequence[Any]) -> Transcript:
+    # The text follows the segments, as the engines write it: one line of text per segment.
+    text = " ".join(s.text.strip() for s in segments if s.text.strip())
+    return replace(transcript, segments=tuple(segments), text=text)
