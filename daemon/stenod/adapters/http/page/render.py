@@ -58,9 +58,7 @@ def csrf_token(key: str | None) -> str:
 # slipped past escaping still could not run a script.
 _POLICY = "default-src 'self'; media-src 'self'; frame-ancestors 'none'; form-action 'self'"
 
-_env.globals.update(
-    clock=clock, speaker=speaker_label, static=lambda name: f"/ui/static/{name}?v={_VERSION}"
-)
+_env.globals.update(clock=clock, speaker=speaker_label, static=lambda name: f"/ui/static/{name}?v={_VERSION}")
 
 
 def page(request: Request, ctx: HttpContext, template: str, status: int = 200, **values: Any) -> HTMLResponse:
