@@ -70,6 +70,7 @@ import httpx
 import numpy as np
 import psutil
 
+from bench.bench_whisper import cpu_model
 from bench.whisper_direct import Direct, FileRun, Run, run_direct, tree_of
 from bench.whisper_speech import SHORT, Clip, SpeechSet, speech_set
 from stenod_whisper.audio import decode
@@ -605,14 +606,7 @@ def small_requests(s: Stenod, n: int) -> list[Small]:
 def machine() -> list[str]:
     import stenod
 
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor() or "unknown CPU",
-    )
+    model = cpu_model()
     libraries = ", ".join(
         f"{d} {version(d)}" for d in ("faster-whisper", "ctranslate2", "fastapi", "uvicorn", "httpx", "av")
     )

@@ -55,8 +55,8 @@ GOAL_IDLE_MB: Final = 30.0
 # -- report ----------------------------------------------------------------------------
 
 
-def machine() -> list[str]:
-    model = next(
+def cpu_model() -> str:
+    return next(
         (
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -64,6 +64,10 @@ def machine() -> list[str]:
         ),
         platform.processor() or "unknown CPU",
     )
+
+
+def machine() -> list[str]:
+    model = cpu_model()
     libraries = ", ".join(f"{d} {version(d)}" for d in ("faster-whisper", "ctranslate2", "av", "onnxruntime"))
     return [
         f"machine: {cores()} cores (affinity), {model}; load average at the start {os.getloadavg()[0]:.2f}",

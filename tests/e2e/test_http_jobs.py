@@ -154,3 +154,48 @@ def test_the_openapi_document_is_served(server: HttpDaemon) -> None:
     with server.client() as http:
         document = http.get("/openapi.json").json()
     assert {"/v1/audio/transcriptions", "/asr", "/v1/jobs", "/healthz"} <= set(document["paths"])
+
+
+def test_events_of_http_jobs_reach_the_exchange_when_amqp_is_on(tmp_path: Path) -> None:
+    from tests.amqp_support import BROKER_URL, BrokerNames, Client, delete_topology
+    from tests.e2e.harness import wait_for
+
+    names = BrokerNames.new("http-events")
+    amqp = names.amqp_section(BROKER_URL, allowed_roots=[tmp_path / "roots"])
+    client: Client | None = None
+    try:
+        with http_daemon(tmp_path, sections={"amqp": amqp}) as server:
+            wait_for(lambda: server.daemon.named("amqp.relay_ready"), "the outbox relay", timeout=60)
+            client = Client(names)
+            queue = client.bind_events()
+            job_id = server.finished(
+                _created(server, {"provider": "echo", "inputs": [{"path": str(note(server, "broker.txt"))}]})
+            )["job_id"]
+            events = client.events(queue, lambda got: any(e["type"] == "stenod.job.succeeded" for e in got))
+        assert {e["subject"] for e in events} == {job_id}
+        assert events[0]["type"] == "stenod.job.accepted"
+    finally:
+        if client is not None:
+            client.close()
+        delete_topology(names)
+
+
+def _created(server: HttpDaemon, body: dict[str, Any]) -> str:
+    with server.client() as http:
+        answer = http.post("/v1/jobs", json=body)
+        answer.raise_for_status()
+        return str(answer.json()["job_id"])
+
+
+def test_a_lan_address_without_keys_stops_the_start(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.e2e.harness import STENOD, write_config
+
+    cfg = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state"},
+        sections={"http": {"listen": "0.0.0.0:18999"}},
+    )
+    proc = subprocess.run([*STENOD, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no API key is set" in proc.stderr

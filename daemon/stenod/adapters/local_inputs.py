@@ -32,32 +32,28 @@ def local_input(raw: str, roots: Sequence[Path]) -> NewItem:
     real = Path(os.path.realpath(raw))
     if not any(real.is_relative_to(root) for root in roots):
         raise Rejected("path_not_allowed", f"{raw} is not under amqp.allowed_roots")
+    return _regular(raw, real, link_too=True)
+
+
+def recorded_input(raw: str) -> NewItem:
+    """A file stenod recorded for an earlier job (a watched folder's, an upload), as it is now."""
+    return _regular(raw, Path(raw), link_too=False)
+
+
+def _regular(raw: str, real: Path, *, link_too: bool) -> NewItem:
+    """``real`` as an item if it is a regular, singly-linked file (and ``raw`` is no symlink to it)."""
     try:
-        if stat.S_ISLNK(os.lstat(raw).st_mode):
+        if link_too and stat.S_ISLNK(os.lstat(raw).st_mode):
             raise FileRefused("symlink")
         fd, st = open_regular(real)
     except FileRefused as exc:
         raise Rejected("input_refused", f"{raw} is refused: {exc}") from None
     except FileNotFoundError:
-        raise Rejected("input_missing", f"{raw} does not exist") from None
+        raise Rejected("input_missing", f"{raw} does not exist (any more)") from None
     except OSError as exc:
         raise Rejected("input_unreadable", f"{raw} cannot be read: {exc.strerror}") from None
     os.close(fd)
     return NewItem(input=raw, name=real.name, path=str(real), size=st.st_size, device=st.st_dev, inode=st.st_ino)
-
-
-def recorded_input(raw: str) -> NewItem:
-    """A file stenod recorded for an earlier job (a watched folder's, an upload), as it is now."""
-    try:
-        fd, st = open_regular(Path(raw))
-    except FileRefused as exc:
-        raise Rejected("input_refused", f"{raw} is refused: {exc}") from None
-    except FileNotFoundError:
-        raise Rejected("input_missing", f"{raw} is gone") from None
-    except OSError as exc:
-        raise Rejected("input_unreadable", f"{raw} cannot be read: {exc.strerror}") from None
-    os.close(fd)
-    return NewItem(input=raw, name=Path(raw).name, path=raw, size=st.st_size, device=st.st_dev, inode=st.st_ino)
 
 
 def _output_dir(raw: str | None, roots: Sequence[Path]) -> str | None:
