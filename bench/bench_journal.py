@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, NewItem, NewJob
 

@@ -21,15 +21,15 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from stenod.adapters.file_writers import FileSink
-from stenod.adapters.folder_source import FolderSource
-from stenod.adapters.local_inputs import LocalInputs
-from stenod.adapters.media_probe import probe_duration
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.systemd_notify import SystemdNotifier
-from stenod.adapters.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.adapters.folders.local_inputs import LocalInputs
+from stenod.adapters.folders.media_probe import probe_duration
+from stenod.adapters.folders.source import FolderSource
+from stenod.adapters.folders.writers import FileSink
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
-from stenod.dispatcher import Dispatcher, ProviderRuntime
+from stenod.dispatcher import Dispatcher
 from stenod.errors import ConfigError
 from stenod.job_watch import JobWatch
 from stenod.logging import REDACTOR
@@ -39,6 +39,7 @@ from stenod.plugins import Catalogue, Loaded, instantiate, provider_settings
 from stenod.provider import ProviderSettings, StartContext
 from stenod.request_intake import RequestIntake
 from stenod.settings import Settings, WatchRule, load_settings
+from stenod.stepper import ProviderRuntime
 
 log = structlog.get_logger("stenod.app")
 
@@ -322,7 +323,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
     )
     stack.callback(intake.close)  # after the TaskGroup: no source uses it any more
     if settings.amqp_enabled:
-        from stenod.adapters.amqp_source import build_amqp
+        from stenod.adapters.amqp.source import build_amqp
 
         parts = build_amqp(settings, journal, intake, notify, on_urls=fetcher.wake, metrics=metrics)
         stack.push_async_callback(parts.aclose)  # runs after the TaskGroup, before the journal closes

@@ -17,6 +17,7 @@ import structlog
 from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.errors import ConfigError
+from stenod.requests import options_from_pairs
 from stenod.settings import Settings, load_settings, redacted_dump
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -125,23 +126,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run(settings))
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(raw)
-        except ValueError:
-            options[key] = raw
-    return options
-
-
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from stenod.oneshot import transcribe_files
 
-    options = parse_options(args.option)
+    options = options_from_pairs(args.option)
     with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
         one_shot = settings.model_copy(
             update={"state_dir": Path(tmp), "watch": [], "amqp": settings.amqp.model_copy(update={"url": None})}
@@ -168,7 +156,7 @@ def _job_line(view: Any) -> str:
 
 
 def _reader(settings: Settings) -> Any:
-    from stenod.adapters.sqlite_journal import JournalReader
+    from stenod.adapters.sqlite.journal import JournalReader
 
     if not settings.journal_path.exists():
         raise ConfigError(f"no journal at {settings.journal_path} (has the daemon run with this state_dir?)")

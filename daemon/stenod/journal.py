@@ -1,5 +1,5 @@
 """The job journal port: the values the dispatcher and sources exchange with it, and
-the Protocol the dispatcher depends on (implemented by ``adapters.sqlite_journal``)."""
+the Protocol the dispatcher depends on (implemented by ``adapters.sqlite.journal``)."""
 
 from __future__ import annotations
 

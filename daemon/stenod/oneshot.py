@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.app import build
 from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob

@@ -25,9 +25,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from ulid import ULID
 
-from stenod.adapters.amqp_topology import declare_events, declare_requests
+from stenod.adapters.amqp.topology import declare_events, declare_requests
 from stenod.errors import ConfigError
 from stenod.request_intake import CANCEL_TYPE, REQUEST_TYPE
+from stenod.requests import options_from_pairs
 from stenod.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -43,8 +44,6 @@ _QUIET_HINT_SECONDS = 10.0
 
 def build_request(args: argparse.Namespace, settings: Settings, request_id: str) -> dict[str, Any]:
     """The request body from the command line. Raises ConfigError on a usage problem."""
-    from stenod.cli import parse_options
-
     inputs: list[dict[str, str]] = []
     for file in args.files:
         path = Path(os.path.abspath(file))  # absolute, not resolved: the daemon applies its own symlink policy
@@ -62,7 +61,7 @@ def build_request(args: argparse.Namespace, settings: Settings, request_id: str)
     if args.target_language:
         body["target_language"] = args.target_language
     if args.option:
-        body["options"] = parse_options(args.option)
+        body["options"] = options_from_pairs(args.option)
     output: dict[str, Any] = {}
     if args.output_dir:
         output["dir"] = os.path.abspath(args.output_dir)

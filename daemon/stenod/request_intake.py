@@ -18,6 +18,7 @@ import structlog
 from ulid import ULID
 
 from stenod.events import EventKind, JobEvent, utc_now
+from stenod.intake import is_url
 from stenod.journal import NewItem, NewJob
 from stenod.provider import Limits
 from stenod.requests import (
@@ -377,10 +378,6 @@ class RequestIntake:
             reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
         )
-
-
-def is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
 
 
 def _again(checked: NewItem, recorded: NewItem) -> NewItem:

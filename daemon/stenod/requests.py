@@ -10,12 +10,14 @@ runs them through the checks the composition root gives it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
+from stenod.errors import ConfigError
 from stenod.provider import Limits, Task
 from stenod.settings import languages
 
@@ -238,3 +240,17 @@ def check_request(
                 **context,
             )
     return provider, dict(request.options)
+
+
+def options_from_pairs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` arguments as a request's ``options`` (VALUE as JSON when it is)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option needs KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stenod.adapters.file_writers import ERROR_SUFFIX, safe_stem
+from stenod.adapters.folders.writers import ERROR_SUFFIX, safe_stem
 from tests.chaos.broker import TappedEvent
 from tests.chaos.evidence import TERMINAL, Journal, RemoteJobs
 from tests.chaos.workload import Created

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from stenod.adapters.amqp_source import FAULT_EXIT_AFTER_COMMIT
+from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
 from tests.e2e.harness import Daemon
 
 _READY_SECONDS = 90.0

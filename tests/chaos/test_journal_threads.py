@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.sqlite.journal import SqliteJournal
 
 
 async def test_a_cursor_an_operation_returns_never_reaches_the_event_loop(tmp_path: Path) -> None:

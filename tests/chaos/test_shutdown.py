@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from stenod.adapters.amqp_source import AmqpSource
-from stenod.adapters.amqp_topology import BrokerLink, request_queue_arguments
-from stenod.adapters.local_inputs import LocalInputs
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.url_fetch import UrlPolicy
-from stenod.dispatcher import ProviderRuntime
+from stenod.adapters.amqp.source import AmqpSource
+from stenod.adapters.amqp.topology import BrokerLink, request_queue_arguments
+from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.folders.local_inputs import LocalInputs
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
+from stenod.stepper import ProviderRuntime
 from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
 from tests.e2e.harness import Daemon, wait_for
 from tests.fakes.scripted import ScriptedProvider

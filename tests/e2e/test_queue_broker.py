@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aio_pika
 
-from stenod.adapters.amqp_topology import declare_events
+from stenod.adapters.amqp.topology import declare_events
 from stenod.settings import AmqpSettings
 from tests.amqp_support import (
     BROKER_URL,

@@ -6,7 +6,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from stenod.adapters.amqp_source import FAULT_EXIT_AFTER_COMMIT
+from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
 from tests.amqp_support import created_jobs, queue_daemon
 from tests.e2e.harness import wait_for
 

@@ -19,7 +19,7 @@ def _relay(q: QueueDaemon) -> psutil.Process:
     (child,) = [
         c
         for c in psutil.Process(q.daemon.proc.pid).children()
-        if "stenod.adapters.relay_worker" in " ".join(c.cmdline())
+        if "stenod.adapters.amqp.relay_worker" in " ".join(c.cmdline())
     ]
     return child
 

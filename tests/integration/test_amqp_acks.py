@@ -9,7 +9,7 @@ import random
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from stenod.adapters.amqp_acks import AckBatcher
+from stenod.adapters.amqp.acks import AckBatcher
 from tests.amqp_support import BROKER_URL, BrokerNames
 
 COUNT = 60

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from stenod.adapters.folder_source import FolderSource
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.folders.source import FolderSource
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import JobView
 from stenod.settings import WatchRule
 

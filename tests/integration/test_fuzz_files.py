@@ -37,7 +37,7 @@ ENGINE_CODES = {"empty_file", "not_audio", "corrupt_audio", "no_audio_stream", "
 _PROBE_CHILD = """
 import json, sys
 from pathlib import Path
-from stenod.adapters.media_probe import probe_duration
+from stenod.adapters.folders.media_probe import probe_duration
 for line in sys.stdin:
     print(json.dumps(probe_duration(Path(line.rstrip("\\n")))), flush=True)
 """

@@ -9,11 +9,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stenod.adapters.file_writers import FileSink
-from stenod.adapters.folder_source import FolderSource, is_ignored_name
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.dispatcher import Dispatcher, ProviderRuntime
+from stenod.adapters.folders.source import FolderSource, is_ignored_name
+from stenod.adapters.folders.writers import FileSink
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.dispatcher import Dispatcher
 from stenod.settings import RetrySettings, WatchRule
+from stenod.stepper import ProviderRuntime
 from tests.fakes.scripted import ScriptedProvider
 
 NAME_BYTES = st.binary(min_size=1, max_size=255).filter(

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.file_writers import FileSink, safe_stem
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.dispatcher import Dispatcher, ProviderRuntime
+from stenod.adapters.folders.writers import FileSink, safe_stem
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.dispatcher import Dispatcher
 from stenod.jobs import ItemState
 from stenod.journal import NewItem, NewJob, OpenItem
 from stenod.provider import (
@@ -47,6 +47,7 @@ from stenod.provider import (
     provider_http_errors,
 )
 from stenod.settings import RetrySettings
+from stenod.stepper import ProviderRuntime
 from stenod_sarvam import SarvamProvider
 from stenod_sarvam.options import SarvamOptions, SarvamSettings
 from stenod_vachana import VachanaProvider

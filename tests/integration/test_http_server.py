@@ -18,12 +18,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stenod.adapters.file_writers import FileSink
+from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.folders.local_inputs import LocalInputs
+from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.http.build import build_http
 from stenod.adapters.http.context import Check
-from stenod.adapters.local_inputs import LocalInputs
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.url_fetch import UrlPolicy
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.corrections import Corrections
 from stenod.errors import ConfigError
 from stenod.job_watch import JobWatch

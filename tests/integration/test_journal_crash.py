@@ -14,7 +14,7 @@ from pathlib import Path
 WRITER = """
 import asyncio, sys
 from pathlib import Path
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.journal import NewItem, NewJob
 
 async def main(path, start):

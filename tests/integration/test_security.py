@@ -29,17 +29,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.file_writers import FileSink, OrphanSweeper
-from stenod.adapters.folder_source import FolderSource
-from stenod.adapters.local_inputs import LocalInputs
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
-from stenod.dispatcher import Dispatcher, ProviderRuntime
+from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
+from stenod.adapters.folders.local_inputs import LocalInputs
+from stenod.adapters.folders.source import FolderSource
+from stenod.adapters.folders.writers import FileSink, OrphanSweeper
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.dispatcher import Dispatcher
 from stenod.jobs import JobView
 from stenod.provider import ItemResult, Transcript
 from stenod.request_intake import Accepted, Delivery, RequestIntake
 from stenod.requests import Rejected
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule
+from stenod.stepper import ProviderRuntime
 from tests.chaos.fuzzing import Tally, fuzz_settings
 from tests.fakes.scripted import ScriptedProvider
 from tests.integration.test_amqp_url_fetch import ALIAS, Listener, serving

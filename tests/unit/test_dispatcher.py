@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from stenod.adapters.file_writers import FileSink
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.dispatcher import Dispatcher, ProviderRuntime, backoff_delay
+from stenod.adapters.folders.writers import FileSink
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.dispatcher import Dispatcher
 from stenod.errors import ErrorInfo, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
+from stenod.stepper import ProviderRuntime, backoff_delay
 from tests.fakes.scripted import ScriptedProvider
 
 POLICY = RetrySettings(max_attempts=3, base_seconds=0.02, max_seconds=0.1)

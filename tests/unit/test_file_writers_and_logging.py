@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from stenod import logging as stenod_logging
-from stenod.adapters.file_writers import FileSink, atomic_write, safe_stem
+from stenod.adapters.folders.writers import FileSink, atomic_write, safe_stem
 from stenod.errors import ErrorInfo
 from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.sqlite_store import JournalError
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.adapters.sqlite.store import JournalError
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState, JobState
 from stenod.journal import ItemOutcome, NewItem, NewJob

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from stenod.adapters.systemd_notify import HealthCheck, SystemdNotifier
+from stenod.adapters.systemd.notify import HealthCheck, SystemdNotifier
 
 # Not exported by the socket module; the asm-generic value (x86-64, arm64).
 SO_TIMESTAMPNS = 35

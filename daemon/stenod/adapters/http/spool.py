@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from ulid import ULID
 
-from stenod.adapters.file_writers import safe_stem
+from stenod.adapters.folders.writers import safe_stem
 
 __all__ = ["BadUpload", "Spool", "SpooledFile", "SpooledForm", "UploadTooLarge"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from starlette.requests import ClientDisconnect, Request
 
+from stenod.adapters.folders.media_probe import probe_audio_format
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import SERVER, ApiError, for_failure
 from stenod.adapters.http.spool import BadUpload, SpooledFile, SpooledForm, UploadTooLarge
-from stenod.adapters.media_probe import probe_audio_format
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
 from stenod.request_intake import Accepted, Retry, Upload

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from ulid import ULID
 
 from stenod import jsontext
-from stenod.adapters.sqlite_schema import SCHEMA
-from stenod.adapters.sqlite_store import WriterThread, connect
+from stenod.adapters.sqlite.schema import SCHEMA
+from stenod.adapters.sqlite.store import WriterThread, connect
 from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.events import EventKind, JobEvent, utc_now

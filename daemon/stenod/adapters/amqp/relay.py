@@ -9,7 +9,7 @@ the outbox with an ``amqp.event_unroutable`` warning. Terminal events of a reque
 had ``reply_to`` are also sent to that queue with its ``correlation_id`` (best effort: a
 reply queue that is gone is logged, not retried forever).
 
-It runs in its own process (:mod:`stenod.adapters.relay_process`), so publishing uses the
+It runs in its own process (:mod:`stenod.adapters.amqp.relay_process`), so publishing uses the
 second core instead of competing with intake for the daemon's one.
 """
 
@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aiormq.exceptions import PublishError
 from pamqp import commands as spec
 
-from stenod.adapters.amqp_topology import BrokerLink, declare_events
+from stenod.adapters.amqp.topology import BrokerLink, declare_events
 from stenod.events import CONTENT_TYPE
 from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings

@@ -11,9 +11,16 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from stenod.adapters.folder_source import FileRefused, open_regular
+from stenod.adapters.downloads.url_fetch import (
+    DownloadFailed,
+    Resolver,
+    UrlPolicy,
+    UrlRefused,
+    name_from_url,
+    system_resolve,
+)
+from stenod.adapters.folders.source import FileRefused, open_regular
 from stenod.adapters.thread_lane import ThreadLane
-from stenod.adapters.url_fetch import DownloadFailed, Resolver, UrlPolicy, UrlRefused, name_from_url, system_resolve
 from stenod.journal import NewItem
 from stenod.requests import Rejected
 

@@ -1,4 +1,4 @@
-"""The daemon's side of the relay process (:mod:`stenod.adapters.relay_worker`).
+"""The daemon's side of the relay process (:mod:`stenod.adapters.amqp.relay_worker`).
 
 The relay publishes every event and reads every confirmation; in the daemon's process
 that was a third of its CPU under load, all of it competing with intake for one core.
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.settings import Settings
 
 log = structlog.get_logger("stenod.amqp")
@@ -74,7 +74,7 @@ class RelayProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "stenod.adapters.relay_worker",
+            "stenod.adapters.amqp.relay_worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_MAX_LINE,

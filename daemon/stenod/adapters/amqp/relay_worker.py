@@ -1,7 +1,7 @@
 """The relay process: publishes the journal's outbox from a child of the daemon.
 
-Started by :class:`stenod.adapters.relay_process.RelayProcess` as
-``python -m stenod.adapters.relay_worker``, so publishing and its confirmations run on
+Started by :class:`stenod.adapters.amqp.relay_process.RelayProcess` as
+``python -m stenod.adapters.amqp.relay_worker``, so publishing and its confirmations run on
 the other core. Its protocol is lines on its standard streams:
 
 - stdin, first line: the settings as JSON (the broker URL is a secret, so never argv or
@@ -31,10 +31,10 @@ from pathlib import Path
 import structlog
 
 from stenod import logging as stenod_logging
-from stenod.adapters.amqp_relay import OutboxRelay
-from stenod.adapters.amqp_topology import BrokerLink
-from stenod.adapters.sqlite_journal import read_outbox
-from stenod.adapters.sqlite_store import connect
+from stenod.adapters.amqp.relay import OutboxRelay
+from stenod.adapters.amqp.topology import BrokerLink
+from stenod.adapters.sqlite.journal import read_outbox
+from stenod.adapters.sqlite.store import connect
 from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings
 

@@ -22,9 +22,9 @@ from typing import Any
 import structlog
 import watchfiles
 
-from stenod.adapters.file_writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
-from stenod.adapters.sqlite_journal import SqliteJournal
-from stenod.adapters.sqlite_store import JournalError
+from stenod.adapters.folders.writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
+from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.adapters.sqlite.store import JournalError
 from stenod.journal import NewItem, NewJob
 from stenod.settings import WatchRule
 

@@ -28,8 +28,8 @@ from urllib.parse import unquote
 import httpx
 import structlog
 
-from stenod.adapters.file_writers import safe_stem
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.folders.writers import safe_stem
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, OpenItem

@@ -22,10 +22,10 @@ import structlog
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from ulid import ULID
 
-from stenod.adapters.amqp_acks import AckBatcher
-from stenod.adapters.amqp_topology import BrokerLink, declare_requests
-from stenod.adapters.relay_process import RelayProcess
-from stenod.adapters.sqlite_journal import SqliteJournal
+from stenod.adapters.amqp.acks import AckBatcher
+from stenod.adapters.amqp.relay_process import RelayProcess
+from stenod.adapters.amqp.topology import BrokerLink, declare_requests
+from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.events import utc_now
 from stenod.request_intake import Accepted, Delivery, RequestIntake
 from stenod.requests import Rejected

@@ -1,0 +1,1 @@
+"""Inputs fetched from URLs (size-capped, no private addresses unless allowed)."""

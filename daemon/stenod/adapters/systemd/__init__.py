@@ -1,0 +1,1 @@
+"""systemd: the notify protocol, the watchdog and the status line."""

@@ -1,0 +1,337 @@
+"""One provider job through its states: submit (resumable, through checkpoints), poll on the
+provider's pace, fetch, and retry what may succeed later, with backoff. The dispatcher
+decides when a step is due; this module decides what the step does."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.jobs import BatchState, ItemState
+from stenod.journal import BatchRow, ItemOutcome, JobJournal
+from stenod.outcomes import Metrics, Outcomes
+from stenod.provider import (
+    Batch,
+    BatchItem,
+    ItemResult,
+    Json,
+    Limits,
+    Provider,
+    RemoteState,
+    Segment,
+    Status,
+    Task,
+    is_finished,
+)
+from stenod.settings import RetrySettings
+
+__all__ = ["JournalStepContext", "LiveText", "ProviderRuntime", "Stepper", "backoff_delay"]
+
+log = structlog.get_logger("stenod.dispatcher")
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+Reschedule = Callable[[BatchRow, float], None]
+
+
+@dataclass(slots=True)
+class ProviderRuntime:
+    """A configured provider with what the dispatcher needs to pace it."""
+
+    name: str
+    provider: Provider
+    limits: Limits
+    poll_interval: float
+    max_concurrent_jobs: int
+    in_flight: int = 0
+
+
+class LiveText(Protocol):
+    """Where decoded text goes before the job ends (the HTTP streams' watch)."""
+
+    def segment(self, job_id: str, segment: Mapping[str, Any]) -> None: ...
+    def finished(self, job_ids: Iterable[str]) -> None: ...
+
+
+class JournalStepContext:
+    """The StepContext handed to ``submit``: checkpoints go to the journal."""
+
+    def __init__(
+        self,
+        journal: JobJournal,
+        batch_id: str,
+        saved: Mapping[str, Json] | None,
+        on_progress: Callable[[float], None],
+        on_segment: Callable[[str, Segment], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._batch_id = batch_id
+        self._saved = saved
+        self._on_progress = on_progress
+        self._on_segment = on_segment
+
+    @property
+    def saved(self) -> Mapping[str, Json] | None:
+        return self._saved
+
+    async def checkpoint(self, data: Mapping[str, Json]) -> None:
+        await self._journal.save_checkpoint(self._batch_id, data)
+        self._saved = dict(data)
+
+    def progress(self, fraction: float) -> None:
+        self._on_progress(fraction)
+
+    def segment(self, item_id: str, segment: Segment) -> None:
+        if self._on_segment is not None:
+            self._on_segment(item_id, segment)
+
+
+def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None) -> float:
+    """Exponential backoff with equal jitter; Retry-After, when given, is a floor."""
+    cap = min(policy.max_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
+    delay: float = cap / 2 + random.uniform(0, cap / 2)
+    if retry_after is not None:
+        delay = max(retry_after, min(delay, retry_after + policy.base_seconds))
+        delay += random.uniform(0, min(1.0, retry_after * 0.1))
+    return delay
+
+
+class Stepper:
+    """Runs the steps of provider jobs; the dispatcher calls :meth:`advance` when one is due."""
+
+    def __init__(
+        self,
+        journal: JobJournal,
+        outcomes: Outcomes,
+        policy: RetrySettings,
+        *,
+        runtimes: Callable[[], Mapping[str, ProviderRuntime]],
+        reschedule: Reschedule,
+        spawn: Spawn,
+        progress_interval_seconds: float,
+        metrics: Metrics | None = None,
+        live: LiveText | None = None,
+    ) -> None:
+        self._journal = journal
+        self._outcomes = outcomes
+        self._policy = policy
+        self._runtimes = runtimes
+        self._reschedule = reschedule
+        self._spawn = spawn
+        self._progress_interval = progress_interval_seconds
+        self._metrics = metrics
+        self._live = live
+        self._last_progress: dict[str, float] = {}
+
+    async def advance(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
+        """Run steps of one provider job while they are due; False once it is finished."""
+        provider = runtime.provider
+        if batch.state == BatchState.SUBMITTING:
+            value = self._batch_value(runtime, batch)
+            ctx = JournalStepContext(
+                self._journal,
+                batch.batch_id,
+                batch.checkpoint,
+                lambda f: self._local_progress(batch, f),
+                self._segment_sink(batch),
+            )
+            handle = await self._call(runtime, "submit", provider.submit(value, ctx))
+            done = is_finished(handle)
+            next_at = time.time() + (0.0 if done else runtime.poll_interval)
+            await self._journal.batch_submitted(batch.batch_id, handle, next_at=next_at)
+            log.info("batch.submitted", items=len(batch.items))
+            batch = _replace(batch, state=BatchState.POLLING, handle=dict(handle), attempts=0, next_at=next_at)
+            if not done and runtime.poll_interval > 0:
+                self._reschedule(batch, next_at)
+                return True
+        if batch.state == BatchState.POLLING:
+            assert batch.handle is not None
+            status = await self._call(runtime, "poll", provider.poll(batch.handle))
+            # The interval runs from the answer, not the request: a call delayed on its way
+            # (a busy loop, a full connection pool) must not make the next one arrive early.
+            poll_time = time.time()
+            if status.state in (RemoteState.PENDING, RemoteState.RUNNING):
+                delay = max(runtime.poll_interval, status.retry_after or 0.0)
+                next_at = poll_time + delay + random.uniform(0, max(0.05, delay * 0.1))
+                changed = await self._journal.batch_polled(
+                    batch.batch_id,
+                    running=status.state == RemoteState.RUNNING,
+                    progress=status.progress,
+                    next_at=next_at,
+                    poll_time=poll_time,
+                )
+                await self._maybe_progress_events(changed)
+                self._reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
+                return True
+            return await self._conclude(runtime, batch, status)
+        if batch.state == BatchState.FETCHING:
+            return await self._fetch(runtime, batch)
+        return False
+
+    async def _conclude(self, runtime: ProviderRuntime, batch: BatchRow, status: Status) -> bool:
+        if status.state == RemoteState.DONE:
+            await self._journal.batch_state(batch.batch_id, BatchState.FETCHING)
+            return await self._fetch(runtime, _replace(batch, state=BatchState.FETCHING))
+        if status.state == RemoteState.CANCELLED:
+            outcomes = [
+                ItemOutcome(
+                    i.item_id,
+                    ItemState.CANCELLED,
+                    error=status.error or ErrorInfo("cancelled", "the provider cancelled the job"),
+                )
+                for i in batch.items
+            ]
+            await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED)
+            return False
+        await self.fail(batch, status.error or ErrorInfo("provider_failed", f"{runtime.name} reported the job failed"))
+        return False
+
+    async def _fetch(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
+        assert batch.handle is not None
+        results = await self._call(runtime, "fetch", runtime.provider.fetch(batch.handle))
+        by_id = {r.item_id: r for r in results}
+        pairs = [
+            (
+                item,
+                by_id.get(item.item_id)
+                or ItemResult(
+                    item.item_id,
+                    error=ErrorInfo("missing_result", f"{runtime.name} returned no result for {item.name}"),
+                ),
+            )
+            for item in batch.items
+            if not item.state.terminal
+        ]
+        outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs)
+        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
+        release = getattr(runtime.provider, "release", None)
+        if release is not None:
+            try:
+                await release(batch.handle)
+            except JobError as exc:  # results are safe; leftovers are the provider's to expire
+                log.warning("provider.release_failed", error=exc.message)
+        return False
+
+    async def _call(self, runtime: ProviderRuntime, operation: str, awaitable: Any) -> Any:
+        if self._metrics is None:
+            return await awaitable
+        with self._metrics.provider_call(runtime.name, operation):
+            try:
+                return await awaitable
+            except JobError as exc:
+                self._metrics.provider_error(runtime.name, exc.code)
+                raise
+
+    async def retry(self, batch: BatchRow, exc: RetryableError) -> bool:
+        # The journal, not our copy, has the checkpoints the failed step committed.
+        batch = await self._journal.batch(batch.batch_id) or batch
+        # A status call the provider asked us to delay (429 + Retry-After) is pacing, not a
+        # failure: it does not use up an attempt, or a long job would fail for being polled.
+        pacing = batch.state == BatchState.POLLING and exc.retry_after is not None
+        attempts = batch.attempts if pacing else batch.attempts + 1
+        if attempts >= self._policy.max_attempts:
+            await self.fail(
+                batch,
+                ErrorInfo(exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint),
+            )
+            return False
+        delay = backoff_delay(attempts, self._policy, exc.retry_after)
+        runtime = self._runtimes().get(batch.provider)
+        next_at = time.time() + delay
+        if batch.state == BatchState.POLLING and runtime is not None:
+            # A refused or failed status call still counts as a call for the provider's pacing.
+            next_at = max(next_at, time.time() + runtime.poll_interval)
+        await self._journal.batch_retry(batch.batch_id, attempts=attempts, next_at=next_at, error=exc.info())
+        if self._metrics is not None:
+            self._metrics.retry(batch.provider)
+        log.warning(
+            "provider.retry_scheduled",
+            attempt=attempts,
+            delay_seconds=round(delay, 2),
+            error=exc.message,
+            retry_after=exc.retry_after,
+        )
+        self._reschedule(_replace(batch, attempts=attempts), next_at)
+        return True
+
+    async def fail(self, batch: BatchRow, error: ErrorInfo) -> None:
+        log.warning("batch.failed", code=error.code, message=error.message)
+        outcomes = [await self._outcomes.write_failure(i, error) for i in batch.items if not i.state.terminal]
+        await self._journal.finish_items(
+            outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
+        )
+
+    def _batch_value(self, runtime: ProviderRuntime, batch: BatchRow) -> Batch:
+        first = batch.items[0]
+        options_model: type[BaseModel] = type(runtime.provider).Options
+        try:
+            options = options_model.model_validate(dict(first.options))
+        except ValidationError as exc:
+            raise PermanentError(
+                f"invalid options for {runtime.name}: {exc.errors()[0]['msg']}", code="invalid_options"
+            ) from exc
+        return Batch(
+            batch_id=batch.batch_id,
+            task=Task(first.task),
+            items=tuple(
+                BatchItem(
+                    item_id=i.item_id,
+                    path=Path(i.path or ""),
+                    name=i.name,
+                    size=i.size or 0,
+                    device=i.device,
+                    inode=i.inode,
+                )
+                for i in batch.items
+            ),
+            language=first.language,
+            target_languages=first.target_languages,
+            options=options,
+        )
+
+    def _local_progress(self, batch: BatchRow, fraction: float) -> None:
+        jobs = sorted({i.job_id for i in batch.items})
+        now = time.monotonic()
+        due = [j for j in jobs if now - self._last_progress.get(j, 0.0) >= self._progress_interval]
+        if not due:
+            return
+        for j in due:
+            self._last_progress[j] = now
+        self._spawn(self._record_progress(due, fraction), f"progress:{batch.batch_id}")
+
+    async def _record_progress(self, jobs: list[str], fraction: float) -> None:
+        await self._journal.set_progress(jobs, max(0.0, min(0.99, fraction)))
+        for job_id in jobs:
+            await self._journal.emit_progress(job_id)
+
+    async def _maybe_progress_events(self, job_ids: list[str]) -> None:
+        now = time.monotonic()
+        for job_id in job_ids:
+            if now - self._last_progress.get(job_id, 0.0) >= self._progress_interval:
+                self._last_progress[job_id] = now
+                await self._journal.emit_progress(job_id)
+
+    def _segment_sink(self, batch: BatchRow) -> Callable[[str, Segment], None] | None:
+        live = self._live
+        if live is None:
+            return None
+        jobs = {i.item_id: i.job_id for i in batch.items}
+
+        def sink(item_id: str, segment: Segment) -> None:
+            job_id = jobs.get(item_id)
+            if job_id is not None:
+                live.segment(job_id, {"start": segment.start, "end": segment.end, "text": segment.text})
+
+        return sink
+
+
+def _replace(batch: BatchRow, **changes: Any) -> BatchRow:
+    return replace(batch, **changes)
