@@ -235,3 +235,14 @@ def test_a_transcribe_then_translate_rule_yields_the_transcript_and_its_translat
     assert job["state"] == "succeeded" and [i["state"] for i in job["items"]] == ["succeeded", "succeeded"]
     assert job["items"][0]["transcript"]["text"] == "echo call.wav 9 bytes"
     assert sorted(Path(o).name for o in job["items"][1]["outputs"]) == ["call.de.txt", "call.fr.txt"]
+
+
+def test_a_journal_from_a_newer_stenod_stops_the_start_with_exit_2(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "journal.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": state, "log_format": "json"})
+    proc = subprocess.run([*STENOD, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "written by a newer stenod" in proc.stderr, proc.stderr[-2000:]

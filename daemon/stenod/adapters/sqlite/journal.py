@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ulid import ULID
 
 from stenod import jsontext
-from stenod.adapters.sqlite.schema import SCHEMA
+from stenod.adapters.sqlite.schema import migrate
 from stenod.adapters.sqlite.store import WriterThread, connect
 from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
@@ -232,7 +232,7 @@ class SqliteJournal:
 
     def __init__(self, path: Path, *, outbox: bool = True, inline_transcript_bytes: int = 256 * 1024) -> None:
         self.path = path
-        self._writer = WriterThread(path, SCHEMA)
+        self._writer = WriterThread(path, migrate)
         self._outbox = outbox
         self._inline = inline_transcript_bytes
         # Set after any commit that may have added outbox rows; the relay waits on it.

@@ -1,6 +1,28 @@
-"""The journal's tables. Created if absent at start-up (``CREATE … IF NOT EXISTS``)."""
+"""The journal's tables, versioned with SQLite's ``user_version``.
 
-SCHEMA = """
+Each entry of :data:`MIGRATIONS` takes the journal from one version to the next, in one
+transaction, and the daemon applies the missing ones at start-up. Version 1 is the schema
+of the releases before versioning (their journals read ``user_version`` 0 and get every
+step from 1, which changes nothing they already have). A journal written by a newer
+stenod than this one is refused with a message, never half-read.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from stenod.errors import ConfigError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate"]
+
+
+class SchemaTooNew(ConfigError):
+    """The journal was written by a newer stenod: a person must choose (exit 2, no restart loop)."""
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, items, provider jobs, seen files, the outbox.
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     request_id TEXT UNIQUE,
@@ -83,7 +105,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     correlation_id TEXT,
     created_at TEXT NOT NULL
 );
--- Every event of every job, kept with the job: the HTTP event stream and the page replay
+""",
+    # 2: every event of every job, for the HTTP event stream and the page.
+    """-- Every event of every job, kept with the job: the HTTP event stream and the page replay
 -- them. The outbox above holds only those the broker has not yet confirmed.
 CREATE TABLE IF NOT EXISTS job_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,7 +119,9 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS job_events_job ON job_events(job_id, seq);
 CREATE INDEX IF NOT EXISTS job_events_id ON job_events(event_id);
--- Corrections by hand: the item's transcript as a person fixed it (items.result keeps the
+""",
+    # 3: corrections by hand and retries linked to their job.
+    """-- Corrections by hand: the item's transcript as a person fixed it (items.result keeps the
 -- engine's, for revert).
 CREATE TABLE IF NOT EXISTS item_edits (
     item_id TEXT PRIMARY KEY REFERENCES items(id),
@@ -108,4 +134,43 @@ CREATE TABLE IF NOT EXISTS job_retries (
     retry_of TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_retries_of ON job_retries(retry_of);
-"""
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: object) -> int:
+    """Bring the journal to :data:`SCHEMA_VERSION`; returns the version it had. Raises
+    SchemaTooNew for a journal from a newer stenod."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the journal {path} has schema version {found}, written by a newer stenod; this one knows "
+            f"versions up to {SCHEMA_VERSION}. Run the newer stenod again, or point state_dir at another folder"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """One migration's statements, for ``execute`` one by one inside our own transaction
+    (``executescript`` would commit what came before it)."""
+    parts: list[str] = []
+    current: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        current.append(line)
+        if sqlite3.complete_statement("\n".join(current)):
+            parts.append("\n".join(current).strip())
+            current = []
+    return parts

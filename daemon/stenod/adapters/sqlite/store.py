@@ -11,12 +11,13 @@ integrity check at start-up.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from stenod.adapters.thread_lane import Call, Outcome, ThreadLane
-from stenod.errors import StenodError
+from stenod.errors import ConfigError, StenodError
 
 log = structlog.get_logger("stenod.journal")
 
@@ -43,14 +44,16 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
     """Owns the only write connection of the daemon and runs operations in order; each
     group of queued operations is one transaction."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection, Path], int]) -> None:
         super().__init__("journal-writer")
         self._path = path
-        self._schema = schema
+        self._migrate = migrate
 
     def start(self) -> None:
         try:
             super().start()
+        except ConfigError:
+            raise
         except BaseException as exc:
             raise JournalError(f"journal {self._path} cannot be opened: {exc}") from exc
 
@@ -63,7 +66,11 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":
             raise JournalError(f"integrity check failed: {result}")
-        conn.executescript(self._schema)
+        try:
+            self._migrate(conn, self._path)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _close_resource(self, resource: sqlite3.Connection) -> None:
