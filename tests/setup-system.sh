@@ -16,6 +16,11 @@ command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v rabbitmq-server >/dev/null || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 /usr/bin/python3 -c "import seccomp" 2>/dev/null || need_apt+=(python3-seccomp)
+# Rootful podman with runc builds and runs the container image; mmdebstrap makes its base
+# image (no registry needed). tests/container/podman.py says why runc and not crun.
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]}" >&2
     $SUDO apt-get update -qq
