@@ -187,7 +187,7 @@ def _serve(model_path: str, threads: int, batched: bool, tasks: Any, results: An
             audio, _ = decode(fileobj, name, on_progress=lambda share: None)
         if pipeline is not None and len(audio) / SAMPLE_RATE >= BATCH_MIN_SECONDS:
             segments, _ = pipeline.transcribe(
-                audio, batch_size=BATCH_SIZE, without_timestamps=False, beam_size=BEAM_SIZE, vad_filter=True
+                audio, batch_size=BATCH_SIZE, without_timestamps=True, beam_size=BEAM_SIZE, vad_filter=True
             )
         else:
             segments, _ = model.transcribe(audio, beam_size=BEAM_SIZE, vad_filter=True)
