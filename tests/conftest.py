@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
@@ -16,6 +17,46 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_DIST = ROOT / "tests" / "plugins" / "stenod-echo"
 WHISPER_CACHE_ENV = "STENOD_PROVIDERS__WHISPER__MODEL_DIR"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--journal-backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the journal of every daemon the tests start (postgresql: a database of its own for each test)",
+    )
+
+
+@contextlib.contextmanager
+def _use_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from tests.postgres_support import fresh_database
+
+    with fresh_database() as url:
+        monkeypatch.setenv("STENOD_JOURNAL__BACKEND", "postgresql")
+        monkeypatch.setenv("STENOD_JOURNAL__URL", url)
+        yield url
+        monkeypatch.delenv("STENOD_JOURNAL__URL", raising=False)  # before the database is dropped
+
+
+@pytest.fixture(autouse=True)
+def _journal_backend_of_the_run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``--journal-backend postgresql``: every daemon a test starts keeps its jobs in PostgreSQL."""
+    if request.config.getoption("--journal-backend") == "postgresql" and "journal_backend" not in request.fixturenames:
+        with _use_postgres(monkeypatch):
+            yield
+    else:
+        yield
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A test that takes this runs twice: its daemons on SQLite, then on PostgreSQL."""
+    if request.param == "postgresql":
+        with _use_postgres(monkeypatch):
+            yield "postgresql"
+    else:
+        yield "sqlite"
 
 
 def install_echo_plugin() -> None:

@@ -19,27 +19,28 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
 from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.media_probe import probe_duration
 from stenod.adapters.folders.source import FolderSource
+from stenod.adapters.folders.watchers import Watchers
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
 from stenod.dispatcher import Dispatcher
 from stenod.errors import ConfigError
+from stenod.events_wait import first_of
 from stenod.job_watch import JobWatch
+from stenod.journal import Journal, JournalError
 from stenod.logging import REDACTOR
 from stenod.loop_lag import LoopLagMonitor
 from stenod.metrics import Metrics
-from stenod.plugins import Catalogue, Loaded, instantiate, provider_settings
-from stenod.provider import ProviderSettings, StartContext
+from stenod.plugins import Catalogue
+from stenod.provider_setup import Providers, load_providers
 from stenod.request_intake import RequestIntake
 from stenod.settings import Settings, WatchRule, load_settings
-from stenod.stepper import ProviderRuntime
 
 log = structlog.get_logger("stenod.app")
 
@@ -56,95 +57,6 @@ class Source(Protocol):
     async def run(self, stopping: asyncio.Event) -> None: ...
 
 
-@dataclass(slots=True)
-class Providers:
-    """Configured provider runtimes, and why the others are unavailable."""
-
-    runtimes: dict[str, ProviderRuntime] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    configs: dict[str, ProviderSettings] = field(default_factory=dict)
-
-
-def _register_secrets(config: ProviderSettings) -> None:
-    REDACTOR.add_secrets(value.get_secret_value() for value in config.__dict__.values() if isinstance(value, SecretStr))
-
-
-async def load_providers(
-    settings: Settings,
-    http: httpx.AsyncClient,
-    stack: AsyncExitStack,
-    catalogue: Catalogue | None = None,
-    *,
-    previous: Providers | None = None,
-) -> Providers:
-    """Instantiate every discovered provider that its settings allow.
-
-    A provider configured in ``[providers.<name>]`` with invalid keys is a config error
-    (exit 2). One that merely lacks settings it needs (e.g. no API key) is reported and
-    unavailable: jobs asking for it fail with that reason, the daemon carries on. With
-    ``previous`` (a reload), providers whose settings did not change are kept as they are.
-    """
-    catalogue = catalogue or Catalogue.discover()
-    out = Providers()
-    for name, broken in catalogue.broken.items():
-        log.error("plugin.broken", plugin=name, distribution=broken.distribution, reason=broken.reason)
-        out.unavailable[name] = f"plugin failed to load: {broken.reason}"
-    for name in settings.providers:
-        if name not in catalogue.available and name not in catalogue.broken:
-            raise ConfigError(
-                f"invalid configuration: providers.{name}: no provider plugin named {name!r} is "
-                f"installed (available: {', '.join(sorted(catalogue.available)) or 'none'})"
-            )
-    for name, loaded in sorted(catalogue.available.items()):
-        raw = settings.providers.get(name)
-        try:
-            config = provider_settings(loaded, raw)
-        except ConfigError as exc:
-            if raw is not None:
-                raise
-            out.unavailable[name] = f"not configured ({exc})"
-            continue
-        _register_secrets(config)
-        out.configs[name] = config
-        if previous is not None and previous.configs.get(name) == config and name in previous.runtimes:
-            out.runtimes[name] = previous.runtimes[name]
-            continue
-        provider = instantiate(loaded, config, http)
-        aclose = getattr(provider, "aclose", None)
-        if aclose is not None:
-            stack.push_async_callback(aclose)
-        start = getattr(provider, "start", None)
-        if start is not None:
-            try:
-                await start(StartContext(state_dir=settings.state_dir))
-            except ConfigError as exc:
-                if name in _needed(settings):
-                    raise ConfigError(f"provider {name!r} cannot start: {exc}") from exc
-                log.error("provider.unavailable", provider=name, reason=str(exc))
-                out.unavailable[name] = str(exc)
-                continue
-        interval = config.poll_interval_seconds
-        out.runtimes[name] = ProviderRuntime(
-            name=name,
-            provider=provider,
-            limits=provider.limits,
-            poll_interval=interval if interval is not None else provider.limits.min_poll_seconds,
-            # A local engine knows its capacity (its workers) only once started.
-            max_concurrent_jobs=config.max_concurrent_jobs or getattr(provider, "max_concurrent_jobs", 1),
-        )
-    return out
-
-
-def _needed(settings: Settings) -> set[str]:
-    """Providers the configuration relies on: a failure to start them stops the daemon."""
-    return {
-        settings.default_provider,
-        *settings.providers,
-        *(rule.provider for rule in settings.watch if rule.provider),
-        *(rule.translate_provider for rule in settings.watch if rule.translate_provider),
-    }
-
-
 def http_client(settings: Settings) -> httpx.AsyncClient:
     cfg = settings.http
     return httpx.AsyncClient(
@@ -156,69 +68,10 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-class Watchers:
-    """Runs one FolderSource per ``[[watch]]`` rule and swaps them on reload: a removed or
-    changed rule's source stops taking files; jobs already accepted are not affected."""
-
-    name = "watchers"
-
-    def __init__(self, make: Callable[[WatchRule], FolderSource], rules: list[WatchRule]) -> None:
-        self._make = make
-        self._rules = rules
-        self._changed = asyncio.Event()
-        self.sources: dict[str, tuple[WatchRule, FolderSource, asyncio.Event]] = {}
-
-    def replace(self, rules: list[WatchRule]) -> None:
-        self._rules = rules
-        self._changed.set()
-
-    async def scanned(self) -> None:
-        await asyncio.gather(*(source.scanned.wait() for _, source, _ in self.sources.values()))
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                self._reconcile(tg)
-                await _first(stopping, self._changed)
-                self._changed.clear()
-                if stopping.is_set():
-                    for _, _, stop in self.sources.values():
-                        stop.set()
-                    return
-
-    def _reconcile(self, tg: asyncio.TaskGroup) -> None:
-        wanted = {rule.model_dump_json(): rule for rule in self._rules}
-        for key in list(self.sources):
-            if key not in wanted:
-                rule, _, stop = self.sources.pop(key)
-                stop.set()
-                log.info("watch.removed", path=str(rule.path))
-        for key, rule in wanted.items():
-            if key in self.sources:
-                continue
-            source = self._make(rule)
-            stop = asyncio.Event()
-            self.sources[key] = (rule, source, stop)
-            tg.create_task(source.run(stop), name=f"source:{source.name}")
-            log.info("watch.added", path=str(rule.path), provider=rule.provider, task=str(rule.task))
-
-
-async def _first(*events: asyncio.Event) -> None:
-    """Wait until any of the events is set."""
-    async with asyncio.TaskGroup() as tg:
-        waiters = [tg.create_task(e.wait(), name="wait-event") for e in events]
-        done = asyncio.Event()
-        for waiter in waiters:
-            waiter.add_done_callback(lambda _: done.set())
-        await done.wait()
-        for waiter in waiters:
-            waiter.cancel()
-
-
 @dataclass(slots=True)
 class Daemon:
     settings: Settings
-    journal: SqliteJournal
+    journal: Journal
     providers: Providers
     dispatcher: Dispatcher
     watchers: Watchers
@@ -244,6 +97,28 @@ class Daemon:
                 )
 
 
+async def open_journal(settings: Settings) -> tuple[Journal, Service | None]:
+    """The journal the configuration names (SQLite in ``state_dir``, or a PostgreSQL
+    database), and the service it needs run alongside the daemon, if any."""
+    options: dict[str, Any] = {
+        "outbox": settings.amqp_enabled,
+        "inline_transcript_bytes": settings.amqp.inline_transcript_bytes,
+    }
+    if (url := settings.journal_url) is not None:
+        from stenod.adapters.postgres.journal import PostgresJournal  # psycopg only when it is used
+
+        REDACTOR.add_secrets([url])
+        journal = await PostgresJournal.open(
+            url,
+            max_connections=settings.journal.max_connections,
+            reconnect_seconds=settings.journal.reconnect_seconds,
+            sole_user=True,  # until instances hold leases on their work (issue 16)
+            **options,
+        )
+        return journal, journal.keep_sole_user
+    return SqliteJournal.open(settings.journal_path, **options), None
+
+
 async def build(
     settings: Settings, stack: AsyncExitStack, *, catalogue: Catalogue | None = None, use_watcher: bool = True
 ) -> Daemon:
@@ -251,12 +126,8 @@ async def build(
     if settings.amqp.url is not None:
         REDACTOR.add_secrets([settings.amqp.url.get_secret_value()])
     http = await stack.enter_async_context(http_client(settings))
-    journal = SqliteJournal.open(
-        settings.journal_path,
-        outbox=settings.amqp_enabled,
-        inline_transcript_bytes=settings.amqp.inline_transcript_bytes,
-    )
-    stack.callback(journal.close)
+    journal, journal_service = await open_journal(settings)
+    stack.push_async_callback(journal.aclose)
     providers = await load_providers(settings, http, stack, catalogue)
     metrics = Metrics()
     watch = JobWatch()
@@ -292,6 +163,8 @@ async def build(
     daemon.sources.append(watchers)
     lag = LoopLagMonitor()
     daemon.services.append(lag.run)
+    if journal_service is not None:
+        daemon.services.append(journal_service)
     daemon.health["journal"] = journal.ping
     daemon.health["loop"] = lag.responsive
     if settings.amqp_enabled or settings.http.listen:
@@ -413,101 +286,62 @@ async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
-    async with AsyncExitStack() as stack:
-        daemon = await build(settings, stack)
+    try:
+        async with AsyncExitStack() as stack:
+            daemon = await build(settings, stack)
 
-        async def healthy() -> bool:
-            return all([await daemon.health["loop"](), await daemon.journal.ping()])
+            async def healthy() -> bool:
+                # Only what a restart can cure: our loop and our journal machinery. A database that
+                # is away is /healthz's to report and the journal's to wait for, not a reason to restart.
+                return all([await daemon.health["loop"](), await daemon.journal.alive()])
 
-        async def ready() -> None:
-            try:
-                async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-                    await daemon.watchers.scanned()
-            except TimeoutError:
-                log.warning("daemon.start_scan_slow")
-            notifier.ready("ready")
-            log.info(
-                "daemon.ready",
-                pid=os.getpid(),
-                providers=sorted(daemon.providers.runtimes),
-                unavailable=daemon.providers.unavailable,
-                watching=[str(r.path) for r in settings.watch],
-                amqp=settings.amqp_enabled,
-                state_dir=str(settings.state_dir),
-            )
+            async def ready() -> None:
+                try:
+                    async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+                        await daemon.watchers.scanned()
+                except TimeoutError:
+                    log.warning("daemon.start_scan_slow")
+                notifier.ready("ready")
+                log.info(
+                    "daemon.ready",
+                    pid=os.getpid(),
+                    providers=sorted(daemon.providers.runtimes),
+                    unavailable=daemon.providers.unavailable,
+                    watching=[str(r.path) for r in settings.watch],
+                    amqp=settings.amqp_enabled,
+                    state_dir=str(settings.state_dir),
+                )
 
-        async def reloads() -> None:
-            while True:
-                await _first(stopping, reload_requested)
-                if stopping.is_set():
-                    return
-                reload_requested.clear()
-                notifier.reloading()
-                await reload(daemon, stack)
-                notifier.ready("ready (reloaded)")
+            async def reloads() -> None:
+                while True:
+                    await first_of(stopping, reload_requested)
+                    if stopping.is_set():
+                        return
+                    reload_requested.clear()
+                    notifier.reloading()
+                    await reload(daemon, stack)
+                    notifier.ready("ready (reloaded)")
 
-        async with asyncio.TaskGroup() as tg:
-            for source in daemon.sources:
-                tg.create_task(source.run(stopping), name=f"source:{source.name}")
-            for service in daemon.services:
-                tg.create_task(service(stopping), name=f"service:{getattr(service, '__qualname__', service)}")
-            tg.create_task(daemon.dispatcher.run(stopping), name="dispatcher")
-            tg.create_task(ready(), name="readiness")
-            tg.create_task(reloads(), name="reloads")
-            tg.create_task(notifier.watchdog(stopping, healthy), name="watchdog")
-            tg.create_task(_status_loop(daemon, notifier, stopping), name="status")
-        log.info("daemon.stopping")
+            async with asyncio.TaskGroup() as tg:
+                for source in daemon.sources:
+                    tg.create_task(source.run(stopping), name=f"source:{source.name}")
+                for service in daemon.services:
+                    tg.create_task(service(stopping), name=f"service:{getattr(service, '__qualname__', service)}")
+                tg.create_task(daemon.dispatcher.run(stopping), name="dispatcher")
+                tg.create_task(ready(), name="readiness")
+                tg.create_task(reloads(), name="reloads")
+                tg.create_task(notifier.watchdog(stopping, healthy), name="watchdog")
+                tg.create_task(_status_loop(daemon, notifier, stopping), name="status")
+            log.info("daemon.stopping")
+    except BaseExceptionGroup as group:
+        # A journal that is gone stops every task; say so plainly (exit 1, restarted by systemd).
+        if (lost := group.subgroup(JournalError)) is not None:
+            raise _first_leaf(lost) from group
+        raise
     log.info("daemon.stopped")
     return 0
 
 
-def _described(loaded: Loaded, settings: Settings) -> dict[str, Any]:
-    """A provider's own facts (its ``describe()``: the model in use, the device), if it has any."""
-    if not hasattr(loaded.cls, "describe"):
-        return {}
-    try:
-        config = provider_settings(loaded, settings.providers.get(loaded.name))
-        provider = instantiate(loaded, config, None)  # type: ignore[arg-type]
-        return dict(provider.describe(StartContext(state_dir=settings.state_dir)))  # type: ignore[attr-defined]
-    except ConfigError as exc:
-        return {"describe_error": str(exc)}
-
-
-def describe_providers(catalogue: Catalogue, settings: Settings) -> list[dict[str, Any]]:
-    """What `stenod providers` prints: every plugin, its limits, configured or not, errors."""
-    rows: list[dict[str, Any]] = []
-    for name, loaded in sorted(catalogue.available.items()):
-        limits = loaded.cls.limits
-        configured: str
-        try:
-            provider_settings(loaded, settings.providers.get(name))
-            configured = "yes" if name in settings.providers else "defaults"
-        except ConfigError as exc:
-            configured = f"no: {exc}"
-        rows.append(
-            {
-                "name": name,
-                "distribution": loaded.distribution,
-                "status": "ok",
-                "configured": configured,
-                "tasks": sorted(str(t) for t in limits.tasks),
-                "formats": sorted(limits.formats),
-                "max_files": limits.max_files,
-                "max_file_bytes": limits.max_file_bytes,
-                "max_batch_bytes": limits.max_batch_bytes,
-                "max_audio_seconds": limits.max_audio_seconds,
-                "min_poll_seconds": limits.min_poll_seconds,
-                **_described(loaded, settings),
-            }
-        )
-    for name, broken in sorted(catalogue.broken.items()):
-        rows.append(
-            {
-                "name": name,
-                "distribution": broken.distribution,
-                "status": "broken",
-                "error": broken.reason,
-                "target": broken.target,
-            }
-        )
-    return rows
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first

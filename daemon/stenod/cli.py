@@ -17,6 +17,7 @@ import structlog
 from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.errors import ConfigError
+from stenod.journal import JournalError
 from stenod.requests import options_from_pairs
 from stenod.settings import Settings, load_settings, redacted_dump
 
@@ -116,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         structlog.get_logger("stenod").error("config.invalid", error=str(exc))
         print(f"stenod: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except JournalError as exc:  # exit 1: systemd starts us again (a database that is starting)
+        structlog.get_logger("stenod").error("journal.unavailable", error=str(exc))
+        print(f"stenod: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -132,7 +137,12 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     options = options_from_pairs(args.option)
     with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
         one_shot = settings.model_copy(
-            update={"state_dir": Path(tmp), "watch": [], "amqp": settings.amqp.model_copy(update={"url": None})}
+            update={
+                "state_dir": Path(tmp),
+                "watch": [],
+                "amqp": settings.amqp.model_copy(update={"url": None}),
+                "journal": settings.journal.model_copy(update={"backend": "sqlite"}),  # ephemeral, in tmp
+            }
         )
         return asyncio.run(
             transcribe_files(
@@ -156,6 +166,10 @@ def _job_line(view: Any) -> str:
 
 
 def _reader(settings: Settings) -> Any:
+    if (url := settings.journal_url) is not None:
+        from stenod.adapters.postgres.journal import PostgresReader
+
+        return PostgresReader(url)
     from stenod.adapters.sqlite.journal import JournalReader
 
     if not settings.journal_path.exists():
@@ -207,8 +221,8 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.app import describe_providers
     from stenod.plugins import Catalogue
+    from stenod.provider_setup import describe_providers
 
     rows = describe_providers(Catalogue.discover(), settings)
     for row in rows:
@@ -247,8 +261,8 @@ def _print_described(row: dict[str, Any]) -> None:
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.app import describe_providers
     from stenod.plugins import Catalogue
+    from stenod.provider_setup import describe_providers
 
     catalogue = Catalogue.discover()
     problems: list[str] = []

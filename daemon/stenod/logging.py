@@ -143,7 +143,7 @@ def configure(*, fmt: str | None = None, level: str = "info", stream: Any = None
     # httpx logs full URLs (presigned ones are credentials) at INFO: keep it quiet.
     for noisy in ("httpx", "httpcore", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # aiormq/aio-pika log a traceback for every broker restart; stenod's own broker link
-    # reports connection state in plain lines (amqp.*).
-    for noisy in ("aiormq", "aio_pika"):
+    # aiormq/aio-pika log a traceback for every broker restart, psycopg's pool a line for
+    # every failed reconnection; stenod reports connection state itself (amqp.*, journal.*).
+    for noisy in ("aiormq", "aio_pika", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

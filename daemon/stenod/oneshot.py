@@ -14,10 +14,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.app import build
 from stenod.jobs import JobState, JobView
-from stenod.journal import NewItem, NewJob
+from stenod.journal import Journal, NewItem, NewJob
 from stenod.settings import Settings
 
 
@@ -98,7 +97,7 @@ def provider_translates(provider: str, targets: Sequence[str]) -> bool:
     return all(loaded.cls.limits.accepts(t, target=True) for t in targets)
 
 
-async def _follow(journal: SqliteJournal, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
+async def _follow(journal: Journal, job_id: str, runner: asyncio.Task[None]) -> JobView | None:
     tty = sys.stderr.isatty() and not os.environ.get("STENOD_NO_PROGRESS")
     progress_ctx: Any = None
     bar: Any = None

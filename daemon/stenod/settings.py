@@ -140,6 +140,15 @@ class HttpSettings(_Section):
         return None if value in ("", None) else value
 
 
+class JournalSettings(_Section):
+    """Where jobs are kept: SQLite in ``state_dir`` (one machine), or a PostgreSQL database."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    url: SecretStr | None = None  # postgresql://user:password@host/db; better $CREDENTIALS_DIRECTORY/journal.url
+    max_connections: int = Field(default=4, ge=2, le=100)
+    reconnect_seconds: float = Field(default=30.0, ge=0)  # how long a write waits for a database that went away
+
+
 class HealthSettings(_Section):
     listen: str | None = None  # kept for old configs: the address of the HTTP server when [http] listen is unset
 
@@ -166,6 +175,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     watch: list[WatchRule] = Field(default_factory=list)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -191,6 +201,12 @@ class Settings(BaseSettings):
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "journal.db"
+
+    @property
+    def journal_url(self) -> str | None:
+        """The PostgreSQL journal's connection string, when that is the backend."""
+        url = self.journal.url.get_secret_value() if self.journal.url is not None else ""
+        return (url or None) if self.journal.backend == "postgresql" else None
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -254,6 +270,13 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         settings.amqp.url = SecretStr(url)
     if not settings.http.api_keys and (keys := credential("http.api_keys")):
         settings.http.api_keys = [SecretStr(k.strip()) for k in keys.splitlines() if k.strip()]
+    if settings.journal.url is None and (url := credential("journal.url")):
+        settings.journal.url = SecretStr(url)
+    if settings.journal.backend == "postgresql" and not settings.journal_url:
+        raise ConfigError(
+            f'invalid configuration ({origin}):\n  journal.url: [journal] backend = "postgresql" needs the database: '
+            'url = "postgresql://user@host/stenod" (or $CREDENTIALS_DIRECTORY/journal.url)'
+        )
     if settings.http.listen is None and settings.health.listen:
         settings.http.listen = settings.health.listen  # [health] listen predates the HTTP server
     if settings.http.listen is not None:
@@ -301,6 +324,8 @@ def redacted_dump(settings: Settings) -> dict[str, Any]:
     data["http"]["api_keys"] = ["**********" for _ in settings.http.api_keys]
     if settings.amqp.url is not None:
         data["amqp"]["url"] = _mask_url(settings.amqp.url.get_secret_value())
+    if settings.journal.url is not None:
+        data["journal"]["url"] = _mask_url(settings.journal.url.get_secret_value())
     for section in data.get("providers", {}).values():
         for key in list(section):
             if any(word in key.lower() for word in ("key", "secret", "token", "password", "sas", "credential")):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import jiwer
 import psutil
+import psycopg
 
 from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
+from tests.journal_rows import rows
 from tests.speech import SENTENCES, synthesise_sentences, write_slowly
 
 # Measured on this project's test voice (tests/speech.py): 0.00–0.11 per sentence, 0.04 over
@@ -55,11 +57,10 @@ def test_speech_written_slowly_into_a_watched_folder_yields_all_four_outputs(tmp
 
 
 def _succeeded_inputs(state: Path) -> list[str]:
-    with sqlite3.connect(state / "journal.db") as conn:
-        return sorted(r[0] for r in conn.execute("SELECT input FROM items WHERE state = 'succeeded'"))
+    return sorted(r[0] for r in rows(state, "SELECT input FROM items WHERE state = 'succeeded'"))
 
 
-def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path):
+def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path, journal_backend):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     names = [f"talk{n}.wav" for n in range(3)]
@@ -102,7 +103,7 @@ def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path)
     )
 
 
-def test_sigterm_exits_0_within_the_grace_time_and_the_job_resumes_once(tmp_path, echo_plugin):
+def test_sigterm_exits_0_within_the_grace_time_and_the_job_resumes_once(tmp_path, echo_plugin, journal_backend):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = write_config(
@@ -181,7 +182,7 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_running(tmp_path, ech
         assert not (inbox / "gone.error.json").exists()
 
 
-def test_jobs_and_job_commands_read_the_journal(tmp_path, echo_plugin):
+def test_jobs_and_job_commands_read_the_journal(tmp_path, echo_plugin, journal_backend):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     cfg = write_config(
@@ -237,12 +238,18 @@ def test_a_transcribe_then_translate_rule_yields_the_transcript_and_its_translat
     assert sorted(Path(o).name for o in job["items"][1]["outputs"]) == ["call.de.txt", "call.fr.txt"]
 
 
-def test_a_journal_from_a_newer_stenod_stops_the_start_with_exit_2(tmp_path):
+def test_a_journal_from_a_newer_stenod_stops_the_start_with_exit_2(tmp_path, journal_backend):
     state = tmp_path / "state"
     state.mkdir()
-    conn = sqlite3.connect(state / "journal.db")
-    conn.execute("PRAGMA user_version = 999")
-    conn.close()
+    if journal_backend == "postgresql":
+        url = os.environ["STENOD_JOURNAL__URL"]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE stenod_schema (version INTEGER NOT NULL)")
+            conn.execute("INSERT INTO stenod_schema VALUES (999)")
+    else:
+        conn = sqlite3.connect(state / "journal.db")
+        conn.execute("PRAGMA user_version = 999")
+        conn.close()
     cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": state, "log_format": "json"})
     proc = subprocess.run([*STENOD, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "written by a newer stenod" in proc.stderr, proc.stderr[-2000:]

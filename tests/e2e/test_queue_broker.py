@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.amqp_support import (
     queue_daemon,
 )
 from tests.e2e.harness import wait_for
+from tests.journal_rows import rows
 
 JOBS = 200
 
@@ -57,13 +57,11 @@ def _publish(names: BrokerNames, roots: Path, ids: range) -> None:
 
 
 def _jobs_per_request(state: Path) -> dict[str, int]:
-    with sqlite3.connect(state / "journal.db") as conn:
-        return dict(conn.execute("SELECT request_id, COUNT(*) FROM jobs GROUP BY request_id").fetchall())
+    return dict(rows(state, "SELECT request_id, COUNT(*) FROM jobs GROUP BY request_id"))
 
 
 def _outbox_depth(state: Path) -> int:
-    with sqlite3.connect(state / "journal.db") as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    return int(rows(state, "SELECT COUNT(*) FROM outbox")[0][0])
 
 
 def test_broker_restart_in_the_middle_of_200_jobs_loses_nothing_and_runs_nothing_twice(tmp_path):

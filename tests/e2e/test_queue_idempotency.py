@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from pathlib import Path
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
 from tests.amqp_support import created_jobs, queue_daemon
 from tests.e2e.harness import wait_for
+from tests.journal_rows import rows
 
 
 def _jobs(state_dir: Path, request_id: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(state_dir / "journal.db") as conn:
-        return conn.execute("SELECT id, state FROM jobs WHERE request_id = ?", (request_id,)).fetchall()
+    return rows(state_dir, "SELECT id, state FROM jobs WHERE request_id = ?", (request_id,))
 
 
 def _messages_in(queue: str) -> int:
@@ -25,7 +24,7 @@ def _messages_in(queue: str) -> int:
     return int(counts[queue])
 
 
-def test_the_same_request_id_published_twice_gives_one_job(tmp_path):
+def test_the_same_request_id_published_twice_gives_one_job(tmp_path, journal_backend):
     with queue_daemon(tmp_path, "same-request-id") as q:
         (q.roots / "a.wav").write_bytes(b"audio")
         events_queue = q.client.bind_events()
@@ -39,7 +38,7 @@ def test_the_same_request_id_published_twice_gives_one_job(tmp_path):
     assert {e["subject"] for e in events} == {events[0]["subject"]}
 
 
-def test_kill_9_between_commit_and_ack_does_not_create_a_second_job(tmp_path):
+def test_kill_9_between_commit_and_ack_does_not_create_a_second_job(tmp_path, journal_backend):
     with queue_daemon(tmp_path, "crash-before-ack", env={FAULT_EXIT_AFTER_COMMIT: "1"}) as q:
         (q.roots / "a.wav").write_bytes(b"audio")
         events_queue = q.client.bind_events()

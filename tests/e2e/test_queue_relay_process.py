@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import psutil
 
 from tests.amqp_support import QueueDaemon, queue_daemon
 from tests.e2e.harness import wait_for
+from tests.journal_rows import rows
 
 
 def _relay(q: QueueDaemon) -> psutil.Process:
@@ -25,8 +25,7 @@ def _relay(q: QueueDaemon) -> psutil.Process:
 
 
 def _outbox_depth(state: Path) -> int:
-    with sqlite3.connect(state / "journal.db") as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    return int(rows(state, "SELECT COUNT(*) FROM outbox")[0][0])
 
 
 def _request(q: QueueDaemon, n: int) -> None:
@@ -39,7 +38,7 @@ def _succeeded(events: list[dict]) -> set[str]:
     return {e["data"]["request_id"] for e in events if e["type"] == "stenod.job.succeeded"}
 
 
-def test_a_relay_process_that_dies_is_restarted_and_no_event_is_lost(tmp_path):
+def test_a_relay_process_that_dies_is_restarted_and_no_event_is_lost(tmp_path, journal_backend):
     with queue_daemon(tmp_path, "relay-dies") as q:
         events = q.client.bind_events()
         _request(q, 1)

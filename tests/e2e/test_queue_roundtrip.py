@@ -16,7 +16,7 @@ def _kind(event: dict) -> str:
     return event["type"].removeprefix("stenod.job.")
 
 
-def test_request_published_with_pika_succeeds_and_events_arrive_in_order_as_cloudevents(tmp_path):
+def test_request_published_with_pika_succeeds_and_events_arrive_in_order_as_cloudevents(tmp_path, journal_backend):
     with queue_daemon(tmp_path, "roundtrip") as q:
         audio = q.roots / "call.wav"
         audio.write_bytes(b"RIFF fake audio")

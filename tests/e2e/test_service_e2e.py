@@ -112,7 +112,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path):
+def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path, journal_backend):
     from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
 
     inbox = tmp_path / "inbox"

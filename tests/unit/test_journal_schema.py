@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew
+from stenod.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
+from stenod.journal import SchemaTooNew
 
 
 def old_journal(path: Path, versions: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.journal import Journal
 from stenod.settings import Settings
 
 log = structlog.get_logger("stenod.amqp")
@@ -39,7 +39,7 @@ class DepthGauge(Protocol):
 class RelayProcess:
     """Runs and supervises the relay child; deletes the rows it reports confirmed."""
 
-    def __init__(self, settings: Settings, journal: SqliteJournal, *, metrics: DepthGauge | None = None) -> None:
+    def __init__(self, settings: Settings, journal: Journal, *, metrics: DepthGauge | None = None) -> None:
         self._settings = settings
         self._journal = journal
         self._metrics = metrics
@@ -48,7 +48,8 @@ class RelayProcess:
         amqp = self._settings.amqp.model_dump(mode="json")
         amqp["url"] = self._settings.amqp.url.get_secret_value() if self._settings.amqp.url else None
         config: dict[str, Any] = {
-            "journal": str(self._journal.path),
+            # Where the child reads the outbox: the SQLite file, or the database (a secret, like the broker's URL).
+            "journal": {"path": str(self._settings.journal_path), "url": self._settings.journal_url},
             "amqp": amqp,
             "log_format": self._settings.log_format,
             "log_level": self._settings.log_level,

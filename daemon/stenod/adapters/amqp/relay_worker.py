@@ -12,8 +12,8 @@ the other core. Its protocol is lines on its standard streams:
 - stdout: ``{"confirmed": [seq, …]}`` after each batch the broker confirmed; the daemon
   deletes those rows.
 
-It reads the outbox through its own read-only SQLite connection (in WAL mode a reader
-never blocks the daemon's writer) and never writes the journal. Log lines go to stderr,
+It reads the outbox through a connection of its own (read-only on SQLite, where in WAL
+mode a reader never blocks the daemon's writer) and never writes the journal. Log lines go to stderr,
 which it shares with the daemon.
 """
 
@@ -23,18 +23,17 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
 from stenod import logging as stenod_logging
 from stenod.adapters.amqp.relay import OutboxRelay
 from stenod.adapters.amqp.topology import BrokerLink
-from stenod.adapters.sqlite.journal import read_outbox
-from stenod.adapters.sqlite.store import connect
+from stenod.adapters.sqlite.journal import SqliteOutbox
 from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings
 
@@ -45,8 +44,10 @@ class OutboxReader:
     """The relay's view of the outbox in this process: rows above a confirmed floor,
     skipping rows confirmed but not yet deleted by the daemon."""
 
-    def __init__(self, conn: sqlite3.Connection, report: Callable[[Sequence[int]], None]) -> None:
-        self._conn = conn
+    def __init__(
+        self, read: Callable[[int, int], Awaitable[list[OutboxRow]]], report: Callable[[Sequence[int]], None]
+    ) -> None:
+        self._read_rows = read
         self._report = report
         self._ready = asyncio.Event()
         self._ready.set()  # rows may be waiting from before this process started
@@ -59,9 +60,8 @@ class OutboxReader:
         return self._ready
 
     async def batch(self, limit: int) -> list[OutboxRow]:
-        # A read takes well under a millisecond and nothing else runs in this process.
         wanted = limit + len(self._confirmed)
-        rows = read_outbox(self._conn, after=self._floor, limit=wanted)
+        rows = await self._read_rows(self._floor, wanted)
         self._read = [r.seq for r in rows]
         if self._confirmed:  # forget rows the daemon has deleted since
             present = set(self._read)
@@ -107,9 +107,9 @@ async def _run() -> None:
     amqp = AmqpSettings.model_validate(config["amqp"])
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    conn = connect(Path(config["journal"]), readonly=True)
+    journal = _outbox_of(config["journal"])
     link = BrokerLink(amqp, connection_name=f"{amqp.connection_name}-relay")
-    outbox = OutboxReader(conn, _report_to_daemon)
+    outbox = OutboxReader(journal.read, _report_to_daemon)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_commands(reader, outbox, stopping), name="relay:commands")
@@ -117,7 +117,21 @@ async def _run() -> None:
             tg.create_task(OutboxRelay(link, outbox, amqp).run(stopping), name="relay:publish")
     finally:
         await link.aclose()
-        conn.close()
+        await journal.aclose()
+
+
+class _Outbox(Protocol):
+    async def read(self, after: int, limit: int) -> list[OutboxRow]: ...
+    async def aclose(self) -> None: ...
+
+
+def _outbox_of(journal: dict[str, Any]) -> _Outbox:
+    if journal.get("url"):
+        from stenod.adapters.postgres.journal import PostgresOutbox  # psycopg only when it is used
+
+        stenod_logging.REDACTOR.add_secrets([journal["url"]])
+        return PostgresOutbox(journal["url"])
+    return SqliteOutbox(Path(journal["path"]))
 
 
 def main() -> None:

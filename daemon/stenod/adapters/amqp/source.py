@@ -25,8 +25,8 @@ from ulid import ULID
 from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests
-from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.events import utc_now
+from stenod.journal import Journal
 from stenod.request_intake import Accepted, Delivery, RequestIntake
 from stenod.requests import Rejected
 from stenod.settings import AmqpSettings, Settings
@@ -273,7 +273,7 @@ class AmqpParts:
 
 def build_amqp(
     settings: Settings,
-    journal: SqliteJournal,
+    journal: Journal,
     intake: RequestIntake,
     notify: Callable[[], None],
     *,

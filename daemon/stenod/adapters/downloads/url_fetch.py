@@ -29,10 +29,9 @@ import httpx
 import structlog
 
 from stenod.adapters.folders.writers import safe_stem
-from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, OpenItem
+from stenod.journal import ItemOutcome, Journal, OpenItem
 
 log = structlog.get_logger("stenod.url_fetch")
 
@@ -299,7 +298,7 @@ class UrlFetchService:
     act on. Interrupted downloads restart from scratch on the next run.
     """
 
-    journal: SqliteJournal
+    journal: Journal
     downloader: UrlDownloader
     notify: Callable[[], None]
     root: Path

@@ -23,9 +23,7 @@ import structlog
 import watchfiles
 
 from stenod.adapters.folders.writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
-from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.adapters.sqlite.store import JournalError
-from stenod.journal import NewItem, NewJob
+from stenod.journal import Journal, JournalError, NewItem, NewJob
 from stenod.settings import WatchRule
 
 log = structlog.get_logger("stenod.folder")
@@ -106,7 +104,7 @@ class FolderSource:
     def __init__(
         self,
         rule: WatchRule,
-        journal: SqliteJournal,
+        journal: Journal,
         notify: Callable[[], None],
         *,
         provider: str,

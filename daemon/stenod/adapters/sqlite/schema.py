@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from stenod.errors import ConfigError
+from stenod.journal import SchemaTooNew
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNew", "migrate"]
-
-
-class SchemaTooNew(ConfigError):
-    """The journal was written by a newer stenod: a person must choose (exit 2, no restart loop)."""
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 
 MIGRATIONS: tuple[str, ...] = (

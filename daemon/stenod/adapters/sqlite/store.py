@@ -17,13 +17,10 @@ from pathlib import Path
 import structlog
 
 from stenod.adapters.thread_lane import Call, Outcome, ThreadLane
-from stenod.errors import ConfigError, StenodError
+from stenod.errors import ConfigError
+from stenod.journal import JournalError
 
 log = structlog.get_logger("stenod.journal")
-
-
-class JournalError(StenodError):
-    """The journal cannot be used (corrupt, unwritable): the daemon must stop."""
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

@@ -1,0 +1,101 @@
+"""Running the journal's operations on PostgreSQL: a pool of async connections, one
+transaction per operation.
+
+An operation that loses a race with another instance (two intakes of one ``request_id``,
+a serialization failure, a deadlock) is simply run again: it reads what the winner
+committed. One that fails because the database went away is run again, on a new
+connection, while the failure came before the commit (nothing was written), for up to
+``reconnect_seconds``. A commit whose answer was lost is in doubt: that one stops the
+daemon (JournalError), whose restart reads the journal as it really is, rather than
+guessing, which could create a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection, errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from stenod.adapters.sql.statements import All, Exec, One, Op
+from stenod.journal import JournalError
+
+T = TypeVar("T")
+log = structlog.get_logger("stenod.journal")
+
+_RACES = (errors.UniqueViolation, errors.SerializationFailure, errors.DeadlockDetected)
+_RACE_ATTEMPTS = 5
+
+
+@functools.lru_cache(maxsize=512)
+def dialect(sql: str) -> bytes:
+    """A shared statement in psycopg's placeholder style (``?`` → ``%s``, a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s").encode()
+
+
+async def run_async(conn: AsyncConnection[Any], op: Op[T]) -> T:
+    """Run an operation on an async connection (the caller owns the transaction)."""
+    try:
+        statement = next(op)
+        async with conn.cursor(row_factory=dict_row) as cur:
+            while True:
+                await cur.execute(dialect(statement.sql), tuple(statement.args))
+                if isinstance(statement, All):
+                    result: Any = await cur.fetchall()
+                elif isinstance(statement, One):
+                    result = await cur.fetchone()
+                else:
+                    assert isinstance(statement, Exec)
+                    result = cur.rowcount
+                statement = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+class _Uncommitted(Exception):
+    """The connection failed before COMMIT was sent: nothing was written, try again."""
+
+
+class PoolDriver:
+    """The journal's driver on a psycopg pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], *, reconnect_seconds: float) -> None:
+        self._pool = pool
+        self._reconnect_seconds = reconnect_seconds
+
+    async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T:
+        deadline = time.monotonic() + self._reconnect_seconds
+        races = 0
+        while True:
+            try:
+                return await self._attempt(make, max(deadline - time.monotonic(), 0.5))
+            except _RACES as exc:
+                races += 1
+                if races >= _RACE_ATTEMPTS:
+                    raise JournalError(f"journal write kept conflicting with other instances: {exc}") from exc
+            except (_Uncommitted, PoolTimeout) as exc:
+                cause = exc.__cause__ or exc
+                if time.monotonic() >= deadline:
+                    raise JournalError(f"journal database unavailable: {cause}") from cause
+                log.warning("journal.database_unavailable", error=str(cause))
+                await asyncio.sleep(0.5)
+
+    async def _attempt(self, make: Callable[[], Op[T]], wait: float) -> T:
+        async with self._pool.connection(timeout=wait) as conn:
+            committing = False
+            try:
+                async with conn.transaction():
+                    result = await run_async(conn, make())
+                    committing = True  # leaving the block sends COMMIT
+            except psycopg.OperationalError as exc:
+                if committing:
+                    raise JournalError(f"journal commit in doubt (the database connection failed): {exc}") from exc
+                raise _Uncommitted() from exc
+            return result

@@ -1,0 +1,143 @@
+"""Writes that take work in or change it from outside: new jobs, seen files, cancels and
+corrections by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ulid import ULID
+
+from stenod.adapters.sql.emit import Emitter, emit
+from stenod.adapters.sql.statements import Exec, One, Op, dumps
+from stenod.adapters.sql.views import job_view
+from stenod.events import EventKind, utc_now
+from stenod.jobs import ItemId, ItemState, ItemView, JobId, JobState, JobView
+from stenod.journal import NewItem, NewJob
+
+_SEEN_UPSERT = (
+    "INSERT INTO seen_files (rule, path, device, inode, size, mtime_ns, job_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (rule, path) DO UPDATE SET device = excluded.device, inode = excluded.inode, "
+    "size = excluded.size, mtime_ns = excluded.mtime_ns, job_id = excluded.job_id"
+)
+
+
+def insert_item(job_id: str, idx: int, item: NewItem, now: str) -> Op[ItemView]:
+    """Insert an item; returns its view (what a read of the row would give)."""
+    state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+    item_id = str(ULID())
+    yield Exec(
+        "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, state, result, "
+        "task, provider, target_languages, options, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            item_id,
+            job_id,
+            idx,
+            item.input,
+            item.path,
+            item.name,
+            item.size,
+            item.device,
+            item.inode,
+            item.content_hash,
+            str(state),
+            dumps(dict(item.reused_result)) if item.reused_result is not None else None,
+            item.task,
+            item.provider,
+            dumps(list(item.target_languages)) if item.target_languages is not None else None,
+            dumps(dict(item.options)) if item.options is not None else None,
+            now,
+        ),
+    )
+    reused = item.reused_result
+    transcript = reused.get("transcript") if reused else None
+    return ItemView(item_id=ItemId(item_id), index=idx, input=item.input, state=state, transcript=transcript)
+
+
+def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
+    """Commit a job (and, for folder jobs, its seen-file record) and its accepted event.
+
+    With a ``request_id`` that already exists, nothing is created and the existing job is
+    returned with ``created=False`` (a redelivery or a client retry).
+    """
+    if new.request_id is not None:
+        row = yield One("SELECT id FROM jobs WHERE request_id = ?", (new.request_id,))
+        if row is not None:
+            existing = yield from job_view(row["id"])
+            assert existing is not None
+            return existing, False
+    job_id = str(ULID())
+    now = utc_now()
+    yield Exec(
+        "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
+        "output, state, reply_to, correlation_id, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
+        (
+            job_id,
+            new.request_id,
+            new.source,
+            new.task,
+            new.provider,
+            new.language,
+            dumps(list(new.target_languages)),
+            dumps(dict(new.options or {})),
+            dumps(dict(new.output or {})),
+            new.reply_to,
+            new.correlation_id,
+            now,
+            now,
+        ),
+    )
+    items = []
+    for idx, item in enumerate(new.items):
+        items.append((yield from insert_item(job_id, idx, item, now)))
+    if new.retry_of is not None:
+        yield Exec("INSERT INTO job_retries (job_id, retry_of) VALUES (?, ?)", (job_id, new.retry_of))
+    if new.seen is not None:
+        yield Exec(_SEEN_UPSERT, (*new.seen, job_id))
+    # The view as a read of these rows would give it, without reading them back.
+    view = JobView(
+        job_id=JobId(job_id),
+        request_id=new.request_id,
+        task=new.task,
+        provider=new.provider,
+        state=JobState.ACCEPTED,
+        progress=0.0,
+        items=tuple(items),
+        error=None,
+        cost=None,
+        created_at=now,
+        updated_at=now,
+        source=new.source,
+        language=new.language,
+        target_languages=tuple(new.target_languages),
+    )
+    yield from emit(em, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
+    return view, True
+
+
+def record_seen(rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> Op[None]:
+    """Remember a file that was looked at but made no job (e.g. ignored), so rescans skip it."""
+    yield Exec(_SEEN_UPSERT, (rule, path, device, inode, size, mtime_ns, None))
+
+
+def forget_seen(rule: str, path: str) -> Op[None]:
+    yield Exec("DELETE FROM seen_files WHERE rule = ? AND path = ?", (rule, path))
+
+
+def request_cancel(job_id: str) -> Op[JobView | None]:
+    yield Exec("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+    return (yield from job_view(job_id))
+
+
+def save_edit(item_id: str, transcript: Mapping[str, Any] | None) -> Op[None]:
+    """Store a correction (None: drop it, the engine's transcript counts again)."""
+    if transcript is None:
+        yield Exec("DELETE FROM item_edits WHERE item_id = ?", (item_id,))
+        return
+    yield Exec(
+        "INSERT INTO item_edits (item_id, transcript, edited_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (item_id) DO UPDATE SET transcript = excluded.transcript, edited_at = excluded.edited_at",
+        (item_id, dumps(dict(transcript)), utc_now()),
+    )

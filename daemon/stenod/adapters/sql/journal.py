@@ -1,0 +1,236 @@
+"""The journal port on SQL: every method is one operation of :mod:`stenod.adapters.sql`
+run by a driver (the SQLite writer thread, or a PostgreSQL pool) in one transaction.
+
+Every state change and the event it produces are committed in one transaction. Public
+job states are derived from item states (``stenod.jobs.derive_job_state``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from stenod.adapters.sql import batch_writes, emit, intake_writes, views
+from stenod.adapters.sql.emit import Emitter
+from stenod.adapters.sql.statements import Op, dumps
+from stenod.corrections import EditableItem
+from stenod.errors import ErrorInfo
+from stenod.events import JobEvent
+from stenod.jobs import BatchState, JobView
+from stenod.journal import BatchRow, ItemOutcome, NewJob, OpenItem, OutboxRow
+
+T = TypeVar("T")
+
+
+class Driver(Protocol):
+    """Runs one operation in one transaction; ``make`` is called again for each attempt
+    (a driver may retry an operation that lost a race with another instance)."""
+
+    async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T: ...
+
+
+class SqlJournal:
+    """The journal's methods, for any driver. ``outbox``: keep events for a relay (a daemon
+    without a broker keeps only each job's history)."""
+
+    def __init__(self, driver: Driver, *, outbox: bool = True, inline_transcript_bytes: int = 256 * 1024) -> None:
+        self._driver = driver
+        self._outbox = outbox
+        self._inline = inline_transcript_bytes
+        # Set after any commit that may have added outbox rows; the relay waits on it.
+        self.outbox_ready = asyncio.Event()
+        # Told, after each commit, the jobs whose events it added (the HTTP streams' watch).
+        self.on_change: Callable[[set[str]], None] | None = None
+
+    async def _read(self, make: Callable[[], Op[T]]) -> T:
+        return await self._driver.run(make, write=False)
+
+    async def _change(self, make: Callable[[], Op[T]]) -> T:
+        """A write that adds no event."""
+        return await self._driver.run(make, write=True)
+
+    async def _write(self, op: Callable[[Emitter], Op[T]]) -> T:
+        """A write that may add events: the relay and the watchers hear of it after the commit."""
+        emitters: list[Emitter] = []
+
+        def make() -> Op[T]:
+            emitters[:] = [Emitter(self._outbox, self._inline)]  # a fresh one for each attempt
+            return op(emitters[0])
+
+        result = await self._driver.run(make, write=True)
+        if self._outbox:
+            self.outbox_ready.set()
+        changed = set(emitters[0].changed) if emitters else set()
+        if changed and self.on_change is not None:
+            self.on_change(changed)
+        return result
+
+    # -- intake ---------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> tuple[JobView, bool]:
+        """Commit a job (and its seen-file record) and its accepted event; with a known
+        ``request_id``, the existing job and ``created=False``."""
+        return await self._write(lambda em: intake_writes.create_job(em, new))
+
+    async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
+        """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
+        found = await self._read(lambda: views.seen(rule, path))
+        return found == (device, inode, size, mtime_ns)
+
+    async def forget_seen(self, rule: str, path: str) -> None:
+        await self._change(lambda: intake_writes.forget_seen(rule, path))
+
+    async def record_seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> None:
+        """Remember a file that was looked at but made no job (e.g. ignored), so rescans skip it."""
+        await self._change(lambda: intake_writes.record_seen(rule, path, device, inode, size, mtime_ns))
+
+    async def reusable_result(
+        self,
+        content_hash: str,
+        provider: str,
+        task: str,
+        language: str | None,
+        target_languages: Sequence[str],
+        options: Mapping[str, Any],
+    ) -> Mapping[str, Any] | None:
+        """The result of an earlier succeeded item with the same content and the same request."""
+        targets, opts = dumps(list(target_languages)), dumps(dict(options))
+        return await self._read(lambda: views.reusable_result(content_hash, provider, task, language, targets, opts))
+
+    # -- dispatcher -------------------------------------------------------------------
+
+    async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]:
+        return await self._read(lambda: views.open_items(skip_providers, limit))
+
+    async def active_batches(self) -> list[BatchRow]:
+        return await self._read(views.active_batches)
+
+    async def batch(self, batch_id: str) -> BatchRow | None:
+        return await self._read(lambda: views.batch(batch_id))
+
+    async def create_batch(self, provider: str, item_ids: Sequence[str], *, next_at: float) -> BatchRow:
+        """Record the intent to submit these items as one provider job (before any remote call)."""
+        return await self._write(lambda em: batch_writes.create_batch(provider, item_ids, next_at))
+
+    async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None:
+        await self._change(lambda: batch_writes.save_checkpoint(batch_id, data))
+
+    async def batch_submitted(self, batch_id: str, handle: Mapping[str, Any], *, next_at: float) -> None:
+        await self._write(lambda em: batch_writes.batch_submitted(em, batch_id, handle, next_at))
+
+    async def batch_polled(
+        self, batch_id: str, *, running: bool, progress: float | None, next_at: float, poll_time: float
+    ) -> list[str]:
+        """Record a poll; returns the ids of jobs whose progress changed."""
+        return await self._write(
+            lambda em: batch_writes.batch_polled(em, batch_id, running, progress, next_at, poll_time)
+        )
+
+    async def set_progress(self, job_ids: Iterable[str], progress: float) -> None:
+        ids = list(job_ids)
+        await self._change(lambda: batch_writes.set_progress(ids, progress))
+
+    async def emit_progress(self, job_id: str) -> None:
+        """A (rate-limited by the caller) progress event for a running job."""
+        await self._write(lambda em: emit.emit_progress(em, job_id))
+
+    async def batch_state(self, batch_id: str, state: BatchState, *, next_at: float | None = None) -> None:
+        await self._change(lambda: batch_writes.batch_state(batch_id, state, next_at))
+
+    async def batch_retry(self, batch_id: str, *, attempts: int, next_at: float, error: ErrorInfo) -> None:
+        await self._change(lambda: batch_writes.batch_retry(batch_id, attempts, next_at, error))
+
+    async def finish_items(
+        self,
+        outcomes: Sequence[ItemOutcome],
+        *,
+        batch_id: str | None = None,
+        batch_state: BatchState | None = None,
+        batch_error: ErrorInfo | None = None,
+    ) -> None:
+        """Commit item outcomes (and optionally close their provider job) with the events they cause."""
+        await self._write(lambda em: batch_writes.finish_items(em, outcomes, batch_id, batch_state, batch_error))
+
+    async def attach_download(self, item_id: str, path: str, size: int, device: int, inode: int) -> None:
+        """A URL input was downloaded: the item now has a local file and can be packed."""
+        await self._change(lambda: batch_writes.attach_download(item_id, path, size, device, inode))
+
+    async def release_items(self, batch_id: str, item_ids: Sequence[str]) -> None:
+        """Return items to the queue (their provider job ended without them)."""
+        await self._change(lambda: batch_writes.release_items(batch_id, item_ids))
+
+    # -- cancel and corrections --------------------------------------------------------
+
+    async def request_cancel(self, job_id: str) -> JobView | None:
+        return await self._write(lambda em: intake_writes.request_cancel(job_id))
+
+    async def cancel_requested_jobs(self) -> list[str]:
+        return await self._read(views.cancel_requested_jobs)
+
+    async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None:
+        """Store a correction (None: drop it, the engine's transcript counts again)."""
+        await self._change(lambda: intake_writes.save_edit(item_id, transcript))
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> JobView | None:
+        return await self._read(lambda: views.job_view(job_id))
+
+    async def job_by_request(self, request_id: str) -> JobView | None:
+        return await self._read(lambda: views.job_by_request(request_id))
+
+    async def jobs(
+        self, state: str | None = None, limit: int = 50, *, provider: str | None = None, before: str | None = None
+    ) -> list[JobView]:
+        """Newest first; ``before`` (a job id) pages back through older jobs."""
+        return await self._read(lambda: views.list_jobs(state, limit, provider, before))
+
+    async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]:
+        """The job this one retried, and the jobs that retried this one."""
+        return await self._read(lambda: views.retry_links(job_id))
+
+    async def repeat_of(self, job_id: str) -> NewJob | None:
+        """A new job with the same request as ``job_id`` (its inputs as they were recorded)."""
+        return await self._read(lambda: views.repeat_of(job_id))
+
+    async def editable_item(self, job_id: str, index: int) -> EditableItem | None:
+        return await self._read(lambda: views.editable_item(job_id, index))
+
+    async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        """The job's events after sequence number ``after``, oldest first: (seq, CloudEvent JSON)."""
+        return await self._read(lambda: views.events(job_id, after, limit))
+
+    async def event_seq(self, job_id: str, event_id: str) -> int | None:
+        """The sequence number of one of the job's events (an SSE ``Last-Event-ID``)."""
+        return await self._read(lambda: views.event_seq(job_id, event_id))
+
+    async def live_paths(self, prefix: str) -> set[str]:
+        """Input paths under ``prefix`` of items not yet finished (spool files still needed)."""
+        return await self._read(lambda: views.live_paths(prefix))
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Jobs by provider and state (metrics, STATUS lines)."""
+        return await self._read(views.counts)
+
+    # -- outbox ------------------------------------------------------------------------
+
+    async def emit_for_existing(self, job_id: str) -> None:
+        """Re-publish a job's current state (a repeated request_id gets the existing job's events)."""
+        await self._write(lambda em: emit.emit_for_existing(em, job_id))
+
+    async def add_event(
+        self, event: JobEvent, *, reply_to: str | None = None, correlation_id: str | None = None
+    ) -> None:
+        """An event about something that is not a job row (e.g. a rejected request)."""
+        if self._outbox:
+            await self._write(lambda em: emit.add_event(event, reply_to, correlation_id))
+
+    async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
+        return await self._read(lambda: views.outbox(0, limit))
+
+    async def outbox_delete(self, seqs: Sequence[int]) -> None:
+        await self._change(lambda: batch_writes.outbox_delete(seqs))
+
+    async def outbox_depth(self) -> int:
+        return await self._read(views.outbox_depth)

@@ -1,0 +1,154 @@
+"""What only the PostgreSQL journal does: its schema versions, a database that is away or
+refuses us, sessions cut under a running journal, and the CLI reading it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from stenod.adapters.postgres.journal import PostgresJournal
+from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
+from stenod.errors import ConfigError
+from stenod.journal import JournalError, NewItem, NewJob, SchemaTooNew
+from tests.e2e.harness import STENOD, write_config
+from tests.fakes.server import free_port
+from tests.postgres_support import database_url, fresh_database, terminate_sessions
+
+
+def new_job(request_id: str | None = None) -> NewJob:
+    return NewJob(
+        source="test",
+        task="transcribe",
+        provider="echo",
+        request_id=request_id,
+        items=[NewItem(input="/in/a.wav", name="a.wav", path="/in/a.wav")],
+    )
+
+
+def schema_version(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT version FROM stenod_schema").fetchone()[0]
+
+
+async def test_a_new_database_gets_the_schema_and_a_reopened_one_keeps_its_jobs():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url)
+        view, _ = await journal.create_job(new_job("kept"))
+        await journal.aclose()
+        assert schema_version(url) == SCHEMA_VERSION == len(MIGRATIONS)
+        again = await PostgresJournal.open(url)
+        try:
+            assert (await again.job_by_request("kept")).job_id == view.job_id
+        finally:
+            await again.aclose()
+        assert schema_version(url) == SCHEMA_VERSION
+
+
+async def test_instances_starting_together_migrate_once():
+    with fresh_database() as url:
+        journals = await asyncio.gather(*(PostgresJournal.open(url) for _ in range(4)))
+        for journal in journals:
+            await journal.aclose()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM stenod_schema").fetchone()[0] == 1
+
+
+async def test_a_database_from_a_newer_stenod_is_refused_clearly():
+    with fresh_database() as url:
+        (await PostgresJournal.open(url)).__class__  # noqa: B018 (create the schema)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE stenod_schema SET version = %s", (SCHEMA_VERSION + 1,))
+        with pytest.raises(SchemaTooNew) as info:
+            await PostgresJournal.open(url)
+        assert isinstance(info.value, ConfigError) and "newer stenod" in str(info.value)
+
+
+async def test_a_missing_database_is_named_at_once_and_the_password_never_shown():
+    url = database_url("stenod_no_such_db").replace("postgres@", "postgres:s3cret@")
+    started = time.monotonic()
+    with pytest.raises(JournalError) as info:
+        await PostgresJournal.open(url, reconnect_seconds=30)
+    assert time.monotonic() - started < 10  # the server's own refusal is final, no waiting
+    assert "stenod_no_such_db" in str(info.value) and "does not exist" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+async def test_a_server_that_is_not_there_is_waited_for_then_reported():
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/stenod"
+    started = time.monotonic()
+    with pytest.raises(JournalError, match=r"cannot be used: .*refused"):
+        await PostgresJournal.open(url, reconnect_seconds=2)
+    assert 1.5 < time.monotonic() - started < 15
+
+
+async def test_sessions_cut_under_a_running_journal_cost_nothing():
+    # What a restart of the server (or a failover) does to the pool's connections.
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url, reconnect_seconds=10)
+        try:
+            await journal.create_job(new_job("before"))
+            assert terminate_sessions(url) >= 1
+            _, created = await journal.create_job(new_job("after"))
+            assert created and await journal.ping()
+            assert {v.request_id for v in await journal.jobs()} == {"before", "after"}
+        finally:
+            await journal.aclose()
+
+
+async def test_a_dropped_database_fails_the_health_check():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url, reconnect_seconds=1)
+        try:
+            assert await journal.ping()
+            with psycopg.connect(database_url("postgres"), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE "{url.rpartition("/")[2]}" WITH (FORCE)'.encode())
+            assert not await journal.ping()
+            with pytest.raises(JournalError):
+                await journal.create_job(new_job())
+        finally:
+            await journal.aclose()
+
+
+async def test_the_cli_lists_jobs_from_the_database(tmp_path, clean_env):
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url)
+        view, _ = await journal.create_job(new_job("cli"))
+        await journal.aclose()
+        cfg = write_config(
+            tmp_path / "stenod.toml",
+            top={"state_dir": tmp_path / "state"},
+            sections={"journal": {"backend": "postgresql", "url": url}},
+        )
+        listed = subprocess.run(  # noqa: ASYNC221 (the CLI, as a person runs it)
+            [*STENOD, "jobs", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0 and view.job_id in listed.stdout, listed.stderr
+        shown = subprocess.run(  # noqa: ASYNC221
+            [*STENOD, "job", view.job_id, "--json", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+        assert '"state": "accepted"' in shown.stdout, shown.stderr
+
+
+def test_postgresql_without_a_url_is_a_configuration_error(tmp_path, clean_env):
+    cfg = write_config(
+        tmp_path / "stenod.toml", top={"state_dir": tmp_path}, sections={"journal": {"backend": "postgresql"}}
+    )
+    proc = subprocess.run([*STENOD, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "journal.url" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_url_comes_from_a_credential_and_is_masked_in_the_config(tmp_path, clean_env, monkeypatch):
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "journal.url").write_text("postgresql://stenod:hunter2@db.lan/stenod\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = write_config(
+        tmp_path / "stenod.toml", top={"state_dir": tmp_path}, sections={"journal": {"backend": "postgresql"}}
+    )
+    proc = subprocess.run([*STENOD, "config", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "db.lan" in proc.stdout and "hunter2" not in proc.stdout
