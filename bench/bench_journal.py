@@ -1,12 +1,17 @@
-"""The journal's share of a job round trip, without a broker. Prints figures; asserts nothing.
+"""The journal's share of a job round trip, without a broker, on SQLite and on PostgreSQL
+side by side. Prints figures; asserts nothing.
 
-    .venv/bin/python -m bench.bench_journal [--jobs 4000] [--batch 50]
+    .venv/bin/python -m bench.bench_journal [--jobs 4000] [--batch 50] [--postgres URL]
+
+PostgreSQL: a database of its own is made on the server of ``--postgres`` (default: the
+test setup's, postgres@127.0.0.1:5432) and dropped afterwards.
 
 Drives jobs through the life a queue job with an instant provider has in the journal:
 created with its ``accepted`` event, packed into batches, submitted, finished with a
 transcript, and its events read from the outbox and deleted, as the relay does. Prints
 jobs per second of wall time and the process CPU (writer thread included) per job, the
-figure that bounds the daemon's round trips before the broker takes its part.
+figure that bounds the daemon's round trips before the broker takes its part. On
+PostgreSQL the server's own CPU (another process) is not in that figure.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ import argparse
 import asyncio
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
+
+from stenod.adapters.postgres.journal import PostgresJournal
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, NewItem, NewJob
+from stenod.journal import ItemOutcome, Journal, NewItem, NewJob
 
 _TRANSCRIPT = {
     "transcript": {
@@ -31,8 +40,7 @@ _TRANSCRIPT = {
 }
 
 
-async def run(jobs: int, batch: int, folder: Path) -> tuple[float, float, int]:
-    journal = SqliteJournal.open(folder / "journal.db")
+async def run(jobs: int, batch: int, journal: Journal) -> tuple[float, float, int]:
     published = 0
     try:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -69,18 +77,42 @@ async def run(jobs: int, batch: int, folder: Path) -> tuple[float, float, int]:
                 published += len(rows)
         return time.perf_counter() - wall, time.process_time() - cpu, published
     finally:
-        journal.close()
+        await journal.aclose()
+
+
+async def on_sqlite(jobs: int, batch: int) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory(prefix="stenod-bench-journal-") as tmp:
+        return await run(jobs, batch, SqliteJournal.open(Path(tmp) / "journal.db"))
+
+
+async def on_postgres(jobs: int, batch: int, admin_url: str) -> tuple[float, float, int]:
+    name = f"stenod_bench_{uuid.uuid4().hex[:8]}"
+    base = admin_url.rpartition("/")[0]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    try:
+        return await run(jobs, batch, await PostgresJournal.open(f"{base}/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)'.encode())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stenod-bench-journal-") as tmp:
-        wall, cpu, events = asyncio.run(run(args.jobs, args.batch, Path(tmp)))
-    print(f"journal: {args.jobs} jobs, {events} events in {wall:.2f} s = {args.jobs / wall:.0f} jobs/s")
-    print(f"journal CPU per job (event loop + writer thread): {cpu / args.jobs * 1e3:.3f} ms")
+    results = {
+        "sqlite": asyncio.run(on_sqlite(args.jobs, args.batch)),
+        "postgresql": asyncio.run(on_postgres(args.jobs, args.batch, args.postgres)),
+    }
+    print(f"{args.jobs} jobs through the journal, {args.batch} a batch")
+    print(f"{'backend':<12} {'jobs/s':>8} {'events':>7} {'CPU ms/job (stenod)':>20}  vs SQLite")
+    base = args.jobs / results["sqlite"][0]
+    for backend, (wall, cpu, events) in results.items():
+        rate = args.jobs / wall
+        print(f"{backend:<12} {rate:>8.0f} {events:>7} {cpu / args.jobs * 1e3:>20.3f}  {rate / base:.2f}x")
 
 
 if __name__ == "__main__":

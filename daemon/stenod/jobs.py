@@ -90,15 +90,9 @@ _ITEM_ORDER: Final = {
 }
 
 
-def check_item_transition(current: ItemState, target: ItemState) -> None:
-    if current == target:
-        return
-    if current.terminal:
-        raise InvalidTransition(current, target)
-    if target.terminal or target == ItemState.PENDING:
-        return  # failing, cancelling, or returning to the queue after a lost batch
-    if _ITEM_ORDER[target] < _ITEM_ORDER[current]:
-        raise InvalidTransition(current, target)
+def is_forward(current: ItemState, target: ItemState) -> bool:
+    """Is ``target`` later in an unfinished item's life than ``current``?"""
+    return not current.terminal and not target.terminal and _ITEM_ORDER[target] > _ITEM_ORDER[current]
 
 
 def derive_job_state(item_states: Iterable[ItemState], *, cancel_requested: bool = False) -> JobState:

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import psycopg
 import structlog
-from psycopg import AsyncConnection, errors
+from psycopg import AsyncConnection, AsyncPipeline, errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from stenod.adapters.sql.statements import All, Exec, One, Op
+from stenod.adapters.sql.statements import All, Count, Many, One, Op
 from stenod.journal import JournalError
 
 T = TypeVar("T")
@@ -40,20 +40,28 @@ def dialect(sql: str) -> bytes:
     return sql.replace("%", "%%").replace("?", "%s").encode()
 
 
-async def run_async(conn: AsyncConnection[Any], op: Op[T]) -> T:
-    """Run an operation on an async connection (the caller owns the transaction)."""
+async def run_async(conn: AsyncConnection[Any], op: Op[T], pipeline: AsyncPipeline | None = None) -> T:
+    """Run an operation on an async connection (the caller owns the transaction). In a
+    pipeline, statements whose result the operation does not read are sent without
+    waiting: a write of five statements is one round trip, not five."""
     try:
         statement = next(op)
         async with conn.cursor(row_factory=dict_row) as cur:
             while True:
-                await cur.execute(dialect(statement.sql), tuple(statement.args))
-                if isinstance(statement, All):
-                    result: Any = await cur.fetchall()
-                elif isinstance(statement, One):
-                    result = await cur.fetchone()
+                result: Any = None
+                if isinstance(statement, Many):
+                    if statement.rows:
+                        await cur.executemany(dialect(statement.sql), [tuple(r) for r in statement.rows])
                 else:
-                    assert isinstance(statement, Exec)
-                    result = cur.rowcount
+                    await cur.execute(dialect(statement.sql), tuple(statement.args))
+                    if isinstance(statement, All):
+                        result = await cur.fetchall()
+                    elif isinstance(statement, One):
+                        result = await cur.fetchone()
+                    elif isinstance(statement, Count):
+                        if pipeline is not None:
+                            await pipeline.sync()
+                        result = cur.rowcount
                 statement = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -75,7 +83,7 @@ class PoolDriver:
         races = 0
         while True:
             try:
-                return await self._attempt(make, max(deadline - time.monotonic(), 0.5))
+                return await self._attempt(make, max(deadline - time.monotonic(), 0.5), write=write)
             except _RACES as exc:
                 races += 1
                 if races >= _RACE_ATTEMPTS:
@@ -87,12 +95,19 @@ class PoolDriver:
                 log.warning("journal.database_unavailable", error=str(cause))
                 await asyncio.sleep(0.5)
 
-    async def _attempt(self, make: Callable[[], Op[T]], wait: float) -> T:
+    async def _attempt(self, make: Callable[[], Op[T]], wait: float, *, write: bool) -> T:
         async with self._pool.connection(timeout=wait) as conn:
+            if not write:
+                # Under READ COMMITTED every statement reads its own snapshot, in a transaction
+                # or not: a read saves the BEGIN and COMMIT round trips.
+                try:
+                    return await run_async(conn, make())
+                except psycopg.OperationalError as exc:
+                    raise _Uncommitted() from exc
             committing = False
             try:
-                async with conn.transaction():
-                    result = await run_async(conn, make())
+                async with conn.pipeline() as pipeline, conn.transaction():
+                    result = await run_async(conn, make(), pipeline)
                     committing = True  # leaving the block sends COMMIT
             except psycopg.OperationalError as exc:
                 if committing:

@@ -8,14 +8,16 @@ from typing import Any
 
 from ulid import ULID
 
-from stenod.adapters.sql.emit import Emitter, refresh_job
+from stenod.adapters.sql.emit import Emitter, refresh_jobs
 from stenod.adapters.sql.intake_writes import insert_item
-from stenod.adapters.sql.statements import All, Exec, One, Op, dumps
+from stenod.adapters.sql.statements import All, Count, Exec, Many, One, Op, chunks, dumps, marks
 from stenod.adapters.sql.views import ACTIVE_JOB, batch
 from stenod.errors import ErrorInfo
 from stenod.events import utc_now
-from stenod.jobs import BatchState, ItemState, check_item_transition
+from stenod.jobs import BatchState, ItemState, is_forward
 from stenod.journal import BatchRow, ItemOutcome
+
+_TERMINAL = tuple(str(s) for s in ItemState if s.terminal)
 
 
 def create_batch(provider: str, item_ids: Sequence[str], next_at: float) -> Op[BatchRow]:
@@ -26,10 +28,11 @@ def create_batch(provider: str, item_ids: Sequence[str], next_at: float) -> Op[B
         "INSERT INTO batches (id, provider, state, next_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         (batch_id, provider, str(BatchState.SUBMITTING), next_at, now, now),
     )
-    for item_id in item_ids:
+    for chunk in chunks(item_ids):
         yield Exec(
-            "UPDATE items SET batch_id = ?, updated_at = ? WHERE id = ? AND state = 'pending' AND batch_id IS NULL",
-            (batch_id, now, item_id),
+            f"UPDATE items SET batch_id = ?, updated_at = ? WHERE id IN ({marks(chunk)}) "
+            "AND state = 'pending' AND batch_id IS NULL",
+            (batch_id, now, *chunk),
         )
     created = yield from batch(batch_id)
     assert created is not None
@@ -43,18 +46,15 @@ def save_checkpoint(batch_id: str, data: Mapping[str, Any]) -> Op[None]:
 
 
 def move_items(em: Emitter, batch_id: str, state: ItemState) -> Op[None]:
-    now = utc_now()
-    jobs: set[str] = set()
-    rows = yield All("SELECT id, job_id, state FROM items WHERE batch_id = ? ORDER BY id", (batch_id,))
-    for r in rows:
-        current = ItemState(r["state"])
-        if current.terminal or current == state:
-            continue
-        check_item_transition(current, state)
-        yield Exec("UPDATE items SET state = ?, updated_at = ? WHERE id = ?", (str(state), now, r["id"]))
-        jobs.add(r["job_id"])
-    for job_id in sorted(jobs):
-        yield from refresh_job(em, job_id)
+    """Move the provider job's items forward to ``state``; an item already there, past it
+    or finished stays as it is (a poll repeated after a restart changes nothing)."""
+    before = [str(s) for s in ItemState if not s.terminal and s != state and is_forward(s, state)]
+    rows = yield All(
+        f"UPDATE items SET state = ?, updated_at = ? WHERE batch_id = ? AND state IN ({marks(before)}) "
+        "RETURNING job_id",
+        (str(state), utc_now(), batch_id, *before),
+    )
+    yield from refresh_jobs(em, (r["job_id"] for r in rows))
 
 
 def batch_submitted(em: Emitter, batch_id: str, handle: Mapping[str, Any], next_at: float) -> Op[None]:
@@ -80,7 +80,7 @@ def batch_polled(
     if progress is not None:
         rows = yield All("SELECT DISTINCT job_id FROM items WHERE batch_id = ? ORDER BY job_id", (batch_id,))
         for r in rows:
-            count = yield Exec(
+            count = yield Count(
                 f"UPDATE jobs SET progress = ? WHERE id = ? AND progress < ? AND {ACTIVE_JOB}",
                 (progress, r["job_id"], progress),
             )
@@ -90,8 +90,7 @@ def batch_polled(
 
 
 def set_progress(job_ids: Iterable[str], progress: float) -> Op[None]:
-    for job_id in job_ids:
-        yield Exec("UPDATE jobs SET progress = ? WHERE id = ? AND progress < ?", (progress, job_id, progress))
+    yield Many("UPDATE jobs SET progress = ? WHERE id = ? AND progress < ?", [(progress, j, progress) for j in job_ids])
 
 
 def batch_state(batch_id: str, state: BatchState, next_at: float | None) -> Op[None]:
@@ -117,15 +116,19 @@ def finish_items(
 ) -> Op[None]:
     """Commit item outcomes (and optionally close their provider job) with the events they cause."""
     now = utc_now()
-    jobs: set[str] = set()
-    for o in outcomes:
-        row = yield One("SELECT job_id, state FROM items WHERE id = ?", (o.item_id,))
-        if row is None or ItemState(row["state"]).terminal:
-            continue
-        check_item_transition(ItemState(row["state"]), o.state)
-        yield Exec(
-            "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), "
-            "cost = ?, updated_at = ? WHERE id = ?",
+    # Only an item not yet finished takes its outcome (a terminal one never changes).
+    open_: dict[str, str] = {}
+    for chunk in chunks([o.item_id for o in outcomes]):
+        rows = yield All(
+            f"SELECT id, job_id FROM items WHERE id IN ({marks(chunk)}) AND state NOT IN ({marks(_TERMINAL)})",
+            (*chunk, *_TERMINAL),
+        )
+        open_.update((r["id"], r["job_id"]) for r in rows)
+    taken = [o for o in outcomes if o.item_id in open_]
+    yield Many(
+        "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), cost = ?, updated_at = ? "
+        f"WHERE id = ? AND state NOT IN ({marks(_TERMINAL)})",
+        [
             (
                 str(o.state),
                 dumps(list(o.outputs)),
@@ -134,19 +137,23 @@ def finish_items(
                 dumps(dict(o.cost)) if o.cost else None,
                 now,
                 o.item_id,
-            ),
-        )
-        jobs.add(row["job_id"])
+                *_TERMINAL,
+            )
+            for o in taken
+        ],
+    )
+    for o in taken:
         if o.follow_up is not None and o.state == ItemState.SUCCEEDED:
-            last = yield One("SELECT MAX(idx) AS idx FROM items WHERE job_id = ?", (row["job_id"],))
-            yield from insert_item(row["job_id"], last["idx"] + 1, o.follow_up, now)
+            job_id = open_[o.item_id]
+            last = yield One("SELECT MAX(idx) AS idx FROM items WHERE job_id = ?", (job_id,))
+            yield from insert_item(job_id, last["idx"] + 1, o.follow_up, now)
+    jobs = {open_[o.item_id] for o in taken}
     if batch_id is not None and state is not None:
         yield Exec(
             "UPDATE batches SET state = ?, error = ?, updated_at = ? WHERE id = ?",
             (str(state), dumps(error.to_json()) if error else None, now, batch_id),
         )
-    for job_id in sorted(jobs):
-        yield from refresh_job(em, job_id)
+    yield from refresh_jobs(em, jobs)
 
 
 def attach_download(item_id: str, path: str, size: int, device: int, inode: int) -> Op[None]:
@@ -159,14 +166,13 @@ def attach_download(item_id: str, path: str, size: int, device: int, inode: int)
 
 def release_items(batch_id: str, item_ids: Sequence[str]) -> Op[None]:
     """Return items to the queue (their provider job ended without them)."""
-    for item_id in item_ids:
-        yield Exec(
-            "UPDATE items SET batch_id = NULL, state = 'pending', updated_at = ? WHERE id = ? AND batch_id = ?",
-            (utc_now(), item_id, batch_id),
-        )
+    now = utc_now()
+    yield Many(
+        "UPDATE items SET batch_id = NULL, state = 'pending', updated_at = ? WHERE id = ? AND batch_id = ?",
+        [(now, item_id, batch_id) for item_id in item_ids],
+    )
 
 
 def outbox_delete(seqs: Sequence[int]) -> Op[None]:
-    for start in range(0, len(seqs), 500):  # one statement per 500 rows: few round trips, few parameters
-        chunk = tuple(seqs[start : start + 500])
-        yield Exec(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+    for chunk in chunks(seqs):
+        yield Exec(f"DELETE FROM outbox WHERE seq IN ({marks(chunk)})", chunk)

@@ -9,8 +9,8 @@ from typing import Any
 from ulid import ULID
 
 from stenod.adapters.sql.emit import Emitter, emit
-from stenod.adapters.sql.statements import Exec, One, Op, dumps
-from stenod.adapters.sql.views import job_view
+from stenod.adapters.sql.statements import All, Exec, Op, dumps
+from stenod.adapters.sql.views import job_by_request, job_view
 from stenod.events import EventKind, utc_now
 from stenod.jobs import ItemId, ItemState, ItemView, JobId, JobState, JobView
 from stenod.journal import NewItem, NewJob
@@ -61,18 +61,14 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
     With a ``request_id`` that already exists, nothing is created and the existing job is
     returned with ``created=False`` (a redelivery or a client retry).
     """
-    if new.request_id is not None:
-        row = yield One("SELECT id FROM jobs WHERE request_id = ?", (new.request_id,))
-        if row is not None:
-            existing = yield from job_view(row["id"])
-            assert existing is not None
-            return existing, False
     job_id = str(ULID())
     now = utc_now()
-    yield Exec(
+    # With a request_id that exists, the insert does nothing (it waits for a concurrent one
+    # with the same id to commit first): then the job is the one that exists.
+    inserted = yield All(
         "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
         "output, state, reply_to, correlation_id, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING RETURNING id",
         (
             job_id,
             new.request_id,
@@ -89,6 +85,10 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
             now,
         ),
     )
+    if not inserted:
+        existing = yield from job_by_request(str(new.request_id))
+        assert existing is not None
+        return existing, False
     items = []
     for idx, item in enumerate(new.items):
         items.append((yield from insert_item(job_id, idx, item, now)))
@@ -113,7 +113,7 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
         language=new.language,
         target_languages=tuple(new.target_languages),
     )
-    yield from emit(em, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
+    emit(em, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
     return view, True
 
 

@@ -30,6 +30,13 @@ class Driver(Protocol):
     async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T: ...
 
 
+def _then_flush(op: Callable[[Emitter], Op[T]], em: Emitter) -> Op[T]:
+    """The operation, then the events it made, in the same transaction."""
+    result = yield from op(em)
+    yield from emit.flush(em)
+    return result
+
+
 class SqlJournal:
     """The journal's methods, for any driver. ``outbox``: keep events for a relay (a daemon
     without a broker keeps only each job's history)."""
@@ -56,7 +63,7 @@ class SqlJournal:
 
         def make() -> Op[T]:
             emitters[:] = [Emitter(self._outbox, self._inline)]  # a fresh one for each attempt
-            return op(emitters[0])
+            return _then_flush(op, emitters[0])
 
         result = await self._driver.run(make, write=True)
         if self._outbox:
@@ -224,7 +231,7 @@ class SqlJournal:
     ) -> None:
         """An event about something that is not a job row (e.g. a rejected request)."""
         if self._outbox:
-            await self._write(lambda em: emit.add_event(event, reply_to, correlation_id))
+            await self._write(lambda em: emit.add_event(em, event, reply_to, correlation_id))
 
     async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
         return await self._read(lambda: views.outbox(0, limit))

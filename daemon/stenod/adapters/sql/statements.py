@@ -18,7 +18,21 @@ from typing import Any, Protocol, TypeVar
 
 from stenod import jsontext
 
-__all__ = ["All", "Exec", "One", "Op", "Row", "Statement", "dumps", "loads", "run_sync"]
+__all__ = [
+    "All",
+    "Count",
+    "Exec",
+    "Many",
+    "One",
+    "Op",
+    "Row",
+    "Statement",
+    "chunks",
+    "dumps",
+    "loads",
+    "marks",
+    "run_sync",
+]
 
 T = TypeVar("T")
 
@@ -48,18 +62,46 @@ class One:
 
 @dataclass(frozen=True, slots=True)
 class Exec:
+    """A statement that changes rows; its result is None (on PostgreSQL it is sent without
+    waiting for the server's answer: an error surfaces at the next statement that reads)."""
+
+    sql: str
+    args: Sequence[Any] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
     """A statement that changes rows; its result is the number of rows it changed."""
 
     sql: str
     args: Sequence[Any] = ()
 
 
-Statement = All | One | Exec
+@dataclass(frozen=True, slots=True)
+class Many:
+    """One statement run once for each row of ``rows`` (its result is None): on PostgreSQL
+    they go to the server together, not one round trip each."""
+
+    sql: str
+    rows: Sequence[Sequence[Any]]
+
+
+Statement = All | One | Exec | Count | Many
 # The ``send`` type is the result of the last statement: list[Row], Row | None or int.
 Op = Generator[Statement, Any, T]
 OpFactory = Callable[..., Op[T]]
 
 dumps = jsontext.dumps
+
+
+def marks(values: Sequence[Any]) -> str:
+    """``?, ?, ?`` for an ``IN (…)`` of these values."""
+    return ", ".join("?" * len(values))
+
+
+def chunks(values: Sequence[T], size: int = 500) -> list[tuple[T, ...]]:
+    """Values in slices small enough for one statement's parameters (SQLite allows 32766)."""
+    return [tuple(values[start : start + size]) for start in range(0, len(values), size)]
 
 
 def loads(text: str | None) -> Any:
@@ -70,6 +112,7 @@ class SyncConnection(Protocol):
     """``sqlite3.Connection``, or a synchronous ``psycopg.Connection`` with dict rows."""
 
     def execute(self, sql: Any, args: Any, /) -> Any: ...
+    def cursor(self) -> Any: ...
 
 
 def run_sync(conn: SyncConnection | sqlite3.Connection, op: Op[T], *, dialect: Callable[[str], Any] = str) -> T:
@@ -78,14 +121,25 @@ def run_sync(conn: SyncConnection | sqlite3.Connection, op: Op[T], *, dialect: C
     try:
         statement = next(op)
         while True:
+            if isinstance(statement, Many):
+                if statement.rows:
+                    cursor = conn.cursor()
+                    try:
+                        cursor.executemany(dialect(statement.sql), [tuple(r) for r in statement.rows])
+                    finally:
+                        cursor.close()
+                statement = op.send(None)
+                continue
             cursor = conn.execute(dialect(statement.sql), tuple(statement.args))
             try:
                 if isinstance(statement, All):
                     result: Any = cursor.fetchall()
                 elif isinstance(statement, One):
                     result = cursor.fetchone()
-                else:
+                elif isinstance(statement, Count):
                     result = cursor.rowcount
+                else:
+                    result = None
             finally:
                 # No cursor may outlive this call: it belongs to the writer thread (CPython #118172).
                 cursor.close()

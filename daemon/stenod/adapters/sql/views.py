@@ -16,6 +16,12 @@ ITEMS_SQL = (
     "LEFT JOIN item_edits ON item_edits.item_id = items.id WHERE items.job_id = ? ORDER BY items.idx"
 )
 
+# Items of several jobs at once ({marks}: the job ids' placeholders), grouped by job.
+ITEMS_IN_SQL = (
+    "SELECT items.*, item_edits.transcript AS edited FROM items LEFT JOIN item_edits "
+    "ON item_edits.item_id = items.id WHERE items.job_id IN ({marks}) ORDER BY items.job_id, items.idx"
+)
+
 OPEN_ITEM_SQL = """
 SELECT i.*, COALESCE(i.task, j.task) AS eff_task, COALESCE(i.provider, j.provider) AS eff_provider,
        j.language, COALESCE(i.target_languages, j.target_languages) AS eff_targets,
