@@ -5,7 +5,7 @@ A development aid for machines where systemd is not PID 1 (containers, CI). It r
 unit's ``SystemCallFilter=``, ``RestrictAddressFamilies=`` and ``MemoryDenyWriteExecute=``,
 installs them as one seccomp filter that fails refused calls with EPERM (as
 ``SystemCallErrorNumber=EPERM`` does), then execs the command. A refused call therefore
-shows up as a PermissionError in the command's own output. Child processes (PocketSphinx
+shows up as a PermissionError in the command's own output. Child processes (the Whisper
 workers) inherit the filter. Not covered: mount and user namespaces (ProtectSystem=,
 PrivateTmp=, PrivateUsers=, …), capabilities, RestrictNamespaces=, LockPersonality=.
 

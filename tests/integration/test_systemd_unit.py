@@ -106,8 +106,10 @@ def test_credentials_are_loaded_by_name_so_missing_ones_do_not_block_start() -> 
     credentials = service_settings()["LoadCredential"]
     assert credentials, "no LoadCredential= lines"
     assert all(":" not in entry for entry in credentials)
-    assert all(entry.endswith(".api_key") or entry in ("amqp.url", "http.api_keys") for entry in credentials)
-    assert "http.api_keys" in credentials
+    assert all(
+        entry.endswith(".api_key") or entry in ("amqp.url", "http.api_keys", "journal.url") for entry in credentials
+    )
+    assert {"http.api_keys", "journal.url"} <= set(credentials)
 
 
 def test_sysusers_snippet_creates_a_system_user_without_a_login_shell(tmp_path: Path) -> None:
