@@ -19,7 +19,7 @@ from ulid import ULID
 
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.intake import is_url
-from stenod.journal import NewItem, NewJob
+from stenod.journal import Journal, NewItem, NewJob
 from stenod.provider import Limits
 from stenod.requests import (
     DEFAULT_TRANSLATE_PROVIDER,
@@ -36,7 +36,6 @@ __all__ = [
     "Accepted",
     "Delivery",
     "InputChecks",
-    "IntakeJournal",
     "Outcome",
     "ProviderLookup",
     "RequestIntake",
@@ -123,29 +122,12 @@ class InputChecks(Protocol):
     def close(self) -> None: ...
 
 
-class IntakeJournal(Protocol):
-    async def create_job(self, new: NewJob) -> tuple[Any, bool]: ...
-    async def repeat_of(self, job_id: str) -> NewJob | None: ...
-    async def emit_for_existing(self, job_id: str) -> None: ...
-    async def request_cancel(self, job_id: str) -> Any: ...
-    async def add_event(self, event: JobEvent, *, reply_to: str | None, correlation_id: str | None) -> None: ...
-    async def reusable_result(
-        self,
-        content_hash: str,
-        provider: str,
-        task: str,
-        language: str | None,
-        target_languages: Sequence[str],
-        options: Mapping[str, Any],
-    ) -> Mapping[str, Any] | None: ...
-
-
 class RequestIntake:
     """Turns requests into committed jobs, cancels or rejections (no transport here)."""
 
     def __init__(
         self,
-        journal: IntakeJournal,
+        journal: Journal,
         checks: InputChecks,
         providers: ProviderLookup,
         *,

@@ -12,11 +12,12 @@ from prometheus_client import CollectorRegistry
 from stenod import __version__
 from stenod.adapters.http.app import create_app
 from stenod.adapters.http.auth import Keys
-from stenod.adapters.http.context import Check, HttpContext, HttpJournal
+from stenod.adapters.http.context import Check, HttpContext
 from stenod.adapters.http.server import HttpServer
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
+from stenod.journal import Journal
 from stenod.request_intake import RequestIntake
 from stenod.settings import HttpSettings
 
@@ -28,7 +29,7 @@ async def build_http(
     state_dir: Path,
     *,
     intake: RequestIntake,
-    journal: HttpJournal,
+    journal: Journal,
     watch: JobWatch,
     checks: Mapping[str, Check],
     registry: CollectorRegistry,

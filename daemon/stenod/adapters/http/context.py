@@ -7,43 +7,27 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.spool import Spool
-from stenod.corrections import Corrections, EditableItem
+from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
-from stenod.jobs import JobView
+from stenod.journal import Journal
 from stenod.request_intake import RequestIntake
 
-__all__ = ["Ctx", "HttpContext", "HttpJournal", "require_key", "require_key_or_keyless"]
+__all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
 
 Check = Callable[[], Awaitable[bool]]
-
-
-class HttpJournal(Protocol):
-    """The journal reads the routes need."""
-
-    async def counts(self) -> dict[str, dict[str, int]]: ...
-    async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]: ...
-    async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
-
-    async def job(self, job_id: str) -> JobView | None: ...
-    async def jobs(
-        self, state: str | None = None, limit: int = 50, *, provider: str | None = None, before: str | None = None
-    ) -> list[JobView]: ...
-    async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]: ...
-    async def event_seq(self, job_id: str, event_id: str) -> int | None: ...
-    async def live_paths(self, prefix: str) -> set[str]: ...
 
 
 @dataclass(slots=True)
 class HttpContext:
     intake: RequestIntake
-    journal: HttpJournal
+    journal: Journal
     watch: JobWatch
     spool: Spool
     keys: Keys

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stenod.adapters.sql.statements import All, Exec, Many, Op, Row, chunks, dumps, loads, marks
-from stenod.adapters.sql.views import ITEMS_IN_SQL, snapshot, view_of
+from stenod.adapters.sql.views import items_of, snapshot, view_of
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.jobs import ItemState, JobState, JobView, derive_job_state
 
@@ -96,12 +96,10 @@ def refresh_jobs(em: Emitter, job_ids: Iterable[str]) -> Op[None]:
     Two reads for all the jobs, and one batch of updates for those that changed."""
     ids = sorted(set(job_ids))
     jobs: dict[str, Row] = {}
-    items: dict[str, list[Row]] = {job_id: [] for job_id in ids}
     for chunk in chunks(ids):
         for row in (yield All(f"SELECT * FROM jobs WHERE id IN ({marks(chunk)})", chunk)):
             jobs[row["id"]] = row
-        for row in (yield All(ITEMS_IN_SQL.format(marks=marks(chunk)), chunk)):
-            items[row["job_id"]].append(row)
+    items = yield from items_of(ids)
     now = utc_now()
     updates = [u for job_id in ids if job_id in jobs and (u := _refreshed(em, jobs[job_id], items[job_id], now))]
     yield Many("UPDATE jobs SET state = ?, updated_at = ?, progress = ?, error = ?, cost = ? WHERE id = ?", updates)

@@ -45,36 +45,34 @@ class Row(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class All:
+class _Query:
+    sql: str
+    args: Sequence[Any] = ()
+
+
+class All(_Query):
     """Every row of a query (a list of Row)."""
 
-    sql: str
-    args: Sequence[Any] = ()
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class One:
+class One(_Query):
     """The first row of a query, or None."""
 
-    sql: str
-    args: Sequence[Any] = ()
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Exec:
+class Exec(_Query):
     """A statement that changes rows; its result is None (on PostgreSQL it is sent without
     waiting for the server's answer: an error surfaces at the next statement that reads)."""
 
-    sql: str
-    args: Sequence[Any] = ()
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Count:
+class Count(_Query):
     """A statement that changes rows; its result is the number of rows it changed."""
 
-    sql: str
-    args: Sequence[Any] = ()
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)

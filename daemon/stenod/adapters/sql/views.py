@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from stenod.adapters.sql.statements import All, One, Op, Row, loads
+from stenod.adapters.sql.statements import All, One, Op, Row, chunks, loads, marks
 from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.jobs import BatchState, ItemState, ItemView, JobId, JobState, JobView
 from stenod.journal import BatchRow, NewItem, NewJob, OpenItem, OutboxRow
-
-ITEMS_SQL = (
-    "SELECT items.*, item_edits.transcript AS edited FROM items "
-    "LEFT JOIN item_edits ON item_edits.item_id = items.id WHERE items.job_id = ? ORDER BY items.idx"
-)
 
 # Items of several jobs at once ({marks}: the job ids' placeholders), grouped by job.
 ITEMS_IN_SQL = (
@@ -105,8 +100,8 @@ def snapshot(job_id: str) -> Op[tuple[Row, JobView] | None]:
     row = yield One("SELECT * FROM jobs WHERE id = ?", (job_id,))
     if row is None:
         return None
-    items = yield All(ITEMS_SQL, (job_id,))
-    return row, view_of(row, items)
+    items = yield from items_of([job_id])
+    return row, view_of(row, items[job_id])
 
 
 def job_view(job_id: str) -> Op[JobView | None]:
@@ -130,21 +125,22 @@ def list_jobs(
         if value:
             where.append(column)
             args.append(value)
-    sql = "SELECT id FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-    rows = yield All(sql, (*args, limit))
-    views = []
-    for r in rows:
-        view = yield from job_view(r["id"])
-        if view is not None:
-            views.append(view)
-    return views
+    sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+    jobs = yield All(sql, (*args, limit))
+    items = yield from items_of([j["id"] for j in jobs])
+    return [view_of(job, items[job["id"]]) for job in jobs]
 
 
-def batch(batch_id: str) -> Op[BatchRow | None]:
-    row = yield One("SELECT * FROM batches WHERE id = ?", (batch_id,))
-    if row is None:
-        return None
-    items = yield All(OPEN_ITEM_SQL + " WHERE i.batch_id = ? ORDER BY i.id", (batch_id,))
+def items_of(job_ids: Sequence[str]) -> Op[dict[str, list[Row]]]:
+    """The items of these jobs (with their corrections), in order, by job: one read per 500 jobs."""
+    items: dict[str, list[Row]] = {job_id: [] for job_id in job_ids}
+    for chunk in chunks(job_ids):
+        for row in (yield All(ITEMS_IN_SQL.format(marks=marks(chunk)), chunk)):
+            items[row["job_id"]].append(row)
+    return items
+
+
+def _batch_row(row: Row, items: Sequence[Row]) -> BatchRow:
     return BatchRow(
         batch_id=row["id"],
         provider=row["provider"],
@@ -158,14 +154,23 @@ def batch(batch_id: str) -> Op[BatchRow | None]:
     )
 
 
+def batch(batch_id: str) -> Op[BatchRow | None]:
+    found = yield from _batches("id = ?", (batch_id,))
+    return found[0] if found else None
+
+
 def active_batches() -> Op[list[BatchRow]]:
-    rows = yield All("SELECT id FROM batches WHERE state NOT IN ('done', 'failed') ORDER BY id")
-    found = []
-    for r in rows:
-        b = yield from batch(r["id"])
-        if b is not None:
-            found.append(b)
-    return found
+    return (yield from _batches("state NOT IN ('done', 'failed')", ()))
+
+
+def _batches(where: str, args: Sequence[Any]) -> Op[list[BatchRow]]:
+    """Provider jobs with their items: one read for the jobs, one per 500 of them for the items."""
+    rows = yield All(f"SELECT * FROM batches WHERE {where} ORDER BY id", args)
+    items: dict[str, list[Row]] = {r["id"]: [] for r in rows}
+    for chunk in chunks(list(items)):
+        for item in (yield All(OPEN_ITEM_SQL + f" WHERE i.batch_id IN ({marks(chunk)}) ORDER BY i.id", chunk)):
+            items[item["batch_id"]].append(item)
+    return [_batch_row(r, items[r["id"]]) for r in rows]
 
 
 def open_items(skip_providers: Sequence[str], limit: int) -> Op[list[OpenItem]]:
