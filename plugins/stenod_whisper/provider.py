@@ -74,7 +74,6 @@ class WhisperProvider:
         )
         self.engine: Engine | None = None
         self.max_concurrent_jobs = self.settings.max_concurrent_jobs
-        self.batch_size = self.settings.batch_size or 0
         self._pool: EnginePool | None = None
 
     async def start(self, ctx: StartContext) -> None:
@@ -92,7 +91,6 @@ class WhisperProvider:
         workers = s.workers or (1 if gpu else cpu_count())
         threads = s.cpu_threads or max(1, cpu_count() // workers)
         self.max_concurrent_jobs = s.max_concurrent_jobs or workers
-        self.batch_size = s.batch_size if s.batch_size is not None else (8 if gpu else 0)
         if not engine.model.multilingual:
             self.limits = Limits(
                 tasks=frozenset({Task.TRANSCRIBE}),
@@ -219,7 +217,7 @@ class WhisperProvider:
             "temperature": options.temperature,
             "hotwords": options.hotwords,
             "detect_only": options.detect_language_only,
-            "batch_size": self.batch_size,
+            "batch_size": s.batch_size,
             "batch_min_seconds": s.batch_min_seconds,
         }
 

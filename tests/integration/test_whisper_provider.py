@@ -271,8 +271,19 @@ async def test_a_long_file_decoded_in_batches_loses_nothing_and_makes_readable_c
         transcript = await transcribe(batched, long_file)
     _, spoken = long_speech(long_file.with_suffix(".again.wav"), 75)
     assert wer(spoken, transcript.text) < MAX_WER
+    # Sentence-sized segments timed by their words, as the plain decoder gives, not 30 s chunks.
+    segments = transcript.segments
+    assert len(segments) >= len(sentence_ends(spoken)) * 0.8
+    assert all(0 <= s.start < s.end <= transcript.duration + 0.5 and s.end - s.start <= 16 for s in segments)
+    assert [s.start for s in segments] == sorted(s.start for s in segments)
+    assert [s.extra["id"] for s in segments] == list(range(len(segments)))
+    assert transcript.words is None  # word times were used, not asked for
     made = cues(transcript)
-    assert all(len(c.text) <= CUE_CHARS and c.end - c.start <= 30 for c in made) and len(made) >= 5
+    assert all(len(c.text) <= CUE_CHARS and c.end - c.start <= 8 for c in made) and len(made) >= 5
+
+
+def sentence_ends(text: str) -> list[int]:
+    return [i for i, ch in enumerate(text) if ch in ".?!"]
 
 
 async def test_a_finished_job_polls_as_done(provider: WhisperProvider, short: Path) -> None:
