@@ -200,7 +200,6 @@ class BrokerDoor:
         self._target = target
         self._server: socket.socket | None = None
         self._sockets: list[socket.socket] = []
-        self._upstreams: list[socket.socket] = []
         self._lock = threading.Lock()
 
     @property
@@ -225,16 +224,15 @@ class BrokerDoor:
             server.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []
-            upstreams, self._upstreams = self._upstreams, []
-        for sock in upstreams:
-            # A pipe thread blocked in recv() on this socket keeps it open past close() (Linux
-            # frees a socket once no call uses it): an idle server would never hear of the cut
-            # and keep the session (and the locks it holds). shutdown() wakes that recv().
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
         for sock in sockets:
             with suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            # A pipe thread blocked in recv() on this socket keeps it open past close() (Linux
+            # frees a socket once no call uses it): a side that is only waiting for an answer
+            # (a query in flight, an idle server holding a session and its locks) would never
+            # hear of the cut. shutdown() wakes that recv(); close() then resets the connection.
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def _accept(self, server: socket.socket) -> None:
@@ -251,7 +249,6 @@ class BrokerDoor:
                 continue
             with self._lock:
                 self._sockets += [client, upstream]
-                self._upstreams.append(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 

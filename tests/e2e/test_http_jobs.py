@@ -70,7 +70,10 @@ def test_last_event_id_resumes_after_that_event(server: HttpDaemon) -> None:
             every = sse(answer)
         with http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": every[0]["id"]}) as answer:
             rest = sse(answer)
+        # After the last event of a finished job: 204, which stops a browser's EventSource reconnecting.
+        after_end = http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": every[-1]["id"]})
     assert [e["id"] for e in rest] == [e["id"] for e in every[1:]]
+    assert after_end.status_code == 204 and after_end.content == b""
 
 
 def test_an_upload_with_request_options_runs_and_its_outputs_download(server: HttpDaemon) -> None:

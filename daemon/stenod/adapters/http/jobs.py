@@ -165,20 +165,26 @@ async def _events(ctx: HttpContext, job_id: str, after: int) -> AsyncIterator[Ss
     "/v1/jobs/{job_id}/events",
     summary="The job's CloudEvents as Server-Sent Events, until it ends",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        204: {"description": "The job has ended and no event follows Last-Event-ID (an EventSource stops)"},
+    },
 )
 async def events(
     job_id: str,
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
-) -> StreamingResponse:
-    await _view(ctx, job_id)
+) -> Response:
+    view = await _view(ctx, job_id)
     after = 0
     if last_event_id:
         seq = await ctx.journal.event_seq(job_id, last_event_id)
         if seq is None:
             raise ApiError(400, f"Last-Event-ID {last_event_id} is not an event of job {job_id}", param="Last-Event-ID")
         after = seq
+        if view.state.terminal and not await ctx.journal.events(job_id, after=after, limit=1):
+            # A browser's EventSource reconnects after the stream ends; 204 tells it there is no more.
+            return Response(status_code=204)
     return event_stream(_events(ctx, job_id, after))
 
 

@@ -31,7 +31,20 @@ T = TypeVar("T")
 log = structlog.get_logger("stenod.journal")
 
 _RACES = (errors.UniqueViolation, errors.SerializationFailure, errors.DeadlockDetected)
+# Every connection's options: autocommit (transactions are explicit), and a peer that
+# vanished (power off, a network that drops packets) noticed within about 30 s instead of
+# TCP's hours, so a query waiting for an answer that will never come fails and is retried.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 _RACE_ATTEMPTS = 5
+_WAIT_REPORT_SECONDS = 5.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -83,7 +96,10 @@ class PoolDriver:
         races = 0
         while True:
             try:
-                return await self._attempt(make, max(deadline - time.monotonic(), 0.5), write=write)
+                # A few seconds at a time, so that waiting for a database that went away is
+                # reported while it lasts, not only when reconnect_seconds are over.
+                wait = min(max(deadline - time.monotonic(), 0.5), _WAIT_REPORT_SECONDS)
+                return await self._attempt(make, wait, write=write)
             except _RACES as exc:
                 races += 1
                 if races >= _RACE_ATTEMPTS:

@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from stenod.adapters.postgres.driver import PoolDriver, dialect, run_async
+from stenod.adapters.postgres.driver import CONNECTION_OPTIONS, PoolDriver, dialect, run_async
 from stenod.adapters.postgres.schema import migrate
 from stenod.adapters.postgres.sole_user import SoleUser, application_name
 from stenod.adapters.sql import views
@@ -81,7 +81,7 @@ class PostgresJournal(SqlJournal):
             url,
             min_size=1,
             max_size=max_connections,
-            kwargs={"autocommit": True, "application_name": application_name()},
+            kwargs={**CONNECTION_OPTIONS, "application_name": application_name()},
             open=False,
             name="stenod-journal",
             reconnect_timeout=max(reconnect_seconds, 1.0),
@@ -136,7 +136,7 @@ async def _connect(url: str, where: str, wait_seconds: float) -> psycopg.AsyncCo
     deadline = asyncio.get_running_loop().time() + wait_seconds
     while True:
         try:
-            return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+            return await psycopg.AsyncConnection.connect(url, **CONNECTION_OPTIONS)
         except psycopg.OperationalError as exc:
             if _refused_by_server(exc) or asyncio.get_running_loop().time() >= deadline:
                 raise JournalError(f"journal database {where} cannot be used: {_first_line(exc)}") from None
@@ -163,7 +163,7 @@ class PostgresReader:
     def __init__(self, url: str) -> None:
         where = describe_url(url)
         try:
-            self._conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+            self._conn = psycopg.connect(url, row_factory=dict_row, **CONNECTION_OPTIONS)
         except psycopg.OperationalError as exc:
             raise JournalError(f"journal database {where} cannot be reached: {_first_line(exc)}") from None
 
@@ -190,7 +190,7 @@ class PostgresOutbox:
         """Outbox rows with ``seq`` above ``after``, oldest first; none while the database is away."""
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=10)
+                self._conn = await psycopg.AsyncConnection.connect(self._url, **CONNECTION_OPTIONS)
             return await run_async(self._conn, views.outbox(after, limit))
         except psycopg.OperationalError:
             if self._conn is not None:

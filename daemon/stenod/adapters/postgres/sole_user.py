@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 
+from stenod.adapters.postgres.driver import CONNECTION_OPTIONS
 from stenod.errors import ConfigError
 from stenod.journal import JournalError
 
@@ -54,7 +55,7 @@ class SoleUser:
         vanished with its network ends after ``_IDLE_SECONDS``); raises JournalInUse naming
         the daemon that has it."""
         conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, connect_timeout=10, application_name=application_name()
+            self._url, **CONNECTION_OPTIONS, application_name=application_name()
         )
         # The server ends this session if it stays idle: when this daemon is gone without
         # closing it (power off, network cut), the lock is free again within seconds, not

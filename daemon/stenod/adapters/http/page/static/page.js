@@ -7,9 +7,11 @@ function live(container) {
   // Re-render the container's HTML from data-live whenever data-events reports a change.
   const url = container.dataset.live, events = container.dataset.events;
   if (!url || !events || !window.EventSource) return;
-  let pending = false;
+  // One fetch at a time; a change reported during a fetch fetches again after it, so the
+  // last change (the job's end) is never lost behind an earlier one's answer.
+  let pending = false, again = false;
   const refresh = async () => {
-    if (pending) return;
+    if (pending) { again = true; return; }
     pending = true;
     try {
       const answer = await fetch(url, { credentials: "same-origin" });
@@ -17,13 +19,20 @@ function live(container) {
         const target = container.tagName === "TABLE" ? container.querySelector("tbody") : container;
         target.innerHTML = await answer.text();
       }
-    } finally { pending = false; }
+    } finally {
+      pending = false;
+      if (again) { again = false; refresh(); }
+    }
   };
   const source = new EventSource(events, { withCredentials: true });
   source.onmessage = refresh;
   source.addEventListener("change", refresh);
-  for (const kind of ["accepted", "submitted", "progress", "succeeded", "partial", "failed", "cancelled"]) {
+  for (const kind of ["accepted", "submitted", "progress"]) {
     source.addEventListener("stenod.job." + kind, refresh);
+  }
+  for (const kind of ["succeeded", "partial", "failed", "cancelled"]) {
+    // The job's last event: nothing more will come, so no reconnecting either.
+    source.addEventListener("stenod.job." + kind, () => { source.close(); refresh(); });
   }
   source.onerror = () => { if (source.readyState === EventSource.CLOSED) refresh(); };
 }
