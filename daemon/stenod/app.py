@@ -26,6 +26,7 @@ from stenod.adapters.folders.media_probe import probe_duration
 from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.folders.watchers import Watchers
 from stenod.adapters.folders.writers import FileSink
+from stenod.adapters.sql.journal import default_instance_id
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
@@ -103,6 +104,8 @@ async def open_journal(settings: Settings) -> tuple[Journal, Service | None]:
     options: dict[str, Any] = {
         "outbox": settings.amqp_enabled,
         "inline_transcript_bytes": settings.amqp.inline_transcript_bytes,
+        "instance_id": settings.journal.instance_id or default_instance_id(settings.state_dir),
+        "lease_seconds": settings.journal.lease_seconds,
     }
     if (url := settings.journal_url) is not None:
         from stenod.adapters.postgres.journal import PostgresJournal  # psycopg only when it is used
@@ -112,10 +115,10 @@ async def open_journal(settings: Settings) -> tuple[Journal, Service | None]:
             url,
             max_connections=settings.journal.max_connections,
             reconnect_seconds=settings.journal.reconnect_seconds,
-            sole_user=True,  # until instances hold leases on their work (issue 16)
+            lock_instance=True,
             **options,
         )
-        return journal, journal.keep_sole_user
+        return journal, journal.keep_instance_lock
     return SqliteJournal.open(settings.journal_path, **options), None
 
 
@@ -130,6 +133,7 @@ async def build(
     stack.push_async_callback(journal.aclose)
     providers = await load_providers(settings, http, stack, catalogue)
     metrics = Metrics()
+    metrics.instance(journal.instance_id)
     watch = JobWatch()
     journal.on_change = watch.changed
     sink = FileSink(settings.state_dir / "results")

@@ -8,6 +8,7 @@ import functools
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,13 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
         )
 
 
+def _with_leases(data: dict[str, Any], held: list[tuple[str, float]] | None) -> dict[str, Any]:
+    """The instances stepping the job now, and until when (epoch seconds) their leases run."""
+    if held:
+        data["held_by"] = [{"instance": holder, "lease_until": until} for holder, until in held]
+    return data
+
+
 def _job_line(view: Any) -> str:
     inputs = ", ".join(Path(i.input).name for i in view.items[:3]) + (" …" if len(view.items) > 3 else "")
     return f"{view.job_id}  {view.state:<10} {view.provider:<8} {view.task:<10} {view.created_at}  {inputs}"
@@ -181,13 +189,14 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
     try:
         views = reader.jobs(args.state, args.limit)
+        held = reader.leases([v.job_id for v in views])
     finally:
         reader.close()
     if args.json:
-        print(json.dumps([v.to_data() for v in views], indent=2, ensure_ascii=False))
+        print(json.dumps([_with_leases(v.to_data(), held.get(v.job_id)) for v in views], indent=2, ensure_ascii=False))
     else:
         for view in views:
-            print(_job_line(view))
+            print(_job_line(view) + "".join(f"  @{holder}" for holder, _ in held.get(view.job_id, ())))
     return EXIT_OK
 
 
@@ -195,16 +204,20 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
     reader = _reader(settings)
     try:
         view = reader.job(args.job_id)
+        held = reader.leases([args.job_id]).get(args.job_id, []) if view is not None else []
     finally:
         reader.close()
     if view is None:
         print(f"stenod: no job {args.job_id}", file=sys.stderr)
         return EXIT_USAGE
-    data = view.to_data()
+    data = _with_leases(view.to_data(), held)
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         print(_job_line(view))
+        for holder, until in held:
+            left = until - time.time()
+            print(f"  held by {holder}: lease {'for ' + f'{left:.0f} s more' if left > 0 else 'expired'}")
         if view.error:
             print(f"  error: {view.error.code}: {view.error.message}")
         if view.cost:

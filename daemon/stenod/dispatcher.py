@@ -10,20 +10,21 @@ one is due: no busy polling.
 from __future__ import annotations
 
 import asyncio
-import heapq
+import contextlib
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError, StenodError
 from stenod.intake import Intake
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, OpenItem
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost, OpenItem
+from stenod.lease_keeper import LeaseKeeper, LeaseMetrics
 from stenod.outcomes import Metrics, Outcomes, OutputSink, result_from_json
+from stenod.schedule import Schedule
 from stenod.settings import RetrySettings
 from stenod.stepper import LiveText, ProviderRuntime, Stepper
 
@@ -32,30 +33,7 @@ __all__ = ["Dispatcher"]
 log = structlog.get_logger("stenod.dispatcher")
 
 _CANCEL_CHECK_SECONDS = 2.0
-
-
-@dataclass(slots=True)
-class _Schedule:
-    heap: list[tuple[float, str]] = field(default_factory=list)
-    due: dict[str, float] = field(default_factory=dict)
-
-    def push(self, batch_id: str, when: float) -> None:
-        self.due[batch_id] = when
-        heapq.heappush(self.heap, (when, batch_id))
-
-    def pop_due(self, now: float) -> list[str]:
-        out = []
-        while self.heap and self.heap[0][0] <= now:
-            when, batch_id = heapq.heappop(self.heap)
-            if self.due.get(batch_id) == when:
-                del self.due[batch_id]
-                out.append(batch_id)
-        return out
-
-    def next_time(self) -> float | None:
-        while self.heap and self.due.get(self.heap[0][1]) != self.heap[0][0]:
-            heapq.heappop(self.heap)
-        return self.heap[0][0] if self.heap else None
+_BUG_HINT = "This is a bug; please report it with the log."
 
 
 class Dispatcher:
@@ -93,9 +71,18 @@ class Dispatcher:
         )
         self._wake = asyncio.Event()
         self._dirty = True
-        self._schedule = _Schedule()
+        self._schedule = Schedule()
         self._batches: dict[str, BatchRow] = {}
-        self._running: set[str] = set()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()  # running steps whose lease was lost: cancelled, then forgotten
+        self._keeper = LeaseKeeper(
+            journal,
+            providers=lambda: list(self._runtimes),
+            lost=self._lease_lost,
+            claimed=self._claimed,
+            held=lambda: self.active_jobs,
+            metrics=metrics if isinstance(metrics, LeaseMetrics) else None,
+        )
         self._finishing: set[str] = set()
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
@@ -124,14 +111,14 @@ class Dispatcher:
     # -- main loop ------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        for batch in await self._journal.active_batches():
-            self._adopt(batch)
+        await self._keeper.claim(own=True)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(None) as deadline:
                 async with asyncio.TaskGroup() as tg:
                     self._tg = tg
                     tg.create_task(self._relay_stop(stopping), name="dispatcher:stop-relay")
+                    tg.create_task(self._keeper.run(stopping), name="dispatcher:leases")
                     while not stopping.is_set():
                         if self._dirty:
                             self._dirty = False
@@ -145,6 +132,10 @@ class Dispatcher:
             log.warning("dispatcher.grace_expired", interrupted=len(self._running))
         finally:
             self._tg = None
+        # Steps are over: what this instance still holds is free for the others at once.
+        # (A journal that cannot be reached now lets the leases run out instead.)
+        with contextlib.suppress(StenodError):
+            await self._journal.release_leases()
 
     async def _relay_stop(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
@@ -191,8 +182,7 @@ class Dispatcher:
             batch = self._batches.pop(batch_id, None)
             if batch is None:
                 continue
-            self._running.add(batch_id)
-            tg.create_task(self._step(batch), name=f"batch:{batch_id}")
+            self._running[batch_id] = tg.create_task(self._step(batch), name=f"batch:{batch_id}")
 
     # -- intake: preflight, cancel, pack --------------------------------------------
 
@@ -227,11 +217,29 @@ class Dispatcher:
                 for i in mine
             ]
             done = len(mine) == len(batch.items)
-            await self._journal.finish_items(
-                outcomes, batch_id=batch_id if done else None, batch_state=BatchState.FAILED if done else None
-            )
+            try:
+                await self._journal.finish_items(
+                    outcomes, batch_id=batch_id, batch_state=BatchState.FAILED if done else None
+                )
+            except LeaseLost:
+                done = True  # another instance has it now, and its cancel with it
             if done:
                 self._forget(batch_id, batch.provider)
+
+    def _lease_lost(self, batch_id: str) -> None:
+        """Another instance holds this provider job now: stop stepping it here."""
+        batch = self._batches.get(batch_id)
+        if batch is not None:
+            self._forget(batch_id, batch.provider)
+        task = self._running.get(batch_id)
+        if task is not None:
+            self._lost.add(batch_id)
+            task.cancel()
+
+    def _claimed(self, batch: BatchRow) -> None:
+        if batch.batch_id not in self._batches and batch.batch_id not in self._running:
+            self._adopt(batch)
+            self._wake.set()
 
     def _forget(self, batch_id: str, provider: str) -> None:
         self._batches.pop(batch_id, None)
@@ -289,7 +297,6 @@ class Dispatcher:
     # -- provider steps ---------------------------------------------------------------
 
     async def _step(self, batch: BatchRow) -> None:
-        runtime = self._runtimes.get(batch.provider)
         keep = True
         with structlog.contextvars.bound_contextvars(
             batch_id=batch.batch_id,
@@ -297,40 +304,52 @@ class Dispatcher:
             job_id=",".join(sorted({i.job_id for i in batch.items})),
         ):
             try:
-                if runtime is None:
-                    raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
-                if not batch.items:
-                    keep = False
-                    await self._journal.finish_items([], batch_id=batch.batch_id, batch_state=BatchState.FAILED)
-                else:
-                    keep = await self._stepper.advance(runtime, batch)
-            except RetryableError as exc:
-                keep = await self._stepper.retry(batch, exc)
-            except JobError as exc:
-                keep = False
-                await self._stepper.fail(batch, exc.info())
+                keep = await self._advance(batch)
             except asyncio.CancelledError:
                 log.info("batch.interrupted", state=str(batch.state))
                 raise
-            except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
-                log.exception("batch.internal_error")
+            except LeaseLost:  # from the step, or from recording its retry or failure
                 keep = False
-                await self._stepper.fail(
-                    batch,
-                    ErrorInfo(
-                        "internal_error",
-                        f"{type(exc).__name__}: {exc}",
-                        hint="This is a bug; please report it with the log.",
-                    ),
-                )
+                log.warning("batch.lease_lost", hint="another instance took this provider job over; nothing written")
             finally:
-                self._running.discard(batch.batch_id)
+                self._running.pop(batch.batch_id, None)
                 if self._live is not None:  # results (or the error) are in the journal now, or it runs again
                     self._live.finished({i.job_id for i in batch.items})
-                if not keep:
+                if not keep or batch.batch_id in self._lost:
+                    self._lost.discard(batch.batch_id)
                     self._forget(batch.batch_id, batch.provider)
                 self._dirty = True
                 self._wake.set()
+
+    async def _advance(self, batch: BatchRow) -> bool:
+        """Run the provider job's due steps; a failure is recorded as a retry or the job's end.
+        False once it is finished."""
+        runtime = self._runtimes.get(batch.provider)
+        try:
+            if runtime is None:
+                raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
+            if not batch.items:
+                await self._journal.finish_items([], batch_id=batch.batch_id, batch_state=BatchState.FAILED)
+                return False
+            return await self._stepper.advance(runtime, batch)
+        except RetryableError as exc:
+            return await self._stepper.retry(batch, exc)
+        except JobError as exc:
+            await self._stepper.fail(batch, exc.info())
+            return False
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
+            log.exception("batch.internal_error")
+            await self._stepper.fail(
+                batch,
+                ErrorInfo(
+                    "internal_error",
+                    f"{type(exc).__name__}: {exc}",
+                    hint="This is a bug; please report it with the log.",
+                ),
+            )
+            return False
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """A short side task of a step (a progress event) in the dispatcher's TaskGroup."""

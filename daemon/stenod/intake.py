@@ -26,6 +26,9 @@ from stenod.stepper import ProviderRuntime
 __all__ = ["Intake", "Sorted", "is_url"]
 
 _UNKNOWN = "Check `stenod providers` and the provider's configuration."
+# A file another instance accepted but this one cannot see (a folder only that machine
+# mounts): the job waits for an instance that can, it does not fail here.
+_NOT_HERE = frozenset({"input_missing", "input_unreadable", "input_changed"})
 
 
 def is_url(text: str) -> bool:
@@ -50,6 +53,10 @@ class Intake:
         self._checked: dict[str, Preflight] = {}
         self.wakeup: float | None = None  # when items waiting for company must be packed anyway
 
+    def _elsewhere(self, item: OpenItem) -> bool:
+        """Accepted by another instance sharing the journal (never so on SQLite: one instance)."""
+        return self._journal.shared and item.origin is not None and item.origin != self._journal.instance_id
+
     def forget(self, item_id: str) -> None:
         """The item finished outside a provider job: its file check is no longer needed."""
         self._checked.pop(item_id, None)
@@ -69,6 +76,8 @@ class Intake:
             elif item.path is None and is_url(item.input):
                 continue  # the URL fetcher attaches the file first
             elif (runtime := runtimes.get(item.provider)) is None:
+                if self._elsewhere(item):
+                    continue  # the instance that accepted it has the provider: it waits for one that does
                 error = ErrorInfo("unknown_provider", f"provider {item.provider!r} is not available", hint=_UNKNOWN)
                 found.failed.append((item, error))
             else:
@@ -80,6 +89,9 @@ class Intake:
             if check is None:
                 continue  # it finished while the files were checked: this snapshot of it is stale
             if check.error is not None:
+                if check.error.code in _NOT_HERE and self._elsewhere(item):
+                    self._checked.pop(item.item_id, None)  # looked at again later: a mount may come back
+                    continue
                 found.failed.append((item, check.error))
                 continue
             groups[(item.provider, item.task, item.language, item.target_languages, freeze(item.options))].append(item)
@@ -93,7 +105,10 @@ class Intake:
             return
 
         def check_all() -> list[Preflight]:
-            return [preflight(runtime.name, runtime.limits, item, self._probe) for item, runtime in todo]
+            return [
+                preflight(runtime.name, runtime.limits, item, self._probe, elsewhere=self._elsewhere(item))
+                for item, runtime in todo
+            ]
 
         for (item, _), check in zip(todo, await asyncio.to_thread(check_all), strict=True):
             self._checked[item.item_id] = check
@@ -124,7 +139,14 @@ class Intake:
             for chunk in batches:
                 if runtime.in_flight >= runtime.max_concurrent_jobs:
                     break
-                batch = await self._journal.create_batch(runtime.name, [i.item_id for i in chunk], next_at=time.time())
+                batch = await self._journal.create_batch(
+                    runtime.name,
+                    [i.item_id for i in chunk],
+                    next_at=time.time(),
+                    max_jobs=runtime.max_concurrent_jobs,
+                )
+                if batch is None:  # other instances packed these items, or hold every slot of the provider
+                    continue
                 for i in chunk:
                     self._checked.pop(i.item_id, None)
                 adopt(batch)

@@ -22,6 +22,16 @@ class SchemaTooNew(ConfigError):
     """The journal was written by a newer stenod: a person must choose (exit 2, no restart loop)."""
 
 
+class LeaseLost(StenodError):
+    """This instance no longer holds the provider job: its lease expired and another
+    instance took it over. Nothing of the refused write was committed; the step stops
+    without touching the job again (fencing)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"the lease on provider job {batch_id} was lost to another instance")
+        self.batch_id = batch_id
+
+
 @dataclass(frozen=True, slots=True)
 class NewItem:
     input: str
@@ -77,6 +87,7 @@ class OpenItem:
     result: Mapping[str, Any] | None
     created_at: str
     cancel_requested: bool
+    origin: str | None = None  # the instance that accepted the job (its files are readable there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,9 @@ class BatchRow:
     next_at: float
     last_poll_at: float | None
     items: tuple[OpenItem, ...]
+    holder: str | None = None  # the instance stepping it
+    lease_until: float | None = None  # when another instance may take it over (epoch seconds)
+    lease_gen: int = 0  # raised by every claim: the fencing token of the holder's writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +131,27 @@ class OutboxRow:
 
 
 class JobJournal(Protocol):
-    """What the dispatcher needs from the journal. Every call commits before it returns."""
+    """What the dispatcher needs from the journal. Every call commits before it returns.
+
+    Provider jobs are held under leases: a journal object is one instance (``instance_id``);
+    it holds the provider jobs it created or claimed, and every write about one of them
+    checks and renews its lease in the same transaction, or raises :class:`LeaseLost` with
+    nothing written."""
+
+    instance_id: str
+    lease_seconds: float
+    shared: bool  # other instances may use the same journal (PostgreSQL)
 
     async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]: ...
     async def active_batches(self) -> list[BatchRow]: ...
+    async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]: ...
+    async def renew_leases(self) -> list[str]: ...
+    async def hold(self, batch_id: str) -> None: ...
+    async def release_leases(self) -> None: ...
     async def batch(self, batch_id: str) -> BatchRow | None: ...
-    async def create_batch(self, provider: str, item_ids: Sequence[str], *, next_at: float) -> BatchRow: ...
+    async def create_batch(
+        self, provider: str, item_ids: Sequence[str], *, next_at: float, max_jobs: int | None = None
+    ) -> BatchRow | None: ...
     async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None: ...
     async def batch_submitted(self, batch_id: str, handle: Mapping[str, Any], *, next_at: float) -> None: ...
     async def batch_polled(
@@ -138,8 +167,8 @@ class JobJournal(Protocol):
         batch_state: BatchState | None = None,
         batch_error: ErrorInfo | None = None,
     ) -> None: ...
-    async def set_progress(self, job_ids: Iterable[str], progress: float) -> None: ...
-    async def emit_progress(self, job_id: str) -> None: ...
+    async def set_progress(self, job_ids: Iterable[str], progress: float, *, batch_id: str | None = None) -> None: ...
+    async def emit_progress(self, job_id: str, *, batch_id: str | None = None) -> None: ...
     async def cancel_requested_jobs(self) -> list[str]: ...
     async def job(self, job_id: str) -> JobView | None: ...
 

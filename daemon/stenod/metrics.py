@@ -92,6 +92,30 @@ class Metrics:
             version
         ).set(1)
         self._in_flight_providers: set[str] = set()
+        self._instance = Gauge(
+            "stenod_instance_info", "Always 1; this daemon's instance id is in the label.", ["instance"], registry=r
+        )
+        self._leases = Gauge("stenod_leases_held", "Provider jobs this instance holds a lease on.", registry=r)
+        self._claimed = Counter(
+            "stenod_leases_claimed",
+            "Provider jobs this instance claimed: its own after a restart, or another's whose lease expired.",
+            registry=r,
+        )
+        self._lost = Counter(
+            "stenod_leases_lost", "Provider jobs another instance took over from this one.", registry=r
+        )
+
+    def instance(self, instance_id: str) -> None:
+        """Name this daemon among the instances sharing its journal (once, at start)."""
+        self._instance.labels(instance_id).set(1)
+
+    def leases(self, held: int, *, claimed: int = 0, lost: int = 0) -> None:
+        """After each lease round: how many this instance holds, claimed and lost."""
+        self._leases.set(max(0, held))
+        if claimed > 0:
+            self._claimed.inc(claimed)
+        if lost > 0:
+            self._lost.inc(lost)
 
     def job_state(self, provider: str, state: str) -> None:
         """Count a job entering a public state (``accepted`` … ``cancelled``); call once per transition."""

@@ -20,9 +20,13 @@ class Preflight:
     duration: float | None = None
 
 
-def preflight(name: str, limits: Limits, item: OpenItem, probe: Callable[[Path], float | None]) -> Preflight:
+def preflight(
+    name: str, limits: Limits, item: OpenItem, probe: Callable[[Path], float | None], *, elsewhere: bool = False
+) -> Preflight:
     """Everything that can be known before any upload: task, format, size, duration, that the
-    file is still the one accepted. Runs in a worker thread."""
+    file is still the one accepted. Runs in a worker thread. ``elsewhere``: the job was
+    accepted by another instance, which numbers a shared mount's device differently (the
+    inode, size and content are the same)."""
     if Task(item.task) not in limits.tasks:
         return Preflight(ErrorInfo("unsupported_task", f"{name} cannot {item.task}"))
     if item.path is None:
@@ -43,7 +47,7 @@ def preflight(name: str, limits: Limits, item: OpenItem, probe: Callable[[Path],
         return Preflight(ErrorInfo("input_missing", f"{path} was deleted before it could be processed"))
     except OSError as exc:
         return Preflight(ErrorInfo("input_unreadable", f"{path}: {exc.strerror}"))
-    if item.inode is not None and (st.st_ino, st.st_dev) != (item.inode, item.device):
+    if item.inode is not None and (st.st_ino != item.inode or (not elsewhere and st.st_dev != item.device)):
         return Preflight(ErrorInfo("input_changed", f"{path} was replaced after it was accepted"))
     if st.st_size == 0:
         return Preflight(

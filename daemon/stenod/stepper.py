@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
 from stenod.outcomes import Metrics, Outcomes
 from stenod.provider import (
     Batch,
@@ -168,7 +168,7 @@ class Stepper:
                     next_at=next_at,
                     poll_time=poll_time,
                 )
-                await self._maybe_progress_events(changed)
+                await self._maybe_progress_events(changed, batch.batch_id)
                 self._reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
                 return True
             return await self._conclude(runtime, batch, status)
@@ -210,6 +210,9 @@ class Stepper:
             for item in batch.items
             if not item.state.terminal
         ]
+        # Output files are outside the journal's transactions: renew the lease first, so a
+        # paused instance that lost the job to another does not write them.
+        await self._journal.hold(batch.batch_id)
         outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs)
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
         release = getattr(runtime.provider, "release", None)
@@ -264,6 +267,7 @@ class Stepper:
 
     async def fail(self, batch: BatchRow, error: ErrorInfo) -> None:
         log.warning("batch.failed", code=error.code, message=error.message)
+        await self._journal.hold(batch.batch_id)  # before writing error files, as for results
         outcomes = [await self._outcomes.write_failure(i, error) for i in batch.items if not i.state.terminal]
         await self._journal.finish_items(
             outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
@@ -305,19 +309,22 @@ class Stepper:
             return
         for j in due:
             self._last_progress[j] = now
-        self._spawn(self._record_progress(due, fraction), f"progress:{batch.batch_id}")
+        self._spawn(self._record_progress(due, fraction, batch.batch_id), f"progress:{batch.batch_id}")
 
-    async def _record_progress(self, jobs: list[str], fraction: float) -> None:
-        await self._journal.set_progress(jobs, max(0.0, min(0.99, fraction)))
-        for job_id in jobs:
-            await self._journal.emit_progress(job_id)
+    async def _record_progress(self, jobs: list[str], fraction: float, batch_id: str) -> None:
+        try:
+            await self._journal.set_progress(jobs, max(0.0, min(0.99, fraction)), batch_id=batch_id)
+            for job_id in jobs:
+                await self._journal.emit_progress(job_id, batch_id=batch_id)
+        except LeaseLost:
+            pass  # the step itself stops at its next write; a progress event is not worth more
 
-    async def _maybe_progress_events(self, job_ids: list[str]) -> None:
+    async def _maybe_progress_events(self, job_ids: list[str], batch_id: str) -> None:
         now = time.monotonic()
         for job_id in job_ids:
             if now - self._last_progress.get(job_id, 0.0) >= self._progress_interval:
                 self._last_progress[job_id] = now
-                await self._journal.emit_progress(job_id)
+                await self._journal.emit_progress(job_id, batch_id=batch_id)
 
     def _segment_sink(self, batch: BatchRow) -> Callable[[str, Segment], None] | None:
         live = self._live

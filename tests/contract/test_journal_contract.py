@@ -142,8 +142,11 @@ async def test_an_item_goes_into_one_provider_job_only(open_journal):
     view, _ = await a.create_job(new_job(inputs=6))
     ids = [i.item_id for i in view.items]
     first, second = await asyncio.gather(a.create_batch("echo", ids, next_at=0), b.create_batch("echo", ids, next_at=0))
-    claimed = [i.item_id for i in first.items] + [i.item_id for i in second.items]
+    made = [batch for batch in (first, second) if batch is not None]  # None: the other took every item
+    claimed = [i.item_id for batch in made for i in batch.items]
     assert sorted(claimed) == sorted(ids)  # each item in exactly one of the two
+    assert all(batch.items for batch in made)  # no provider job without items
+    assert len(await a.active_batches()) == len(made)
     assert await a.open_items() == []
 
 

@@ -1,6 +1,6 @@
 """A daemon whose journal is in PostgreSQL, when the database goes away (a door between
-the two, closed: the daemon's connections cut with an RST, new ones refused) and when a
-second daemon names the same database."""
+the two, closed: the daemon's connections cut with an RST, new ones refused). Several
+daemons on one database: ``test_cluster.py``."""
 
 from __future__ import annotations
 
@@ -96,19 +96,3 @@ def test_an_outage_past_reconnect_seconds_stops_the_daemon_and_a_restart_finishe
     door.open()
     with running(cfg, log):
         wait_for(lambda: (inbox / "late.txt").exists(), "the file, after the restart", 60)
-
-
-def test_a_second_daemon_on_the_same_database_is_refused_naming_the_first(tmp_path, database, echo_plugin):
-    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
-    first_dir.mkdir()
-    second_dir.mkdir()
-    with running(_config(first_dir, database, reconnect_seconds=5), first_dir / "daemon.log") as first:
-        second = subprocess.run(
-            [*STENOD, "run", "--config", str(_config(second_dir, database, reconnect_seconds=5))],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert second.returncode == 2, second.stderr[-2000:]
-        assert f"pid {first.proc.pid}" in second.stderr and "One stenod per journal database" in second.stderr
-        assert first.alive

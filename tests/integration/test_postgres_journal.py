@@ -4,6 +4,7 @@ refuses us, sessions cut under a running journal, and the CLI reading it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 
@@ -113,10 +114,12 @@ async def test_a_dropped_database_fails_the_health_check():
             await journal.aclose()
 
 
-async def test_the_cli_lists_jobs_from_the_database(tmp_path, clean_env):
+async def test_the_cli_lists_jobs_from_the_database_with_the_instance_holding_each(tmp_path, clean_env):
     with fresh_database() as url:
-        journal = await PostgresJournal.open(url)
+        journal = await PostgresJournal.open(url, instance_id="node-7", lease_seconds=600)
         view, _ = await journal.create_job(new_job("cli"))
+        idle, _ = await journal.create_job(new_job("cli-2"))
+        await journal.create_batch("echo", [view.items[0].item_id], next_at=0)
         await journal.aclose()
         cfg = write_config(
             tmp_path / "stenod.toml",
@@ -127,10 +130,19 @@ async def test_the_cli_lists_jobs_from_the_database(tmp_path, clean_env):
             [*STENOD, "jobs", "--config", str(cfg)], capture_output=True, text=True, timeout=60
         )
         assert listed.returncode == 0 and view.job_id in listed.stdout, listed.stderr
+        lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+        assert lines[view.job_id].endswith("@node-7") and "@" not in lines[idle.job_id]
         shown = subprocess.run(  # noqa: ASYNC221
             [*STENOD, "job", view.job_id, "--json", "--config", str(cfg)], capture_output=True, text=True, timeout=60
         )
-        assert '"state": "accepted"' in shown.stdout, shown.stderr
+        data = json.loads(shown.stdout)
+        assert data["state"] == "accepted", shown.stderr
+        (holder,) = data["held_by"]
+        assert holder["instance"] == "node-7" and 500 < holder["lease_until"] - time.time() <= 600
+        text = subprocess.run(  # noqa: ASYNC221
+            [*STENOD, "job", view.job_id, "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+        assert "held by node-7: lease for" in text.stdout, text.stderr
 
 
 def test_postgresql_without_a_url_is_a_configuration_error(tmp_path, clean_env):

@@ -341,6 +341,8 @@ class UrlFetchService:
         for item in await self.journal.open_items():
             if item.path is not None or not item.input.startswith(("http://", "https://")) or item.cancel_requested:
                 continue
+            if self.journal.shared and item.origin not in (None, self.journal.instance_id):
+                continue  # the instance that accepted the job downloads it: the file lands where it is packed
             if item.item_id in self._active:
                 continue
             due = self._attempts.get(item.item_id, _Attempts()).not_before

@@ -355,7 +355,7 @@ class FolderSource:
             output["formats"] = sorted({*rule.formats, "txt"})  # the translation step reads the .txt
             output["then_translate_to"] = list(rule.chain_languages)
             output["translate_provider"] = rule.translate_provider
-        job, _ = await self._journal.create_job(
+        job, created = await self._journal.create_job(
             NewJob(
                 source="folder",
                 task=str(rule.task),
@@ -380,6 +380,9 @@ class FolderSource:
             )
         )
         self._known[path] = (fst.st_size, fst.st_mtime_ns)
+        if not created:  # another instance watching the same (shared) folder took it first
+            log.info("file.taken_elsewhere", job_id=job.job_id, input=str(path))
+            return
         if self._metrics is not None:
             self._metrics.file_seen()  # type: ignore[attr-defined]
         log.info("job.accepted", job_id=job.job_id, provider=self._provider, input=str(path), reused=reused is not None)

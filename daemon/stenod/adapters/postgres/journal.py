@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import psycopg
+import structlog
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stenod.adapters.postgres.driver import CONNECTION_OPTIONS, PoolDriver, dialect, run_async
+from stenod.adapters.postgres.instance_lock import InstanceLock, application_name
 from stenod.adapters.postgres.schema import migrate
-from stenod.adapters.postgres.sole_user import SoleUser, application_name
 from stenod.adapters.sql import views
-from stenod.adapters.sql.journal import SqlJournal
+from stenod.adapters.sql.journal import SqlJournal, default_instance_id
 from stenod.adapters.sql.statements import run_sync
 from stenod.errors import ConfigError
 from stenod.jobs import JobView
@@ -24,7 +26,9 @@ from stenod.journal import JournalError, OutboxRow
 
 __all__ = ["PostgresJournal", "PostgresOutbox", "PostgresReader", "describe_url"]
 
-_SOLE_USER_CHECK_SECONDS = 5.0
+_LOCK_CHECK_SECONDS = 5.0
+_RELAY_LOCK = 0x5733_0D00_0000_0003  # "stenod: the relay that publishes the outbox"
+log = structlog.get_logger("stenod.amqp")
 
 
 def describe_url(url: str) -> str:
@@ -47,12 +51,13 @@ class PostgresJournal(SqlJournal):
         where: str,
         *,
         reconnect_seconds: float,
-        sole_user: SoleUser | None = None,
+        lock: InstanceLock | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(PoolDriver(pool, reconnect_seconds=reconnect_seconds), **kwargs)
+        self.shared = True
         self._pool = pool
-        self._sole_user = sole_user
+        self._lock = lock
         self.where = where
 
     @classmethod
@@ -62,19 +67,23 @@ class PostgresJournal(SqlJournal):
         *,
         max_connections: int = 4,
         reconnect_seconds: float = 30.0,
-        sole_user: bool = False,
+        instance_id: str | None = None,
+        lock_instance: bool = False,
         **kwargs: Any,
     ) -> PostgresJournal:
         """Connect (waiting up to ``reconnect_seconds`` for the database) and migrate the
-        schema. ``sole_user``: refuse to share the database with another daemon."""
+        schema. ``lock_instance``: refuse to start while another daemon runs under the same
+        ``instance_id`` (a daemon does; tests and tools that only read need not)."""
         where = describe_url(url)
+        instance_id = instance_id or default_instance_id()
         # The schema first, on a connection of its own: its failure says why (the pool's only says "timeout").
         conn = await _connect(url, where, reconnect_seconds)
         try:
             await migrate(conn, where)
+            offset = await _clock_offset(conn)
         finally:
             await conn.close()
-        guard = SoleUser(url, where) if sole_user else None
+        guard = InstanceLock(url, where, instance_id) if lock_instance else None
         if guard is not None:
             await guard.acquire(wait_seconds=20.0)  # a vanished daemon's session ends within _IDLE_SECONDS
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -93,7 +102,16 @@ class PostgresJournal(SqlJournal):
             if guard is not None:
                 await guard.aclose()
             raise JournalError(f"journal database {where} cannot be reached") from None
-        return cls(pool, where, reconnect_seconds=reconnect_seconds, sole_user=guard, **kwargs)
+        # Leases are measured in the database's time, so instances whose clocks differ agree on them.
+        return cls(
+            pool,
+            where,
+            reconnect_seconds=reconnect_seconds,
+            lock=guard,
+            instance_id=instance_id,
+            clock=lambda: time.time() + offset,
+            **kwargs,
+        )
 
     async def __aenter__(self) -> PostgresJournal:
         return self
@@ -103,8 +121,8 @@ class PostgresJournal(SqlJournal):
 
     async def aclose(self) -> None:
         await self._pool.close()
-        if self._sole_user is not None:
-            await self._sole_user.aclose()
+        if self._lock is not None:
+            await self._lock.aclose()
 
     async def alive(self) -> bool:
         """Nothing of ours can hang here (no thread, the pool reconnects by itself)."""
@@ -116,18 +134,28 @@ class PostgresJournal(SqlJournal):
             async with asyncio.timeout(5.0):
                 async with self._pool.connection(timeout=5.0) as conn:
                     await conn.execute("SELECT 1")
-                return self._sole_user is None or self._sole_user.held
+                return self._lock is None or self._lock.held
         except (TimeoutError, PoolTimeout, psycopg.Error):
             return False
 
-    async def keep_sole_user(self, stopping: asyncio.Event) -> None:
+    async def keep_instance_lock(self, stopping: asyncio.Event) -> None:
         """While running: take the lock again after losing it with its connection; stop the
-        daemon (JournalError) if another one has taken it meanwhile."""
-        while self._sole_user is not None and not stopping.is_set():
-            await self._sole_user.check()
+        daemon (JournalError) if another one with the same instance id has taken it meanwhile."""
+        while self._lock is not None and not stopping.is_set():
+            await self._lock.check()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_SOLE_USER_CHECK_SECONDS):
+                async with asyncio.timeout(_LOCK_CHECK_SECONDS):
                     await stopping.wait()
+
+
+async def _clock_offset(conn: psycopg.AsyncConnection[Any]) -> float:
+    """The database's clock minus ours (seconds), measured at the middle of a round trip."""
+    before = time.time()
+    cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+    row = await cur.fetchone()
+    after = time.time()
+    assert row is not None
+    return float(row[0]) - (before + after) / 2
 
 
 async def _connect(url: str, where: str, wait_seconds: float) -> psycopg.AsyncConnection[Any]:
@@ -173,30 +201,67 @@ class PostgresReader:
     def jobs(self, state: str | None = None, limit: int = 50) -> list[JobView]:
         return run_sync(self._conn, views.list_jobs(state, limit), dialect=dialect)
 
+    def leases(self, job_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+        return run_sync(self._conn, views.leases(job_ids), dialect=dialect)
+
     def close(self) -> None:
         self._conn.close()
 
 
 class PostgresOutbox:
     """The relay process's view of the outbox, on a connection of its own (reconnected
-    after the database restarts)."""
+    after the database restarts).
+
+    Of the relays of several instances on one database, one publishes: the one whose
+    connection holds the relay lock (a session advisory lock, free again the moment that
+    connection ends). The others read nothing and try again at each read, every few
+    seconds while idle, so events keep flowing, in order, while any instance lives.
+
+    The read always starts from the lowest row, whatever ``after`` says: sequence numbers
+    are taken when a row is inserted, not when it commits, so a transaction that commits
+    late can add a row below one already published; it must still be read. (Confirmed
+    rows are deleted by the daemon within moments; the reader skips those not yet gone.)
+    Per job the order holds: two transactions adding events of one job both update the
+    job's row first, so the second waits for the first to commit.
+    """
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._where = describe_url(url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._leader = False
+        self._said_standby = False
 
     async def read(self, after: int, limit: int) -> list[OutboxRow]:
-        """Outbox rows with ``seq`` above ``after``, oldest first; none while the database is away."""
+        """The oldest outbox rows; none while another instance's relay publishes or the database is away."""
+        del after  # see the class's note
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self._url, **CONNECTION_OPTIONS)
-            return await run_async(self._conn, views.outbox(after, limit))
+                self._leader = False
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._url, **CONNECTION_OPTIONS, application_name=application_name() + " relay"
+                )
+            if not self._leader and not await self._lead(self._conn):
+                return []
+            return await run_async(self._conn, views.outbox(0, limit))
         except psycopg.OperationalError:
             if self._conn is not None:
                 await self._conn.close()
             self._conn = None
+            self._leader = False
             return []
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_RELAY_LOCK,))
+        row = await cur.fetchone()
+        self._leader = bool(row and row[0])
+        if self._leader:
+            log.info("amqp.relay_leading", journal=self._where)
+            self._said_standby = False
+        elif not self._said_standby:
+            log.info("amqp.relay_standby", journal=self._where, hint="another instance's relay publishes the events")
+            self._said_standby = True
+        return self._leader
 
     async def aclose(self) -> None:
         if self._conn is not None:

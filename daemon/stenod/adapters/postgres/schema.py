@@ -124,6 +124,14 @@ CREATE TABLE job_retries (
 );
 CREATE INDEX job_retries_of ON job_retries(retry_of);
 """,
+    # 2: leases on provider jobs (SQLite's version 4), and the instance that accepted each job.
+    """
+ALTER TABLE batches ADD COLUMN holder TEXT;
+ALTER TABLE batches ADD COLUMN lease_until DOUBLE PRECISION;
+ALTER TABLE batches ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN instance TEXT;
+CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,22 +18,41 @@ from stenod.jobs import BatchState, ItemState, is_forward
 from stenod.journal import BatchRow, ItemOutcome
 
 _TERMINAL = tuple(str(s) for s in ItemState if s.terminal)
+_OPEN_BATCH = "state NOT IN ('done', 'failed')"
 
 
-def create_batch(provider: str, item_ids: Sequence[str], next_at: float) -> Op[BatchRow]:
-    """Record the intent to submit these items as one provider job (before any remote call)."""
+def create_batch(
+    provider: str, item_ids: Sequence[str], next_at: float, holder: str, until: float, max_jobs: int | None
+) -> Op[BatchRow | None]:
+    """Record the intent to submit these items as one provider job (before any remote call),
+    held by ``holder``. Only items still waiting join it: another instance may have packed
+    some of them since they were read. None: it packed them all, or the provider already
+    has ``max_jobs`` unfinished jobs (counted over every instance)."""
+    if max_jobs is not None:
+        # The provider's row is locked until this transaction ends (on PostgreSQL; SQLite has
+        # one writer anyway), so two instances cannot both see the last free slot.
+        yield Exec("INSERT INTO provider_slots (provider) VALUES (?) ON CONFLICT (provider) DO NOTHING", (provider,))
+        yield Exec("UPDATE provider_slots SET created = created + 1 WHERE provider = ?", (provider,))
+        row = yield One(f"SELECT COUNT(*) AS n FROM batches WHERE provider = ? AND {_OPEN_BATCH}", (provider,))
+        if row["n"] >= max_jobs:
+            return None
     batch_id = str(ULID())
     now = utc_now()
     yield Exec(
-        "INSERT INTO batches (id, provider, state, next_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (batch_id, provider, str(BatchState.SUBMITTING), next_at, now, now),
+        "INSERT INTO batches (id, provider, state, next_at, created_at, updated_at, holder, lease_until, lease_gen) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        (batch_id, provider, str(BatchState.SUBMITTING), next_at, now, now, holder, until),
     )
+    taken = 0
     for chunk in chunks(item_ids):
-        yield Exec(
+        taken += yield Count(
             f"UPDATE items SET batch_id = ?, updated_at = ? WHERE id IN ({marks(chunk)}) "
             "AND state = 'pending' AND batch_id IS NULL",
             (batch_id, now, *chunk),
         )
+    if not taken:
+        yield Exec("DELETE FROM batches WHERE id = ?", (batch_id,))
+        return None
     created = yield from batch(batch_id)
     assert created is not None
     return created
@@ -116,19 +135,13 @@ def finish_items(
 ) -> Op[None]:
     """Commit item outcomes (and optionally close their provider job) with the events they cause."""
     now = utc_now()
-    # Only an item not yet finished takes its outcome (a terminal one never changes).
+    # Only an item not yet finished takes its outcome (a terminal one never changes). The
+    # UPDATE itself decides, so of two instances finishing the same item only one adds events.
     open_: dict[str, str] = {}
-    for chunk in chunks([o.item_id for o in outcomes]):
-        rows = yield All(
-            f"SELECT id, job_id FROM items WHERE id IN ({marks(chunk)}) AND state NOT IN ({marks(_TERMINAL)})",
-            (*chunk, *_TERMINAL),
-        )
-        open_.update((r["id"], r["job_id"]) for r in rows)
-    taken = [o for o in outcomes if o.item_id in open_]
-    yield Many(
-        "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), cost = ?, updated_at = ? "
-        f"WHERE id = ? AND state NOT IN ({marks(_TERMINAL)})",
-        [
+    for o in outcomes:
+        row = yield One(
+            "UPDATE items SET state = ?, outputs = ?, error = ?, result = COALESCE(?, result), cost = ?, "
+            f"updated_at = ? WHERE id = ? AND state NOT IN ({marks(_TERMINAL)}) RETURNING job_id",
             (
                 str(o.state),
                 dumps(list(o.outputs)),
@@ -138,10 +151,11 @@ def finish_items(
                 now,
                 o.item_id,
                 *_TERMINAL,
-            )
-            for o in taken
-        ],
-    )
+            ),
+        )
+        if row is not None:
+            open_[o.item_id] = row["job_id"]
+    taken = [o for o in outcomes if o.item_id in open_]
     for o in taken:
         if o.follow_up is not None and o.state == ItemState.SUCCEEDED:
             job_id = open_[o.item_id]

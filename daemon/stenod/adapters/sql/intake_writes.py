@@ -9,7 +9,7 @@ from typing import Any
 from ulid import ULID
 
 from stenod.adapters.sql.emit import Emitter, emit
-from stenod.adapters.sql.statements import All, Exec, Op, dumps
+from stenod.adapters.sql.statements import All, Exec, One, Op, dumps
 from stenod.adapters.sql.views import job_by_request, job_view
 from stenod.events import EventKind, utc_now
 from stenod.jobs import ItemId, ItemState, ItemView, JobId, JobState, JobView
@@ -19,6 +19,15 @@ _SEEN_UPSERT = (
     "INSERT INTO seen_files (rule, path, device, inode, size, mtime_ns, job_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (rule, path) DO UPDATE SET device = excluded.device, inode = excluded.inode, "
     "size = excluded.size, mtime_ns = excluded.mtime_ns, job_id = excluded.job_id"
+)
+
+
+_SEEN_CLAIM = (
+    "INSERT INTO seen_files (rule, path, device, inode, size, mtime_ns, job_id) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (rule, path) DO UPDATE SET device = excluded.device, inode = excluded.inode, "
+    "size = excluded.size, mtime_ns = excluded.mtime_ns, job_id = excluded.job_id "
+    "WHERE seen_files.job_id IS NULL OR seen_files.inode <> excluded.inode OR seen_files.size <> excluded.size "
+    "OR seen_files.mtime_ns <> excluded.mtime_ns RETURNING path"
 )
 
 
@@ -55,7 +64,7 @@ def insert_item(job_id: str, idx: int, item: NewItem, now: str) -> Op[ItemView]:
     return ItemView(item_id=ItemId(item_id), index=idx, input=item.input, state=state, transcript=transcript)
 
 
-def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
+def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tuple[JobView, bool]]:
     """Commit a job (and, for folder jobs, its seen-file record) and its accepted event.
 
     With a ``request_id`` that already exists, nothing is created and the existing job is
@@ -63,12 +72,25 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
     """
     job_id = str(ULID())
     now = utc_now()
+    if new.seen is not None:
+        # The file is claimed first: of several instances watching one shared folder, the
+        # one whose upsert wins makes the job; the others (waiting on the row, then seeing
+        # the same file already has a job) return that job. The device is left out of the
+        # comparison: two machines number one network mount differently.
+        claimed = yield All(_SEEN_CLAIM, (*new.seen, job_id))
+        if not claimed:
+            row = yield One("SELECT job_id FROM seen_files WHERE rule = ? AND path = ?", new.seen[:2])
+            existing = yield from job_view(row["job_id"])
+            if existing is not None:
+                return existing, False
+            yield Exec(_SEEN_UPSERT, (*new.seen, job_id))  # its job is gone: take the file again
     # With a request_id that exists, the insert does nothing (it waits for a concurrent one
     # with the same id to commit first): then the job is the one that exists.
     inserted = yield All(
         "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
-        "output, state, reply_to, correlation_id, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING RETURNING id",
+        "output, state, reply_to, correlation_id, created_at, updated_at, instance) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?) "
+        "ON CONFLICT (request_id) DO NOTHING RETURNING id",
         (
             job_id,
             new.request_id,
@@ -83,6 +105,7 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
             new.correlation_id,
             now,
             now,
+            instance,
         ),
     )
     if not inserted:
@@ -94,8 +117,6 @@ def create_job(em: Emitter, new: NewJob) -> Op[tuple[JobView, bool]]:
         items.append((yield from insert_item(job_id, idx, item, now)))
     if new.retry_of is not None:
         yield Exec("INSERT INTO job_retries (job_id, retry_of) VALUES (?, ?)", (job_id, new.retry_of))
-    if new.seen is not None:
-        yield Exec(_SEEN_UPSERT, (*new.seen, job_id))
     # The view as a read of these rows would give it, without reading them back.
     view = JobView(
         job_id=JobId(job_id),

@@ -8,17 +8,20 @@ job states are derived from item states (``stenod.jobs.derive_job_state``).
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from stenod.adapters.sql import batch_writes, emit, intake_writes, views
+from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, views
 from stenod.adapters.sql.emit import Emitter
 from stenod.adapters.sql.statements import Op, dumps
 from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, ItemOutcome, NewJob, OpenItem, OutboxRow
+from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob, OpenItem, OutboxRow
 
 T = TypeVar("T")
 
@@ -37,14 +40,40 @@ def _then_flush(op: Callable[[Emitter], Op[T]], em: Emitter) -> Op[T]:
     return result
 
 
+def default_instance_id(state_dir: object = None) -> str:
+    """The host name and the state directory: stable across restarts, distinct per daemon."""
+    return f"{socket.gethostname()}:{os.path.abspath(str(state_dir or '.'))}"
+
+
+def _nothing() -> Op[None]:
+    return None
+    yield  # a generator that runs no statement
+
+
 class SqlJournal:
     """The journal's methods, for any driver. ``outbox``: keep events for a relay (a daemon
-    without a broker keeps only each job's history)."""
+    without a broker keeps only each job's history). ``instance_id`` holds the provider jobs
+    this journal object creates or claims, for ``lease_seconds`` after each write or renewal;
+    ``clock`` is the time the leases are measured in (the database's, for a shared journal)."""
 
-    def __init__(self, driver: Driver, *, outbox: bool = True, inline_transcript_bytes: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        outbox: bool = True,
+        inline_transcript_bytes: int = 256 * 1024,
+        instance_id: str | None = None,
+        lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._driver = driver
         self._outbox = outbox
         self._inline = inline_transcript_bytes
+        self.instance_id = instance_id or default_instance_id()
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self.shared = False  # other instances may use the same journal
+        self._held: dict[str, int] = {}  # provider jobs this instance holds: id -> lease generation
         # Set after any commit that may have added outbox rows; the relay waits on it.
         self.outbox_ready = asyncio.Event()
         # Told, after each commit, the jobs whose events it added (the HTTP streams' watch).
@@ -53,17 +82,34 @@ class SqlJournal:
     async def _read(self, make: Callable[[], Op[T]]) -> T:
         return await self._driver.run(make, write=False)
 
-    async def _change(self, make: Callable[[], Op[T]]) -> T:
-        """A write that adds no event."""
-        return await self._driver.run(make, write=True)
+    async def _change(self, make: Callable[[], Op[T]], *, fence: str | None = None) -> T:
+        """A write that adds no event; with ``fence``, only while this instance holds that provider job."""
+        if fence is None:
+            return await self._driver.run(make, write=True)
+        return await self._driver.run(self._fenced(fence, make), write=True)
 
-    async def _write(self, op: Callable[[Emitter], Op[T]]) -> T:
-        """A write that may add events: the relay and the watchers hear of it after the commit."""
+    def _fenced(self, batch_id: str, make: Callable[[], Op[T]]) -> Callable[[], Op[T]]:
+        """The operation behind the fence of the lease on ``batch_id`` (renewed by it)."""
+        gen = self._held.get(batch_id)
+        if gen is None:
+            raise LeaseLost(batch_id)
+
+        def fenced() -> Op[T]:
+            yield from leases.fence(batch_id, self.instance_id, gen, self._clock() + self.lease_seconds)
+            return (yield from make())
+
+        return fenced
+
+    async def _write(self, op: Callable[[Emitter], Op[T]], *, fence: str | None = None) -> T:
+        """A write that may add events: the relay and the watchers hear of it after the commit.
+        With ``fence``, only while this instance holds that provider job."""
         emitters: list[Emitter] = []
 
-        def make() -> Op[T]:
+        def unfenced() -> Op[T]:
             emitters[:] = [Emitter(self._outbox, self._inline)]  # a fresh one for each attempt
             return _then_flush(op, emitters[0])
+
+        make = unfenced if fence is None else self._fenced(fence, unfenced)
 
         result = await self._driver.run(make, write=True)
         if self._outbox:
@@ -78,7 +124,7 @@ class SqlJournal:
     async def create_job(self, new: NewJob) -> tuple[JobView, bool]:
         """Commit a job (and its seen-file record) and its accepted event; with a known
         ``request_id``, the existing job and ``created=False``."""
-        return await self._write(lambda em: intake_writes.create_job(em, new))
+        return await self._write(lambda em: intake_writes.create_job(em, new, self.instance_id))
 
     async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
         """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
@@ -111,42 +157,95 @@ class SqlJournal:
         return await self._read(lambda: views.open_items(skip_providers, limit))
 
     async def active_batches(self) -> list[BatchRow]:
+        """Every unfinished provider job, whoever holds it (a read: it claims nothing)."""
         return await self._read(views.active_batches)
+
+    async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]:
+        """Take the unfinished provider jobs of ``providers`` that nobody holds or whose
+        holder's lease expired; with ``own`` (at start), also those this instance held
+        before it restarted."""
+        now = self._clock()
+        claimed = await self._driver.run(
+            lambda: leases.claim(self.instance_id, sorted(providers), now, now + self.lease_seconds, own=own),
+            write=True,
+        )
+        self._held.update((b.batch_id, b.lease_gen) for b in claimed)
+        return claimed
+
+    async def renew_leases(self) -> list[str]:
+        """Renew every lease this instance holds; returns the provider jobs it has lost."""
+        held = dict(self._held)
+        if not held:
+            return []
+        lost = await self._driver.run(
+            lambda: leases.renew(self.instance_id, held, self._clock() + self.lease_seconds), write=True
+        )
+        for batch_id in lost:
+            if self._held.get(batch_id) == held[batch_id]:
+                del self._held[batch_id]
+        return lost
+
+    async def release_leases(self) -> None:
+        """Stopping: the provider jobs this instance holds may be taken over at once."""
+        held = dict(self._held)
+        if held:
+            await self._driver.run(lambda: leases.release(self.instance_id, held), write=True)
+            self._held.clear()
+
+    async def hold(self, batch_id: str) -> None:
+        """Renew the lease before a side effect outside the journal (writing output files);
+        raises LeaseLost if another instance has the provider job now."""
+        try:
+            await self._change(_nothing, fence=batch_id)
+        except LeaseLost:
+            self._held.pop(batch_id, None)
+            raise
 
     async def batch(self, batch_id: str) -> BatchRow | None:
         return await self._read(lambda: views.batch(batch_id))
 
-    async def create_batch(self, provider: str, item_ids: Sequence[str], *, next_at: float) -> BatchRow:
-        """Record the intent to submit these items as one provider job (before any remote call)."""
-        return await self._write(lambda em: batch_writes.create_batch(provider, item_ids, next_at))
+    async def create_batch(
+        self, provider: str, item_ids: Sequence[str], *, next_at: float, max_jobs: int | None = None
+    ) -> BatchRow | None:
+        """Record the intent to submit these items as one provider job (before any remote
+        call), held by this instance. None if another instance packed them all first, or
+        if ``provider`` has ``max_jobs`` unfinished provider jobs across all instances."""
+        created = await self._write(
+            lambda em: batch_writes.create_batch(
+                provider, item_ids, next_at, self.instance_id, self._clock() + self.lease_seconds, max_jobs
+            )
+        )
+        if created is not None:
+            self._held[created.batch_id] = created.lease_gen
+        return created
 
     async def save_checkpoint(self, batch_id: str, data: Mapping[str, Any]) -> None:
-        await self._change(lambda: batch_writes.save_checkpoint(batch_id, data))
+        await self._change(lambda: batch_writes.save_checkpoint(batch_id, data), fence=batch_id)
 
     async def batch_submitted(self, batch_id: str, handle: Mapping[str, Any], *, next_at: float) -> None:
-        await self._write(lambda em: batch_writes.batch_submitted(em, batch_id, handle, next_at))
+        await self._write(lambda em: batch_writes.batch_submitted(em, batch_id, handle, next_at), fence=batch_id)
 
     async def batch_polled(
         self, batch_id: str, *, running: bool, progress: float | None, next_at: float, poll_time: float
     ) -> list[str]:
         """Record a poll; returns the ids of jobs whose progress changed."""
         return await self._write(
-            lambda em: batch_writes.batch_polled(em, batch_id, running, progress, next_at, poll_time)
+            lambda em: batch_writes.batch_polled(em, batch_id, running, progress, next_at, poll_time), fence=batch_id
         )
 
-    async def set_progress(self, job_ids: Iterable[str], progress: float) -> None:
+    async def set_progress(self, job_ids: Iterable[str], progress: float, *, batch_id: str | None = None) -> None:
         ids = list(job_ids)
-        await self._change(lambda: batch_writes.set_progress(ids, progress))
+        await self._change(lambda: batch_writes.set_progress(ids, progress), fence=batch_id)
 
-    async def emit_progress(self, job_id: str) -> None:
+    async def emit_progress(self, job_id: str, *, batch_id: str | None = None) -> None:
         """A (rate-limited by the caller) progress event for a running job."""
-        await self._write(lambda em: emit.emit_progress(em, job_id))
+        await self._write(lambda em: emit.emit_progress(em, job_id), fence=batch_id)
 
     async def batch_state(self, batch_id: str, state: BatchState, *, next_at: float | None = None) -> None:
-        await self._change(lambda: batch_writes.batch_state(batch_id, state, next_at))
+        await self._change(lambda: batch_writes.batch_state(batch_id, state, next_at), fence=batch_id)
 
     async def batch_retry(self, batch_id: str, *, attempts: int, next_at: float, error: ErrorInfo) -> None:
-        await self._change(lambda: batch_writes.batch_retry(batch_id, attempts, next_at, error))
+        await self._change(lambda: batch_writes.batch_retry(batch_id, attempts, next_at, error), fence=batch_id)
 
     async def finish_items(
         self,
@@ -156,8 +255,13 @@ class SqlJournal:
         batch_state: BatchState | None = None,
         batch_error: ErrorInfo | None = None,
     ) -> None:
-        """Commit item outcomes (and optionally close their provider job) with the events they cause."""
-        await self._write(lambda em: batch_writes.finish_items(em, outcomes, batch_id, batch_state, batch_error))
+        """Commit item outcomes (and optionally close their provider job) with the events
+        they cause. With ``batch_id``, only while this instance holds that provider job."""
+        await self._write(
+            lambda em: batch_writes.finish_items(em, outcomes, batch_id, batch_state, batch_error), fence=batch_id
+        )
+        if batch_id is not None and batch_state in (BatchState.DONE, BatchState.FAILED):
+            self._held.pop(batch_id, None)
 
     async def attach_download(self, item_id: str, path: str, size: int, device: int, inode: int) -> None:
         """A URL input was downloaded: the item now has a local file and can be packed."""

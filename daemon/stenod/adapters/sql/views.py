@@ -21,7 +21,7 @@ OPEN_ITEM_SQL = """
 SELECT i.*, COALESCE(i.task, j.task) AS eff_task, COALESCE(i.provider, j.provider) AS eff_provider,
        j.language, COALESCE(i.target_languages, j.target_languages) AS eff_targets,
        COALESCE(i.options, j.options) AS eff_options, j.output,
-       j.created_at AS job_created_at, j.cancel_requested
+       j.created_at AS job_created_at, j.cancel_requested, j.instance AS origin
 FROM items i JOIN jobs j ON j.id = i.job_id
 """
 
@@ -86,6 +86,7 @@ def open_item(r: Row) -> OpenItem:
         result=loads(r["result"]),
         created_at=r["job_created_at"],
         cancel_requested=bool(r["cancel_requested"]),
+        origin=r["origin"],
     )
 
 
@@ -151,19 +152,38 @@ def _batch_row(row: Row, items: Sequence[Row]) -> BatchRow:
         next_at=row["next_at"],
         last_poll_at=row["last_poll_at"],
         items=tuple(open_item(r) for r in items),
+        holder=row["holder"],
+        lease_until=row["lease_until"],
+        lease_gen=row["lease_gen"],
     )
 
 
 def batch(batch_id: str) -> Op[BatchRow | None]:
-    found = yield from _batches("id = ?", (batch_id,))
+    found = yield from batches_where("id = ?", (batch_id,))
     return found[0] if found else None
 
 
+def leases(job_ids: Sequence[str]) -> Op[dict[str, list[tuple[str, float]]]]:
+    """For each of these jobs, the instances stepping its unfinished provider jobs, with the
+    time (epoch seconds) their leases run to (``stenod jobs``)."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for chunk in chunks(job_ids):
+        rows = yield All(
+            "SELECT DISTINCT i.job_id, b.holder, b.lease_until FROM items i JOIN batches b ON b.id = i.batch_id "
+            f"WHERE i.job_id IN ({marks(chunk)}) AND b.state NOT IN ('done', 'failed') AND b.holder IS NOT NULL "
+            "ORDER BY i.job_id, b.holder",
+            chunk,
+        )
+        for r in rows:
+            found.setdefault(r["job_id"], []).append((r["holder"], float(r["lease_until"] or 0.0)))
+    return found
+
+
 def active_batches() -> Op[list[BatchRow]]:
-    return (yield from _batches("state NOT IN ('done', 'failed')", ()))
+    return (yield from batches_where("state NOT IN ('done', 'failed')", ()))
 
 
-def _batches(where: str, args: Sequence[Any]) -> Op[list[BatchRow]]:
+def batches_where(where: str, args: Sequence[Any]) -> Op[list[BatchRow]]:
     """Provider jobs with their items: one read for the jobs, one per 500 of them for the items."""
     rows = yield All(f"SELECT * FROM batches WHERE {where} ORDER BY id", args)
     items: dict[str, list[Row]] = {r["id"]: [] for r in rows}

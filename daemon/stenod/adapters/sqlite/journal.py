@@ -30,10 +30,10 @@ class _WriterDriver:
 class SqliteJournal(SqlJournal):
     """The daemon's journal in ``path``. All calls run on the single writer thread."""
 
-    def __init__(self, path: Path, *, outbox: bool = True, inline_transcript_bytes: int = 256 * 1024) -> None:
+    def __init__(self, path: Path, **kwargs: Any) -> None:
         self.path = path
         self._writer = WriterThread(path, migrate)
-        super().__init__(_WriterDriver(self._writer), outbox=outbox, inline_transcript_bytes=inline_transcript_bytes)
+        super().__init__(_WriterDriver(self._writer), **kwargs)
 
     @classmethod
     def open(cls, path: Path, **kwargs: Any) -> SqliteJournal:
@@ -87,6 +87,9 @@ class JournalReader:
 
     def jobs(self, state: str | None = None, limit: int = 50) -> list[JobView]:
         return run_sync(self._conn, views.list_jobs(state, limit))
+
+    def leases(self, job_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+        return run_sync(self._conn, views.leases(job_ids))
 
     def close(self) -> None:
         self._conn.close()

@@ -131,6 +131,18 @@ CREATE TABLE IF NOT EXISTS job_retries (
 );
 CREATE INDEX IF NOT EXISTS job_retries_of ON job_retries(retry_of);
 """,
+    # 4: leases on provider jobs, and the instance that accepted each job.
+    """-- The instance stepping a provider job, until when, and the generation of its claim
+-- (every write of the holder checks it: a paused instance that lost the job writes nothing).
+ALTER TABLE batches ADD COLUMN holder TEXT;
+ALTER TABLE batches ADD COLUMN lease_until REAL;
+ALTER TABLE batches ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
+-- The instance that accepted the job: its files are certainly readable there.
+ALTER TABLE jobs ADD COLUMN instance TEXT;
+-- One row per provider, locked by whoever creates a provider job: the count of unfinished
+-- ones against max_concurrent_jobs holds across every instance sharing the journal.
+CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

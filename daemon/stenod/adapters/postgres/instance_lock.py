@@ -1,17 +1,18 @@
-"""One daemon per journal database, for now: a session advisory lock held while it runs.
+"""One daemon per instance id: a session advisory lock on the id, held while it runs.
 
-Several instances on one database need leases on the work they hold (who steps which
-provider job, taken over when its holder dies); until stenod has them, a second daemon
-on the same database would step the same provider jobs as the first. So the first one
-holds this lock, a second is refused at start with the first one's name, and a daemon
-whose lock was lost with its connection (the database restarted) takes it again, or
-stops if another daemon took it meanwhile.
+The provider jobs an instance holds are leased under its id, and a daemon that restarts
+takes back its own leases at once (it knows what it was doing). Two daemons that shared
+an id would therefore both step the same jobs; the first one holds this lock, a second
+is refused at start with the first one's name, and a daemon whose lock was lost with its
+connection (the database restarted) takes it again, or stops if another daemon with the
+same id took it meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
 import time
@@ -23,7 +24,6 @@ from stenod.adapters.postgres.driver import CONNECTION_OPTIONS
 from stenod.errors import ConfigError
 from stenod.journal import JournalError
 
-_KEY = 0x5733_0D00_0000_0002  # "stenod: the journal's user"
 _IDLE_SECONDS = 15  # check() runs every few seconds; a session silent this long has no daemon behind it
 _HOLDER_SQL = """
 SELECT a.application_name, host(a.client_addr) AS addr
@@ -38,16 +38,24 @@ def application_name() -> str:
     return f"stenod {socket.gethostname()} pid {os.getpid()}"[:63]
 
 
+def lock_key(instance_id: str) -> int:
+    """The advisory lock's 63-bit key for an instance id (two ids colliding is a 2^-63 chance)."""
+    digest = hashlib.sha256(b"stenod instance\0" + instance_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 class JournalInUse(ConfigError):
-    """Another stenod uses this journal database (exit 2: a person must choose)."""
+    """Another stenod runs under this instance id on this database (exit 2: a person must choose)."""
 
 
-class SoleUser:
+class InstanceLock:
     """The lock, on a connection of its own (a pooled one would lend it to others)."""
 
-    def __init__(self, url: str, where: str) -> None:
+    def __init__(self, url: str, where: str, instance_id: str) -> None:
         self._url = url
         self._where = where
+        self._instance_id = instance_id
+        self._key = lock_key(instance_id)
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def acquire(self, *, wait_seconds: float = 0.0) -> None:
@@ -65,7 +73,7 @@ class SoleUser:
             await conn.execute(f"SET idle_session_timeout = '{_IDLE_SECONDS}s'".encode())
         deadline = time.monotonic() + wait_seconds
         while True:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (_KEY,))
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
             row = await cur.fetchone()
             if row is not None and row[0]:
                 self._conn = conn
@@ -73,13 +81,14 @@ class SoleUser:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(1.0)
-        cur = await conn.execute(_HOLDER_SQL, (_KEY >> 32, _KEY & 0xFFFF_FFFF))
+        cur = await conn.execute(_HOLDER_SQL, (self._key >> 32, self._key & 0xFFFF_FFFF))
         holder = await cur.fetchone()
         await conn.close()
         who = f"{holder[0] or 'another client'} from {holder[1] or 'this machine'}" if holder else "another stenod"
         raise JournalInUse(
-            f"the journal database {self._where} is in use by {who}. One stenod per journal database: give "
-            "this one a database of its own ([journal] url), or stop the other"
+            f"instance_id {self._instance_id!r} is already running on the journal database {self._where}: "
+            f"{who}. Each stenod sharing a journal needs its own [journal] instance_id (the default, host "
+            "name and state directory, differs unless two daemons share both); stop the other, or name this one"
         )
 
     @property
@@ -99,7 +108,7 @@ class SoleUser:
         try:
             await self.acquire()
         except JournalInUse as exc:
-            raise JournalError(f"lost the journal while its database was away: {exc}") from None
+            raise JournalError(f"lost the instance lock while the database was away: {exc}") from None
         except psycopg.OperationalError:
             return False
         return True

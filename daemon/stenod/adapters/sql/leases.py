@@ -1,0 +1,75 @@
+"""Leases on provider jobs: which instance steps which job, and the fence on its writes.
+
+A provider job (a row of ``batches``) is held by one instance (``holder``) until
+``lease_until``; ``lease_gen`` rises with every claim. The holder's every write about the
+job begins with :func:`fence`, an UPDATE that renews the lease only if the holder and the
+generation are still its own. On PostgreSQL that UPDATE also locks the row until the
+transaction ends, so a takeover (:func:`claim`) waits for the holder's write to commit and
+then sees the renewed lease; a holder that lost the job gets zero rows, raises
+:class:`~stenod.journal.LeaseLost`, and its transaction (with the events it would have
+added) is rolled back. The claim re-checks its whole WHERE after waiting for a row lock
+(PostgreSQL's READ COMMITTED does that for an UPDATE), so two instances cannot both take
+the same expired job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from stenod.adapters.sql.statements import All, Count, Exec, Op, chunks, marks
+from stenod.adapters.sql.views import batches_where
+from stenod.journal import BatchRow, LeaseLost
+
+_ACTIVE = "state NOT IN ('done', 'failed')"
+
+
+def fence(batch_id: str, holder: str, gen: int, until: float) -> Op[None]:
+    """Renew the lease if this instance still holds it at this generation, else raise LeaseLost."""
+    count = yield Count(
+        "UPDATE batches SET lease_until = ? WHERE id = ? AND holder = ? AND lease_gen = ?",
+        (until, batch_id, holder, gen),
+    )
+    if not count:
+        raise LeaseLost(batch_id)
+
+
+def claim(holder: str, providers: Sequence[str], now: float, until: float, *, own: bool) -> Op[list[BatchRow]]:
+    """Take the unfinished provider jobs of these providers that nobody holds or whose lease
+    has expired, and with ``own`` (at start) those this instance held before it restarted;
+    returns them with their items."""
+    if not providers:
+        return []
+    mine = "holder = ? OR " if own else ""
+    rows = yield All(
+        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {_ACTIVE} "
+        f"AND provider IN ({marks(providers)}) AND ({mine}holder IS NULL OR lease_until < ?) "
+        "RETURNING id",
+        (holder, until, *providers, *((holder,) if own else ()), now),
+    )
+    found: list[BatchRow] = []
+    for chunk in chunks(sorted(r["id"] for r in rows)):
+        found.extend((yield from batches_where(f"id IN ({marks(chunk)})", chunk)))
+    return found
+
+
+def renew(holder: str, held: Mapping[str, int], until: float) -> Op[list[str]]:
+    """Renew the leases this instance holds; returns the ids of those it no longer holds."""
+    kept: set[tuple[str, int]] = set()
+    for chunk in chunks(sorted(held)):
+        rows = yield All(
+            f"UPDATE batches SET lease_until = ? WHERE id IN ({marks(chunk)}) AND holder = ? AND {_ACTIVE} "
+            "RETURNING id, lease_gen",
+            (until, *chunk, holder),
+        )
+        kept.update((r["id"], r["lease_gen"]) for r in rows)
+    return [batch_id for batch_id, gen in held.items() if (batch_id, gen) not in kept]
+
+
+def release(holder: str, held: Mapping[str, int]) -> Op[None]:
+    """Let the leases this instance holds expire now (it is stopping): another instance
+    takes the jobs over at its next claim instead of after ``lease_seconds``."""
+    for chunk in chunks(sorted(held)):
+        yield Exec(
+            f"UPDATE batches SET lease_until = 0 WHERE id IN ({marks(chunk)}) AND holder = ? AND {_ACTIVE}",
+            (*chunk, holder),
+        )

@@ -1,0 +1,182 @@
+"""Several daemons on one PostgreSQL journal, watching one folder, against the fake Sarvam
+server: a file becomes one job; an instance killed mid-job has its job finished by
+another from its checkpoint, with no second submission; an instance paused past its lease
+writes nothing for the job it lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.e2e.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
+from tests.e2e.test_sarvam_e2e import KEY, inject, stats
+from tests.postgres_support import fresh_database
+
+pytestmark = pytest.mark.slow
+
+LEASE = 3.0
+
+
+@pytest.fixture
+def sarvam_url() -> Iterator[str]:
+    with fake_server("tests.fakes.sarvam", "--api-key", KEY) as url:
+        yield url
+
+
+@pytest.fixture
+def database(clean_env) -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str, Daemon]]:
+    """Three instances (own state directories, one database), all watching ``tmp_path/inbox``."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    daemons = {}
+    for name in ("node-a", "node-b", "node-c"):
+        home = tmp_path / name
+        home.mkdir()
+        config = write_config(
+            home / "stenod.toml",
+            top={"state_dir": home / "state", "log_format": "json", "pack_window_seconds": 0.2},
+            sections={
+                "journal": {"backend": "postgresql", "url": database, "instance_id": name, "lease_seconds": LEASE}
+            },
+            watch=[
+                {
+                    "path": inbox,
+                    "provider": "sarvam",
+                    "language": "hi-IN",
+                    "formats": ["txt", "json"],
+                    "settle_seconds": 0.3,
+                }
+            ],
+            providers={"sarvam": {"api_key": KEY, "base_url": sarvam_url, "poll_interval_seconds": 0.2}},
+        )
+        daemons[name] = Daemon(config, home / "daemon.log")
+    yield daemons
+    for daemon in daemons.values():
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        daemon.kill()
+
+
+def query(url: str, sql: str) -> list[dict[str, Any]]:
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(sql.encode()).fetchall()
+
+
+def holder(url: str) -> str | None:
+    rows = query(url, "SELECT DISTINCT b.holder FROM batches b JOIN items i ON i.batch_id = b.id")
+    return rows[0]["holder"] if rows else None
+
+
+def job_event_kinds(url: str) -> list[str]:
+    return [r["kind"] for r in query(url, "SELECT kind FROM job_events ORDER BY seq")]
+
+
+def assert_one_job_finished_once(url: str, sarvam_url: str) -> None:
+    (job,) = query(url, "SELECT state FROM jobs")
+    assert job["state"] == "succeeded"
+    counts = stats(sarvam_url)
+    assert (counts["jobs_created"], counts["jobs_started"]) == (1, 1)
+    kinds = job_event_kinds(url)
+    assert kinds[0] == "accepted" and kinds.count("accepted") == 1
+    assert kinds[-1] == "succeeded" and kinds.count("succeeded") == 1
+
+
+def test_a_file_in_a_shared_folder_becomes_one_job_whichever_instance_sees_it(cluster, database, sarvam_url, tmp_path):
+    for daemon in cluster.values():
+        start(daemon)
+    for n in range(3):
+        write_wav(tmp_path / "inbox" / f"call{n}.wav")
+    for n in range(3):
+        wait_for((tmp_path / "inbox" / f"call{n}.json").exists, f"call{n}.json")
+    assert [r["state"] for r in query(database, "SELECT state FROM jobs")] == ["succeeded"] * 3
+    uploaded = [name for job in stats(sarvam_url)["jobs"].values() for name in job["uploads"]]
+    assert sorted(uploaded) == ["call0.wav", "call1.wav", "call2.wav"]  # each file sent once
+
+
+@pytest.mark.parametrize("route", ["upload_files", "start", "status", "download_files"])
+def test_an_instance_killed_mid_job_has_it_finished_by_another_without_a_second_submission(
+    cluster, database, sarvam_url, tmp_path, route
+):
+    inject(sarvam_url, {"route": route, "delay": 4})
+    for daemon in cluster.values():
+        start(daemon)
+    write_wav(tmp_path / "inbox" / "call.wav")
+    wait_for(lambda: stats(sarvam_url)["calls"].get(route), f"an instance to reach {route}")
+    victim = holder(database)
+    assert victim in cluster
+    killed_at = time.monotonic()
+    cluster[victim].kill()
+    wait_for(lambda: holder(database) not in (None, victim), "another instance to take the job over", 30)
+    taken_after = time.monotonic() - killed_at
+    wait_for((tmp_path / "inbox" / "call.json").exists, "call.json, finished by another instance", 60)
+    assert_one_job_finished_once(database, sarvam_url)
+    survivor = cluster[holder(database)]
+    assert survivor.named("batch.claimed")
+    print(f"taken over {taken_after:.1f} s after the kill (lease {LEASE} s)")
+    assert taken_after < LEASE + LEASE / 3 + 5  # lease + one renewal interval, with room for a busy machine
+
+
+def test_an_instance_paused_past_its_lease_writes_nothing_for_the_job_it_lost(cluster, database, sarvam_url, tmp_path):
+    inject(sarvam_url, {"route": "status", "delay": 2})
+    for daemon in cluster.values():
+        start(daemon)
+    write_wav(tmp_path / "inbox" / "call.wav")
+    wait_for(lambda: stats(sarvam_url)["calls"].get("status"), "the job to be polled")
+    paused_name = holder(database)
+    paused = cluster[paused_name]
+    os.kill(paused.proc.pid, signal.SIGSTOP)
+    try:
+        outputs = tmp_path / "inbox" / "call.json"
+        wait_for(outputs.exists, "call.json, finished by another instance", 60)
+        written = outputs.stat().st_mtime_ns
+        kinds_before = job_event_kinds(database)
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+    wait_for(lambda: paused.named("batch.lease_lost"), "the paused instance to learn it lost the job", 30)
+    time.sleep(3)  # whatever it was doing when it was paused has run its course
+    assert outputs.stat().st_mtime_ns == written
+    assert job_event_kinds(database) == kinds_before
+    assert not paused.named("item.succeeded")
+    assert paused.alive
+    assert_one_job_finished_once(database, sarvam_url)
+
+
+def test_a_second_daemon_under_the_same_instance_id_is_refused(cluster, database, tmp_path):
+    first = start(cluster["node-a"])
+    twin = Daemon(cluster["node-a"].config, tmp_path / "twin.log").start()
+    assert twin.proc.wait(timeout=120) == 2
+    text = (tmp_path / "twin.log").read_text()
+    assert "instance_id 'node-a' is already running" in text and f"pid {first.proc.pid}" in text
+    assert first.alive
+
+
+def test_an_instance_killed_while_creating_the_remote_job_leaves_at_most_an_empty_unstarted_one(
+    cluster, database, sarvam_url, tmp_path
+):
+    inject(sarvam_url, {"route": "init", "delay": 4})
+    for daemon in cluster.values():
+        start(daemon)
+    write_wav(tmp_path / "inbox" / "call.wav")
+    wait_for(lambda: stats(sarvam_url)["calls"].get("init"), "an instance to create the remote job")
+    victim = holder(database)
+    cluster[victim].kill()
+    wait_for((tmp_path / "inbox" / "call.json").exists, "call.json, finished by another instance", 60)
+    jobs = stats(sarvam_url)["jobs"].values()
+    assert sum(job["starts"] for job in jobs) == 1
+    assert all(job["starts"] or (job["state"] == "Accepted" and not job["uploads"]) for job in jobs)
+    (job,) = query(database, "SELECT state FROM jobs")
+    assert job["state"] == "succeeded"
+    assert job_event_kinds(database).count("succeeded") == 1
