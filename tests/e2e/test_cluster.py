@@ -38,14 +38,16 @@ def database(clean_env) -> Iterator[str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str, Daemon]]:
-    """Three instances (own state directories, one database), all watching ``tmp_path/inbox``."""
+    """Three instances on two config files, as the README's "Running a cluster" starts them:
+    node-a from its own, node-b and node-c from one shared file, node-c with its name and
+    state directory from the environment. One database; all watch ``tmp_path/inbox``."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    daemons = {}
-    for name in ("node-a", "node-b", "node-c"):
+
+    def config(name: str) -> Path:
         home = tmp_path / name
         home.mkdir()
-        config = write_config(
+        return write_config(
             home / "stenod.toml",
             top={"state_dir": home / "state", "log_format": "json", "pack_window_seconds": 0.2},
             sections={
@@ -62,7 +64,18 @@ def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str
             ],
             providers={"sarvam": {"api_key": KEY, "base_url": sarvam_url, "poll_interval_seconds": 0.2}},
         )
-        daemons[name] = Daemon(config, home / "daemon.log")
+
+    first, shared = config("node-a"), config("node-b")
+    (tmp_path / "node-c").mkdir()
+    daemons = {
+        "node-a": Daemon(first, tmp_path / "node-a" / "daemon.log"),
+        "node-b": Daemon(shared, tmp_path / "node-b" / "daemon.log"),
+        "node-c": Daemon(
+            shared,
+            tmp_path / "node-c" / "daemon.log",
+            env={"STENOD_JOURNAL__INSTANCE_ID": "node-c", "STENOD_STATE_DIR": str(tmp_path / "node-c" / "state")},
+        ),
+    }
     yield daemons
     for daemon in daemons.values():
         if daemon.proc is not None and daemon.proc.poll() is None:
