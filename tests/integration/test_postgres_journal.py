@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from stenod.adapters.postgres.journal import PostgresJournal
+from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
 from stenod.journal import JournalError, NewItem, NewJob, SchemaTooNew
@@ -164,3 +164,60 @@ def test_the_url_comes_from_a_credential_and_is_masked_in_the_config(tmp_path, c
     proc = subprocess.run([*STENOD, "config", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "db.lan" in proc.stdout and "hunter2" not in proc.stdout
+
+
+async def test_one_relay_publishes_at_a_time_and_the_next_takes_over_when_it_goes():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url, instance_id="a")
+        first, second = PostgresOutbox(url), PostgresOutbox(url)
+        try:
+            await journal.create_job(new_job("relay-1"))
+            assert len(await first.read(0, 10)) == 1  # the leader reads
+            assert await second.read(0, 10) == []  # the other stands by
+            await first.aclose()  # the leader goes (its session, and the lock, with it)
+            assert len(await second.read(0, 10)) == 1
+        finally:
+            await second.aclose()
+            await journal.aclose()
+
+
+async def test_the_relay_reads_rows_that_committed_late_below_one_already_read():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url, instance_id="a")
+        outbox = PostgresOutbox(url)
+        try:
+            with psycopg.connect(url, autocommit=False) as late:
+                # a transaction takes a sequence number first and commits last
+                late.execute(
+                    "INSERT INTO outbox (event_id, job_id, routing_key, body, created_at) "
+                    "VALUES ('e-late', 'j-late', 'job.accepted.x', '{}', 'now')"
+                )
+                await journal.create_job(new_job("relay-2"))
+                (row,) = await outbox.read(0, 10)
+                late.commit()
+            rows = await outbox.read(row.seq, 10)  # "after" a row already published
+            assert {r.event_id for r in rows} >= {"e-late"}
+        finally:
+            await outbox.aclose()
+            await journal.aclose()
+
+
+async def test_a_commit_of_events_by_any_instance_wakes_the_relay():
+    with fresh_database() as url:
+        other = await PostgresJournal.open(url, instance_id="other")
+        outbox = PostgresOutbox(url)
+        ready, stopping = asyncio.Event(), asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(outbox.wake_on_commits(ready, stopping))
+                await asyncio.wait_for(ready.wait(), 10)  # set once when it starts listening
+                ready.clear()
+                started = time.monotonic()
+                await other.create_job(new_job("wake-1"))
+                await asyncio.wait_for(ready.wait(), 5)
+                print(f"relay woken {time.monotonic() - started:.3f} s after the commit")
+                assert time.monotonic() - started < 1.0
+                stopping.set()
+        finally:
+            await outbox.aclose()
+            await other.aclose()

@@ -113,6 +113,7 @@ async def _run() -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_commands(reader, outbox, stopping), name="relay:commands")
+            tg.create_task(journal.wake_on_commits(outbox.ready, stopping), name="relay:listen")
             tg.create_task(link.run(stopping), name="relay:link")
             tg.create_task(OutboxRelay(link, outbox, amqp).run(stopping), name="relay:publish")
     finally:
@@ -122,6 +123,7 @@ async def _run() -> None:
 
 class _Outbox(Protocol):
     async def read(self, after: int, limit: int) -> list[OutboxRow]: ...
+    async def wake_on_commits(self, ready: asyncio.Event, stopping: asyncio.Event) -> None: ...
     async def aclose(self) -> None: ...
 
 

@@ -27,6 +27,8 @@ from stenod.journal import JournalError, OutboxRow
 __all__ = ["PostgresJournal", "PostgresOutbox", "PostgresReader", "describe_url"]
 
 _LOCK_CHECK_SECONDS = 5.0
+_LISTEN_CHECK_SECONDS = 2.0
+OUTBOX_CHANNEL = "stenod_outbox"
 _RELAY_LOCK = 0x5733_0D00_0000_0003  # "stenod: the relay that publishes the outbox"
 log = structlog.get_logger("stenod.amqp")
 
@@ -110,6 +112,7 @@ class PostgresJournal(SqlJournal):
             lock=guard,
             instance_id=instance_id,
             clock=lambda: time.time() + offset,
+            notify=f"NOTIFY {OUTBOX_CHANNEL}",  # delivered at commit: the relays read at once
             **kwargs,
         )
 
@@ -262,6 +265,24 @@ class PostgresOutbox:
             log.info("amqp.relay_standby", journal=self._where, hint="another instance's relay publishes the events")
             self._said_standby = True
         return self._leader
+
+    async def wake_on_commits(self, ready: asyncio.Event, stopping: asyncio.Event) -> None:
+        """Set ``ready`` whenever any instance commits events (LISTEN, on a connection of
+        its own): a job that another daemon finished is published now, not at the next
+        idle poll."""
+        while not stopping.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, **CONNECTION_OPTIONS)
+                async with conn:
+                    await conn.execute(f"LISTEN {OUTBOX_CHANNEL}".encode())
+                    ready.set()  # what was committed while nobody listened
+                    while not stopping.is_set():
+                        async for _ in conn.notifies(timeout=_LISTEN_CHECK_SECONDS):
+                            ready.set()
+            except psycopg.OperationalError:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await stopping.wait()
 
     async def aclose(self) -> None:
         if self._conn is not None:

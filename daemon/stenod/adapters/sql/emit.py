@@ -30,6 +30,7 @@ class Emitter:
 
     outbox: bool = True
     inline_transcript_bytes: int = 256 * 1024
+    notify: str | None = None  # run once when outbox rows were written (PostgreSQL: wake the relays)
     changed: list[str] = field(default_factory=list)
     history: list[tuple[Any, ...]] = field(default_factory=list)
     to_publish: list[tuple[Any, ...]] = field(default_factory=list)
@@ -62,6 +63,8 @@ def flush(em: Emitter) -> Op[None]:
         for chunk in chunks(rows, 400):  # 400 rows of 7: well inside SQLite's 32766 parameters
             values = ", ".join(f"({marks(row)})" for row in chunk)
             yield Exec(f"INSERT INTO {table} {columns} VALUES {values}", [v for row in chunk for v in row])
+    if em.to_publish and em.notify is not None:
+        yield Exec(em.notify)
     em.history.clear()
     em.to_publish.clear()
 

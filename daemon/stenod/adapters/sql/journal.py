@@ -65,10 +65,12 @@ class SqlJournal:
         instance_id: str | None = None,
         lease_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        notify: str | None = None,
     ) -> None:
         self._driver = driver
         self._outbox = outbox
         self._inline = inline_transcript_bytes
+        self._notify = notify  # a statement telling other processes that events were committed
         self.instance_id = instance_id or default_instance_id()
         self.lease_seconds = lease_seconds
         self._clock = clock
@@ -106,7 +108,7 @@ class SqlJournal:
         emitters: list[Emitter] = []
 
         def unfenced() -> Op[T]:
-            emitters[:] = [Emitter(self._outbox, self._inline)]  # a fresh one for each attempt
+            emitters[:] = [Emitter(self._outbox, self._inline, notify=self._notify)]  # a fresh one per attempt
             return _then_flush(op, emitters[0])
 
         make = unfenced if fence is None else self._fenced(fence, unfenced)

@@ -4,6 +4,7 @@ queued together."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,9 @@ class SqliteOutbox:
     async def read(self, after: int, limit: int) -> list[OutboxRow]:
         """Outbox rows with ``seq`` above ``after``, oldest first."""
         return run_sync(self._conn, views.outbox(after, limit))
+
+    async def wake_on_commits(self, ready: asyncio.Event, stopping: asyncio.Event) -> None:
+        """Nothing to do: the one daemon that writes this journal wakes its relay itself."""
 
     async def aclose(self) -> None:
         self._conn.close()
