@@ -18,12 +18,13 @@ from typing import Any
 
 import structlog
 
+from stenod.direct_finish import DirectFinisher
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError, StenodError
 from stenod.intake import Intake
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost, OpenItem
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
 from stenod.lease_keeper import LeaseKeeper, LeaseMetrics
-from stenod.outcomes import Metrics, Outcomes, OutputSink, result_from_json
+from stenod.outcomes import Metrics, Outcomes, OutputSink
 from stenod.schedule import Schedule
 from stenod.settings import RetrySettings
 from stenod.stepper import LiveText, ProviderRuntime, Stepper
@@ -83,7 +84,7 @@ class Dispatcher:
             held=lambda: self.active_jobs,
             metrics=metrics if isinstance(metrics, LeaseMetrics) else None,
         )
-        self._finishing: set[str] = set()
+        self._direct = DirectFinisher(journal, self._outcomes, done=self._finished_direct)
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
         self.idle = idle  # set whenever nothing is left to do (tests, `stenod transcribe`)
@@ -151,7 +152,7 @@ class Dispatcher:
             self.idle is not None
             and not self._batches
             and not self._running
-            and not self._finishing
+            and not self._direct.finishing
             and self._intake.wakeup is None
             and not self._dirty
         ):
@@ -192,13 +193,13 @@ class Dispatcher:
         cancelled = set(await self._journal.cancel_requested_jobs())
         if cancelled:
             await self._cancel_batches(cancelled)
-        found = await self._intake.sort(items, self._runtimes, self._finishing)
+        found = await self._intake.sort(items, self._runtimes, self._direct.finishing)
         for item in found.cancelled:
-            self._finish_later(tg, [item], cancelled=True)
+            self._direct.start(tg, item, cancelled=True)
         for item in found.reused:
-            self._finish_later(tg, [item], reused=True)
+            self._direct.start(tg, item, reused=True)
         for item, error in found.failed:
-            self._finish_later(tg, [item], error=error)
+            self._direct.start(tg, item, error=error)
         await self._intake.pack(found.groups, self._runtimes, self._adopt)
 
     async def _cancel_batches(self, job_ids: set[str]) -> None:
@@ -226,6 +227,11 @@ class Dispatcher:
             if done:
                 self._forget(batch_id, batch.provider)
 
+    def _finished_direct(self, item_id: str) -> None:
+        self._intake.forget(item_id)
+        self._dirty = True
+        self._wake.set()
+
     def _lease_lost(self, batch_id: str) -> None:
         """Another instance holds this provider job now: stop stepping it here."""
         batch = self._batches.get(batch_id)
@@ -247,52 +253,6 @@ class Dispatcher:
         runtime = self._runtimes.get(provider)
         if runtime is not None:
             runtime.in_flight = max(0, runtime.in_flight - 1)
-
-    # -- finishing items outside a provider job -------------------------------------
-
-    def _finish_later(
-        self,
-        tg: asyncio.TaskGroup,
-        items: list[OpenItem],
-        *,
-        error: ErrorInfo | None = None,
-        reused: bool = False,
-        cancelled: bool = False,
-    ) -> None:
-        for item in items:
-            self._finishing.add(item.item_id)
-        tg.create_task(
-            self._finish_direct(items, error=error, reused=reused, cancelled=cancelled),
-            name=f"finish:{items[0].item_id}",
-        )
-
-    async def _finish_direct(
-        self, items: list[OpenItem], *, error: ErrorInfo | None, reused: bool, cancelled: bool
-    ) -> None:
-        try:
-            outcomes = []
-            for item in items:
-                with structlog.contextvars.bound_contextvars(job_id=item.job_id, provider=item.provider):
-                    if cancelled:
-                        outcomes.append(
-                            ItemOutcome(
-                                item.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request")
-                            )
-                        )
-                    elif reused and item.result is not None:
-                        result = result_from_json(item.item_id, item.result)
-                        outcomes.append(await self._outcomes.write(item, result))
-                        log.info("item.reused", input=item.input)
-                    else:
-                        info = error or ErrorInfo("internal_error", "item could not be processed")
-                        outcomes.append(await self._outcomes.write_failure(item, info))
-            await self._journal.finish_items(outcomes)
-        finally:
-            for item in items:
-                self._finishing.discard(item.item_id)
-                self._intake.forget(item.item_id)
-            self._dirty = True
-            self._wake.set()
 
     # -- provider steps ---------------------------------------------------------------
 

@@ -1,0 +1,57 @@
+"""Finishing items that need no provider: a cancelled item not yet packed, an earlier
+identical input's result reused, a file refused before any upload. Each is written (its
+outputs or its error file) and committed in a task of the dispatcher's TaskGroup; the
+journal takes an item's outcome once, so of two instances finishing the same item only
+one adds its events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from stenod.errors import ErrorInfo
+from stenod.jobs import ItemState
+from stenod.journal import ItemOutcome, JobJournal, OpenItem
+from stenod.outcomes import Outcomes, result_from_json
+
+log = structlog.get_logger("stenod.dispatcher")
+
+
+class DirectFinisher:
+    def __init__(self, journal: JobJournal, outcomes: Outcomes, *, done: Callable[[str], None]) -> None:
+        self._journal = journal
+        self._outcomes = outcomes
+        self._done = done  # told each item id once its outcome is committed (or failed to be)
+        self.finishing: set[str] = set()  # items being finished now: not to be looked at again
+
+    def start(
+        self,
+        tg: asyncio.TaskGroup,
+        item: OpenItem,
+        *,
+        error: ErrorInfo | None = None,
+        reused: bool = False,
+        cancelled: bool = False,
+    ) -> None:
+        self.finishing.add(item.item_id)
+        tg.create_task(self._finish(item, error, reused, cancelled), name=f"finish:{item.item_id}")
+
+    async def _finish(self, item: OpenItem, error: ErrorInfo | None, reused: bool, cancelled: bool) -> None:
+        try:
+            with structlog.contextvars.bound_contextvars(job_id=item.job_id, provider=item.provider):
+                if cancelled:
+                    outcome = ItemOutcome(
+                        item.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request")
+                    )
+                elif reused and item.result is not None:
+                    outcome = await self._outcomes.write(item, result_from_json(item.item_id, item.result))
+                    log.info("item.reused", input=item.input)
+                else:
+                    info = error or ErrorInfo("internal_error", "item could not be processed")
+                    outcome = await self._outcomes.write_failure(item, info)
+            await self._journal.finish_items([outcome])
+        finally:
+            self.finishing.discard(item.item_id)
+            self._done(item.item_id)
