@@ -38,11 +38,14 @@ from tests.postgres_support import fresh_database
 
 
 def _config(home: Path, names: BrokerNames, roots: Path, echo: dict[str, Any], journal: dict[str, Any]) -> Path:
+    journal = dict(journal)
+    instance = journal.pop("instance_id", None)
     home.mkdir(parents=True, exist_ok=True)
     return write_config(
         home / "stenod.toml",
         top={
             "state_dir": home / "state",
+            **({"instance_id": instance} if instance else {}),
             "log_format": "json",
             "log_level": "warning",
             "default_provider": "echo",

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.chaos --minutes 30 [--seed N] [--jobs-per-second 2] [--fuzz-examples 2000]
     .venv/bin/python -m bench.chaos --ci --seed 20261123      # replay the CI test's run
+    .venv/bin/python -m bench.chaos --minutes 30 --cluster 3  # three daemons on one PostgreSQL journal
+    .venv/bin/python -m bench.chaos --ci --cluster 3 --seed 20261124  # replay the CI cluster run
 
 Prints the seed first and the figures at the end: jobs, faults injected by kind, every
 invariant (each must be 0), the daemon's memory before and after, and, unless
@@ -12,7 +14,11 @@ keeping the run's folder (daemon log, journal, outputs) for inspection.
 The same seed gives the same jobs and the same fault schedule (kinds, targets, times);
 the daemon's own timing is not deterministic, so a replay re-creates the pressure, not
 the exact interleaving. It uses the RabbitMQ on 127.0.0.1:5672 (``stop_app``/``start_app``
-included), with names unique to the run.
+included), with names unique to the run. ``--cluster N`` runs N daemons on a fresh
+PostgreSQL database (a 3 s lease) and adds their faults: a daemon paused past its lease,
+a daemon kept down, the PostgreSQL server restarted (``pg_ctlcluster``: the machine's
+server, shared like the broker, is started again whatever happens) and the run's database
+sessions cut.
 """
 
 from __future__ import annotations
@@ -30,7 +36,12 @@ from pathlib import Path
 from tests.chaos.checks import Check
 from tests.chaos.plan import Phases, make_plan
 from tests.chaos.run import run
-from tests.chaos.test_chaos import CI_JOBS_PER_SECOND, CI_PHASES
+from tests.chaos.test_chaos import (
+    CI_CLUSTER_JOBS_PER_SECOND,
+    CI_CLUSTER_PHASES,
+    CI_JOBS_PER_SECOND,
+    CI_PHASES,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ_TESTS = [
@@ -79,12 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="intake time (jobs and faults), not the drain")
     parser.add_argument("--seed", type=int, default=None, help="replay this seed (default: a new random one)")
     parser.add_argument("--ci", action="store_true", help="the CI test's phases and job rate (ignores --minutes)")
+    parser.add_argument(
+        "--cluster", type=int, default=1, help="daemons sharing one PostgreSQL journal (1: one daemon on SQLite)"
+    )
     parser.add_argument("--jobs-per-second", type=float, default=2.0)
     parser.add_argument(
         "--broker-restart-every",
         type=float,
         default=120.0,
         help="mean seconds between RabbitMQ stop_app/start_app (the broker is shared: keep it rare)",
+    )
+    parser.add_argument(
+        "--db-restart-every",
+        type=float,
+        default=120.0,
+        help="with --cluster: mean seconds between PostgreSQL restarts (the server is shared: keep it rare)",
     )
     parser.add_argument("--fuzz-examples", type=int, default=2000, help="0: skip the fuzz tests")
     parser.add_argument("--dir", type=Path, default=None, help="run folder (default: a new temporary one)")
@@ -93,14 +113,17 @@ def main(argv: list[str] | None = None) -> int:
 
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     print(f"seed {seed}", flush=True)
-    if args.ci:
+    if args.ci and args.cluster > 1:
+        plan = make_plan(seed, CI_CLUSTER_PHASES, jobs_per_second=CI_CLUSTER_JOBS_PER_SECOND, cluster=args.cluster)
+    elif args.ci:
         plan = make_plan(seed, CI_PHASES, jobs_per_second=CI_JOBS_PER_SECOND)
     else:
         plan = make_plan(
             seed,
             long_phases(args.minutes),
             jobs_per_second=args.jobs_per_second,
-            every={"broker_restart": args.broker_restart_every},
+            every={"broker_restart": args.broker_restart_every, "db_restart": args.db_restart_every},
+            cluster=args.cluster,
         )
     root = args.dir or Path(tempfile.mkdtemp(prefix=f"stenod-chaos-{seed}-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -117,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--broker-restart-every {args.broker_restart_every:g}"
         )
     )
+    if args.cluster > 1:
+        shape += f" --cluster {args.cluster}" + ("" if args.ci else f" --db-restart-every {args.db_restart_every:g}")
     command = f".venv/bin/python -m bench.chaos {shape} --seed {seed} --fuzz-examples {args.fuzz_examples}"
     figures.extra.append(f"reproduce: {command}")
     print(figures.render(), flush=True)

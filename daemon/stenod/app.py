@@ -104,7 +104,7 @@ async def open_journal(settings: Settings) -> tuple[Journal, Service | None]:
     options: dict[str, Any] = {
         "outbox": settings.amqp_enabled,
         "inline_transcript_bytes": settings.amqp.inline_transcript_bytes,
-        "instance_id": settings.journal.instance_id or default_instance_id(settings.state_dir),
+        "instance_id": settings.instance_id or default_instance_id(settings.state_dir),
         "lease_seconds": settings.journal.lease_seconds,
     }
     if (url := settings.journal_url) is not None:

@@ -147,9 +147,6 @@ class JournalSettings(_Section):
     url: SecretStr | None = None  # postgresql://user:password@host/db; better $CREDENTIALS_DIRECTORY/journal.url
     max_connections: int = Field(default=4, ge=2, le=100)
     reconnect_seconds: float = Field(default=30.0, ge=0)  # how long a write waits for a database that went away
-    # This daemon's name among the instances sharing a PostgreSQL journal ("" = host name
-    # and state directory); the provider jobs it holds are kept under its name.
-    instance_id: str = Field(default="", max_length=200)
     # A holder that has not renewed its lease for this long has its jobs taken over.
     lease_seconds: float = Field(default=30.0, ge=3, le=3600)
 
@@ -170,6 +167,9 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_state_dir)
     default_provider: str = "whisper"
+    # This daemon's name among the instances sharing a PostgreSQL journal ("" = host name
+    # and state directory); the provider jobs it holds are kept under its name.
+    instance_id: str = Field(default="", max_length=200)
     log_format: Literal["json", "console"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)

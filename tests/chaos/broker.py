@@ -167,9 +167,18 @@ def restart_broker(away_seconds: float) -> None:
         rabbitmqctl("await_startup")
 
 
-def queue_depths(names: BrokerNames) -> dict[str, tuple[int, int]]:
-    """(ready + unacked, unacked) of this run's queues, as the broker counts them."""
-    out = rabbitmqctl("list_queues", "name", "messages", "messages_unacknowledged")
+def queue_depths(names: BrokerNames, *, wait_seconds: float = 60.0) -> dict[str, tuple[int, int]]:
+    """(ready + unacked, unacked) of this run's queues, as the broker counts them. The broker
+    is shared: while another test has it stopped, ask again (for up to ``wait_seconds``)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            out = rabbitmqctl("list_queues", "name", "messages", "messages_unacknowledged")
+            break
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
     depths: dict[str, tuple[int, int]] = {}
     for line in out.splitlines():
         parts = line.split("\t")

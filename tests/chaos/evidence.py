@@ -1,5 +1,6 @@
-"""What the chaos checker reads after a run: the journal (read-only), the providers'
-own records of the remote jobs they created, and the daemon's log."""
+"""What the chaos checker reads after a run: the journal (read-only: the SQLite file of a
+single daemon, or the PostgreSQL database a cluster shares), the providers' own records
+of the remote jobs they created, and the daemons' logs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from tests.chaos import postgres
+
+JournalSource = Path | str  # a SQLite file, or a PostgreSQL URL
 TERMINAL = frozenset({"succeeded", "partial", "failed", "cancelled"})
 
 
@@ -21,6 +27,7 @@ class JobRow:
     provider: str
     state: str
     output: dict[str, Any]
+    instance: str | None = None  # the daemon that accepted it (a shared journal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,56 +77,78 @@ def connect_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_journal(path: Path) -> Journal:
-    with connect_ro(path) as conn:
-        jobs = {
-            r["id"]: JobRow(
-                r["id"], r["request_id"], r["source"], r["provider"], r["state"], json.loads(r["output"] or "{}")
-            )
-            for r in conn.execute("SELECT * FROM jobs")
-        }
-        items = [
-            ItemRow(
-                r["id"],
-                r["job_id"],
-                r["input"],
-                r["name"],
-                r["state"],
-                r["batch_id"],
-                tuple(json.loads(r["outputs"] or "[]")),
-                (json.loads(r["error"]) or {}).get("code") if r["error"] else None,
-            )
-            for r in conn.execute("SELECT * FROM items")
-        ]
-        batches = {r["id"]: BatchRow(r["id"], r["provider"], r["state"]) for r in conn.execute("SELECT * FROM batches")}
-        outbox = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+def _rows(source: JournalSource, sql: str) -> list[dict[str, Any]]:
+    """The rows of a read, from either backend (the tables and columns are the same)."""
+    if isinstance(source, str):
+        return postgres.query(source, sql)
+    with connect_ro(source) as conn:
+        return [dict(r) for r in conn.execute(sql)]
+
+
+def read_journal(source: JournalSource) -> Journal:
+    jobs = {
+        r["id"]: JobRow(
+            r["id"],
+            r["request_id"],
+            r["source"],
+            r["provider"],
+            r["state"],
+            json.loads(r["output"] or "{}"),
+            r.get("instance"),
+        )
+        for r in _rows(source, "SELECT * FROM jobs")
+    }
+    items = [
+        ItemRow(
+            r["id"],
+            r["job_id"],
+            r["input"],
+            r["name"],
+            r["state"],
+            r["batch_id"],
+            tuple(json.loads(r["outputs"] or "[]")),
+            (json.loads(r["error"]) or {}).get("code") if r["error"] else None,
+        )
+        for r in _rows(source, "SELECT * FROM items")
+    ]
+    batches = {r["id"]: BatchRow(r["id"], r["provider"], r["state"]) for r in _rows(source, "SELECT * FROM batches")}
+    outbox = int(_rows(source, "SELECT count(*) AS n FROM outbox")[0]["n"])
     return Journal(jobs, items, batches, outbox)
 
 
-def progress(path: Path) -> tuple[int, int, int]:
+_TERMINAL_SQL = ", ".join(f"'{state}'" for state in sorted(TERMINAL))  # constants, not input
+_PROGRESS_SQL = (
+    "SELECT (SELECT count(*) FROM jobs) AS total, "
+    f"(SELECT count(*) FROM jobs WHERE state NOT IN ({_TERMINAL_SQL})) AS open, "
+    "(SELECT count(*) FROM outbox) AS outbox"
+)
+
+
+def progress(source: JournalSource) -> tuple[int, int, int]:
     """(jobs, jobs not yet terminal, events waiting in the outbox), cheaply, while it runs."""
-    if not path.exists():
+    if isinstance(source, Path) and not source.exists():
         return 0, 0, 0
-    with connect_ro(path) as conn:
-        total = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
-        placeholders = ",".join("?" * len(TERMINAL))
-        open_ = conn.execute(
-            f"SELECT count(*) FROM jobs WHERE state NOT IN ({placeholders})", tuple(TERMINAL)
-        ).fetchone()[0]
-        outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-    return int(total), int(open_), int(outbox)
+    try:
+        row = _rows(source, _PROGRESS_SQL)[0]
+    except psycopg.OperationalError:
+        return 0, 0, 0  # the server is being restarted: ask again later
+    return int(row["total"]), int(row["open"]), int(row["outbox"])
 
 
-def journal_dump(path: Path) -> str:
-    """The journal as SQL text (as a person would inspect it), plus its raw files' bytes."""
-    with connect_ro(path) as conn:
+def journal_dump(source: JournalSource) -> str:
+    """The journal as text (as a person would inspect it), plus a SQLite journal's raw files' bytes."""
+    if isinstance(source, str):
+        return postgres.dump(source)
+    with connect_ro(source) as conn:
         text = "\n".join(conn.iterdump())
-    raw = b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
+    raw = b"".join(p.read_bytes() for p in sorted(source.parent.glob(source.name + "*")))
     return text + "\n" + raw.decode("utf-8", "replace")
 
 
-def integrity(path: Path) -> str:
-    with connect_ro(path) as conn:
+def integrity(source: JournalSource) -> str:
+    if isinstance(source, str):
+        return postgres.integrity(source)
+    with connect_ro(source) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 

@@ -1,16 +1,27 @@
 """The chaos faults: carries out the plan's faults at their times, one thread per domain
-(the daemon, the broker, the fake providers) so a slow broker restart does not delay a
-provider fault, and counts what was actually injected."""
+(the daemons, the broker, the fake providers; in a cluster also the pauses and the
+database) so a slow broker restart does not delay a provider fault, nor a paused daemon a
+killed one, and counts what was actually injected."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
+from tests.chaos import postgres
 from tests.chaos.broker import restart_broker
-from tests.chaos.plan import BROKER_FAULTS, DAEMON_FAULTS, PROVIDER_FAULTS, FaultSpec, Plan
+from tests.chaos.plan import (
+    BROKER_FAULTS,
+    DAEMON_FAULTS,
+    DATABASE_FAULTS,
+    PAUSE_FAULTS,
+    PROVIDER_FAULTS,
+    FaultSpec,
+    Plan,
+)
 from tests.chaos.rig import HANG_SECONDS, Rig
 
 
@@ -52,7 +63,14 @@ class FaultInjector:
             threading.Thread(
                 target=self._run, args=(plan.faults_of(kinds),), name=f"chaos:faults:{domain}", daemon=True
             )
-            for domain, kinds in (("daemon", DAEMON_FAULTS), ("broker", BROKER_FAULTS), ("providers", PROVIDER_FAULTS))
+            for domain, kinds in (
+                ("daemon", DAEMON_FAULTS),
+                ("broker", BROKER_FAULTS),
+                ("providers", PROVIDER_FAULTS),
+                ("pause", PAUSE_FAULTS),
+                ("database", DATABASE_FAULTS),
+            )
+            if plan.faults_of(kinds)
         ]
 
     def start(self) -> None:
@@ -63,7 +81,8 @@ class FaultInjector:
         """No new faults; waits for the ones under way (a broker always gets started again)."""
         self._stop.set()
         for thread in self._threads:
-            thread.join()
+            if thread.is_alive():
+                thread.join()
         for provider in self._rig.fakes:
             self._rig.fake_faults(provider, [])
 
@@ -71,23 +90,56 @@ class FaultInjector:
         for fault in faults:
             if self._stop.wait(max(0.0, self._t0 + fault.at - time.monotonic())):
                 return
+            self._note("start", fault)
             try:
                 self._inject(fault)
             except Exception as exc:  # a fault that could not be injected is reported, not fatal
                 self.errors.append(f"{fault}: {type(exc).__name__}: {exc}")
+                self._note("failed", fault)
                 continue
+            self._note("end", fault)
             with self._lock:
                 self.injected[fault.kind] += 1
 
+    def _note(self, what: str, fault: FaultSpec) -> None:
+        """``faults.log`` in the run folder: when each fault struck, in the daemons' log time
+        (UTC), so a violation can be set beside what was being done to the daemons then."""
+        at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        line = f"{at} {what:<6} {fault.kind} {fault.target or ''} {fault.route or ''} {fault.seconds or ''}".rstrip()
+        with self._lock, (self._rig.dirs.root / "faults.log").open("a") as out:
+            out.write(line + "\n")
+
     def _inject(self, fault: FaultSpec) -> None:
         rig = self._rig
+        supervisor = rig.node(fault.target).supervisor  # daemon faults: the one named (or the only one)
         match fault.kind:
             case "daemon_kill":
-                rig.supervisor.kill_and_restart()
+                supervisor.kill_and_restart(down_seconds=fault.seconds)
             case "daemon_term":
-                rig.supervisor.stop_and_restart()
+                supervisor.stop_and_restart()
             case "crash_after_commit":
-                rig.supervisor.kill_and_restart(crash_after_commit=True)
+                supervisor.kill_and_restart(crash_after_commit=True)
+            case "daemon_pause" | "daemon_freeze":
+                paused = supervisor.pause(tree=fault.kind == "daemon_freeze")
+                if not paused:
+                    raise RuntimeError(f"{supervisor.name} was not running")
+                try:
+                    time.sleep(fault.seconds)
+                finally:
+                    supervisor.resume(paused)
+            case "db_restart":
+                token = rig.outages.begin()
+                try:
+                    postgres.restart(fault.seconds)
+                finally:
+                    rig.outages.end(token)
+            case "db_cut":
+                assert isinstance(rig.journal, str)
+                token = rig.outages.begin()
+                try:
+                    postgres.cut_sessions(rig.journal)
+                finally:
+                    rig.outages.end(token)
             case "broker_restart":
                 restart_broker(fault.seconds)
             case "broker_cut":

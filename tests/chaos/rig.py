@@ -1,9 +1,14 @@
 """The chaos rig: folders, canary credentials, the fake providers (each its own process),
-a door in front of the broker, the daemon's configuration and its supervisor."""
+a door in front of the broker, the daemons' configurations and their supervisors.
+
+One daemon keeps its journal in SQLite; a cluster of N shares a fresh PostgreSQL database,
+each daemon with its own state directory, log, config and instance id, all on the same
+queue, event exchange and watched folders (what the README's "Running a cluster" asks)."""
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,10 +19,13 @@ from typing import Any
 import httpx
 
 from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
+from tests.chaos import postgres
 from tests.chaos.broker import EventTap, Publisher
-from tests.chaos.plan import BAD_MARKER
+from tests.chaos.evidence import JournalSource
+from tests.chaos.plan import BAD_MARKER, CLUSTER_LEASE_SECONDS, node_names
 from tests.chaos.supervisor import Supervisor
 from tests.e2e.harness import fake_server, write_config
+from tests.postgres_support import fresh_database
 
 PROVIDER_TIMEOUT_SECONDS = 3.0  # the plugins' request timeout; a "hang" outlasts it
 HANG_SECONDS = PROVIDER_TIMEOUT_SECONDS + 1.5
@@ -30,9 +38,9 @@ FORMATS = {"echo": ["txt", "json", "srt", "vtt"], "sarvam": ["txt", "json", "srt
 class Dirs:
     root: Path
 
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
+    def home(self, node: str | None) -> Path:
+        """Where a cluster daemon keeps its state, log and config (the single daemon: the root)."""
+        return self.root if node is None else self.root / node
 
     @property
     def roots(self) -> Path:
@@ -46,9 +54,11 @@ class Dirs:
     def ledger(self) -> Path:
         return self.root / "ledger"
 
-    @property
-    def log(self) -> Path:
-        return self.root / "daemon.log"
+    def state_of(self, node: str | None) -> Path:
+        return self.home(node) / "state"
+
+    def log_of(self, node: str | None) -> Path:
+        return self.home(node) / "daemon.log"
 
     def fake_log(self, provider: str) -> Path:
         return self.root / f"fake-{provider}.log"
@@ -61,6 +71,16 @@ class Dirs:
             path.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One daemon of the run: its instance id (None: the single daemon), config, log, supervisor."""
+
+    name: str | None
+    config: Path
+    log: Path
+    supervisor: Supervisor
+
+
 @dataclass
 class Rig:
     """Everything a chaos run talks to."""
@@ -70,11 +90,25 @@ class Rig:
     keys: dict[str, str]
     fakes: dict[str, str]  # provider: base URL
     door: BrokerDoor
-    supervisor: Supervisor
+    nodes: list[Node]
     tap: EventTap
     publisher: Publisher
-    config: Path
     env: dict[str, str]
+    journal: JournalSource  # the SQLite file, or the cluster's PostgreSQL URL
+    outages: postgres.Outages
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The first daemon's (the only one's, without a cluster)."""
+        return self.nodes[0].supervisor
+
+    @property
+    def supervisors(self) -> list[Supervisor]:
+        return [node.supervisor for node in self.nodes]
+
+    def node(self, name: str | None) -> Node:
+        """The daemon a fault names (None: the first)."""
+        return next((n for n in self.nodes if n.name == name), self.nodes[0]) if name else self.nodes[0]
 
     def fake_stats(self, provider: str) -> dict[str, Any]:
         return dict(httpx.get(f"{self.fakes[provider]}/__fake__/stats", timeout=10).json())
@@ -90,7 +124,16 @@ def canary_keys() -> dict[str, str]:
     return {p: f"CANARY-{p}-{secrets.token_hex(8)}" for p in ("sarvam", "vachana")}
 
 
-def daemon_config(dirs: Dirs, names: BrokerNames, door: BrokerDoor, fakes: dict[str, str]) -> Path:
+def daemon_config(
+    dirs: Dirs,
+    names: BrokerNames,
+    door: BrokerDoor,
+    fakes: dict[str, str],
+    *,
+    node: str | None = None,
+    database: str | None = None,
+) -> Path:
+    """One daemon's config; with ``node`` and ``database``, a cluster member's."""
     watch = [
         {
             "path": dirs.inbox(provider),
@@ -101,10 +144,21 @@ def daemon_config(dirs: Dirs, names: BrokerNames, door: BrokerDoor, fakes: dict[
         }
         for provider in FOLDERS.values()
     ]
+    sections: dict[str, dict[str, Any]] = {}
+    if node is not None:
+        sections["journal"] = {
+            "backend": "postgresql",
+            "url": database,
+            "lease_seconds": CLUSTER_LEASE_SECONDS,
+            "reconnect_seconds": 30,  # the plan's database outages are far shorter
+        }
+    home = dirs.home(node)
+    home.mkdir(parents=True, exist_ok=True)
     return write_config(
-        dirs.root / "stenod.toml",
+        home / "stenod.toml",
         top={
-            "state_dir": dirs.state,
+            "state_dir": dirs.state_of(node),
+            **({"instance_id": node} if node is not None else {}),
             "log_format": "json",
             "log_level": "debug",
             "default_provider": "echo",
@@ -114,10 +168,15 @@ def daemon_config(dirs: Dirs, names: BrokerNames, door: BrokerDoor, fakes: dict[
         },
         sections={
             "amqp": names.amqp_section(
-                door.url, allowed_roots=[dirs.roots], publish_timeout_seconds=3, progress_interval_seconds=1
+                door.url,
+                allowed_roots=[dirs.roots],
+                publish_timeout_seconds=3,
+                progress_interval_seconds=1,
+                connection_name=f"{names.prefix}.{node or 'daemon'}",
             ),
             "retry": {"max_attempts": 12, "base_seconds": 0.2, "max_seconds": 2.0},
             "http": {"timeout_seconds": PROVIDER_TIMEOUT_SECONDS, "connect_timeout_seconds": 2},
+            **sections,
         },
         watch=watch,
         providers={
@@ -137,16 +196,23 @@ def daemon_config(dirs: Dirs, names: BrokerNames, door: BrokerDoor, fakes: dict[
 
 
 @contextmanager
-def rig(root: Path, label: str = "chaos") -> Iterator[Rig]:
-    """Build the rig under ``root``, start the daemon and bind the event tap; tear it all
-    down at the end (the broker is shared: every queue and exchange of the run is deleted)."""
+def rig(root: Path, label: str = "chaos", *, cluster: int = 1) -> Iterator[Rig]:
+    """Build the rig under ``root``, start the daemon(s) and bind the event tap; tear it all
+    down at the end (the broker is shared: every queue and exchange of the run is deleted;
+    so is the PostgreSQL server: it is running again when the rig is gone)."""
     dirs = Dirs(root)
     dirs.create()
     keys = canary_keys()
     for provider, key in keys.items():
         (dirs.creds / f"{provider}.api_key").write_text(key)
     names = BrokerNames.new(label)
+    outages = postgres.Outages()
     with ExitStack() as stack:
+        journal: JournalSource = dirs.state_of(None) / "journal.db"
+        if cluster > 1:
+            postgres.ensure_running()
+            journal = stack.enter_context(fresh_database("stenod_chaos"))
+            stack.callback(postgres.ensure_running)  # before the database is dropped
         fakes = {
             "sarvam": stack.enter_context(
                 fake_server("tests.fakes.sarvam", "--api-key", keys["sarvam"], log=dirs.fake_log("sarvam"))
@@ -165,23 +231,40 @@ def rig(root: Path, label: str = "chaos") -> Iterator[Rig]:
         door = BrokerDoor()
         door.open()
         stack.callback(door.close)
-        config = daemon_config(dirs, names, door, fakes)
         env = {"CREDENTIALS_DIRECTORY": str(dirs.creds)}
-        supervisor = Supervisor(config, dirs.log, env)
+        if isinstance(journal, str):  # over a journal a caller's environment may name (--journal-backend)
+            env |= {"STENOD_JOURNAL__BACKEND": "postgresql", "STENOD_JOURNAL__URL": journal}
+        nodes = []
+        for name in node_names(cluster) if cluster > 1 else (None,):
+            database = journal if isinstance(journal, str) else None
+            config = daemon_config(dirs, names, door, fakes, node=name, database=database)
+            log = dirs.log_of(name)
+            supervisor = Supervisor(config, log, env, name=name or "daemon", outages=outages)
+            nodes.append(Node(name, config, log, supervisor))
         tap = EventTap(names)
         publisher = Publisher(names)
         stack.callback(delete_topology, names)
         stack.callback(tap.delete)
         stack.callback(tap.stop)
         stack.callback(publisher.close)
-        stack.callback(supervisor.stop)
-        the_rig = Rig(dirs, names, keys, fakes, door, supervisor, tap, publisher, config, env)
+        for node in nodes:
+            stack.callback(node.supervisor.stop)
+        the_rig = Rig(dirs, names, keys, fakes, door, nodes, tap, publisher, env, journal, outages)
         for provider in fakes:
             the_rig.fake_faults(provider, [])
-        supervisor.start()
-        _wait_for_relay(dirs.log)
+        _start_all(the_rig.supervisors)
+        _wait_for_relay(nodes[0].log)
         tap.bind()
         yield the_rig
+
+
+def _start_all(supervisors: list[Supervisor]) -> None:
+    """Start the daemons side by side (each start waits for its daemon to be ready)."""
+    threads = [threading.Thread(target=s.start, name=f"chaos:start:{s.name}") for s in supervisors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _wait_for_relay(log: Path, timeout: float = 60.0) -> None:

@@ -1,9 +1,14 @@
 """The daemon under test, supervised the way systemd would (``Restart=on-failure``): killed
 and restarted on request, restarted after any other exit, and every exit it did not
-cause recorded as a crash."""
+cause recorded as a crash. In a cluster there is one supervisor per daemon; a daemon that
+exits 1 saying its journal database is unavailable while the database was being
+restarted or cut off did what it must (a commit in doubt stops it: its restart reads what
+was really committed) and is restarted without counting as a crash."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import threading
 import time
@@ -13,6 +18,7 @@ from pathlib import Path
 import psutil
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
+from tests.chaos.postgres import Outages
 from tests.e2e.harness import Daemon
 
 _READY_SECONDS = 90.0
@@ -34,10 +40,14 @@ class Supervisor:
     """Runs ``stenod run``; kills and restarts it on request; restarts it after any other
     exit, recording that exit as a crash (exit 99 is the crash-after-commit fault hook)."""
 
-    def __init__(self, config: Path, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, config: Path, log_path: Path, env: dict[str, str], *, name: str = "daemon", outages: Outages | None = None
+    ) -> None:
+        self.name = name
         self._config = config
         self._log = log_path
         self._env = env
+        self._outages = outages
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._daemon: Daemon | None = None
@@ -45,8 +55,9 @@ class Supervisor:
         self.crashes: list[str] = []
         self.not_ready: list[int] = []
         self.hook_exits = 0
+        self.journal_exits = 0  # exits 1 while the database was away: expected, restarted
         self.peak_rss = 0
-        self._thread = threading.Thread(target=self._watch, name="chaos:supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"chaos:supervisor:{name}", daemon=True)
 
     def start(self, *, crash_after_commit: bool = False) -> None:
         with self._lock:
@@ -58,11 +69,37 @@ class Supervisor:
         if not self._thread.is_alive():
             self._thread.start()
 
-    def kill_and_restart(self, *, crash_after_commit: bool = False) -> None:
-        """SIGKILL (no warning, no cleanup), then start again at once."""
+    def kill_and_restart(self, *, crash_after_commit: bool = False, down_seconds: float = 0.0) -> None:
+        """SIGKILL (no warning, no cleanup), then start again after ``down_seconds`` (held
+        under the lock: the watcher must not restart it sooner)."""
         with self._lock:
             self._kill()
+            time.sleep(down_seconds)
             self.start(crash_after_commit=crash_after_commit)
+
+    def pause(self, *, tree: bool = False) -> list[psutil.Process]:
+        """SIGSTOP the daemon; with ``tree`` its child processes too (a frozen machine),
+        else the main process alone (``kill -STOP``: its event relay, a child, goes on).
+        It keeps its sockets and believes it holds its leases. Returns what to ``resume``."""
+        with self._lock:
+            if self._daemon is None or not self._daemon.alive:
+                return []
+            try:
+                main = psutil.Process(self.pid)
+                procs = [main, *(main.children(recursive=True) if tree else [])]
+            except psutil.Error:
+                return []
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGSTOP)
+            return procs
+
+    @staticmethod
+    def resume(procs: list[psutil.Process]) -> None:
+        """SIGCONT; psutil signals no process that ended meanwhile (it checks the pid was not reused)."""
+        for proc in reversed(procs):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGCONT)
 
     def stop_and_restart(self) -> None:
         """SIGTERM, as ``systemctl restart`` does: the daemon must exit 0 within
@@ -79,6 +116,8 @@ class Supervisor:
                 else:
                     if code == 99 and FAULT_EXIT_AFTER_COMMIT in self._daemon.env:
                         self.hook_exits += 1  # a request in flight at SIGTERM is finished: the hook fired
+                    elif self._journal_exit(code, self._daemon):
+                        self.journal_exits += 1
                     elif code != 0:
                         self.crashes.append(f"pid {self.pid} exited {code} after SIGTERM")
                     self._check_no_intake_after_stop()
@@ -112,7 +151,9 @@ class Supervisor:
             if self._daemon is None or not self._daemon.alive:
                 return None
             self._remember_children()
+            assert self._daemon.proc is not None
             try:
+                self._daemon.proc.send_signal(signal.SIGCONT)  # a paused daemon would not see SIGTERM
                 code = self._daemon.terminate(timeout=60)
             finally:
                 self._daemon.kill()
@@ -174,7 +215,16 @@ class Supervisor:
                 self.incarnations[-1].exit_code = code
                 if code == 99 and FAULT_EXIT_AFTER_COMMIT in daemon.env:
                     self.hook_exits += 1
+                elif self._journal_exit(code, daemon):
+                    self.journal_exits += 1
                 else:
                     tail = "\n".join(self._log.read_text(errors="replace").splitlines()[-40:])
                     self.crashes.append(f"pid {daemon.proc.pid} exited with {code}:\n{tail}")
                 self.start()
+
+    def _journal_exit(self, code: int, daemon: Daemon) -> bool:
+        """Exit 1 for a journal database that was away (``journal.unavailable``) while the
+        run had it restarted or cut off; any other exit 1 is still a crash."""
+        if code != 1 or self._outages is None or not self._outages.near(time.monotonic()):
+            return False
+        return any(e.get("event") == "journal.unavailable" for e in daemon.events(since_start=True))

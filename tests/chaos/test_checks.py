@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.chaos import checks
+from tests.chaos import checks, leases
 from tests.chaos.broker import TappedEvent
 from tests.chaos.evidence import BatchRow, ItemRow, JobRow, Journal, RemoteJobs
 from tests.chaos.figures import Memory
@@ -102,3 +102,38 @@ def test_a_seed_always_gives_the_same_plan_and_another_seed_another() -> None:
     plan = make_plan(42, phases, jobs_per_second=2)
     kills = [f.at for f in plan.faults if f.kind == "daemon_kill"]
     assert kills and all(5 <= at < 65 for at in kills)  # no kills in the warm-up or the soak
+
+
+def test_a_cluster_plan_strikes_named_daemons_and_the_database_only_in_the_storm() -> None:
+    phases = Phases(warmup=5, storm=60, soak=10)
+    plan = make_plan(42, phases, jobs_per_second=2, cluster=3)
+    assert plan == make_plan(42, phases, jobs_per_second=2, cluster=3)
+    struck = [f for f in plan.faults if f.kind in ("daemon_kill", "daemon_pause", "daemon_freeze")]
+    assert struck and {f.target for f in struck} <= {"node-a", "node-b", "node-c"}
+    assert all(f.seconds > 3.0 for f in struck if f.kind != "daemon_kill")  # past the lease
+    cluster_kinds = ("daemon_pause", "daemon_freeze", "db_restart", "db_cut")
+    cluster_only = [f for f in plan.faults if f.kind in cluster_kinds]
+    assert cluster_only and all(5 <= f.at < 65 for f in cluster_only)
+    single = make_plan(42, phases, jobs_per_second=2)
+    daemon_faults = [f for f in single.faults if f.kind.startswith("daemon") or f.kind == "crash_after_commit"]
+    assert single.cluster == 1 and not [f for f in single.faults if f.kind in cluster_kinds]
+    assert daemon_faults and not [f for f in daemon_faults if f.target or f.seconds]  # as before clusters
+
+
+def log(event: str, batch: str, at: str, **extra: str) -> dict[str, str]:
+    return {"event": event, "batch_id": batch, "timestamp": f"2026-01-01T00:00:{at}Z", **extra}
+
+
+def test_a_write_after_a_lost_lease_is_caught_and_a_takeover_counted() -> None:
+    logs = {
+        "node-a": [
+            log("batch.submitted", "B1", "01"),
+            log("batch.lease_lost", "B1", "05"),
+            log("item.succeeded", "B1", "06", input="a.wav"),  # written after it knew: a violation
+        ],
+        "node-b": [log("batch.claimed", "B1", "04"), log("item.succeeded", "B1", "05", input="a.wav")],
+    }
+    evidence = leases.from_logs(logs)
+    assert (evidence.writes_after_loss.count, evidence.takeovers, evidence.lost) == (1, 1, 1)
+    logs["node-a"].insert(2, log("batch.claimed", "B1", "05"))  # it took the job back first: fine
+    assert leases.from_logs(logs).writes_after_loss.count == 0

@@ -373,3 +373,30 @@ async def test_the_journal_answers_a_ping_and_tells_watchers_what_changed(journa
     view, _ = await journal.create_job(new_job())
     assert await journal.ping()
     assert changed == [{view.job_id}] and journal.outbox_ready.is_set()
+
+
+async def test_a_job_whose_last_two_items_finish_at_the_same_moment_ends(journal):
+    # Found by the cluster chaos run: two provider jobs of one job finished 32 ms apart on
+    # PostgreSQL, each transaction saw the other's item still open, and the job stayed
+    # running for good. Each item here is finished on its own connection, all at once.
+    def two_files(n: int) -> NewJob:
+        items = [NewItem(input=f"/in/{n}-{k}.wav", name=f"{n}-{k}.wav", path=f"/in/{n}-{k}.wav") for k in (0, 1)]
+        return NewJob(source="test", task="transcribe", provider="echo", items=items)
+
+    jobs = [(await journal.create_job(two_files(n)))[0] for n in range(20)]
+    await asyncio.gather(
+        *(
+            journal.finish_items(
+                [
+                    ItemOutcome(job.items[0].item_id, ItemState.SUCCEEDED)
+                    if k == 0
+                    else ItemOutcome(job.items[1].item_id, ItemState.FAILED, error=ErrorInfo("bad", "refused"))
+                ]
+            )
+            for job in jobs
+            for k in (0, 1)
+        )
+    )
+    assert {(await journal.job(job.job_id)).state for job in jobs} == {JobState.PARTIAL}
+    for job in jobs:
+        assert (await event_types(journal, job.job_id)).count("stenod.job.partial") == 1

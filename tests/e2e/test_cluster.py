@@ -49,10 +49,8 @@ def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str
         home.mkdir()
         return write_config(
             home / "stenod.toml",
-            top={"state_dir": home / "state", "log_format": "json", "pack_window_seconds": 0.2},
-            sections={
-                "journal": {"backend": "postgresql", "url": database, "instance_id": name, "lease_seconds": LEASE}
-            },
+            top={"state_dir": home / "state", "instance_id": name, "log_format": "json", "pack_window_seconds": 0.2},
+            sections={"journal": {"backend": "postgresql", "url": database, "lease_seconds": LEASE}},
             watch=[
                 {
                     "path": inbox,
@@ -73,7 +71,7 @@ def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str
         "node-c": Daemon(
             shared,
             tmp_path / "node-c" / "daemon.log",
-            env={"STENOD_JOURNAL__INSTANCE_ID": "node-c", "STENOD_STATE_DIR": str(tmp_path / "node-c" / "state")},
+            env={"STENOD_INSTANCE_ID": "node-c", "STENOD_STATE_DIR": str(tmp_path / "node-c" / "state")},
         ),
     }
     yield daemons

@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from aiormq.exceptions import PublishError
 from pamqp import commands as spec
 
-from stenod.adapters.amqp.topology import BrokerLink, declare_events
+from stenod.adapters.amqp.topology import BrokerLink, declare_events, open_channel
 from stenod.events import CONTENT_TYPE
 from stenod.journal import OutboxRow
 from stenod.settings import AmqpSettings
@@ -77,7 +77,7 @@ class OutboxRelay:
             while not stopping.is_set():
                 try:
                     if self._exchange is None:
-                        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                        channel = await open_channel(connection)
                         self._exchange = await declare_events(channel, self._amqp)
                         self._channel = channel
                         log.info("amqp.relay_ready", exchange=self._amqp.event_exchange)

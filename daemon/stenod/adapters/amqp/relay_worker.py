@@ -42,13 +42,23 @@ log = structlog.get_logger("stenod.amqp")
 
 class OutboxReader:
     """The relay's view of the outbox in this process: rows above a confirmed floor,
-    skipping rows confirmed but not yet deleted by the daemon."""
+    skipping rows confirmed but not yet deleted by the daemon.
+
+    ``floor``: the outbox reads only rows above it (SQLite, whose one writer commits rows in
+    sequence order). PostgreSQL's outbox reads from the lowest row whatever the floor (a
+    late commit can add a row below one already read), so there confirmed rows are kept
+    and skipped until a read no longer finds them (the daemon deleted them)."""
 
     def __init__(
-        self, read: Callable[[int, int], Awaitable[list[OutboxRow]]], report: Callable[[Sequence[int]], None]
+        self,
+        read: Callable[[int, int], Awaitable[list[OutboxRow]]],
+        report: Callable[[Sequence[int]], None],
+        *,
+        floor: bool = True,
     ) -> None:
         self._read_rows = read
         self._report = report
+        self._use_floor = floor
         self._ready = asyncio.Event()
         self._ready.set()  # rows may be waiting from before this process started
         self._floor = 0  # every row up to this seq is confirmed
@@ -72,6 +82,8 @@ class OutboxReader:
     async def confirmed(self, seqs: Sequence[int]) -> None:
         self._confirmed.update(seqs)
         self._report(seqs)
+        if not self._use_floor:
+            return
         for seq in self._read:  # the floor moves over the confirmed prefix
             if seq not in self._confirmed:
                 break
@@ -109,7 +121,7 @@ async def _run() -> None:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     journal = _outbox_of(config["journal"])
     link = BrokerLink(amqp, connection_name=f"{amqp.connection_name}-relay")
-    outbox = OutboxReader(journal.read, _report_to_daemon)
+    outbox = OutboxReader(journal.read, _report_to_daemon, floor=journal.reads_above_floor)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_commands(reader, outbox, stopping), name="relay:commands")
@@ -122,6 +134,8 @@ async def _run() -> None:
 
 
 class _Outbox(Protocol):
+    reads_above_floor: bool
+
     async def read(self, after: int, limit: int) -> list[OutboxRow]: ...
     async def wake_on_commits(self, ready: asyncio.Event, stopping: asyncio.Event) -> None: ...
     async def aclose(self) -> None: ...

@@ -24,7 +24,7 @@ from ulid import ULID
 
 from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
-from stenod.adapters.amqp.topology import BrokerLink, declare_requests
+from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
 from stenod.events import utc_now
 from stenod.journal import Journal
 from stenod.request_intake import Accepted, Delivery, RequestIntake
@@ -116,7 +116,7 @@ class AmqpSource:
         """Open the channel, declare the topology and start consuming; retried until it works."""
         while not stopping.is_set():
             try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                channel = await open_channel(connection)
                 await channel.set_qos(prefetch_count=self._amqp.prefetch)
                 queue, dlx = await declare_requests(channel, self._amqp)
                 self._channel, self._queue, self._dlx = channel, queue, dlx

@@ -87,7 +87,7 @@ class InstanceLock:
         who = f"{holder[0] or 'another client'} from {holder[1] or 'this machine'}" if holder else "another stenod"
         raise JournalInUse(
             f"instance_id {self._instance_id!r} is already running on the journal database {self._where}: "
-            f"{who}. Each stenod sharing a journal needs its own [journal] instance_id (the default, host "
+            f"{who}. Each stenod sharing a journal needs its own instance_id (the default, host "
             "name and state directory, differs unless two daemons share both); stop the other, or name this one"
         )
 

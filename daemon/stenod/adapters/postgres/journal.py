@@ -228,6 +228,8 @@ class PostgresOutbox:
     job's row first, so the second waits for the first to commit.
     """
 
+    reads_above_floor = False  # see above: every read starts from the lowest row
+
     def __init__(self, url: str) -> None:
         self._url = url
         self._where = describe_url(url)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stenod.adapters.sql.statements import All, Exec, Many, Op, Row, chunks, dumps, loads, marks
+from stenod.adapters.sql.statements import FOR_UPDATE, All, Exec, Many, Op, Row, chunks, dumps, loads, marks
 from stenod.adapters.sql.views import items_of, snapshot, view_of
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.jobs import ItemState, JobState, JobView, derive_job_state
@@ -100,7 +100,11 @@ def refresh_jobs(em: Emitter, job_ids: Iterable[str]) -> Op[None]:
     ids = sorted(set(job_ids))
     jobs: dict[str, Row] = {}
     for chunk in chunks(ids):
-        for row in (yield All(f"SELECT * FROM jobs WHERE id IN ({marks(chunk)})", chunk)):
+        # Locked until the commit, and in id order (no deadlock): of two transactions that
+        # finish two items of one job, the second waits here and then reads the first's
+        # item too, so one of them ends the job. (Without it, each saw the other's item
+        # still open under PostgreSQL's READ COMMITTED, and the job never ended.)
+        for row in (yield All(f"SELECT * FROM jobs WHERE id IN ({marks(chunk)}) ORDER BY id{FOR_UPDATE}", chunk)):
             jobs[row["id"]] = row
     items = yield from items_of(ids)
     now = utc_now()

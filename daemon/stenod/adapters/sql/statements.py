@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from stenod import jsontext
 
 __all__ = [
+    "FOR_UPDATE",
     "All",
     "Count",
     "Exec",
@@ -32,6 +33,7 @@ __all__ = [
     "loads",
     "marks",
     "run_sync",
+    "sqlite_dialect",
 ]
 
 T = TypeVar("T")
@@ -90,6 +92,15 @@ Op = Generator[Statement, Any, T]
 OpFactory = Callable[..., Op[T]]
 
 dumps = jsontext.dumps
+
+# Appended to a SELECT whose rows the transaction must hold until it commits. PostgreSQL
+# locks them; SQLite has one writer at a time anyway, and its drivers drop the clause.
+FOR_UPDATE = " FOR UPDATE"
+
+
+def sqlite_dialect(sql: str) -> str:
+    """A shared statement as SQLite takes it."""
+    return sql.replace(FOR_UPDATE, "")
 
 
 def marks(values: Sequence[Any]) -> str:

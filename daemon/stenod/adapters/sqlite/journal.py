@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from stenod.adapters.sql import views
 from stenod.adapters.sql.journal import SqlJournal
-from stenod.adapters.sql.statements import Op, run_sync
+from stenod.adapters.sql.statements import Op, run_sync, sqlite_dialect
 from stenod.adapters.sqlite.schema import migrate
 from stenod.adapters.sqlite.store import WriterThread, connect
 from stenod.jobs import JobView
@@ -25,7 +25,7 @@ class _WriterDriver:
         self._writer = writer
 
     async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T:
-        return await self._writer.call(lambda conn: run_sync(conn, make()), write=write)
+        return await self._writer.call(lambda conn: run_sync(conn, make(), dialect=sqlite_dialect), write=write)
 
 
 class SqliteJournal(SqlJournal):
@@ -65,6 +65,8 @@ class SqliteJournal(SqlJournal):
 class SqliteOutbox:
     """The relay process's read-only view of the outbox: in WAL mode a reader never blocks
     the daemon's writer, and a read takes well under a millisecond."""
+
+    reads_above_floor = True  # one writer: rows commit in sequence order
 
     def __init__(self, path: Path) -> None:
         self._conn = connect(path, readonly=True)
