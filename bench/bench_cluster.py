@@ -36,6 +36,8 @@ from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology
 from tests.e2e.harness import Daemon, wait_for, write_config
 from tests.postgres_support import fresh_database
 
+POOL: dict[str, Any] = {}  # [journal] max_connections, when --pool is given
+
 
 def _config(home: Path, names: BrokerNames, roots: Path, echo: dict[str, Any], journal: dict[str, Any]) -> Path:
     journal = dict(journal)
@@ -47,7 +49,6 @@ def _config(home: Path, names: BrokerNames, roots: Path, echo: dict[str, Any], j
             "state_dir": home / "state",
             **({"instance_id": instance} if instance else {}),
             "log_format": "json",
-            "log_level": "warning",
             "default_provider": "echo",
             "pack_window_seconds": 0.05,
             "shutdown_grace_seconds": 5,
@@ -78,7 +79,7 @@ async def through_cluster(
     for i in range(count):
         (roots / f"{i}.wav").write_bytes(b"RIFF" + b"\0" * 1000)
     journals = [
-        {"backend": "postgresql", "url": url, "instance_id": f"node-{n}"} if url else {"backend": "sqlite"}
+        {"backend": "postgresql", "url": url, "instance_id": f"node-{n}", **POOL} if url else {"backend": "sqlite"}
         for n in range(instances)
     ]
     configs = [_config(tmp / f"node-{n}", names, roots, echo, journals[n]) for n in range(instances)]
@@ -108,7 +109,7 @@ def takeover_seconds(tmp: Path, url: str, lease: float) -> float:
     names = BrokerNames.new("bench-takeover")
     roots = tmp / "roots"
     roots.mkdir(parents=True)
-    (roots / "one.wav").write_bytes(b"RIFF" + b"\0" * 1000)
+    (roots / "0.wav").write_bytes(b"RIFF" + b"\0" * 1000)
     held = {"max_files": 1, "max_concurrent_jobs": 1, "submit_delay_seconds": 3600}
     configs = [
         _config(
@@ -172,7 +173,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--lease", type=float, default=10.0)
     parser.add_argument("--takeovers", type=int, default=3)
+    parser.add_argument("--pool", type=int, default=None, help="[journal] max_connections (default: stenod's)")
     args = parser.parse_args()
+    if args.pool:
+        POOL["max_connections"] = args.pool
     print(f"cores: {os.cpu_count()}; {args.requests} requests, {args.jobs} round trips", flush=True)
     with tempfile.TemporaryDirectory(prefix="stenod-bench-cluster-") as tmp:
         rows = asyncio.run(rates(Path(tmp), args))
