@@ -22,6 +22,8 @@ from stenod.journal import BatchRow, JobJournal
 
 log = structlog.get_logger("stenod.leases")
 
+_AFTER_EXPIRY_SECONDS = 0.05
+
 
 @runtime_checkable
 class LeaseMetrics(Protocol):
@@ -65,13 +67,26 @@ class LeaseKeeper:
         return len(claimed)
 
     async def run(self, stopping: asyncio.Event) -> None:
+        if not self._journal.shared:
+            return  # no other instance can take a job over, or leave one behind: nothing to keep
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self.interval
+        expiry: float | None = None  # seconds until another instance's lease runs out
         while not stopping.is_set():
+            # Wake to renew, or the moment a lease of another instance expires (a takeover
+            # then comes within moments of the lease, not up to an interval later).
+            wait = renew_at - loop.time()
+            if expiry is not None:
+                wait = min(wait, expiry + _AFTER_EXPIRY_SECONDS)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
+                async with asyncio.timeout(max(0.0, wait)):
                     await stopping.wait()
             if stopping.is_set():
                 return
-            lost = await self._journal.renew_leases()
+            lost: list[str] = []
+            if loop.time() >= renew_at:
+                renew_at = loop.time() + self.interval
+                lost = await self._journal.renew_leases()
             for batch_id in lost:
                 log.warning(
                     "batch.lease_lost",
@@ -81,5 +96,6 @@ class LeaseKeeper:
                 )
                 self._lost(batch_id)
             claimed = await self.claim()
+            expiry = await self._journal.next_expiry(self._providers())
             if self._metrics is not None:
                 self._metrics.leases(self._held(), claimed=claimed, lost=len(lost))

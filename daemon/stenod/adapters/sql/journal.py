@@ -168,7 +168,14 @@ class SqlJournal:
         before it restarted."""
         now = self._clock()
         claimed = await self._driver.run(
-            lambda: leases.claim(self.instance_id, sorted(providers), now, now + self.lease_seconds, own=own),
+            lambda: leases.claim(
+                self.instance_id,
+                sorted(providers),
+                now,
+                now + self.lease_seconds,
+                own=own,
+                anyone=own and not self.shared,
+            ),
             write=True,
         )
         self._held.update((b.batch_id, b.lease_gen) for b in claimed)
@@ -186,6 +193,11 @@ class SqlJournal:
             if self._held.get(batch_id) == held[batch_id]:
                 del self._held[batch_id]
         return lost
+
+    async def next_expiry(self, providers: Sequence[str]) -> float | None:
+        """Seconds until the first lease of another instance on ``providers`` runs out (None: none held)."""
+        until = await self._read(lambda: leases.next_expiry(self.instance_id, sorted(providers)))
+        return None if until is None else max(0.0, until - self._clock())
 
     async def release_leases(self) -> None:
         """Stopping: the provider jobs this instance holds may be taken over at once."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from stenod.adapters.sql.statements import All, Count, Exec, Op, chunks, marks
+from stenod.adapters.sql.statements import All, Count, Exec, One, Op, chunks, marks
 from stenod.adapters.sql.views import batches_where
 from stenod.journal import BatchRow, LeaseLost
 
@@ -33,18 +33,24 @@ def fence(batch_id: str, holder: str, gen: int, until: float) -> Op[None]:
         raise LeaseLost(batch_id)
 
 
-def claim(holder: str, providers: Sequence[str], now: float, until: float, *, own: bool) -> Op[list[BatchRow]]:
+def claim(
+    holder: str, providers: Sequence[str], now: float, until: float, *, own: bool, anyone: bool = False
+) -> Op[list[BatchRow]]:
     """Take the unfinished provider jobs of these providers that nobody holds or whose lease
     has expired, and with ``own`` (at start) those this instance held before it restarted;
-    returns them with their items."""
+    with ``anyone``, every one of them (a journal no other instance uses: whatever name held
+    them before, it was this daemon). Returns them with their items."""
     if not providers:
         return []
-    mine = "holder = ? OR " if own else ""
+    if anyone:
+        who, args = "", ()
+    else:
+        who = f" AND ({'holder = ? OR ' if own else ''}holder IS NULL OR lease_until < ?)"
+        args = (*((holder,) if own else ()), now)
     rows = yield All(
         f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {_ACTIVE} "
-        f"AND provider IN ({marks(providers)}) AND ({mine}holder IS NULL OR lease_until < ?) "
-        "RETURNING id",
-        (holder, until, *providers, *((holder,) if own else ()), now),
+        f"AND provider IN ({marks(providers)}){who} RETURNING id",
+        (holder, until, *providers, *args),
     )
     found: list[BatchRow] = []
     for chunk in chunks(sorted(r["id"] for r in rows)):
@@ -73,3 +79,15 @@ def release(holder: str, held: Mapping[str, int]) -> Op[None]:
             f"UPDATE batches SET lease_until = 0 WHERE id IN ({marks(chunk)}) AND holder = ? AND {_ACTIVE}",
             (*chunk, holder),
         )
+
+
+def next_expiry(holder: str, providers: Sequence[str]) -> Op[float | None]:
+    """When (epoch seconds) the first lease of another instance on these providers runs out."""
+    if not providers:
+        return None
+    row = yield One(
+        f"SELECT MIN(lease_until) AS until FROM batches WHERE {_ACTIVE} AND provider IN ({marks(providers)}) "
+        "AND holder IS NOT NULL AND holder <> ?",
+        (*providers, holder),
+    )
+    return None if row is None or row["until"] is None else float(row["until"])
