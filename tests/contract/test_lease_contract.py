@@ -221,3 +221,14 @@ async def test_a_stopping_instance_releases_its_jobs_to_the_others_at_once(open_
     await a.release_leases()
     (taken,) = await b.claim_batches(["echo"])
     assert (taken.batch_id, taken.holder) == (batch.batch_id, "b")
+
+
+async def test_a_lone_daemon_takes_back_provider_jobs_of_a_provider_it_no_longer_has(open_journal):
+    (before,) = await instances(open_journal, "a", lease=600.0)
+    _, batch = await packed(before, provider="sarvam")
+    (after,) = await instances(open_journal, "a", lease=600.0)
+    claimed = await after.claim_batches(["echo"], own=True)  # sarvam was removed from the config
+    if after.shared:  # another instance may have sarvam: the job waits for it
+        assert claimed == []
+    else:  # the only daemon: it takes the job, and its step fails it as "provider not available"
+        assert [c.batch_id for c in claimed] == [batch.batch_id]

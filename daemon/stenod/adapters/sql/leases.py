@@ -37,20 +37,23 @@ def claim(
     holder: str, providers: Sequence[str], now: float, until: float, *, own: bool, anyone: bool = False
 ) -> Op[list[BatchRow]]:
     """Take the unfinished provider jobs of these providers that nobody holds or whose lease
-    has expired, and with ``own`` (at start) those this instance held before it restarted;
-    with ``anyone``, every one of them (a journal no other instance uses: whatever name held
-    them before, it was this daemon). Returns them with their items."""
-    if not providers:
-        return []
+    has expired, and with ``own`` (at start) those this instance held before it restarted.
+    With ``anyone``, every unfinished provider job, of any provider (a journal no other
+    instance uses: whatever name held them, it was this daemon; one of a provider no longer
+    configured then fails with a message instead of waiting for good). Returns them with
+    their items."""
     if anyone:
-        who, args = "", ()
+        where, args = "", ()
+    elif not providers:
+        return []
     else:
-        who = f" AND ({'holder = ? OR ' if own else ''}holder IS NULL OR lease_until < ?)"
-        args = (*((holder,) if own else ()), now)
+        who = f"{'holder = ? OR ' if own else ''}holder IS NULL OR lease_until < ?"
+        where = f" AND provider IN ({marks(providers)}) AND ({who})"
+        args = (*providers, *((holder,) if own else ()), now)
     rows = yield All(
-        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {_ACTIVE} "
-        f"AND provider IN ({marks(providers)}){who} RETURNING id",
-        (holder, until, *providers, *args),
+        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {_ACTIVE}{where} "
+        "RETURNING id",
+        (holder, until, *args),
     )
     found: list[BatchRow] = []
     for chunk in chunks(sorted(r["id"] for r in rows)):
