@@ -19,7 +19,7 @@ from typing import Any
 
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import BatchRow, JobJournal, OpenItem
+from stenod.journal import BatchRow, JobJournal, OpenItem, accepted_elsewhere
 from stenod.packing import Preflight, created_at, freeze, pack, preflight, start_order
 from stenod.stepper import ProviderRuntime
 
@@ -53,10 +53,6 @@ class Intake:
         self._checked: dict[str, Preflight] = {}
         self.wakeup: float | None = None  # when items waiting for company must be packed anyway
 
-    def _elsewhere(self, item: OpenItem) -> bool:
-        """Accepted by another instance sharing the journal (never so on SQLite: one instance)."""
-        return self._journal.shared and item.origin is not None and item.origin != self._journal.instance_id
-
     def forget(self, item_id: str) -> None:
         """The item finished outside a provider job: its file check is no longer needed."""
         self._checked.pop(item_id, None)
@@ -76,7 +72,7 @@ class Intake:
             elif item.path is None and is_url(item.input):
                 continue  # the URL fetcher attaches the file first
             elif (runtime := runtimes.get(item.provider)) is None:
-                if self._elsewhere(item):
+                if accepted_elsewhere(self._journal, item):
                     continue  # the instance that accepted it has the provider: it waits for one that does
                 error = ErrorInfo("unknown_provider", f"provider {item.provider!r} is not available", hint=_UNKNOWN)
                 found.failed.append((item, error))
@@ -89,7 +85,7 @@ class Intake:
             if check is None:
                 continue  # it finished while the files were checked: this snapshot of it is stale
             if check.error is not None:
-                if check.error.code in _NOT_HERE and self._elsewhere(item):
+                if check.error.code in _NOT_HERE and accepted_elsewhere(self._journal, item):
                     self._checked.pop(item.item_id, None)  # looked at again later: a mount may come back
                     continue
                 found.failed.append((item, check.error))
@@ -106,7 +102,9 @@ class Intake:
 
         def check_all() -> list[Preflight]:
             return [
-                preflight(runtime.name, runtime.limits, item, self._probe, elsewhere=self._elsewhere(item))
+                preflight(
+                    runtime.name, runtime.limits, item, self._probe, elsewhere=accepted_elsewhere(self._journal, item)
+                )
                 for item, runtime in todo
             ]
 

@@ -31,7 +31,7 @@ import structlog
 from stenod.adapters.folders.writers import safe_stem
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, Journal, OpenItem
+from stenod.journal import ItemOutcome, Journal, OpenItem, accepted_elsewhere
 
 log = structlog.get_logger("stenod.url_fetch")
 
@@ -341,7 +341,7 @@ class UrlFetchService:
         for item in await self.journal.open_items():
             if item.path is not None or not item.input.startswith(("http://", "https://")) or item.cancel_requested:
                 continue
-            if self.journal.shared and item.origin not in (None, self.journal.instance_id):
+            if accepted_elsewhere(self.journal, item):
                 continue  # the instance that accepted the job downloads it: the file lands where it is packed
             if item.item_id in self._active:
                 continue

@@ -47,6 +47,8 @@ def describe_url(url: str) -> str:
 class PostgresJournal(SqlJournal):
     """The journal in a PostgreSQL database, shared by every instance that names it."""
 
+    shared = True
+
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
@@ -57,7 +59,6 @@ class PostgresJournal(SqlJournal):
         **kwargs: Any,
     ) -> None:
         super().__init__(PoolDriver(pool, reconnect_seconds=reconnect_seconds), **kwargs)
-        self.shared = True
         self._pool = pool
         self._lock = lock
         self.where = where

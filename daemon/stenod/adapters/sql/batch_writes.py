@@ -11,14 +11,13 @@ from ulid import ULID
 from stenod.adapters.sql.emit import Emitter, refresh_jobs
 from stenod.adapters.sql.intake_writes import insert_item
 from stenod.adapters.sql.statements import All, Count, Exec, Many, One, Op, chunks, dumps, marks
-from stenod.adapters.sql.views import ACTIVE_JOB, batch
+from stenod.adapters.sql.views import ACTIVE_BATCH, ACTIVE_JOB, batch
 from stenod.errors import ErrorInfo
 from stenod.events import utc_now
 from stenod.jobs import BatchState, ItemState, is_forward
 from stenod.journal import BatchRow, ItemOutcome
 
 _TERMINAL = tuple(str(s) for s in ItemState if s.terminal)
-_OPEN_BATCH = "state NOT IN ('done', 'failed')"
 
 
 def create_batch(
@@ -33,7 +32,7 @@ def create_batch(
         # one writer anyway), so two instances cannot both see the last free slot.
         yield Exec("INSERT INTO provider_slots (provider) VALUES (?) ON CONFLICT (provider) DO NOTHING", (provider,))
         yield Exec("UPDATE provider_slots SET created = created + 1 WHERE provider = ?", (provider,))
-        row = yield One(f"SELECT COUNT(*) AS n FROM batches WHERE provider = ? AND {_OPEN_BATCH}", (provider,))
+        row = yield One(f"SELECT COUNT(*) AS n FROM batches WHERE provider = ? AND {ACTIVE_BATCH}", (provider,))
         if row["n"] >= max_jobs:
             return None
     batch_id = str(ULID())

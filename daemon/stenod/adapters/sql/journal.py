@@ -56,6 +56,8 @@ class SqlJournal:
     this journal object creates or claims, for ``lease_seconds`` after each write or renewal;
     ``clock`` is the time the leases are measured in (the database's, for a shared journal)."""
 
+    shared = False  # other instances may use the same journal (the PostgreSQL one says so)
+
     def __init__(
         self,
         driver: Driver,
@@ -74,7 +76,6 @@ class SqlJournal:
         self.instance_id = instance_id or default_instance_id()
         self.lease_seconds = lease_seconds
         self._clock = clock
-        self.shared = False  # other instances may use the same journal
         self._held: dict[str, int] = {}  # provider jobs this instance holds: id -> lease generation
         # Set after any commit that may have added outbox rows; the relay waits on it.
         self.outbox_ready = asyncio.Event()
@@ -131,7 +132,7 @@ class SqlJournal:
     async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
         """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
         found = await self._read(lambda: views.seen(rule, path))
-        return found == (device, inode, size, mtime_ns)
+        return found == (inode, size, mtime_ns)
 
     async def forget_seen(self, rule: str, path: str) -> None:
         await self._change(lambda: intake_writes.forget_seen(rule, path))

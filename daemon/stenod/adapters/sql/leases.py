@@ -17,10 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from stenod.adapters.sql.statements import All, Count, Exec, One, Op, chunks, marks
-from stenod.adapters.sql.views import batches_where
+from stenod.adapters.sql.views import ACTIVE_BATCH, batches_where
 from stenod.journal import BatchRow, LeaseLost
-
-_ACTIVE = "state NOT IN ('done', 'failed')"
 
 
 def fence(batch_id: str, holder: str, gen: int, until: float) -> Op[None]:
@@ -51,7 +49,7 @@ def claim(
         where = f" AND provider IN ({marks(providers)}) AND ({who})"
         args = (*providers, *((holder,) if own else ()), now)
     rows = yield All(
-        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {_ACTIVE}{where} "
+        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {ACTIVE_BATCH}{where} "
         "RETURNING id",
         (holder, until, *args),
     )
@@ -66,7 +64,7 @@ def renew(holder: str, held: Mapping[str, int], until: float) -> Op[list[str]]:
     kept: set[tuple[str, int]] = set()
     for chunk in chunks(sorted(held)):
         rows = yield All(
-            f"UPDATE batches SET lease_until = ? WHERE id IN ({marks(chunk)}) AND holder = ? AND {_ACTIVE} "
+            f"UPDATE batches SET lease_until = ? WHERE id IN ({marks(chunk)}) AND holder = ? AND {ACTIVE_BATCH} "
             "RETURNING id, lease_gen",
             (until, *chunk, holder),
         )
@@ -79,7 +77,7 @@ def release(holder: str, held: Mapping[str, int]) -> Op[None]:
     takes the jobs over at its next claim instead of after ``lease_seconds``."""
     for chunk in chunks(sorted(held)):
         yield Exec(
-            f"UPDATE batches SET lease_until = 0 WHERE id IN ({marks(chunk)}) AND holder = ? AND {_ACTIVE}",
+            f"UPDATE batches SET lease_until = 0 WHERE id IN ({marks(chunk)}) AND holder = ? AND {ACTIVE_BATCH}",
             (*chunk, holder),
         )
 
@@ -89,7 +87,7 @@ def next_expiry(holder: str, providers: Sequence[str]) -> Op[float | None]:
     if not providers:
         return None
     row = yield One(
-        f"SELECT MIN(lease_until) AS until FROM batches WHERE {_ACTIVE} AND provider IN ({marks(providers)}) "
+        f"SELECT MIN(lease_until) AS until FROM batches WHERE {ACTIVE_BATCH} AND provider IN ({marks(providers)}) "
         "AND holder IS NOT NULL AND holder <> ?",
         (*providers, holder),
     )

@@ -26,6 +26,7 @@ FROM items i JOIN jobs j ON j.id = i.job_id
 """
 
 ACTIVE_JOB = "state NOT IN ('succeeded', 'partial', 'failed', 'cancelled')"
+ACTIVE_BATCH = "state NOT IN ('done', 'failed')"  # a provider job not yet finished
 
 
 def transcript_of(row: Row) -> Any:
@@ -170,7 +171,7 @@ def leases(job_ids: Sequence[str]) -> Op[dict[str, list[tuple[str, float]]]]:
     for chunk in chunks(job_ids):
         rows = yield All(
             "SELECT DISTINCT i.job_id, b.holder, b.lease_until FROM items i JOIN batches b ON b.id = i.batch_id "
-            f"WHERE i.job_id IN ({marks(chunk)}) AND b.state NOT IN ('done', 'failed') AND b.holder IS NOT NULL "
+            f"WHERE i.job_id IN ({marks(chunk)}) AND b.{ACTIVE_BATCH} AND b.holder IS NOT NULL "
             "ORDER BY i.job_id, b.holder",
             chunk,
         )
@@ -180,7 +181,7 @@ def leases(job_ids: Sequence[str]) -> Op[dict[str, list[tuple[str, float]]]]:
 
 
 def active_batches() -> Op[list[BatchRow]]:
-    return (yield from batches_where("state NOT IN ('done', 'failed')", ()))
+    return (yield from batches_where(ACTIVE_BATCH, ()))
 
 
 def batches_where(where: str, args: Sequence[Any]) -> Op[list[BatchRow]]:
@@ -317,6 +318,8 @@ def reusable_result(
     return loads(row["result"]) if row else None
 
 
-def seen(rule: str, path: str) -> Op[tuple[int, int, int, int] | None]:
-    row = yield One("SELECT device, inode, size, mtime_ns FROM seen_files WHERE rule = ? AND path = ?", (rule, path))
-    return (row["device"], row["inode"], row["size"], row["mtime_ns"]) if row else None
+def seen(rule: str, path: str) -> Op[tuple[int, int, int] | None]:
+    """The file a rule last took at ``path``: (inode, size, mtime_ns). Not the device, as in
+    the claim of ``create_job``: two machines number one network mount differently."""
+    row = yield One("SELECT inode, size, mtime_ns FROM seen_files WHERE rule = ? AND path = ?", (rule, path))
+    return (row["inode"], row["size"], row["mtime_ns"]) if row else None
