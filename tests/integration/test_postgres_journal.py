@@ -14,7 +14,7 @@ import pytest
 from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
-from stenod.journal import JournalError, NewItem, NewJob, SchemaTooNew
+from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
 from tests.e2e.harness import STENOD, write_config
 from tests.fakes.server import free_port
 from tests.postgres_support import database_url, fresh_database, terminate_sessions
@@ -250,4 +250,69 @@ async def test_a_confirmed_event_is_not_published_again_before_the_daemon_delete
             assert [r.seq for r in await reader.batch(500)] == [new.seq]
         finally:
             await outbox.aclose()
+            await journal.aclose()
+
+
+# -- group commit: writes queued together share one transaction ------------------------------
+
+
+async def test_writes_queued_together_each_get_their_own_answer_when_one_of_them_fails():
+    """A group with a write that fails (a holder that lost its lease) is rolled back and
+    run again one by one: the failing write gets its error, the others are committed."""
+    with fresh_database() as url:
+        a = await PostgresJournal.open(url, instance_id="a", lease_seconds=0.3)
+        b = await PostgresJournal.open(url, instance_id="b")
+        try:
+            view, _ = await a.create_job(new_job("packed"))
+            batch = await a.create_batch("echo", [view.items[0].item_id], next_at=0.0)
+            await asyncio.sleep(0.5)
+            assert [t.batch_id for t in await b.claim_batches(["echo"])] == [batch.batch_id]
+
+            results = await asyncio.gather(
+                *(a.create_job(new_job(f"before-{n}")) for n in range(10)),
+                a.batch_submitted(batch.batch_id, {"id": "remote"}, next_at=0.0),
+                *(a.create_job(new_job(f"after-{n}")) for n in range(10)),
+                return_exceptions=True,
+            )
+            assert isinstance(results[10], LeaseLost)
+            created = [r for n, r in enumerate(results) if n != 10]
+            assert all(isinstance(r, tuple) and r[1] for r in created), created
+            with psycopg.connect(url) as conn:
+                assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 21
+                assert (
+                    conn.execute("SELECT count(*) FROM outbox WHERE routing_key LIKE 'job.accepted.%'").fetchone()[0]
+                    == 21
+                )
+                assert conn.execute("SELECT handle FROM batches").fetchone()[0] is None  # the fenced write: nothing
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+
+async def test_one_request_id_twice_in_one_group_is_one_job():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url)
+        try:
+            first, second = await asyncio.gather(
+                journal.create_job(new_job("twice")), journal.create_job(new_job("twice"))
+            )
+            assert first[0].job_id == second[0].job_id
+            assert sorted([first[1], second[1]]) == [False, True]
+        finally:
+            await journal.aclose()
+
+
+async def test_a_caller_cancelled_while_its_write_waits_writes_nothing_and_the_others_go_on():
+    with fresh_database() as url:
+        journal = await PostgresJournal.open(url)
+        try:
+            writes = [asyncio.create_task(journal.create_job(new_job(f"w-{n}"))) for n in range(30)]
+            await asyncio.sleep(0)  # every write queued; the first group under way
+            writes[-1].cancel()  # still queued behind the first group
+            done = await asyncio.gather(*writes, return_exceptions=True)
+            assert isinstance(done[-1], asyncio.CancelledError)
+            assert all(isinstance(r, tuple) for r in done[:-1])
+            assert await journal.job_by_request("w-29") is None
+            assert (await journal.job_by_request("w-28")) is not None
+        finally:
             await journal.aclose()

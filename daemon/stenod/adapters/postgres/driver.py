@@ -1,5 +1,10 @@
-"""Running the journal's operations on PostgreSQL: a pool of async connections, one
-transaction per operation.
+"""Running the journal's operations on PostgreSQL: a pool of async connections; reads on
+any free one, writes committed in groups (:mod:`.write_groups`).
+
+Round trips are what an operation costs here (on a busy machine, more than the SQL): the
+statements whose answer an operation does not read are sent together with the next one
+it reads, and the last ones with the COMMIT, as one query with the values bound on the
+client. A transaction of five inserts is one or two round trips, not seven.
 
 An operation that loses a race with another instance (two intakes of one ``request_id``,
 a serialization failure, a deadlock) is simply run again: it reads what the winner
@@ -13,18 +18,21 @@ guessing, which could create a job twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 import structlog
-from psycopg import AsyncConnection, AsyncPipeline, errors
+from psycopg import AsyncClientCursor, AsyncConnection, errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from stenod.adapters.sql.statements import All, Count, Many, One, Op
+from stenod.adapters.postgres.write_groups import WriteGroups
+from stenod.adapters.sql.statements import All, Exec, Many, One, Op
 from stenod.journal import JournalError
 
 T = TypeVar("T")
@@ -43,6 +51,7 @@ CONNECTION_OPTIONS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 30_000,
 }
+_OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 _RACE_ATTEMPTS = 5
 _WAIT_REPORT_SECONDS = 5.0
 
@@ -53,31 +62,50 @@ def dialect(sql: str) -> bytes:
     return sql.replace("%", "%%").replace("?", "%s").encode()
 
 
-async def run_async(conn: AsyncConnection[Any], op: Op[T], pipeline: AsyncPipeline | None = None) -> T:
-    """Run an operation on an async connection (the caller owns the transaction). In a
-    pipeline, statements whose result the operation does not read are sent without
-    waiting: a write of five statements is one round trip, not five."""
+async def run_async(conn: AsyncConnection[Any], op: Op[T]) -> T:
+    """Run an operation on a connection, outside a transaction (reads, each statement its
+    own snapshot)."""
+    cur = AsyncClientCursor(conn, row_factory=dict_row)
+    result, pending = await _run(cur, op, [])
+    if pending:
+        await cur.execute(_joined(pending))
+    return result
+
+
+def _joined(statements: list[str]) -> bytes:
+    return ";\n".join(statements).encode()
+
+
+async def _run(cur: AsyncClientCursor[Any], op: Op[T], pending: list[str]) -> tuple[T, list[str]]:
+    """Run an operation, sending statements whose result it does not read together with
+    the next one it reads: one round trip each time the operation needs an answer (the
+    values are bound on the client, so that several statements go as one query).
+    ``pending``: statements to send first (a BEGIN, what the operation before it left).
+    Returns the result and the statements not yet sent (they go with the next round trip,
+    at the latest with the COMMIT)."""
     try:
         statement = next(op)
-        async with conn.cursor(row_factory=dict_row) as cur:
-            while True:
-                result: Any = None
-                if isinstance(statement, Many):
-                    if statement.rows:
-                        await cur.executemany(dialect(statement.sql), [tuple(r) for r in statement.rows])
+        while True:
+            result: Any = None
+            if isinstance(statement, Many):
+                pending.extend(cur.mogrify(dialect(statement.sql), tuple(r)) for r in statement.rows)
+            elif isinstance(statement, Exec):
+                pending.append(cur.mogrify(dialect(statement.sql), tuple(statement.args)))
+            else:
+                pending.append(cur.mogrify(dialect(statement.sql), tuple(statement.args)))
+                await cur.execute(_joined(pending))
+                pending = []
+                while cur.nextset():
+                    pass  # the answer is the last statement's
+                if isinstance(statement, All):
+                    result = await cur.fetchall()
+                elif isinstance(statement, One):
+                    result = await cur.fetchone()
                 else:
-                    await cur.execute(dialect(statement.sql), tuple(statement.args))
-                    if isinstance(statement, All):
-                        result = await cur.fetchall()
-                    elif isinstance(statement, One):
-                        result = await cur.fetchone()
-                    elif isinstance(statement, Count):
-                        if pipeline is not None:
-                            await pipeline.sync()
-                        result = cur.rowcount
-                statement = op.send(result)
+                    result = cur.rowcount
+            statement = op.send(result)
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return stop.value, pending
 
 
 class _Uncommitted(Exception):
@@ -85,21 +113,37 @@ class _Uncommitted(Exception):
 
 
 class PoolDriver:
-    """The journal's driver on a psycopg pool."""
+    """The journal's driver on a psycopg pool: reads on any free connection, writes
+    committed in groups (:class:`WriteGroups`)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], *, reconnect_seconds: float) -> None:
         self._pool = pool
         self._reconnect_seconds = reconnect_seconds
+        self._groups = WriteGroups(self._together, self._alone)
 
     async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T:
+        if write:
+            return await self._groups.run(make)
+        return await self._retrying(lambda wait: self._read(make, wait))
+
+    async def aclose(self) -> None:
+        await self._groups.aclose()
+
+    async def _alone(self, make: Callable[[], Op[T]]) -> T:
+        results = await self._retrying(lambda wait: self._transact([make], wait))
+        return results[0]  # type: ignore[no-any-return]
+
+    async def _together(self, makes: Sequence[Callable[[], Op[Any]]]) -> list[Any]:
+        return await self._transact(makes, _WAIT_REPORT_SECONDS)
+
+    async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self._reconnect_seconds
         races = 0
         while True:
             try:
                 # A few seconds at a time, so that waiting for a database that went away is
                 # reported while it lasts, not only when reconnect_seconds are over.
-                wait = min(max(deadline - time.monotonic(), 0.5), _WAIT_REPORT_SECONDS)
-                return await self._attempt(make, wait, write=write)
+                return await attempt(min(max(deadline - time.monotonic(), 0.5), _WAIT_REPORT_SECONDS))
             except _RACES as exc:
                 races += 1
                 if races >= _RACE_ATTEMPTS:
@@ -111,22 +155,40 @@ class PoolDriver:
                 log.warning("journal.database_unavailable", error=str(cause))
                 await asyncio.sleep(0.5)
 
-    async def _attempt(self, make: Callable[[], Op[T]], wait: float, *, write: bool) -> T:
+    async def _read(self, make: Callable[[], Op[T]], wait: float) -> T:
         async with self._pool.connection(timeout=wait) as conn:
-            if not write:
-                # Under READ COMMITTED every statement reads its own snapshot, in a transaction
-                # or not: a read saves the BEGIN and COMMIT round trips.
-                try:
-                    return await run_async(conn, make())
-                except psycopg.OperationalError as exc:
-                    raise _Uncommitted() from exc
+            # Under READ COMMITTED every statement reads its own snapshot, in a transaction
+            # or not: a read saves the BEGIN and COMMIT.
+            try:
+                return await run_async(conn, make())
+            except psycopg.OperationalError as exc:
+                raise _Uncommitted() from exc
+
+    async def _transact(self, makes: Sequence[Callable[[], Op[Any]]], wait: float) -> list[Any]:
+        """The operations one after another in one transaction; all of them or none."""
+        async with self._pool.connection(timeout=wait) as conn:
+            cur = AsyncClientCursor(conn, row_factory=dict_row)
             committing = False
             try:
-                async with conn.pipeline() as pipeline, conn.transaction():
-                    result = await run_async(conn, make(), pipeline)
-                    committing = True  # leaving the block sends COMMIT
+                try:
+                    results = []
+                    pending = ["BEGIN"]
+                    for make in makes:
+                        result, pending = await _run(cur, make(), pending)
+                        results.append(result)
+                    committing = True  # the COMMIT goes with the statements not yet sent
+                    await cur.execute(_joined([*pending, "COMMIT"]))
+                except (psycopg.OperationalError, asyncio.CancelledError):
+                    raise  # the pool discards a connection left busy or broken
+                except BaseException:
+                    # A statement that failed, or an operation itself (a lost lease): undo
+                    # what was written before the connection goes back to the pool.
+                    if conn.info.transaction_status in _OPEN:
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.execute(b"ROLLBACK")
+                    raise
             except psycopg.OperationalError as exc:
                 if committing:
                     raise JournalError(f"journal commit in doubt (the database connection failed): {exc}") from exc
                 raise _Uncommitted() from exc
-            return result
+            return results

@@ -58,7 +58,8 @@ class PostgresJournal(SqlJournal):
         lock: InstanceLock | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(PoolDriver(pool, reconnect_seconds=reconnect_seconds), **kwargs)
+        self._pg_driver = PoolDriver(pool, reconnect_seconds=reconnect_seconds)
+        super().__init__(self._pg_driver, **kwargs)
         self._pool = pool
         self._lock = lock
         self.where = where
@@ -124,6 +125,7 @@ class PostgresJournal(SqlJournal):
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._pg_driver.aclose()  # the writes already queued, then the pool
         await self._pool.close()
         if self._lock is not None:
             await self._lock.aclose()
