@@ -18,13 +18,14 @@ from typing import Any
 
 import structlog
 
+from stenod.cancels import cancel_items
 from stenod.direct_finish import DirectFinisher
-from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError, StenodError
+from stenod.errors import StenodError
 from stenod.intake import Intake
-from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
+from stenod.journal import BatchRow, JobJournal, LeaseLost
 from stenod.lease_keeper import LeaseKeeper, LeaseMetrics
 from stenod.outcomes import Metrics, Outcomes, OutputSink
+from stenod.pacing import ProviderPauses
 from stenod.schedule import Schedule
 from stenod.settings import RetrySettings
 from stenod.stepper import LiveText, ProviderRuntime, Stepper
@@ -38,7 +39,6 @@ _CANCEL_CHECK_SECONDS = 2.0
 # backlog of thousands is read again at every accepted job; passes are spaced so that they
 # take at most a fifth of the time (a pass of 1 ms: none; of 10 ms: 40 ms apart).
 _PASS_SPACING = 4.0
-_BUG_HINT = "This is a bug; please report it with the log."
 
 
 class Dispatcher:
@@ -63,10 +63,12 @@ class Dispatcher:
         self._grace = grace_seconds
         self._live = live
         self._outcomes = Outcomes(sink, metrics)
+        self._pauses = ProviderPauses(journal)
         self._stepper = Stepper(
             journal,
             self._outcomes,
             policy,
+            pauses=self._pauses,
             runtimes=lambda: self._runtimes,
             reschedule=self._reschedule,
             spawn=self._spawn,
@@ -131,7 +133,7 @@ class Dispatcher:
                             started = loop.time()
                             await self._take_in(tg)
                             self._next_pass = loop.time() + (loop.time() - started) * _PASS_SPACING
-                        self._launch_due(tg)
+                        await self._launch_due(tg)
                         await self._sleep()
                     self._stopping = True
                     log.info("dispatcher.draining", in_flight=len(self._running), grace_seconds=self._grace)
@@ -185,13 +187,21 @@ class Dispatcher:
             runtime.in_flight += 1
         self._schedule.push(batch.batch_id, batch.next_at)
 
-    def _launch_due(self, tg: asyncio.TaskGroup) -> None:
+    async def _launch_due(self, tg: asyncio.TaskGroup) -> None:
         if self._stopping:
             return
-        for batch_id in self._schedule.pop_due(time.time()):
-            batch = self._batches.pop(batch_id, None)
+        due = self._schedule.pop_due(time.time())
+        if not due:
+            return
+        await self._pauses.refresh()
+        for batch_id in due:
+            batch = self._batches.get(batch_id)
             if batch is None:
                 continue
+            if (until := self._pauses.until(batch.provider)) is not None:
+                self._schedule.push(batch_id, until)  # the provider asked everyone to wait
+                continue
+            del self._batches[batch_id]
             self._running[batch_id] = tg.create_task(self._step(batch), name=f"batch:{batch_id}")
 
     # -- intake: preflight, cancel, pack --------------------------------------------
@@ -212,29 +222,9 @@ class Dispatcher:
         await self._intake.pack(found.groups, self._runtimes, self._adopt)
 
     async def _cancel_batches(self, job_ids: set[str]) -> None:
-        for batch_id, batch in list(self._batches.items()):
-            mine = [i for i in batch.items if i.job_id in job_ids]
-            if not mine:
-                continue
-            runtime = self._runtimes.get(batch.provider)
-            if len(mine) == len(batch.items) and batch.handle is not None and runtime is not None:
-                try:
-                    await runtime.provider.cancel(batch.handle)
-                except JobError as exc:
-                    log.warning("provider.cancel_failed", provider=batch.provider, error=exc.message)
-            outcomes = [
-                ItemOutcome(i.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request"))
-                for i in mine
-            ]
-            done = len(mine) == len(batch.items)
-            try:
-                await self._journal.finish_items(
-                    outcomes, batch_id=batch_id, batch_state=BatchState.FAILED if done else None
-                )
-            except LeaseLost:
-                done = True  # another instance has it now, and its cancel with it
-            if done:
-                self._forget(batch_id, batch.provider)
+        batches = [b for b in self._batches.values() if any(i.job_id in job_ids for i in b.items)]
+        for batch in await cancel_items(self._journal, self._runtimes, batches, job_ids):
+            self._forget(batch.batch_id, batch.provider)
 
     def _finished_direct(self, item_id: str) -> None:
         self._intake.forget(item_id)
@@ -273,7 +263,7 @@ class Dispatcher:
             job_id=",".join(sorted({i.job_id for i in batch.items})),
         ):
             try:
-                keep = await self._advance(batch)
+                keep = await self._stepper.step(batch)
             except asyncio.CancelledError:
                 log.info("batch.interrupted", state=str(batch.state))
                 raise
@@ -289,36 +279,6 @@ class Dispatcher:
                     self._forget(batch.batch_id, batch.provider)
                 self._dirty = True
                 self._wake.set()
-
-    async def _advance(self, batch: BatchRow) -> bool:
-        """Run the provider job's due steps; a failure is recorded as a retry or the job's end.
-        False once it is finished."""
-        runtime = self._runtimes.get(batch.provider)
-        try:
-            if runtime is None:
-                raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
-            if not batch.items:
-                await self._journal.finish_items([], batch_id=batch.batch_id, batch_state=BatchState.FAILED)
-                return False
-            return await self._stepper.advance(runtime, batch)
-        except RetryableError as exc:
-            return await self._stepper.retry(batch, exc)
-        except JobError as exc:
-            await self._stepper.fail(batch, exc.info())
-            return False
-        except (asyncio.CancelledError, LeaseLost):
-            raise
-        except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
-            log.exception("batch.internal_error")
-            await self._stepper.fail(
-                batch,
-                ErrorInfo(
-                    "internal_error",
-                    f"{type(exc).__name__}: {exc}",
-                    hint="This is a bug; please report it with the log.",
-                ),
-            )
-            return False
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """A short side task of a step (a progress event) in the dispatcher's TaskGroup."""

@@ -9,34 +9,31 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from pydantic import BaseModel, ValidationError
 
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
 from stenod.outcomes import Metrics, Outcomes
+from stenod.pacing import ProviderPauses, backoff_delay
 from stenod.provider import (
-    Batch,
-    BatchItem,
     ItemResult,
-    Json,
     Limits,
     Provider,
     RemoteState,
     Segment,
     Status,
-    Task,
     is_finished,
 )
 from stenod.settings import RetrySettings
+from stenod.step_context import JournalStepContext, batch_value
 
-__all__ = ["JournalStepContext", "LiveText", "ProviderRuntime", "Stepper", "backoff_delay"]
+__all__ = ["LiveText", "ProviderRuntime", "Stepper"]
 
 log = structlog.get_logger("stenod.dispatcher")
+_BUG_HINT = "This is a bug; please report it with the log."
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 Reschedule = Callable[[BatchRow, float], None]
@@ -61,49 +58,6 @@ class LiveText(Protocol):
     def finished(self, job_ids: Iterable[str]) -> None: ...
 
 
-class JournalStepContext:
-    """The StepContext handed to ``submit``: checkpoints go to the journal."""
-
-    def __init__(
-        self,
-        journal: JobJournal,
-        batch_id: str,
-        saved: Mapping[str, Json] | None,
-        on_progress: Callable[[float], None],
-        on_segment: Callable[[str, Segment], None] | None = None,
-    ) -> None:
-        self._journal = journal
-        self._batch_id = batch_id
-        self._saved = saved
-        self._on_progress = on_progress
-        self._on_segment = on_segment
-
-    @property
-    def saved(self) -> Mapping[str, Json] | None:
-        return self._saved
-
-    async def checkpoint(self, data: Mapping[str, Json]) -> None:
-        await self._journal.save_checkpoint(self._batch_id, data)
-        self._saved = dict(data)
-
-    def progress(self, fraction: float) -> None:
-        self._on_progress(fraction)
-
-    def segment(self, item_id: str, segment: Segment) -> None:
-        if self._on_segment is not None:
-            self._on_segment(item_id, segment)
-
-
-def backoff_delay(attempt: int, policy: RetrySettings, retry_after: float | None) -> float:
-    """Exponential backoff with equal jitter; Retry-After, when given, is a floor."""
-    cap = min(policy.max_seconds, policy.base_seconds * 2 ** max(0, attempt - 1))
-    delay: float = cap / 2 + random.uniform(0, cap / 2)
-    if retry_after is not None:
-        delay = max(retry_after, min(delay, retry_after + policy.base_seconds))
-        delay += random.uniform(0, min(1.0, retry_after * 0.1))
-    return delay
-
-
 class Stepper:
     """Runs the steps of provider jobs; the dispatcher calls :meth:`advance` when one is due."""
 
@@ -113,6 +67,7 @@ class Stepper:
         outcomes: Outcomes,
         policy: RetrySettings,
         *,
+        pauses: ProviderPauses,
         runtimes: Callable[[], Mapping[str, ProviderRuntime]],
         reschedule: Reschedule,
         spawn: Spawn,
@@ -123,6 +78,7 @@ class Stepper:
         self._journal = journal
         self._outcomes = outcomes
         self._policy = policy
+        self._pauses = pauses
         self._runtimes = runtimes
         self._reschedule = reschedule
         self._spawn = spawn
@@ -131,11 +87,41 @@ class Stepper:
         self._live = live
         self._last_progress: dict[str, float] = {}
 
+    async def step(self, batch: BatchRow) -> bool:
+        """Run the provider job's due steps; a failure is recorded as a retry or the job's end.
+        False once it is finished. LeaseLost (another instance has the job) goes to the caller."""
+        runtime = self._runtimes().get(batch.provider)
+        try:
+            if runtime is None:
+                raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
+            if not batch.items:
+                await self._journal.finish_items([], batch_id=batch.batch_id, batch_state=BatchState.FAILED)
+                return False
+            return await self.advance(runtime, batch)
+        except RetryableError as exc:
+            return await self.retry(batch, exc)
+        except JobError as exc:
+            await self.fail(batch, exc.info())
+            return False
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
+            log.exception("batch.internal_error")
+            await self.fail(
+                batch,
+                ErrorInfo(
+                    "internal_error",
+                    f"{type(exc).__name__}: {exc}",
+                    hint="This is a bug; please report it with the log.",
+                ),
+            )
+            return False
+
     async def advance(self, runtime: ProviderRuntime, batch: BatchRow) -> bool:
         """Run steps of one provider job while they are due; False once it is finished."""
         provider = runtime.provider
         if batch.state == BatchState.SUBMITTING:
-            value = self._batch_value(runtime, batch)
+            value = batch_value(runtime.name, runtime.provider, batch)
             ctx = JournalStepContext(
                 self._journal,
                 batch.batch_id,
@@ -246,6 +232,8 @@ class Stepper:
                 ErrorInfo(exc.code, f"gave up after {attempts} attempts: {exc.message}", retryable=True, hint=exc.hint),
             )
             return False
+        if exc.retry_after is not None:  # the provider's answer holds for all its jobs
+            await self._pauses.pause(batch.provider, exc.retry_after)
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
         runtime = self._runtimes().get(batch.provider)
         next_at = time.time() + delay
@@ -271,34 +259,6 @@ class Stepper:
         outcomes = [await self._outcomes.write_failure(i, error) for i in batch.items if not i.state.terminal]
         await self._journal.finish_items(
             outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
-        )
-
-    def _batch_value(self, runtime: ProviderRuntime, batch: BatchRow) -> Batch:
-        first = batch.items[0]
-        options_model: type[BaseModel] = type(runtime.provider).Options
-        try:
-            options = options_model.model_validate(dict(first.options))
-        except ValidationError as exc:
-            raise PermanentError(
-                f"invalid options for {runtime.name}: {exc.errors()[0]['msg']}", code="invalid_options"
-            ) from exc
-        return Batch(
-            batch_id=batch.batch_id,
-            task=Task(first.task),
-            items=tuple(
-                BatchItem(
-                    item_id=i.item_id,
-                    path=Path(i.path or ""),
-                    name=i.name,
-                    size=i.size or 0,
-                    device=i.device,
-                    inode=i.inode,
-                )
-                for i in batch.items
-            ),
-            language=first.language,
-            target_languages=first.target_languages,
-            options=options,
         )
 
     def _local_progress(self, batch: BatchRow, fraction: float) -> None:

@@ -232,3 +232,22 @@ async def test_a_lone_daemon_takes_back_provider_jobs_of_a_provider_it_no_longer
         assert claimed == []
     else:  # the only daemon: it takes the job, and its step fails it as "provider not available"
         assert [c.batch_id for c in claimed] == [batch.batch_id]
+
+
+async def test_a_provider_pause_holds_for_every_instance_until_its_latest_end(open_journal):
+    """A provider's "try again in N seconds" is the account's: every instance reads it,
+    a shorter one does not cut a longer one short, and an ended one is gone."""
+    a, b = await instances(open_journal, "a", "b")
+    assert await b.provider_pauses() == {}
+    await a.pause_provider("sarvam", 5.0)
+    await b.pause_provider("sarvam", 1.0)
+    await a.pause_provider("echo", 0.3)
+    paused = await b.provider_pauses()
+    assert sorted(paused) == ["echo", "sarvam"]
+    assert 4.0 < paused["sarvam"] <= 5.0
+    await asyncio.sleep(0.5)
+    assert list(await a.provider_pauses()) == ["sarvam"]
+    # the provider's row also counts its unfinished provider jobs: the two live side by side
+    view, _ = await a.create_job(new_job(provider="sarvam"))
+    assert await a.create_batch("sarvam", [view.items[0].item_id], next_at=0.0, max_jobs=4) is not None
+    assert list(await b.provider_pauses()) == ["sarvam"]

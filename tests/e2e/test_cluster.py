@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -191,3 +192,76 @@ def test_an_instance_killed_while_creating_the_remote_job_leaves_at_most_an_empt
     (job,) = query(database, "SELECT state FROM jobs")
     assert job["state"] == "succeeded"
     assert job_event_kinds(database).count("succeeded") == 1
+
+
+LANGUAGES = ["hi-IN", "ta-IN", "te-IN", "bn-IN"]  # one folder each: one provider job each
+
+
+def test_a_rate_limit_answer_holds_back_every_instance_for_the_time_the_provider_asked(database, sarvam_url, tmp_path):
+    """Four provider jobs, two held by each of two instances, polled every 0.2 s; the
+    provider answers one status call with 429 and Retry-After: 3. No instance calls it again
+    until then (give or take the half second an instance takes to hear of it), then all
+    four finish, each submitted once."""
+
+    def node(name: str, max_jobs: int) -> Daemon:
+        home = tmp_path / name
+        home.mkdir()
+        config = write_config(
+            home / "stenod.toml",
+            top={"state_dir": home / "state", "instance_id": name, "log_format": "json", "pack_window_seconds": 0.2},
+            sections={"journal": {"backend": "postgresql", "url": database, "lease_seconds": 10}},
+            watch=[
+                {
+                    "path": tmp_path / lang,
+                    "provider": "sarvam",
+                    "language": lang,
+                    "formats": ["json"],
+                    "settle_seconds": 0.3,
+                }
+                for lang in LANGUAGES
+            ],
+            providers={
+                "sarvam": {
+                    "api_key": KEY,
+                    "base_url": sarvam_url,
+                    "poll_interval_seconds": 0.2,
+                    "max_concurrent_jobs": max_jobs,  # counted over the cluster: a takes two, b the rest
+                }
+            },
+        )
+        return Daemon(config, home / "daemon.log")
+
+    httpx.post(f"{sarvam_url}/__fake__/config", json={"polls_to_complete": 10_000}).raise_for_status()
+    for lang in LANGUAGES:
+        (tmp_path / lang).mkdir()
+    a, b = node("node-a", 2), node("node-b", 4)
+    try:
+        start(a)
+        for lang in LANGUAGES:
+            write_wav(tmp_path / lang / "call.wav")
+        wait_for(lambda: len(stats(sarvam_url)["status_calls"]) == 2, "node-a polling two provider jobs")
+        start(b)
+        wait_for(lambda: len(stats(sarvam_url)["status_calls"]) == 4, "node-b polling the other two")
+        holders = [r["holder"] for r in query(database, "SELECT holder FROM batches ORDER BY holder")]
+        assert holders == ["node-a", "node-a", "node-b", "node-b"]
+
+        loaded = time.time()
+        inject(sarvam_url, {"route": "status", "status": 429, "retry_after": 3, "times": 1})
+        wait_for(lambda: not stats(sarvam_url)["faults_pending"], "the provider's 429")
+        time.sleep(3.5)
+        calls = sorted(t for times in stats(sarvam_url)["status_calls"].values() for t in times if t >= loaded)
+        refused = calls[0]  # the first status call after the fault was loaded got the 429
+        held_back = [round(t - refused, 2) for t in calls if refused + 0.8 < t < refused + 2.9]
+        assert held_back == [], f"status calls during the provider's Retry-After: {held_back}"
+        assert any(t >= refused + 2.9 for t in calls), "polling resumed after the pause"
+        assert (a.named("provider.paused") or b.named("provider.paused")) and a.alive and b.alive
+
+        httpx.post(f"{sarvam_url}/__fake__/config", json={"polls_to_complete": 1}).raise_for_status()
+        for lang in LANGUAGES:
+            wait_for((tmp_path / lang / "call.json").exists, f"{lang}/call.json", 60)
+        counts = stats(sarvam_url)
+        assert (counts["jobs_created"], counts["jobs_started"]) == (4, 4)
+        assert [r["state"] for r in query(database, "SELECT state FROM jobs")] == ["succeeded"] * 4
+    finally:
+        a.kill()
+        b.kill()

@@ -18,9 +18,10 @@ from stenod.dispatcher import Dispatcher
 from stenod.errors import ErrorInfo, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob
+from stenod.pacing import backoff_delay
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
-from stenod.stepper import ProviderRuntime, backoff_delay
+from stenod.stepper import ProviderRuntime
 from tests.fakes.scripted import ScriptedProvider
 
 POLICY = RetrySettings(max_attempts=3, base_seconds=0.02, max_seconds=0.1)

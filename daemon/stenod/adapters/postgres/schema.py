@@ -132,6 +132,10 @@ ALTER TABLE batches ADD COLUMN lease_gen INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN instance TEXT;
 CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0);
 """,
+    # 3: a provider's own request to wait (a rate limit's Retry-After; SQLite's version 5).
+    """
+ALTER TABLE provider_slots ADD COLUMN paused_until DOUBLE PRECISION;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,25 +12,18 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, views
+from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, pacing
 from stenod.adapters.sql.emit import Emitter
-from stenod.adapters.sql.statements import Op, dumps
-from stenod.corrections import EditableItem
+from stenod.adapters.sql.reads import Driver, SqlReads
+from stenod.adapters.sql.statements import Op
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob, OpenItem, OutboxRow
+from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob
 
 T = TypeVar("T")
-
-
-class Driver(Protocol):
-    """Runs one operation in one transaction; ``make`` is called again for each attempt
-    (a driver may retry an operation that lost a race with another instance)."""
-
-    async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T: ...
 
 
 def _then_flush(op: Callable[[Emitter], Op[T]], em: Emitter) -> Op[T]:
@@ -50,7 +43,7 @@ def _nothing() -> Op[None]:
     yield  # a generator that runs no statement
 
 
-class SqlJournal:
+class SqlJournal(SqlReads):
     """The journal's methods, for any driver. ``outbox``: keep events for a relay (a daemon
     without a broker keeps only each job's history). ``instance_id`` holds the provider jobs
     this journal object creates or claims, for ``lease_seconds`` after each write or renewal;
@@ -69,7 +62,7 @@ class SqlJournal:
         clock: Callable[[], float] = time.time,
         notify: str | None = None,
     ) -> None:
-        self._driver = driver
+        super().__init__(driver)
         self._outbox = outbox
         self._inline = inline_transcript_bytes
         self._notify = notify  # a statement telling other processes that events were committed
@@ -81,9 +74,6 @@ class SqlJournal:
         self.outbox_ready = asyncio.Event()
         # Told, after each commit, the jobs whose events it added (the HTTP streams' watch).
         self.on_change: Callable[[set[str]], None] | None = None
-
-    async def _read(self, make: Callable[[], Op[T]]) -> T:
-        return await self._driver.run(make, write=False)
 
     async def _change(self, make: Callable[[], Op[T]], *, fence: str | None = None) -> T:
         """A write that adds no event; with ``fence``, only while this instance holds that provider job."""
@@ -129,11 +119,6 @@ class SqlJournal:
         ``request_id``, the existing job and ``created=False``."""
         return await self._write(lambda em: intake_writes.create_job(em, new, self.instance_id))
 
-    async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool:
-        """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
-        found = await self._read(lambda: views.seen(rule, path))
-        return found == (inode, size, mtime_ns)
-
     async def forget_seen(self, rule: str, path: str) -> None:
         await self._change(lambda: intake_writes.forget_seen(rule, path))
 
@@ -141,27 +126,7 @@ class SqlJournal:
         """Remember a file that was looked at but made no job (e.g. ignored), so rescans skip it."""
         await self._change(lambda: intake_writes.record_seen(rule, path, device, inode, size, mtime_ns))
 
-    async def reusable_result(
-        self,
-        content_hash: str,
-        provider: str,
-        task: str,
-        language: str | None,
-        target_languages: Sequence[str],
-        options: Mapping[str, Any],
-    ) -> Mapping[str, Any] | None:
-        """The result of an earlier succeeded item with the same content and the same request."""
-        targets, opts = dumps(list(target_languages)), dumps(dict(options))
-        return await self._read(lambda: views.reusable_result(content_hash, provider, task, language, targets, opts))
-
     # -- dispatcher -------------------------------------------------------------------
-
-    async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]:
-        return await self._read(lambda: views.open_items(skip_providers, limit))
-
-    async def active_batches(self) -> list[BatchRow]:
-        """Every unfinished provider job, whoever holds it (a read: it claims nothing)."""
-        return await self._read(views.active_batches)
 
     async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]:
         """Take the unfinished provider jobs of ``providers`` that nobody holds or whose
@@ -200,6 +165,17 @@ class SqlJournal:
         until = await self._read(lambda: leases.next_expiry(self.instance_id, sorted(providers)))
         return None if until is None else max(0.0, until - self._clock())
 
+    async def pause_provider(self, provider: str, seconds: float) -> None:
+        """The provider asked to be left alone for ``seconds`` (every instance holds back)."""
+        until = self._clock() + seconds
+        await self._change(lambda: pacing.pause(provider, until))
+
+    async def provider_pauses(self) -> dict[str, float]:
+        """Seconds each paused provider is still to be left alone."""
+        now = self._clock()
+        paused = await self._read(lambda: pacing.pauses(now))
+        return {provider: until - now for provider, until in paused.items()}
+
     async def release_leases(self) -> None:
         """Stopping: the provider jobs this instance holds may be taken over at once."""
         held = dict(self._held)
@@ -215,9 +191,6 @@ class SqlJournal:
         except LeaseLost:
             self._held.pop(batch_id, None)
             raise
-
-    async def batch(self, batch_id: str) -> BatchRow | None:
-        return await self._read(lambda: views.batch(batch_id))
 
     async def create_batch(
         self, provider: str, item_ids: Sequence[str], *, next_at: float, max_jobs: int | None = None
@@ -291,53 +264,9 @@ class SqlJournal:
     async def request_cancel(self, job_id: str) -> JobView | None:
         return await self._write(lambda em: intake_writes.request_cancel(job_id))
 
-    async def cancel_requested_jobs(self) -> list[str]:
-        return await self._read(views.cancel_requested_jobs)
-
     async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None:
         """Store a correction (None: drop it, the engine's transcript counts again)."""
         await self._change(lambda: intake_writes.save_edit(item_id, transcript))
-
-    # -- reads -------------------------------------------------------------------------
-
-    async def job(self, job_id: str) -> JobView | None:
-        return await self._read(lambda: views.job_view(job_id))
-
-    async def job_by_request(self, request_id: str) -> JobView | None:
-        return await self._read(lambda: views.job_by_request(request_id))
-
-    async def jobs(
-        self, state: str | None = None, limit: int = 50, *, provider: str | None = None, before: str | None = None
-    ) -> list[JobView]:
-        """Newest first; ``before`` (a job id) pages back through older jobs."""
-        return await self._read(lambda: views.list_jobs(state, limit, provider, before))
-
-    async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]:
-        """The job this one retried, and the jobs that retried this one."""
-        return await self._read(lambda: views.retry_links(job_id))
-
-    async def repeat_of(self, job_id: str) -> NewJob | None:
-        """A new job with the same request as ``job_id`` (its inputs as they were recorded)."""
-        return await self._read(lambda: views.repeat_of(job_id))
-
-    async def editable_item(self, job_id: str, index: int) -> EditableItem | None:
-        return await self._read(lambda: views.editable_item(job_id, index))
-
-    async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]:
-        """The job's events after sequence number ``after``, oldest first: (seq, CloudEvent JSON)."""
-        return await self._read(lambda: views.events(job_id, after, limit))
-
-    async def event_seq(self, job_id: str, event_id: str) -> int | None:
-        """The sequence number of one of the job's events (an SSE ``Last-Event-ID``)."""
-        return await self._read(lambda: views.event_seq(job_id, event_id))
-
-    async def live_paths(self, prefix: str) -> set[str]:
-        """Input paths under ``prefix`` of items not yet finished (spool files still needed)."""
-        return await self._read(lambda: views.live_paths(prefix))
-
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """Jobs by provider and state (metrics, STATUS lines)."""
-        return await self._read(views.counts)
 
     # -- outbox ------------------------------------------------------------------------
 
@@ -352,11 +281,5 @@ class SqlJournal:
         if self._outbox:
             await self._write(lambda em: emit.add_event(em, event, reply_to, correlation_id))
 
-    async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]:
-        return await self._read(lambda: views.outbox(0, limit))
-
     async def outbox_delete(self, seqs: Sequence[int]) -> None:
         await self._change(lambda: batch_writes.outbox_delete(seqs))
-
-    async def outbox_depth(self) -> int:
-        return await self._read(views.outbox_depth)

@@ -143,6 +143,10 @@ ALTER TABLE jobs ADD COLUMN instance TEXT;
 -- ones against max_concurrent_jobs holds across every instance sharing the journal.
 CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL DEFAULT 0);
 """,
+    # 5: a provider's own request to wait (a rate limit's Retry-After), for every instance.
+    """-- Until when (seconds since the epoch, the journal's clock) no call goes to the provider.
+ALTER TABLE provider_slots ADD COLUMN paused_until REAL;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
