@@ -4,19 +4,19 @@ A provider job (a row of ``batches``) is held by one instance (``holder``) until
 ``lease_until``; ``lease_gen`` rises with every claim. The holder's every write about the
 job begins with :func:`fence`, an UPDATE that renews the lease only if the holder and the
 generation are still its own. On PostgreSQL that UPDATE also locks the row until the
-transaction ends, so a takeover (:func:`claim`) waits for the holder's write to commit and
-then sees the renewed lease; a holder that lost the job gets zero rows, raises
-:class:`~stenod.journal.LeaseLost`, and its transaction (with the events it would have
-added) is rolled back. The claim re-checks its whole WHERE after waiting for a row lock
-(PostgreSQL's READ COMMITTED does that for an UPDATE), so two instances cannot both take
-the same expired job.
+transaction ends; a takeover (:func:`claim`) selects the expired jobs ``FOR UPDATE SKIP
+LOCKED``, so it passes over a job whose holder is writing about it right now (it is alive,
+and its write renews the lease) and one that another instance is claiming at the same
+moment: two instances never take the same job. A holder that lost the job gets zero rows
+from its fence, raises :class:`~stenod.journal.LeaseLost`, and its transaction (with the
+events it would have added) is rolled back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from stenod.adapters.sql.statements import All, Count, Exec, One, Op, chunks, marks
+from stenod.adapters.sql.statements import SKIP_LOCKED, All, Count, Exec, One, Op, chunks, marks
 from stenod.adapters.sql.views import ACTIVE_BATCH, batches_where
 from stenod.journal import BatchRow, LeaseLost
 
@@ -48,9 +48,11 @@ def claim(
         who = f"{'holder = ? OR ' if own else ''}holder IS NULL OR lease_until < ?"
         where = f" AND provider IN ({marks(providers)}) AND ({who})"
         args = (*providers, *((holder,) if own else ()), now)
+    # Rows another transaction has locked are skipped, not waited for: their holder is
+    # writing about them (its fence renews the lease), or another instance is claiming them.
     rows = yield All(
-        f"UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE {ACTIVE_BATCH}{where} "
-        "RETURNING id",
+        "UPDATE batches SET holder = ?, lease_until = ?, lease_gen = lease_gen + 1 WHERE id IN "
+        f"(SELECT id FROM batches WHERE {ACTIVE_BATCH}{where}{SKIP_LOCKED}) RETURNING id",
         (holder, until, *args),
     )
     found: list[BatchRow] = []

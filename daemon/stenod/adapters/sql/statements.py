@@ -20,6 +20,7 @@ from stenod import jsontext
 
 __all__ = [
     "FOR_UPDATE",
+    "SKIP_LOCKED",
     "All",
     "Count",
     "Exec",
@@ -94,13 +95,15 @@ OpFactory = Callable[..., Op[T]]
 dumps = jsontext.dumps
 
 # Appended to a SELECT whose rows the transaction must hold until it commits. PostgreSQL
-# locks them; SQLite has one writer at a time anyway, and its drivers drop the clause.
+# locks them (with SKIP_LOCKED, leaving out rows another transaction holds instead of
+# waiting for them); SQLite has one writer at a time anyway, and its drivers drop both.
 FOR_UPDATE = " FOR UPDATE"
+SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
 
 def sqlite_dialect(sql: str) -> str:
     """A shared statement as SQLite takes it."""
-    return sql.replace(FOR_UPDATE, "")
+    return sql.replace(SKIP_LOCKED, "").replace(FOR_UPDATE, "")
 
 
 def marks(values: Sequence[Any]) -> str:
