@@ -37,7 +37,7 @@ log = structlog.get_logger("stenod.dispatcher")
 _CANCEL_CHECK_SECONDS = 2.0
 # A pass over the open items reads the whole backlog. Behind a provider at capacity a
 # backlog of thousands is read again at every accepted job; passes are spaced so that they
-# take at most a fifth of the time (a pass of 1 ms: none; of 10 ms: 40 ms apart).
+# take at most a fifth of the time (a pass of 1 ms: the next 4 ms later; of 10 ms: 40 ms).
 _PASS_SPACING = 4.0
 
 
