@@ -28,7 +28,13 @@ import psycopg
 from stenod.adapters.postgres.journal import PostgresJournal
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, Journal, NewItem, NewJob
+from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
+
+
+def output_file(path: str) -> OutputFile:
+    """A file as the writers report one (these tests write none)."""
+    return OutputFile(path, path, size=1, mtime_ns=1)
+
 
 _TRANSCRIPT = {
     "transcript": {
@@ -67,7 +73,7 @@ async def run(jobs: int, batch: int, journal: Journal) -> tuple[float, float, in
             await journal.batch_submitted(row.batch_id, {"id": row.batch_id}, next_at=0.0)
             await journal.finish_items(
                 [
-                    ItemOutcome(i, ItemState.SUCCEEDED, outputs=(f"/srv/in/{n}.txt",), result=_TRANSCRIPT)
+                    ItemOutcome(i, ItemState.SUCCEEDED, outputs=(output_file(f"/srv/in/{n}.txt"),), result=_TRANSCRIPT)
                     for n, i in enumerate(item_ids)
                 ],
                 batch_id=row.batch_id,

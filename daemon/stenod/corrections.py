@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stenod.provider import Transcript
+
+if TYPE_CHECKING:  # stenod.journal imports this module
+    from stenod.journal import OutputFile
 
 __all__ = ["CorrectionError", "Corrections", "EditableItem"]
 
@@ -44,10 +47,16 @@ class EditableItem:
 class EditJournal(Protocol):
     async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
     async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None: ...
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None: ...
+    async def record_outputs(self, item_id: str, files: Sequence[OutputFile]) -> None: ...
 
 
 class OutputRewriter(Protocol):
-    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[str]:
+    def planned_rewrite(self, outputs: Sequence[str], *, name: str) -> list[str]:
+        """The keys of the files ``rewrite`` would write (called in a worker thread)."""
+        ...
+
+    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[OutputFile]:
         """Write ``transcript`` over the transcript files of input ``name`` among ``outputs``
         (called in a worker thread)."""
         ...
@@ -72,7 +81,14 @@ class Corrections:
     async def _save(self, item: EditableItem, transcript: Transcript | None) -> Transcript:
         await self._journal.save_edit(item.item_id, transcript.to_json() if transcript is not None else None)
         final = transcript if transcript is not None else Transcript.from_json(item.original or {"text": ""})
-        await asyncio.to_thread(self._rewriter.rewrite, item.outputs, final, name=item.name, source=item.input)
+        # The files get a new size and mtime: recorded before and after, as any output, so a
+        # watched folder does not take them for a user's.
+        keys = await asyncio.to_thread(self._rewriter.planned_rewrite, item.outputs, name=item.name)
+        await self._journal.expect_outputs({item.item_id: keys})
+        written = await asyncio.to_thread(
+            self._rewriter.rewrite, item.outputs, final, name=item.name, source=item.input
+        )
+        await self._journal.record_outputs(item.item_id, written)
         return final
 
     async def edit_segment(self, job_id: str, index: int, segment: int, text: str) -> Transcript:

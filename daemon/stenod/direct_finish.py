@@ -15,6 +15,7 @@ from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, JobJournal, OpenItem
 from stenod.outcomes import Outcomes, result_from_json
+from stenod.provider import ItemResult
 
 log = structlog.get_logger("stenod.dispatcher")
 
@@ -38,6 +39,11 @@ class DirectFinisher:
         self.finishing.add(item.item_id)
         tg.create_task(self._finish(item, error, reused, cancelled), name=f"finish:{item.item_id}")
 
+    async def _expect(self, item: OpenItem, result: ItemResult | None) -> None:
+        """The files about to be written are stenod's: no watched folder is to take them."""
+        planned = await asyncio.to_thread(self._outcomes.planned, [(item, result)])
+        await self._journal.expect_outputs(planned)
+
     async def _finish(self, item: OpenItem, error: ErrorInfo | None, reused: bool, cancelled: bool) -> None:
         try:
             with structlog.contextvars.bound_contextvars(job_id=item.job_id, provider=item.provider):
@@ -46,10 +52,13 @@ class DirectFinisher:
                         item.item_id, ItemState.CANCELLED, error=ErrorInfo("cancelled", "cancelled on request")
                     )
                 elif reused and item.result is not None:
-                    outcome = await self._outcomes.write(item, result_from_json(item.item_id, item.result))
+                    result = result_from_json(item.item_id, item.result)
+                    await self._expect(item, result)
+                    outcome = await self._outcomes.write(item, result)
                     log.info("item.reused", input=item.input)
                 else:
                     info = error or ErrorInfo("internal_error", "item could not be processed")
+                    await self._expect(item, None)
                     outcome = await self._outcomes.write_failure(item, info)
             await self._journal.finish_items([outcome])
         finally:

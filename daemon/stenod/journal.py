@@ -107,12 +107,37 @@ class BatchRow:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFile:
+    """A file stenod wrote: where (as written, and ``key``: the path with its folder's
+    symlinks resolved, the same spelling whichever way the folder was named), and the size
+    and mtime it had, so that a watched folder knows it for stenod's own and a file a user
+    later puts under the same name for new work."""
+
+    path: str
+    key: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnOutput:
+    """The journal's record of a path stenod writes to: the size and mtime it wrote, or
+    None for both while the file is being written (recorded before the write)."""
+
+    size: int | None
+    mtime_ns: int | None
+
+    def matches(self, size: int, mtime_ns: int) -> bool:
+        return (self.size, self.mtime_ns) == (size, mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class ItemOutcome:
     """What happened to one item: terminal state, files written, error, result."""
 
     item_id: str
     state: ItemState
-    outputs: Sequence[str] = ()
+    outputs: Sequence[OutputFile] = ()
     error: ErrorInfo | None = None
     result: Mapping[str, Any] | None = None
     cost: Mapping[str, Any] | None = None
@@ -136,7 +161,13 @@ class JobJournal(Protocol):
     Provider jobs are held under leases: a journal object is one instance (``instance_id``);
     it holds the provider jobs it created or claimed, and every write about one of them
     checks and renews its lease in the same transaction, or raises :class:`LeaseLost` with
-    nothing written."""
+    nothing written.
+
+    Files are written outside the journal's transactions, so the journal records them on both
+    sides of the write: their paths before (``hold``, or ``expect_outputs`` for an item of no
+    provider job), their size and mtime after (``finish_items``, ``record_outputs``). A
+    watched folder asks ``own_output`` and never takes one of stenod's files for an input,
+    also one that is being written, also one another instance wrote."""
 
     instance_id: str
     lease_seconds: float
@@ -145,7 +176,8 @@ class JobJournal(Protocol):
     async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]: ...
     async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]: ...
     async def renew_leases(self) -> list[str]: ...
-    async def hold(self, batch_id: str) -> None: ...
+    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> None: ...
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None: ...
     async def release_leases(self) -> None: ...
     async def next_expiry(self, providers: Sequence[str]) -> float | None: ...
     async def pause_provider(self, provider: str, seconds: float) -> None: ...
@@ -213,6 +245,7 @@ class Journal(JobJournal, Protocol):
     # cancel, corrections, retries
     async def request_cancel(self, job_id: str) -> JobView | None: ...
     async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None: ...
+    async def record_outputs(self, item_id: str, files: Sequence[OutputFile]) -> None: ...
     async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
     async def retry_links(self, job_id: str) -> tuple[str | None, list[str]]: ...
     async def repeat_of(self, job_id: str) -> NewJob | None: ...
@@ -225,6 +258,7 @@ class Journal(JobJournal, Protocol):
     async def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[tuple[int, str]]: ...
     async def event_seq(self, job_id: str, event_id: str) -> int | None: ...
     async def live_paths(self, prefix: str) -> set[str]: ...
+    async def own_output(self, key: str) -> OwnOutput | None: ...
     async def counts(self) -> dict[str, dict[str, int]]: ...
     async def active_batches(self) -> list[BatchRow]: ...  # every unfinished provider job, whoever holds it
 

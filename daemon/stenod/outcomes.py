@@ -14,7 +14,7 @@ import structlog
 
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, NewItem, OpenItem
+from stenod.journal import ItemOutcome, NewItem, OpenItem, OutputFile
 from stenod.provider import ItemResult, Task, Transcript
 
 __all__ = ["Metrics", "Outcomes", "OutputSink", "result_from_json"]
@@ -25,11 +25,15 @@ log = structlog.get_logger("stenod.dispatcher")
 class OutputSink(Protocol):
     """Writes an item's outputs (or its error file). Called in a worker thread."""
 
-    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
+    def planned(self, item: OpenItem, result: ItemResult | None) -> list[str]:
+        """The keys of the files that writing ``result`` (None: an error) may write."""
+        ...
+
+    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[OutputFile]:
         """With ``sync_folder=False`` the caller calls ``sync_folders`` before relying on the files."""
         ...
 
-    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]: ...
+    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[OutputFile]: ...
 
     def sync_folders(self, folders: Iterable[Path]) -> None: ...
 
@@ -49,6 +53,11 @@ class Outcomes:
     def __init__(self, sink: OutputSink, metrics: Metrics | None = None) -> None:
         self._sink = sink
         self._metrics = metrics
+
+    def planned(self, pairs: Sequence[tuple[OpenItem, ItemResult | None]]) -> dict[str, list[str]]:
+        """The files writing these results (None: failures) may write, by item id, for the
+        journal to record before they are written. Runs in a worker thread."""
+        return {item.item_id: self._sink.planned(item, result) for item, result in pairs}
 
     async def write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
         return await asyncio.to_thread(self.write_now, item, result)
@@ -100,14 +109,14 @@ class Outcomes:
             with structlog.contextvars.bound_contextvars(job_id=item.job_id):
                 outcomes.append(self.write_now(item, result, sync_folder=False))
         # Before the journal records them: the renames must be durable first.
-        self._sink.sync_folders({Path(o).parent for outcome in outcomes for o in outcome.outputs})
+        self._sink.sync_folders({Path(o.path).parent for outcome in outcomes for o in outcome.outputs})
         return outcomes
 
     @staticmethod
-    def _chained(item: OpenItem, outputs: Sequence[str]) -> NewItem | None:
+    def _chained(item: OpenItem, outputs: Sequence[OutputFile]) -> NewItem | None:
         """Transcribe-then-translate: the transcript becomes a translate item of the same job."""
         languages = item.output.get("then_translate_to")
-        text = next((o for o in outputs if o.endswith(".txt")), None)
+        text = next((o.path for o in outputs if o.path.endswith(".txt")), None)
         if not languages or text is None or item.task != Task.TRANSCRIBE:
             return None
         st = Path(text).stat()

@@ -197,8 +197,10 @@ class Stepper:
             if not item.state.terminal
         ]
         # Output files are outside the journal's transactions: renew the lease first, so a
-        # paused instance that lost the job to another does not write them.
-        await self._journal.hold(batch.batch_id)
+        # paused instance that lost the job to another does not write them, and record their
+        # names, so no watched folder takes them for new work while they are being written.
+        planned = await asyncio.to_thread(self._outcomes.planned, pairs)
+        await self._journal.hold(batch.batch_id, outputs=planned)
         outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs)
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
         release = getattr(runtime.provider, "release", None)
@@ -255,8 +257,10 @@ class Stepper:
 
     async def fail(self, batch: BatchRow, error: ErrorInfo) -> None:
         log.warning("batch.failed", code=error.code, message=error.message)
-        await self._journal.hold(batch.batch_id)  # before writing error files, as for results
-        outcomes = [await self._outcomes.write_failure(i, error) for i in batch.items if not i.state.terminal]
+        items = [i for i in batch.items if not i.state.terminal]
+        planned = await asyncio.to_thread(self._outcomes.planned, [(i, None) for i in items])
+        await self._journal.hold(batch.batch_id, outputs=planned)  # before writing error files, as for results
+        outcomes = [await self._outcomes.write_failure(i, error) for i in items]
         await self._journal.finish_items(
             outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
         )

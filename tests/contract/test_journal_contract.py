@@ -9,7 +9,12 @@ import json
 from stenod.errors import ErrorInfo
 from stenod.events import EventKind, JobEvent
 from stenod.jobs import BatchState, ItemState, JobState
-from stenod.journal import ItemOutcome, Journal, NewItem, NewJob
+from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
+
+
+def output_file(path: str) -> OutputFile:
+    """A file as the writers report one (these tests write none)."""
+    return OutputFile(path, path, size=1, mtime_ns=1)
 
 
 def new_job(request_id: str | None = None, inputs: int = 1, provider: str = "echo", **kw) -> NewJob:
@@ -170,7 +175,12 @@ async def test_a_provider_job_from_submission_to_outcome(journal):
     await journal.batch_state(batch.batch_id, BatchState.FETCHING)
     assert [b.batch_id for b in await journal.active_batches()] == [batch.batch_id]
     outcomes = [
-        ItemOutcome(i.item_id, ItemState.SUCCEEDED, outputs=[f"/out/{n}.txt"], result={"transcript": {"text": "ok"}})
+        ItemOutcome(
+            i.item_id,
+            ItemState.SUCCEEDED,
+            outputs=[output_file(f"/out/{n}.txt")],
+            result={"transcript": {"text": "ok"}},
+        )
         for n, i in enumerate(view.items)
     ]
     await journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
@@ -216,7 +226,9 @@ async def test_job_state_follows_its_items_and_terminal_events_carry_the_transcr
     view, _ = await journal.create_job(new_job("r", inputs=2, reply_to="replies", correlation_id="c-1"))
     a, b = view.items
     result = {"transcript": {"text": "hi", "segments": []}}
-    await journal.finish_items([ItemOutcome(a.item_id, ItemState.SUCCEEDED, outputs=["/in/0.txt"], result=result)])
+    await journal.finish_items(
+        [ItemOutcome(a.item_id, ItemState.SUCCEEDED, outputs=[output_file("/in/0.txt")], result=result)]
+    )
     assert (await journal.job(view.job_id)).state == JobState.RUNNING
     await journal.finish_items([ItemOutcome(b.item_id, ItemState.FAILED, error=ErrorInfo("not_audio", "no"))])
     done = await journal.job(view.job_id)
@@ -289,7 +301,11 @@ async def test_a_correction_replaces_the_transcript_until_it_is_reverted(journal
     view, _ = await journal.create_job(new_job())
     item = view.items[0].item_id
     await journal.finish_items(
-        [ItemOutcome(item, ItemState.SUCCEEDED, outputs=["/o.txt"], result={"transcript": {"text": "engine"}})]
+        [
+            ItemOutcome(
+                item, ItemState.SUCCEEDED, outputs=[output_file("/o.txt")], result={"transcript": {"text": "engine"}}
+            )
+        ]
     )
     await journal.save_edit(item, {"text": "person"})
     await journal.save_edit(item, {"text": "person, again"})

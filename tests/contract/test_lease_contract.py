@@ -11,8 +11,14 @@ import pytest
 
 from stenod.errors import ErrorInfo
 from stenod.jobs import BatchState, ItemState, JobState
-from stenod.journal import ItemOutcome, Journal, LeaseLost, NewItem, NewJob
+from stenod.journal import ItemOutcome, Journal, LeaseLost, NewItem, NewJob, OutputFile
 from tests.contract.test_journal_contract import event_types, new_job
+
+
+def output_file(path: str) -> OutputFile:
+    """A file as the writers report one (these tests write none)."""
+    return OutputFile(path, path, size=1, mtime_ns=1)
+
 
 LEASE = 1.0
 
@@ -71,7 +77,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(open_
     # b, the holder now, finishes it
     await b.batch_submitted(batch.batch_id, {"id": "remote-1"}, next_at=0.0)
     await b.finish_items(
-        [ItemOutcome(view.items[0].item_id, ItemState.SUCCEEDED, outputs=["/out/0.txt"])],
+        [ItemOutcome(view.items[0].item_id, ItemState.SUCCEEDED, outputs=[output_file("/out/0.txt")])],
         batch_id=batch.batch_id,
         batch_state=BatchState.DONE,
     )

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from stenod.adapters.folders.atomic import atomic_write, output_key
 from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import JobView
+from stenod.journal import NewItem, NewJob
 from stenod.settings import WatchRule
 
 
@@ -115,6 +117,32 @@ async def test_partial_dot_and_own_output_files_are_ignored(journal, tmp_path):
         await wait_for(lambda: _has_jobs(journal, 1))
         await asyncio.sleep(0.8)
     assert await inputs(journal) == ["real.wav"]
+
+
+async def test_a_file_stenod_is_writing_waits_until_recorded_and_is_then_never_taken(journal, tmp_path):
+    """stenod records a file before writing it (``expect_outputs``), so a translating folder
+    that sees it appear (renamed into place: taken at once if it were a user's) waits, and
+    once the write is recorded, knows it for stenod's; a user's file in its place is work."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    item = (await journal.create_job(_one_item_job(tmp_path / "x.wav")))[0].items[0].item_id
+    async with watching(journal, rule_for(inbox, task="translate", target_language="en")) as source:
+        await source.scanned.wait()
+        await journal.expect_outputs({item: [output_key(inbox / "call.txt")]})
+        written = atomic_write(inbox / "call.txt", b"stenod's translation\n")  # temp file, then rename
+        await asyncio.sleep(1.5)  # three re-checks while it is being written
+        assert await inputs(journal) == ["x.wav"]
+        await journal.record_outputs(item, [written])
+        await asyncio.sleep(1.0)
+        assert await inputs(journal) == ["x.wav"]
+
+        (inbox / "call.txt").write_text("the user's own notes, now under that name\n")
+        await wait_for(lambda: _has_jobs(journal, 2))
+    assert await inputs(journal) == ["call.txt", "x.wav"]
+
+
+def _one_item_job(path: Path) -> NewJob:
+    return NewJob(source="test", task="transcribe", provider="echo", items=[NewItem(input=str(path), name=path.name)])
 
 
 async def test_links_and_special_files_are_refused_and_nothing_outside_is_read(journal, tmp_path):

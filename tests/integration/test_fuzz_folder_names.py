@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stenod.adapters.folders.source import FolderSource, is_ignored_name
+from stenod.adapters.folders.files import is_ignored_name
+from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatcher import Dispatcher

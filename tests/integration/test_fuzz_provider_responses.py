@@ -246,9 +246,9 @@ def _write(results: list[ItemResult], item: OpenItem) -> list[str]:
     written: list[str] = []
     for result in results:
         if result.error is not None:
-            written += sink.write_error(item, result.error)
+            written += [f.path for f in sink.write_error(item, result.error)]
         else:
-            written += sink.write_result(item, result)
+            written += [f.path for f in sink.write_result(item, result)]
     return written
 
 

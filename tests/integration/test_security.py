@@ -30,9 +30,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
+from stenod.adapters.folders.atomic import OrphanSweeper
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.source import FolderSource
-from stenod.adapters.folders.writers import FileSink, OrphanSweeper
+from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatcher import Dispatcher
 from stenod.jobs import JobView

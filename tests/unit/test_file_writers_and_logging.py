@@ -11,7 +11,8 @@ import pytest
 import structlog
 
 from stenod import logging as stenod_logging
-from stenod.adapters.folders.writers import FileSink, atomic_write, safe_stem
+from stenod.adapters.folders.atomic import atomic_write
+from stenod.adapters.folders.writers import FileSink, safe_stem
 from stenod.errors import ErrorInfo
 from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState
@@ -54,7 +55,7 @@ def test_all_four_outputs_are_written_beside_the_input(tmp_path):
     audio = tmp_path / "call.wav"
     audio.write_bytes(b"a")
     written = FileSink(tmp_path / "results").write_result(item(audio), ItemResult("i1", transcript=TRANSCRIPT))
-    assert sorted(Path(p).name for p in written) == ["call.json", "call.srt", "call.txt", "call.vtt"]
+    assert sorted(Path(f.path).name for f in written) == ["call.json", "call.srt", "call.txt", "call.vtt"]
     assert (tmp_path / "call.txt").read_text() == "Speaker 0: Hello there.\nSpeaker 1: General <Kenobi> & co.\n"
     data = json.loads((tmp_path / "call.json").read_text())
     assert data["segments"][1]["speaker"] == "1" and data["duration"] == 3.2 and data["source"] == str(audio)
@@ -112,7 +113,7 @@ def test_translated_documents_are_named_by_language(tmp_path):
             documents=(TranslatedDocument("fr", b"bonjour", "docx"), TranslatedDocument("de/../x", b"hallo", "docx")),
         ),
     )
-    assert sorted(Path(p).name for p in written) == ["notes.dex.docx", "notes.fr.docx"]
+    assert sorted(Path(f.path).name for f in written) == ["notes.dex.docx", "notes.fr.docx"]
 
 
 def test_a_failed_item_gets_an_error_file_saying_what_to_do(tmp_path):
@@ -168,5 +169,5 @@ def test_a_downloaded_url_input_is_removed_once_its_outputs_are_written(tmp_path
         **{**{f: getattr(url_item, f) for f in url_item.__slots__}, "input": "https://example.org/a.mp3?sig=x"}
     )
     written = FileSink(tmp_path / "results").write_result(url_item, ItemResult("i1", transcript=TRANSCRIPT))
-    assert all(Path(p).parent == tmp_path / "results" / "j1" for p in written)
+    assert all(Path(f.path).parent == tmp_path / "results" / "j1" for f in written)
     assert not download.exists() and not download.parent.exists()

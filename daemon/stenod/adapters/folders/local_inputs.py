@@ -19,7 +19,7 @@ from stenod.adapters.downloads.url_fetch import (
     name_from_url,
     system_resolve,
 )
-from stenod.adapters.folders.source import FileRefused, open_regular
+from stenod.adapters.folders.files import FileRefused, open_regular
 from stenod.adapters.thread_lane import ThreadLane
 from stenod.journal import NewItem
 from stenod.requests import Rejected

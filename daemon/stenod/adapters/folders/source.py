@@ -5,14 +5,15 @@ once when it was renamed into place from a partial name. watchfiles can miss eve
 (overflow, network mounts, the daemon being down), so a start-up scan and a periodic
 rescan back it up; intake is idempotent (seen files are keyed by inode, size and
 mtime in the journal) and duplicates by content are answered from the earlier result.
+stenod's own files are known from the journal, not by their names alone (a translating
+folder takes ``.txt`` files): it records each before writing it, then with its size and
+mtime, so none is ever taken back as an input, by this daemon or another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,15 +23,15 @@ from typing import Any
 import structlog
 import watchfiles
 
-from stenod.adapters.folders.writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
+from stenod.adapters.folders.atomic import output_key
+from stenod.adapters.folders.files import PARTIAL_SUFFIXES, FileRefused, hash_file, is_ignored_name
 from stenod.journal import Journal, JournalError, NewItem, NewJob
 from stenod.settings import WatchRule
 
 log = structlog.get_logger("stenod.folder")
 
-PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".!qb", "~")
 DONE_DIRS = ("done", "failed")
-_HASH_CHUNK = 1 << 20
+_OWN_OUTPUT_RECHECK_SECONDS = 0.5  # a file stenod is writing right now: look again this soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,63 +40,6 @@ class Candidate:
     mtime_ns: int
     since: float
     immediate: bool = False
-
-
-class FileRefused(Exception):
-    """A path that must not be read (symlink, hard link, FIFO, device, changed under us)."""
-
-
-def is_ignored_name(rule: WatchRule, path: Path) -> str | None:
-    """Why a name is never a job for this rule (None: it may be)."""
-    name = path.name
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return "file name is not valid UTF-8 (rename the file)"
-    if name.startswith("."):
-        return "dot-file"
-    lower = name.lower()
-    if lower.endswith(PARTIAL_SUFFIXES):
-        return "partial download"
-    if lower.endswith(ERROR_SUFFIX) or lower.endswith(".stenod-tmp"):
-        return "stenod output"
-    stem, _, ext = lower.rpartition(".")
-    if rule.task == "transcribe" and ext in TRANSCRIPT_FORMATS:
-        return "stenod output"
-    languages = {lang.lower() for lang in (*rule.target_languages, *rule.chain_languages)}
-    if languages and "." in stem and stem.rpartition(".")[2] in languages:
-        return "stenod output"  # name.<lang>.<ext>: a translation stenod wrote
-    return None
-
-
-def open_regular(path: Path) -> tuple[int, os.stat_result]:
-    """Open a regular, singly-linked file without following symlinks; return fd and its stat."""
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        raise FileRefused("symlink")
-    if not stat.S_ISREG(st.st_mode):
-        raise FileRefused("not a regular file (FIFO, socket, device or directory)")
-    if st.st_nlink != 1:
-        raise FileRefused("hard link (more than one name for the same file)")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    fst = os.fstat(fd)
-    if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise FileRefused("file was replaced while being opened")
-    return fd, fst
-
-
-def hash_file(path: Path) -> tuple[str, os.stat_result]:
-    """SHA-256 of the content, read through a verified descriptor (runs in a thread)."""
-    fd, st = open_regular(path)
-    digest = hashlib.sha256()
-    try:
-        os.set_blocking(fd, True)
-        while chunk := os.read(fd, _HASH_CHUNK):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest(), st
 
 
 class FolderSource:
@@ -322,6 +266,8 @@ class FolderSource:
             if await self._journal.seen(self._rule_key, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
                 self._known[path] = (st.st_size, st.st_mtime_ns)
                 return
+            if await self._own_output(path, st):
+                return
             content_hash, fst = await asyncio.to_thread(hash_file, path)
         except FileRefused as exc:
             self._refuse(path, st, str(exc))
@@ -387,6 +333,26 @@ class FolderSource:
             self._metrics.file_seen()  # type: ignore[attr-defined]
         log.info("job.accepted", job_id=job.job_id, provider=self._provider, input=str(path), reused=reused is not None)
         self._notify()
+
+    async def _own_output(self, path: Path, st: os.stat_result) -> bool:
+        """Is the file one stenod wrote (this daemon or another sharing the journal, now or
+        before a restart)? Its name says nothing: a translating folder takes ``.txt`` files,
+        and stenod writes them. One being written is looked at again shortly; one a user put
+        in its place since (another size or mtime) is new work."""
+        own = await self._journal.own_output(await asyncio.to_thread(output_key, path))
+        if own is None:
+            return False
+        if own.size is None:
+            self._candidates[path] = Candidate(
+                st.st_size, st.st_mtime_ns, time.monotonic() - self.rule.settle_seconds + _OWN_OUTPUT_RECHECK_SECONDS
+            )
+            self._changed.set()
+            return True
+        if own.matches(st.st_size, st.st_mtime_ns):
+            self._known[path] = (st.st_size, st.st_mtime_ns)
+            self._report_ignored(path, "stenod output")
+            return True
+        return False
 
     def _inside_root(self, path: Path) -> bool:
         """The file's real folder is the watched folder or one below it: a recursive watch

@@ -1,5 +1,6 @@
 """Result files: ``.txt``, ``.json``, ``.srt``, ``.vtt``, translated documents and
-``.error.json``, each written atomically (temp file, fsync, rename, fsync the folder).
+``.error.json``, each written atomically (:mod:`~stenod.adapters.folders.atomic`), and
+named before they are written (``FileSink.planned``) so the journal knows them as stenod's.
 
 Also applies a watch rule's ``after`` action (keep, move to done/ or failed/, delete).
 """
@@ -8,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
-import secrets
 import shutil
-import threading
-import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any
 
 import structlog
 
+from stenod.adapters.folders.atomic import OrphanSweeper, atomic_write, output_key, sync_directory
 from stenod.errors import ErrorInfo
 from stenod.formats import render_json, render_srt, render_txt, render_vtt
-from stenod.journal import OpenItem
+from stenod.journal import OpenItem, OutputFile
 from stenod.jsontext import dumps_pretty
 from stenod.provider import ItemResult, Transcript
 
@@ -30,7 +30,6 @@ log = structlog.get_logger("stenod.output")
 
 TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 ERROR_SUFFIX = ".error.json"
-_MAX_NAME = 255
 
 
 def safe_stem(name: str) -> str:
@@ -42,42 +41,6 @@ def safe_stem(name: str) -> str:
     if stem in ("", ".", ".."):
         stem = "input"
     return stem.encode("utf-8")[:200].decode("utf-8", "ignore")
-
-
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one, never
-    a torn one, and never through a symlink planted at the temp or final name. With
-    ``sync_dir=False`` the caller fsyncs the folder once after several files."""
-    directory = path.parent
-    if len(path.name.encode()) > _MAX_NAME:
-        raise OSError(36, "file name too long", str(path))
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        # Unique per writer: two threads may write the same output name at once.
-        tmp = f".{path.name[:200]}.{os.getpid()}.{threading.get_ident()}.{secrets.token_hex(4)}.stenod-tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        if sync_dir:
-            os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileSink:
@@ -107,20 +70,42 @@ class FileSink:
             )
         return directory
 
-    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[str]:
+    def planned(self, item: OpenItem, result: ItemResult | None) -> list[str]:
+        """The keys (``output_key``) of every file that writing ``result`` for ``item`` may
+        write, its error file included (a write that fails ends in one); ``result`` None:
+        the error file alone. Recorded in the journal before the write."""
+        paths: list[Path] = []
+        if result is not None and (result.transcript is not None or result.documents):
+            with contextlib.suppress(OSError):  # the write will fail the same way, into an error file
+                paths += [path for path, _ in self._result_files(item, result)]
+        with contextlib.suppress(OSError):
+            paths.append(self._error_path(item))
+        return [output_key(p) for p in paths]
+
+    def planned_rewrite(self, outputs: Sequence[str], *, name: str) -> list[str]:
+        """The keys of the files ``rewrite`` writes."""
+        return [output_key(path) for path in self._rewritable(outputs, name)]
+
+    def rewrite(self, outputs: Sequence[str], transcript: Transcript, *, name: str, source: str) -> list[OutputFile]:
         """A corrected transcript over the transcript files written for input ``name`` (not
         its error file, not translated documents), each replaced atomically."""
-        stem = safe_stem(name)
         renderers = self._renderers(source)
-        written = []
-        for output in outputs:
-            path = Path(output)
-            render = renderers.get(path.suffix.lstrip("."))
-            if render is None or path.name != f"{stem}{path.suffix}" or not path.parent.is_dir():
-                continue
-            atomic_write(path, render(transcript))
-            written.append(output)
-        return written
+        return [
+            atomic_write(path, renderers[path.suffix.lstrip(".")](transcript))
+            for path in self._rewritable(outputs, name)
+        ]
+
+    @staticmethod
+    def _rewritable(outputs: Sequence[str], name: str) -> list[Path]:
+        stem = safe_stem(name)
+        paths = [Path(output) for output in outputs]
+        return [
+            path
+            for path in paths
+            if path.suffix.lstrip(".") in TRANSCRIPT_FORMATS
+            and path.name == f"{stem}{path.suffix}"
+            and path.parent.is_dir()
+        ]
 
     @staticmethod
     def _renderers(source: str) -> dict[str, Callable[[Transcript], bytes]]:
@@ -131,38 +116,42 @@ class FileSink:
             "vtt": render_vtt,
         }
 
-    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
-        """Write the transcript formats and translated documents; with ``sync_folder=False``
-        the caller fsyncs the folder (``sync_folders``) once for several items."""
+    def _result_files(self, item: OpenItem, result: ItemResult) -> list[tuple[Path, Callable[[], bytes]]]:
+        """Where each of a result's files goes, and how to make its content."""
         directory = self._target(item)
         stem = safe_stem(item.name)
-        written: list[str] = []
-        if result.transcript is not None:
-            formats = item.output.get("formats") or TRANSCRIPT_FORMATS
+        files: list[tuple[Path, Callable[[], bytes]]] = []
+        transcript = result.transcript
+        if transcript is not None:
             renderers = self._renderers(item.input)
-            for fmt in formats:
-                path = directory / f"{stem}.{fmt}"
-                atomic_write(path, renderers[fmt](result.transcript), sync_dir=False)
-                written.append(str(path))
+            for fmt in item.output.get("formats") or TRANSCRIPT_FORMATS:
+                files.append((directory / f"{stem}.{fmt}", functools.partial(renderers[fmt], transcript)))
         for doc in result.documents:
             lang = "".join(ch for ch in doc.language if ch.isalnum() or ch == "-")[:35] or "xx"
             ext = doc.extension.lstrip(".").lower()
             if not ext.isalnum():
                 ext = "bin"
-            path = directory / f"{stem}.{lang}.{ext}"
-            atomic_write(path, doc.content, sync_dir=False)
-            written.append(str(path))
-        self._clear_error(directory, stem)
+            files.append((directory / f"{stem}.{lang}.{ext}", functools.partial(bytes, doc.content)))
+        return files
+
+    def _error_path(self, item: OpenItem) -> Path:
+        return self._target(item, failed=True) / f"{safe_stem(item.name)}{ERROR_SUFFIX}"
+
+    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[OutputFile]:
+        """Write the transcript formats and translated documents; with ``sync_folder=False``
+        the caller fsyncs the folder (``sync_folders``) once for several items."""
+        files = self._result_files(item, result)
+        written = [atomic_write(path, content(), sync_dir=False) for path, content in files]
+        directory = self._target(item)
+        self._clear_error(directory, safe_stem(item.name))
         self._sweeper.visit(directory)
         if sync_folder:
             sync_directory(directory)  # once for all the renames above
         self._after(item, succeeded=True)
         return written
 
-    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]:
-        directory = self._target(item, failed=True)
-        stem = safe_stem(item.name)
-        path = directory / f"{stem}{ERROR_SUFFIX}"
+    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[OutputFile]:
+        path = self._error_path(item)
         body = {
             "input": item.input,
             "job_id": item.job_id,
@@ -170,10 +159,10 @@ class FileSink:
             "error": error.to_json(),
             "what_to_do": error.what_to_do,
         }
-        atomic_write(path, dumps_pretty(body) + b"\n")
-        self._sweeper.visit(directory)
+        written = atomic_write(path, dumps_pretty(body) + b"\n")
+        self._sweeper.visit(path.parent)
         self._after(item, succeeded=False)
-        return [str(path)]
+        return [written]
 
     @staticmethod
     def sync_folders(folders: Iterable[Path]) -> None:
@@ -220,59 +209,6 @@ class FileSink:
             path.unlink()
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
-
-
-class OrphanSweeper:
-    """Removes temp files whose writer process is gone: a kill -9 between creating a temp file
-    and renaming it leaves one behind (``.<name>.<pid>.<thread>.<token>.stenod-tmp``).
-
-    Listing a folder costs as much as the folder is big, so each folder is swept on the first
-    write to it and then at most every ``every_seconds`` (a killed one-shot ``stenod
-    transcribe`` may leave one later), not on every write: in a folder of thousands of
-    recordings that turned each write into a scan of the folder. Thread-safe."""
-
-    def __init__(self, every_seconds: float = 600.0, max_folders: int = 10_000) -> None:
-        self._every = every_seconds
-        self._max = max_folders
-        self._swept: dict[Path, float] = {}
-        self._lock = threading.Lock()
-
-    def visit(self, directory: Path) -> None:
-        now = time.monotonic()
-        with self._lock:
-            last = self._swept.get(directory)
-            if last is not None and now - last < self._every:
-                return
-            if len(self._swept) >= self._max:
-                self._swept.clear()
-            self._swept[directory] = now
-        remove_orphaned_temps(directory)
-
-
-def remove_orphaned_temps(directory: Path) -> None:
-    """Remove the temp files in ``directory`` whose writer process is not running."""
-    try:
-        names = [n for n in os.listdir(directory) if n.endswith(".stenod-tmp")]
-    except OSError:
-        return
-    for name in names:
-        try:
-            pid = int(name.rsplit(".", 4)[1])
-        except (IndexError, ValueError):
-            continue
-        if not _alive(pid):
-            with contextlib.suppress(OSError):
-                os.unlink(directory / name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _own_folder(directory: Path, *, parents: bool = False) -> Path:

@@ -136,6 +136,17 @@ CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL
     """
 ALTER TABLE provider_slots ADD COLUMN paused_until DOUBLE PRECISION;
 """,
+    # 4: stenod's own output files (SQLite's version 6).
+    """
+CREATE TABLE own_outputs (
+    path TEXT COLLATE "C" PRIMARY KEY,
+    item_id TEXT COLLATE "C" NOT NULL,
+    size BIGINT,
+    mtime_ns BIGINT,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX own_outputs_item ON own_outputs(item_id);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

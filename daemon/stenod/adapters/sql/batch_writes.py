@@ -8,6 +8,7 @@ from typing import Any
 
 from ulid import ULID
 
+from stenod.adapters.sql import own_outputs
 from stenod.adapters.sql.emit import Emitter, refresh_jobs
 from stenod.adapters.sql.intake_writes import insert_item
 from stenod.adapters.sql.statements import All, Count, Exec, Many, One, Op, chunks, dumps, marks
@@ -143,7 +144,7 @@ def finish_items(
             f"updated_at = ? WHERE id = ? AND state NOT IN ({marks(_TERMINAL)}) RETURNING job_id",
             (
                 str(o.state),
-                dumps(list(o.outputs)),
+                dumps([f.path for f in o.outputs]),
                 dumps(o.error.to_json()) if o.error else None,
                 dumps(dict(o.result)) if o.result is not None else None,
                 dumps(dict(o.cost)) if o.cost else None,
@@ -154,6 +155,8 @@ def finish_items(
         )
         if row is not None:
             open_[o.item_id] = row["job_id"]
+        # Also for an outcome another instance's came before: the files are on disk all the same.
+        yield from own_outputs.settle(o.item_id, o.outputs)
     taken = [o for o in outcomes if o.item_id in open_]
     for o in taken:
         if o.follow_up is not None and o.state == ItemState.SUCCEEDED:

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, pacing
+from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pacing
 from stenod.adapters.sql.emit import Emitter
 from stenod.adapters.sql.reads import Driver, SqlReads
 from stenod.adapters.sql.statements import Op
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob
+from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob, OutputFile
 
 T = TypeVar("T")
 
@@ -36,11 +36,6 @@ def _then_flush(op: Callable[[Emitter], Op[T]], em: Emitter) -> Op[T]:
 def default_instance_id(state_dir: object = None) -> str:
     """The host name and the state directory: stable across restarts, distinct per daemon."""
     return f"{socket.gethostname()}:{os.path.abspath(str(state_dir or '.'))}"
-
-
-def _nothing() -> Op[None]:
-    return None
-    yield  # a generator that runs no statement
 
 
 class SqlJournal(SqlReads):
@@ -183,14 +178,26 @@ class SqlJournal(SqlReads):
             await self._driver.run(lambda: leases.release(self.instance_id, held), write=True)
             self._held.clear()
 
-    async def hold(self, batch_id: str) -> None:
-        """Renew the lease before a side effect outside the journal (writing output files);
-        raises LeaseLost if another instance has the provider job now."""
+    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Renew the lease before a side effect outside the journal (writing output files),
+        and record the ``outputs`` about to be written (item id -> keys) as stenod's own;
+        raises LeaseLost, with nothing recorded, if another instance has the provider job now."""
+        planned = dict(outputs or {})
         try:
-            await self._change(_nothing, fence=batch_id)
+            await self._change(lambda: own_outputs.expect(planned), fence=batch_id)
         except LeaseLost:
             self._held.pop(batch_id, None)
             raise
+
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None:
+        """Record files about to be written for items of no provider job (item id -> keys)."""
+        planned = dict(outputs)
+        await self._change(lambda: own_outputs.expect(planned))
+
+    async def record_outputs(self, item_id: str, files: Sequence[OutputFile]) -> None:
+        """Files written again for a finished item (a correction), with their new size and mtime."""
+        written = list(files)
+        await self._change(lambda: own_outputs.record(item_id, written))
 
     async def create_batch(
         self, provider: str, item_ids: Sequence[str], *, next_at: float, max_jobs: int | None = None

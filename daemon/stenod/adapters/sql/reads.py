@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from stenod.adapters.sql import views
+from stenod.adapters.sql import own_outputs, views
 from stenod.adapters.sql.statements import Op, dumps
 from stenod.corrections import EditableItem
 from stenod.jobs import JobView
-from stenod.journal import BatchRow, NewJob, OpenItem, OutboxRow
+from stenod.journal import BatchRow, NewJob, OpenItem, OutboxRow, OwnOutput
 
 T = TypeVar("T")
 
@@ -36,6 +36,10 @@ class SqlReads:
         """Was exactly this file (same inode, size, mtime) already taken by this rule?"""
         found = await self._read(lambda: views.seen(rule, path))
         return found == (inode, size, mtime_ns)
+
+    async def own_output(self, key: str) -> OwnOutput | None:
+        """stenod's record of the file at ``key`` (see ``OutputFile.key``), if it wrote one there."""
+        return await self._read(lambda: own_outputs.own_output(key))
 
     async def reusable_result(
         self,

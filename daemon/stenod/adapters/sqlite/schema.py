@@ -147,6 +147,18 @@ CREATE TABLE provider_slots (provider TEXT PRIMARY KEY, created INTEGER NOT NULL
     """-- Until when (seconds since the epoch, the journal's clock) no call goes to the provider.
 ALTER TABLE provider_slots ADD COLUMN paused_until REAL;
 """,
+    # 6: stenod's own output files, so that a watched folder never takes one for an input.
+    """-- Every file stenod wrote (path with its folder's symlinks resolved), with the size and
+-- mtime it wrote; NULL while it is being written (recorded before the write).
+CREATE TABLE own_outputs (
+    path TEXT PRIMARY KEY,
+    item_id TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    recorded_at TEXT NOT NULL
+);
+CREATE INDEX own_outputs_item ON own_outputs(item_id);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

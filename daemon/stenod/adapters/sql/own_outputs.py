@@ -1,0 +1,51 @@
+"""stenod's own files in the journal (``own_outputs``): each path recorded before it is
+written, with no size yet, then with the size and mtime the write gave it. A watched folder
+reads it to tell stenod's files from a user's (:func:`own_output`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from stenod.adapters.sql.statements import Exec, Many, One, Op
+from stenod.events import utc_now
+from stenod.journal import OutputFile, OwnOutput
+
+# A path written again (a new input of the same name, a correction) starts again with no
+# size: until the new write is recorded, the file on disk is neither the old one nor a user's.
+_EXPECT = (
+    "INSERT INTO own_outputs (path, item_id, size, mtime_ns, recorded_at) VALUES (?, ?, NULL, NULL, ?) "
+    "ON CONFLICT (path) DO UPDATE SET item_id = excluded.item_id, size = NULL, mtime_ns = NULL, "
+    "recorded_at = excluded.recorded_at"
+)
+_RECORD = (
+    "INSERT INTO own_outputs (path, item_id, size, mtime_ns, recorded_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (path) DO UPDATE SET item_id = excluded.item_id, size = excluded.size, "
+    "mtime_ns = excluded.mtime_ns, recorded_at = excluded.recorded_at"
+)
+
+
+def expect(outputs: Mapping[str, Sequence[str]]) -> Op[None]:
+    """The files about to be written, by item id (their keys: see ``OutputFile.key``)."""
+    now = utc_now()
+    rows = [(key, item_id, now) for item_id, keys in outputs.items() for key in keys]
+    if rows:
+        yield Many(_EXPECT, rows)
+
+
+def record(item_id: str, files: Sequence[OutputFile]) -> Op[None]:
+    """The files written for an item, with the size and mtime each has now."""
+    now = utc_now()
+    if files:
+        yield Many(_RECORD, [(f.key, item_id, f.size, f.mtime_ns, now) for f in files])
+
+
+def settle(item_id: str, files: Sequence[OutputFile]) -> Op[None]:
+    """The item is over: the files it wrote are recorded, the ones it expected and did not
+    write are forgotten (a path nobody wrote must not be held back as stenod's for good)."""
+    yield from record(item_id, files)
+    yield Exec("DELETE FROM own_outputs WHERE item_id = ? AND size IS NULL", (item_id,))
+
+
+def own_output(key: str) -> Op[OwnOutput | None]:
+    row = yield One("SELECT size, mtime_ns FROM own_outputs WHERE path = ?", (key,))
+    return OwnOutput(row["size"], row["mtime_ns"]) if row else None
