@@ -11,9 +11,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import fake_server, running, wait_for, write_config
+from tests.e2e.harness import Daemon, fake_server, running, start, wait_for, write_config
 from tests.fakes.translator import DEFAULT_API_KEY
 from tests.journal_rows import rows
+from tests.postgres_support import fresh_database
 from tests.speech import ITALIAN, festival_speech
 
 QUIET_SECONDS = 3.0  # well past the rules' settle time and a rescan: long enough for a second job to appear
@@ -63,7 +64,7 @@ def test_whisper_translating_a_recording_does_not_take_its_own_transcript_back(t
 
 
 def test_a_document_translator_never_translates_its_own_output_also_in_another_watched_folder(
-    tmp_path: Path,
+    tmp_path: Path, journal_backend: str
 ) -> None:
     with fake_server("tests.fakes.translator") as url:
         _translate_into_another_watched_folder(tmp_path, url)
@@ -107,3 +108,40 @@ def _translate_into_another_watched_folder(tmp_path: Path, translator_url: str) 
         wait_for(lambda: (to_fr / "notes.en.fr.txt").exists(), "the user's replacement, translated")
     assert _inputs(state)[-1] == str(to_fr / "notes.en.txt")
     assert len(_inputs(state)) == 3
+
+
+def test_two_daemons_on_one_journal_never_take_each_others_outputs(tmp_path: Path) -> None:
+    """A cluster: both daemons watch both folders; whichever writes the translation, the
+    other one knows it for stenod's from the shared journal."""
+    to_en, to_fr = tmp_path / "to-en", tmp_path / "to-fr"
+    to_en.mkdir()
+    to_fr.mkdir()
+    with fresh_database() as database, fake_server("tests.fakes.translator") as url:
+        daemons = []
+        for name in ("node-a", "node-b"):
+            azure = {"provider": "azure", "task": "translate", "settle_seconds": 0.3}
+            cfg = write_config(
+                tmp_path / f"{name}.toml",
+                top={"state_dir": tmp_path / name, "instance_id": name, "log_format": "json"},
+                sections={"journal": {"backend": "postgresql", "url": database}},
+                watch=[
+                    {"path": to_en, **azure, "target_language": "en", "output_dir": to_fr},
+                    {"path": to_fr, **azure, "target_language": "fr"},
+                ],
+                providers={"azure": {"api_key": DEFAULT_API_KEY, "base_url": url}},
+            )
+            daemons.append(start(Daemon(cfg, tmp_path / f"{name}.log")))
+        try:
+            for n in range(3):
+                (to_en / f"notes{n}.txt").write_text(f"Compra il latte, {n}.\n")
+            wait_for(lambda: all((to_fr / f"notes{n}.en.txt").exists() for n in range(3)), "three translations")
+            time.sleep(QUIET_SECONDS)
+            assert all(d.alive for d in daemons)
+            accepted = [e["input"] for d in daemons for e in d.named("job.accepted")]
+            assert sorted(accepted) == sorted(str(to_en / f"notes{n}.txt") for n in range(3))
+            assert _documents_translated(url) == 3
+        finally:
+            for daemon in daemons:
+                if daemon.alive:
+                    daemon.terminate(timeout=30)
+                daemon.kill()
