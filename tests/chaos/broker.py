@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from tests.amqp_support import BROKER_URL, BrokerNames
+from tests.amqp_support import BROKER_URL, BrokerNames, rabbitmqctl_argv
 
 _RETRY_SECONDS = 0.3
 _ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -152,9 +152,7 @@ class Publisher:
 
 
 def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=timeout
-    ).stdout
+    return subprocess.run(rabbitmqctl_argv(*args), check=True, capture_output=True, text=True, timeout=timeout).stdout
 
 
 def restart_broker(away_seconds: float) -> None:
