@@ -52,6 +52,7 @@ class DirectFinisher:
                     info = error or ErrorInfo("internal_error", "item could not be processed")
                     outcome = await self._outcomes.write_failure(item, info)
             await self._journal.finish_items([outcome])
+            self._outcomes.recorded([item], [outcome])
         finally:
             self.finishing.discard(item.item_id)
             self._done(item.item_id)

@@ -44,10 +44,16 @@ def safe_stem(name: str) -> str:
     return stem.encode("utf-8")[:200].decode("utf-8", "ignore")
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+def _unchecked() -> None:
+    """Writes that no lease governs."""
+
+
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, check: Callable[[], None] = _unchecked) -> None:
     """Write ``data`` to ``path`` so a reader sees the old file or the whole new one, never
     a torn one, and never through a symlink planted at the temp or final name. With
-    ``sync_dir=False`` the caller fsyncs the folder once after several files."""
+    ``sync_dir=False`` the caller fsyncs the folder once after several files. ``check``
+    runs just before the rename (a lease that may have run out raises there); whatever
+    stops the write before the rename removes the temp file."""
     directory = path.parent
     if len(path.name.encode()) > _MAX_NAME:
         raise OSError(36, "file name too long", str(path))
@@ -59,12 +65,18 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
             os.unlink(tmp, dir_fd=dir_fd)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            check()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
         os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         if sync_dir:
             os.fsync(dir_fd)
@@ -131,9 +143,14 @@ class FileSink:
             "vtt": render_vtt,
         }
 
-    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[str]:
+    def write_result(
+        self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True, check: Callable[[], None] = _unchecked
+    ) -> list[str]:
         """Write the transcript formats and translated documents; with ``sync_folder=False``
-        the caller fsyncs the folder (``sync_folders``) once for several items."""
+        the caller fsyncs the folder (``sync_folders``) once for several items. ``check``
+        runs before each change to the folder (each rename, the error file's removal, the
+        input's move) and stops the writes where it raises."""
+        check()
         directory = self._target(item)
         stem = safe_stem(item.name)
         written: list[str] = []
@@ -142,7 +159,7 @@ class FileSink:
             renderers = self._renderers(item.input)
             for fmt in formats:
                 path = directory / f"{stem}.{fmt}"
-                atomic_write(path, renderers[fmt](result.transcript), sync_dir=False)
+                atomic_write(path, renderers[fmt](result.transcript), sync_dir=False, check=check)
                 written.append(str(path))
         for doc in result.documents:
             lang = "".join(ch for ch in doc.language if ch.isalnum() or ch == "-")[:35] or "xx"
@@ -150,16 +167,20 @@ class FileSink:
             if not ext.isalnum():
                 ext = "bin"
             path = directory / f"{stem}.{lang}.{ext}"
-            atomic_write(path, doc.content, sync_dir=False)
+            atomic_write(path, doc.content, sync_dir=False, check=check)
             written.append(str(path))
+        check()
         self._clear_error(directory, stem)
         self._sweeper.visit(directory)
         if sync_folder:
             sync_directory(directory)  # once for all the renames above
+        check()
         self._after(item, succeeded=True)
         return written
 
-    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[str]:
+    def write_error(self, item: OpenItem, error: ErrorInfo, *, check: Callable[[], None] = _unchecked) -> list[str]:
+        """Write the item's ``.error.json``; ``check`` as for :meth:`write_result`."""
+        check()
         directory = self._target(item, failed=True)
         stem = safe_stem(item.name)
         path = directory / f"{stem}{ERROR_SUFFIX}"
@@ -170,8 +191,9 @@ class FileSink:
             "error": error.to_json(),
             "what_to_do": error.what_to_do,
         }
-        atomic_write(path, dumps_pretty(body) + b"\n")
+        atomic_write(path, dumps_pretty(body) + b"\n", check=check)
         self._sweeper.visit(directory)
+        check()
         self._after(item, succeeded=False)
         return [str(path)]
 

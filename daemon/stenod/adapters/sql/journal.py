@@ -8,6 +8,7 @@ job states are derived from item states (``stenod.jobs.derive_job_state``).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from stenod.adapters.sql.statements import Op
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob
+from stenod.journal import BatchRow, Held, ItemOutcome, LeaseLost, NewJob
 
 T = TypeVar("T")
 
@@ -183,14 +184,20 @@ class SqlJournal(SqlReads):
             await self._driver.run(lambda: leases.release(self.instance_id, held), write=True)
             self._held.clear()
 
-    async def hold(self, batch_id: str) -> None:
+    async def hold(self, batch_id: str) -> Held:
         """Renew the lease before a side effect outside the journal (writing output files);
-        raises LeaseLost if another instance has the provider job now."""
+        raises LeaseLost if another instance has the provider job now. Returns until when the
+        side effect may happen: counted from before the renewal was sent (the lease it
+        writes runs at least that long), less a tenth for the clocks (each instance's offset
+        to the database's is measured to half a round trip)."""
+        sent = time.monotonic()
         try:
             await self._change(_nothing, fence=batch_id)
         except LeaseLost:
             self._held.pop(batch_id, None)
             raise
+        # A journal no other instance uses: nobody can take the job, however long this takes.
+        return Held(batch_id, sent + 0.9 * self.lease_seconds if self.shared else math.inf)
 
     async def create_batch(
         self, provider: str, item_ids: Sequence[str], *, next_at: float, max_jobs: int | None = None
