@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +28,10 @@ from pika.adapters.blocking_connection import BlockingChannel
 from tests.fakes.server import free_port
 
 BROKER_URL = os.environ.get("STENOD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The node ``rabbitmqctl`` stops and starts: the one BROKER_URL points at. Unset, the
+# machine's default node; a chaos run on a broker of its own names it here, so that its
+# restarts never stop the broker other people's tests use.
+BROKER_NODE = os.environ.get("STENOD_TEST_RABBITMQ_NODE", "")
 ECHO_CREATED = "created.log"
 
 
@@ -174,8 +179,14 @@ def terminal(events: list[dict[str, Any]], request_ids: set[str]) -> set[str]:
     return {e["data"]["request_id"] for e in events if e["data"]["state"] in done} & request_ids
 
 
+def rabbitmqctl_argv(*args: str) -> list[str]:
+    """A ``rabbitmqctl`` command line for the node the tests' broker runs on."""
+    node = ["-n", BROKER_NODE] if BROKER_NODE else []
+    return ["rabbitmqctl", "-q", *node, *args]
+
+
 def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+    subprocess.run(rabbitmqctl_argv(*args), check=True, capture_output=True, timeout=120)
 
 
 @contextmanager
@@ -189,15 +200,21 @@ def broker_stopped() -> Iterator[None]:
         rabbitmqctl("await_startup")
 
 
+def _broker_address() -> tuple[str, int]:
+    """Host and port of BROKER_URL (the broker the tests, and so their doors, use)."""
+    url = urllib.parse.urlsplit(BROKER_URL)
+    return url.hostname or "127.0.0.1", url.port or 5672
+
+
 class BrokerDoor:
     """A TCP forwarder on its own port to the real broker, for one daemon only: closed = "the
     broker is down" for that daemon (its connection cut with an RST, as a crashed broker
     gives), without touching the broker other tests share. While the broker itself is away,
     connections through an open door are refused."""
 
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+    def __init__(self, target: tuple[str, int] | None = None) -> None:
         self.port = free_port()
-        self._target = target
+        self._target = target or _broker_address()
         self._server: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()

@@ -33,6 +33,7 @@ from stenod.corrections import Corrections
 from stenod.dispatcher import Dispatcher
 from stenod.errors import ConfigError
 from stenod.events_wait import first_of
+from stenod.fault_points import sigterm_at
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal, JournalError
 from stenod.logging import REDACTOR
@@ -292,6 +293,7 @@ async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) ->
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     try:
         async with AsyncExitStack() as stack:
+            sigterm_at("daemon.building")
             daemon = await build(settings, stack)
 
             async def healthy() -> bool:
@@ -326,6 +328,7 @@ async def run(settings: Settings, *, notifier: SystemdNotifier | None = None) ->
                     await reload(daemon, stack)
                     notifier.ready("ready (reloaded)")
 
+            sigterm_at("daemon.starting")
             async with asyncio.TaskGroup() as tg:
                 for source in daemon.sources:
                     tg.create_task(source.run(stopping), name=f"source:{source.name}")

@@ -61,6 +61,7 @@ class DirectFinisher:
                     await self._expect(item, None)
                     outcome = await self._outcomes.write_failure(item, info)
             await self._journal.finish_items([outcome])
+            self._outcomes.recorded([item], [outcome])
         finally:
             self.finishing.discard(item.item_id)
             self._done(item.item_id)

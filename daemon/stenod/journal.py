@@ -4,6 +4,7 @@ the Protocols they depend on (implemented by ``adapters.sqlite`` and ``adapters.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,35 @@ class LeaseLost(StenodError):
     def __init__(self, batch_id: str) -> None:
         super().__init__(f"the lease on provider job {batch_id} was lost to another instance")
         self.batch_id = batch_id
+
+
+class LeaseExpired(StenodError):
+    """A write outside the journal (an output file) was not made because the lease that
+    allowed it may have run out meanwhile: the process was paused, or the writes took too
+    long. Whether another instance has the job now, only the next renewal can tell."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"the lease on provider job {batch_id} may have run out before its outputs were written")
+        self.batch_id = batch_id
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A provider job's lease as a renewal left it: certainly this instance's until
+    ``until`` (``time.monotonic()``; infinite where no other instance can take it).
+
+    Files are outside the journal's transactions, so no fence can refuse them: the writer
+    calls :meth:`check` before each file goes into place, and a process paused past the
+    lease (whose clock ran on meanwhile) stops there instead of writing for a job another
+    instance may be finishing."""
+
+    batch_id: str
+    until: float
+
+    def check(self) -> None:
+        """Raise LeaseExpired once the lease may have run out."""
+        if time.monotonic() >= self.until:
+            raise LeaseExpired(self.batch_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +206,7 @@ class JobJournal(Protocol):
     async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]: ...
     async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]: ...
     async def renew_leases(self) -> list[str]: ...
-    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> None: ...
+    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> Held: ...
     async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None: ...
     async def release_leases(self) -> None: ...
     async def next_expiry(self, providers: Sequence[str]) -> float | None: ...

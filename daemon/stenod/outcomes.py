@@ -1,11 +1,15 @@
 """What becomes of an item once its provider job is over: its result written (the files, and
 what the journal records), or its failure (an error file saying what to do). Writes run in
-worker threads; every folder is synced before the journal records the files in it."""
+worker threads; every folder is synced before the journal records the files in it.
+
+An outcome is reported (``item.succeeded``/``item.failed``, the metrics) by :meth:`Outcomes.
+recorded`, once the journal has committed it: a write the journal then refuses (the lease
+was lost) must not be told as done."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +18,7 @@ import structlog
 
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, NewItem, OpenItem, OutputFile
+from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile
 from stenod.provider import ItemResult, Task, Transcript
 
 __all__ = ["Metrics", "Outcomes", "OutputSink", "result_from_json"]
@@ -23,17 +27,20 @@ log = structlog.get_logger("stenod.dispatcher")
 
 
 class OutputSink(Protocol):
-    """Writes an item's outputs (or its error file). Called in a worker thread."""
+    """Writes an item's outputs (or its error file). Called in a worker thread. ``check``
+    is called before each change to a folder; what it raises stops the writes there."""
 
     def planned(self, item: OpenItem, result: ItemResult | None) -> list[str]:
         """The keys of the files that writing ``result`` (None: an error) may write."""
         ...
 
-    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[OutputFile]:
+    def write_result(
+        self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True, check: Callable[[], None] = ...
+    ) -> list[OutputFile]:
         """With ``sync_folder=False`` the caller calls ``sync_folders`` before relying on the files."""
         ...
 
-    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[OutputFile]: ...
+    def write_error(self, item: OpenItem, error: ErrorInfo, *, check: Callable[[], None] = ...) -> list[OutputFile]: ...
 
     def sync_folders(self, folders: Iterable[Path]) -> None: ...
 
@@ -62,25 +69,31 @@ class Outcomes:
     async def write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
         return await asyncio.to_thread(self.write_now, item, result)
 
-    def write_now(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> ItemOutcome:
-        """Write one item's outputs (or error file) and say what happened. Runs in a worker thread."""
+    def write_now(
+        self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True, held: Held | None = None
+    ) -> ItemOutcome:
+        """Write one item's outputs (or error file) and say what happened. Runs in a worker
+        thread. With ``held``, nothing goes into place once that lease may have run out
+        (LeaseExpired)."""
+        check = held.check if held is not None else _unchecked
         if result.error is not None and result.documents:
             # Some target languages arrived, others failed: keep what arrived, report the rest.
-            written = self._sink.write_result(item, replace(result, error=None), sync_folder=sync_folder)
-            failure = self.write_failure_now(item, result.error)
+            written = self._sink.write_result(item, replace(result, error=None), sync_folder=sync_folder, check=check)
+            failure = self._write_failure(item, result.error, check)
             return replace(failure, outputs=[*written, *failure.outputs])
         if result.error is not None:
-            return self.write_failure_now(item, result.error)
+            return self._write_failure(item, result.error, check)
         try:
-            outputs = self._sink.write_result(item, result, sync_folder=sync_folder)
+            outputs = self._sink.write_result(item, result, sync_folder=sync_folder, check=check)
         except OSError as exc:
-            return self.write_failure_now(
+            return self._write_failure(
                 item,
                 ErrorInfo(
                     "output_failed",
                     f"could not write outputs for {item.name}: {exc.strerror or exc}",
                     hint="Check that the output folder exists and is writable.",
                 ),
+                check,
             )
         payload: dict[str, Any] = {}
         if result.transcript is not None:
@@ -88,11 +101,6 @@ class Outcomes:
         if result.documents:
             payload["documents"] = [d.language for d in result.documents]
         cost = {"amount": result.cost.amount, "currency": result.cost.currency} if result.cost else None
-        if self._metrics is not None:
-            self._metrics.item_finished(
-                item.provider, "succeeded", result.transcript.duration if result.transcript else None, cost
-            )
-        log.info("item.succeeded", input=item.input, outputs=len(outputs))
         return ItemOutcome(
             item.item_id,
             ItemState.SUCCEEDED,
@@ -102,15 +110,38 @@ class Outcomes:
             follow_up=self._chained(item, outputs) if result.transcript is not None else None,
         )
 
-    def write_batch(self, pairs: Sequence[tuple[OpenItem, ItemResult]]) -> list[ItemOutcome]:
-        """All items of one provider job in one worker-thread call, each folder synced once."""
+    def write_batch(self, pairs: Sequence[tuple[OpenItem, ItemResult]], held: Held) -> list[ItemOutcome]:
+        """All items of one provider job in one worker-thread call, each folder synced once;
+        nothing goes into place once ``held`` may have run out (LeaseExpired)."""
         outcomes = []
         for item, result in pairs:
             with structlog.contextvars.bound_contextvars(job_id=item.job_id):
-                outcomes.append(self.write_now(item, result, sync_folder=False))
+                outcomes.append(self.write_now(item, result, sync_folder=False, held=held))
         # Before the journal records them: the renames must be durable first.
         self._sink.sync_folders({Path(o.path).parent for outcome in outcomes for o in outcome.outputs})
         return outcomes
+
+    def recorded(self, items: Iterable[OpenItem], outcomes: Iterable[ItemOutcome]) -> None:
+        """Report outcomes the journal has committed (log lines and metrics), in the order
+        of ``outcomes``; ``items`` are the open items they are about."""
+        by_id = {item.item_id: item for item in items}
+        for outcome in outcomes:
+            item = by_id.get(outcome.item_id)
+            if item is None:
+                continue
+            with structlog.contextvars.bound_contextvars(job_id=item.job_id):
+                self._report(item, outcome)
+
+    def _report(self, item: OpenItem, outcome: ItemOutcome) -> None:
+        if outcome.state == ItemState.SUCCEEDED:
+            transcript = (outcome.result or {}).get("transcript") or {}
+            if self._metrics is not None:
+                self._metrics.item_finished(item.provider, "succeeded", transcript.get("duration"), outcome.cost)
+            log.info("item.succeeded", input=item.input, outputs=len(outcome.outputs))
+        elif outcome.state == ItemState.FAILED and outcome.error is not None:
+            if self._metrics is not None:
+                self._metrics.item_finished(item.provider, "failed", None, None)
+            log.warning("item.failed", input=item.input, code=outcome.error.code, message=outcome.error.message)
 
     @staticmethod
     def _chained(item: OpenItem, outputs: Sequence[OutputFile]) -> NewItem | None:
@@ -134,18 +165,19 @@ class Outcomes:
         )
 
     async def write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
-        return await asyncio.to_thread(self.write_failure_now, item, error)
+        return await asyncio.to_thread(self._write_failure, item, error, _unchecked)
 
-    def write_failure_now(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
+    def _write_failure(self, item: OpenItem, error: ErrorInfo, check: Callable[[], None]) -> ItemOutcome:
         try:
-            outputs = self._sink.write_error(item, error)
+            outputs = self._sink.write_error(item, error, check=check)
         except OSError as exc:
             log.error("item.error_file_failed", input=item.input, error=str(exc))
             outputs = []
-        if self._metrics is not None:
-            self._metrics.item_finished(item.provider, "failed", None, None)
-        log.warning("item.failed", input=item.input, code=error.code, message=error.message)
         return ItemOutcome(item.item_id, ItemState.FAILED, outputs=outputs, error=error)
+
+
+def _unchecked() -> None:
+    """Writes that no lease governs (an item finished without a provider job)."""
 
 
 def result_from_json(item_id: str, data: Mapping[str, Any]) -> ItemResult:

@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import structlog
 
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.fault_points import OUTPUTS, pause_at
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseExpired, LeaseLost, OpenItem
 from stenod.outcomes import Metrics, Outcomes
 from stenod.pacing import ProviderPauses, backoff_delay
 from stenod.provider import (
@@ -90,6 +91,21 @@ class Stepper:
     async def step(self, batch: BatchRow) -> bool:
         """Run the provider job's due steps; a failure is recorded as a retry or the job's end.
         False once it is finished. LeaseLost (another instance has the job) goes to the caller."""
+        try:
+            return await self._step(batch)
+        except LeaseExpired:
+            # Paused (or slow) past the lease while writing outputs: nothing more went into
+            # place and nothing was recorded. A renewal tells whether the job is still ours
+            # (LeaseLost if not); if it is, the step runs again from what the journal has.
+            log.warning("batch.lease_expired_writing", hint="outputs are written again after renewing the lease")
+            await self._journal.hold(batch.batch_id)
+            fresh = await self._journal.batch(batch.batch_id)
+            if fresh is None or fresh.state in (BatchState.DONE, BatchState.FAILED):
+                return False
+            self._reschedule(fresh, time.time())
+            return True
+
+    async def _step(self, batch: BatchRow) -> bool:
         runtime = self._runtimes().get(batch.provider)
         try:
             if runtime is None:
@@ -103,7 +119,7 @@ class Stepper:
         except JobError as exc:
             await self.fail(batch, exc.info())
             return False
-        except (asyncio.CancelledError, LeaseLost):
+        except (asyncio.CancelledError, LeaseLost, LeaseExpired):
             raise
         except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
             log.exception("batch.internal_error")
@@ -196,13 +212,7 @@ class Stepper:
             for item in batch.items
             if not item.state.terminal
         ]
-        # Output files are outside the journal's transactions: renew the lease first, so a
-        # paused instance that lost the job to another does not write them, and record their
-        # names, so no watched folder takes them for new work while they are being written.
-        planned = await asyncio.to_thread(self._outcomes.planned, pairs)
-        await self._journal.hold(batch.batch_id, outputs=planned)
-        outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs)
-        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=BatchState.DONE)
+        await self._finish(batch, pairs, BatchState.DONE)
         release = getattr(runtime.provider, "release", None)
         if release is not None:
             try:
@@ -257,13 +267,27 @@ class Stepper:
 
     async def fail(self, batch: BatchRow, error: ErrorInfo) -> None:
         log.warning("batch.failed", code=error.code, message=error.message)
-        items = [i for i in batch.items if not i.state.terminal]
-        planned = await asyncio.to_thread(self._outcomes.planned, [(i, None) for i in items])
-        await self._journal.hold(batch.batch_id, outputs=planned)  # before writing error files, as for results
-        outcomes = [await self._outcomes.write_failure(i, error) for i in items]
-        await self._journal.finish_items(
-            outcomes, batch_id=batch.batch_id, batch_state=BatchState.FAILED, batch_error=error
-        )
+        pairs = [(i, ItemResult(i.item_id, error=error)) for i in batch.items if not i.state.terminal]
+        await self._finish(batch, pairs, BatchState.FAILED, error)
+
+    async def _finish(
+        self,
+        batch: BatchRow,
+        pairs: list[tuple[OpenItem, ItemResult]],
+        state: BatchState,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """Write the items' outputs or error files, record them, then report them. Files are
+        outside the journal's transactions: the lease is renewed first, and nothing goes into
+        place once it may have run out (LeaseExpired), so an instance paused meanwhile does
+        not write for a job another may have taken over. Their names are recorded with the
+        renewal, so no watched folder takes them for new work while they are being written."""
+        planned = await asyncio.to_thread(self._outcomes.planned, pairs)
+        held = await self._journal.hold(batch.batch_id, outputs=planned)
+        pause_at(OUTPUTS)
+        outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs, held)
+        await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=state, batch_error=error)
+        self._outcomes.recorded(batch.items, outcomes)
 
     def _local_progress(self, batch: BatchRow, fraction: float) -> None:
         jobs = sorted({i.job_id for i in batch.items})

@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from tests.amqp_support import BROKER_URL, BrokerNames
+from tests.amqp_support import BROKER_URL, BrokerNames, rabbitmqctl_argv
 
 _RETRY_SECONDS = 0.3
 _ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -152,9 +152,7 @@ class Publisher:
 
 
 def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
-    return subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=timeout
-    ).stdout
+    return subprocess.run(rabbitmqctl_argv(*args), check=True, capture_output=True, text=True, timeout=timeout).stdout
 
 
 def restart_broker(away_seconds: float) -> None:
@@ -185,3 +183,33 @@ def queue_depths(names: BrokerNames, *, wait_seconds: float = 60.0) -> dict[str,
         if len(parts) == 3 and parts[0].startswith(names.prefix):
             depths[parts[0]] = (int(parts[1]), int(parts[2]))
     return depths
+
+
+def dead_letters(names: BrokerNames, *, limit: int = 20) -> list[str]:
+    """What the dead-letter queue holds, one line per message: its request, who dead-lettered
+    it and why (the daemon's ``x-stenod-*`` headers, or the broker's ``x-death``: a delivery
+    limit reached is ``delivery_limit``). Read at the end of a run, the queue then deleted."""
+    lines = []
+    with suppress(*_ERRORS):
+        conn = _connect()
+        try:
+            ch = conn.channel()
+            for _ in range(limit):
+                method, props, body = ch.basic_get(names.dead, auto_ack=False)
+                if method is None:
+                    break
+                headers = dict(props.headers or {})
+                try:
+                    request = json.loads(body).get("request_id")
+                except (ValueError, AttributeError):
+                    request = None
+                deaths = [
+                    f"{d.get('reason')} x{d.get('count')} from {d.get('queue')}" for d in headers.get("x-death") or []
+                ]
+                lines.append(
+                    f"request {request}: {headers.get('x-stenod-error-code') or '; '.join(deaths) or 'no reason'}"
+                    f" (x-delivery-count {headers.get('x-delivery-count')}, message_id {props.message_id})"
+                )
+        finally:
+            conn.close()
+    return lines

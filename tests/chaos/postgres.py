@@ -9,6 +9,7 @@ is kept short, and the server is always started again, also when a run fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -24,7 +25,13 @@ _CTL_SECONDS = 120.0
 
 
 def server() -> tuple[str, str]:
-    """(version, cluster name) of the machine's PostgreSQL (``pg_lsclusters``' first line)."""
+    """(version, cluster name) of the PostgreSQL the tests use: ``STENOD_TEST_PG_CLUSTER``
+    (``15/chaos``, the cluster STENOD_TEST_POSTGRES points at, so that a chaos run on a
+    server of its own never restarts the one other people's tests use), else the machine's
+    (``pg_lsclusters``' first line)."""
+    if named := os.environ.get("STENOD_TEST_PG_CLUSTER"):
+        version, _, cluster = named.partition("/")
+        return version, cluster
     out = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True, timeout=30).stdout
     version, cluster, *_ = out.split()
     return version, cluster

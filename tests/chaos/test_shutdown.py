@@ -19,6 +19,7 @@ from stenod.adapters.amqp.topology import BrokerLink, request_queue_arguments
 from stenod.adapters.downloads.url_fetch import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.fault_points import SIGTERM_AT, STARTUP_POINTS
 from stenod.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
 from stenod.stepper import ProviderRuntime
@@ -110,5 +111,40 @@ async def test_requests_delivered_after_sigterm_are_left_for_the_next_daemon(tmp
     finally:
         intake.close()
         journal.close()
+        conn.close()
+        delete_topology(names)
+
+
+@pytest.mark.parametrize("point", STARTUP_POINTS)
+def test_a_sigterm_at_any_point_of_start_up_starts_no_consumer_and_takes_no_request(tmp_path: Path, point: str) -> None:
+    """Found by the cluster chaos run (seed 368875535): a SIGTERM that came while the
+    consumer was being started (``dispatcher.draining``) was followed by ``amqp.consuming``
+    1 ms later. The daemon sends itself SIGTERM at each point of its start-up; a request
+    waits in the queue from before. It must stop (exit 0), never say it consumes, and leave
+    the request in the queue for the next daemon."""
+    names = BrokerNames.new(f"sigterm-start-{point}")
+    config = queue_config(tmp_path, names)
+    (tmp_path / "roots" / "a.wav").write_bytes(b"audio")
+    amqp = AmqpSettings(**names.amqp_section(allowed_roots=[tmp_path / "roots"]))
+    conn = connect()
+    daemon = Daemon(config, tmp_path / "daemon.log", env={SIGTERM_AT: point})
+    try:
+        conn.channel().queue_declare(names.requests, durable=True, arguments=request_queue_arguments(amqp))
+        client = Client(names)
+        client.publish({"request_id": "r0", "inputs": [{"path": str(tmp_path / "roots" / "a.wav")}]})
+        client.close()
+        daemon.start()
+        assert daemon.proc is not None
+        try:
+            code = daemon.proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the daemon did not stop within {STOP_SECONDS:.0f} s of a SIGTERM at {point}")
+        events = [e.get("event") for e in daemon.events()]
+        assert (code, "amqp.consuming" in events) == (0, False), events
+        assert not daemon.named("job.accepted")
+        waiting = conn.channel().queue_declare(names.requests, passive=True).method.message_count
+        assert waiting == 1
+    finally:
+        daemon.kill()
         conn.close()
         delete_topology(names)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tests.chaos import checks, evidence, leases
-from tests.chaos.broker import TappedEvent, queue_depths
+from tests.chaos.broker import TappedEvent, dead_letters, queue_depths
 from tests.chaos.faults import FaultInjector
 from tests.chaos.figures import Figures, Memory
 from tests.chaos.plan import Plan
@@ -186,4 +186,7 @@ def _broker_leftovers(the_rig: Rig) -> checks.Check:
         messages, unacked = depths.get(queue, (0, 0))
         if messages or unacked:
             check.add(f"{queue}: {messages} messages, {unacked} unacknowledged")
+            if queue == the_rig.names.dead:
+                for line in dead_letters(the_rig.names):
+                    check.examples.append(f"  dead-lettered {line}")  # detail, not another count
     return check

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
+from stenod.fault_points import PAUSE_AT
 from tests.e2e.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
 from tests.e2e.test_sarvam_e2e import KEY, inject, stats
 from tests.postgres_support import fresh_database
@@ -163,6 +165,39 @@ def test_an_instance_paused_past_its_lease_writes_nothing_for_the_job_it_lost(cl
     assert job_event_kinds(database) == kinds_before
     assert not paused.named("item.succeeded")
     assert paused.alive
+    assert_one_job_finished_once(database, sarvam_url)
+
+
+def test_a_holder_frozen_between_renewing_its_lease_and_writing_the_outputs_writes_and_reports_nothing(
+    cluster, database, sarvam_url, tmp_path
+):
+    """Found by the cluster chaos run (seed 368875535): node-a renewed its lease to write a
+    job's outputs, its process was frozen for 7.6 s (lease 3 s), node-b took the job over
+    and finished it; thawed, node-a went on writing the files (replacing node-b's) and
+    logged ``item.succeeded`` before the journal refused the outcome. Here node-a stops
+    itself at that very point (the ``outputs`` fault point), node-b finishes the job."""
+    frozen = cluster["node-a"]
+    frozen.env[PAUSE_AT] = "outputs"
+    start(frozen)
+    write_wav(tmp_path / "inbox" / "call.wav")
+    wait_for(lambda: psutil.Process(frozen.proc.pid).status() == psutil.STATUS_STOPPED, "node-a to freeze", 60)
+    assert holder(database) == "node-a"
+    try:
+        start(cluster["node-b"])
+        outputs = [tmp_path / "inbox" / "call.txt", tmp_path / "inbox" / "call.json"]
+        wait_for(lambda: all(o.exists() for o in outputs), "the outputs, written by node-b", 60)
+        assert holder(database) == "node-b"
+        written = [(o.stat().st_ino, o.stat().st_mtime_ns) for o in outputs]
+        kinds_before = job_event_kinds(database)
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    wait_for(lambda: frozen.named("batch.lease_lost"), "node-a to learn it lost the job", 30)
+    time.sleep(2)  # whatever node-a was doing when it froze has run its course
+    assert [(o.stat().st_ino, o.stat().st_mtime_ns) for o in outputs] == written
+    assert not list((tmp_path / "inbox").glob(".*.stenod-tmp"))
+    assert not frozen.named("item.succeeded") and not frozen.named("item.failed")
+    assert job_event_kinds(database) == kinds_before
+    assert frozen.alive
     assert_one_job_finished_once(database, sarvam_url)
 
 

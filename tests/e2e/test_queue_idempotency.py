@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
-from tests.amqp_support import created_jobs, queue_daemon
+from tests.amqp_support import created_jobs, queue_daemon, rabbitmqctl_argv
 from tests.e2e.harness import wait_for
 from tests.journal_rows import rows
 
@@ -18,7 +18,7 @@ def _jobs(state_dir: Path, request_id: str) -> list[tuple[str, str]]:
 def _messages_in(queue: str) -> int:
     """Ready plus unacknowledged messages, as the broker counts them."""
     out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name", "messages"], capture_output=True, text=True, check=True, timeout=60
+        rabbitmqctl_argv("list_queues", "name", "messages"), capture_output=True, text=True, check=True, timeout=60
     ).stdout
     counts = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
     return int(counts[queue])

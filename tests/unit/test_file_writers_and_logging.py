@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pysubs2
@@ -16,7 +17,7 @@ from stenod.adapters.folders.writers import FileSink, safe_stem
 from stenod.errors import ErrorInfo
 from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState
-from stenod.journal import OpenItem
+from stenod.journal import Held, LeaseExpired, OpenItem
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument
 
 TRANSCRIPT = Transcript(
@@ -171,3 +172,25 @@ def test_a_downloaded_url_input_is_removed_once_its_outputs_are_written(tmp_path
     written = FileSink(tmp_path / "results").write_result(url_item, ItemResult("i1", transcript=TRANSCRIPT))
     assert all(Path(f.path).parent == tmp_path / "results" / "j1" for f in written)
     assert not download.exists() and not download.parent.exists()
+
+
+def test_outputs_stop_before_the_first_rename_after_the_lease_ran_out_and_leave_no_temp_file(tmp_path):
+    """The writer's side of a frozen lease holder: the first check after the lease's end stops
+    the writes there (a check that passes twice, then raises: two files in place, no third)."""
+    audio = tmp_path / "call.wav"
+    audio.write_bytes(b"a")
+    checks = iter([None, None, None])  # the check at the start, then before each rename
+
+    def lease() -> None:
+        if next(checks, "expired") == "expired":
+            raise LeaseExpired("b1")
+
+    with pytest.raises(LeaseExpired):
+        FileSink(tmp_path).write_result(item(audio), ItemResult("i1", transcript=TRANSCRIPT), check=lease)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.json", "call.txt", "call.wav"]
+
+
+def test_a_held_lease_expires_on_the_monotonic_clock():
+    Held("b1", time.monotonic() + 60).check()
+    with pytest.raises(LeaseExpired):
+        Held("b1", time.monotonic() - 0.001).check()

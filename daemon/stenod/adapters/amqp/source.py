@@ -26,6 +26,7 @@ from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
 from stenod.events import utc_now
+from stenod.fault_points import sigterm_at
 from stenod.journal import Journal
 from stenod.request_intake import Accepted, Delivery, RequestIntake
 from stenod.requests import Rejected
@@ -80,11 +81,12 @@ class AmqpSource:
         connection = await self._link.wait_connected(stopping)
         if connection is None:
             return
+        sigterm_at("amqp.connected")
         tag = await self._start(connection, stopping)
         await stopping.wait()
         if self._channel is None:
             return
-        if tag is None:  # stopped while the channel was being opened: nothing was consumed
+        if tag is None:  # stopped while the channel was being opened, or the consumer started: nothing was consumed
             await self._close_channel(self._channel)
             return
         assert self._queue is not None
@@ -122,7 +124,15 @@ class AmqpSource:
                 self._channel, self._queue, self._dlx = channel, queue, dlx
                 if stopping.is_set():  # SIGTERM came while the channel opened: take no request now
                     return None
+                sigterm_at("amqp.consume")
                 tag = await queue.consume(self._on_message)
+                if stopping.is_set():
+                    # SIGTERM came while the broker started the consumer (a round trip that
+                    # cannot be called back): it has started nothing (_on_message takes no
+                    # delivery once stopping) and goes with the channel, which returns its
+                    # deliveries to the queue. It never was a consumer of this daemon.
+                    log.info("amqp.consumer_withdrawn", queue=self._amqp.request_queue)
+                    return None
                 log.info("amqp.consuming", queue=self._amqp.request_queue, prefetch=self._amqp.prefetch)
                 return str(tag)
             except (*_AMQP_ERRORS, TimeoutError) as exc:

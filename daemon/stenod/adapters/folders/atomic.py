@@ -9,6 +9,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from stenod.journal import OutputFile
@@ -22,11 +23,19 @@ def output_key(path: Path) -> str:
     return os.path.join(os.path.realpath(path.parent), path.name)
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> OutputFile:
+def unchecked() -> None:
+    """Writes that no lease governs."""
+
+
+def atomic_write(
+    path: Path, data: bytes, *, sync_dir: bool = True, check: Callable[[], None] = unchecked
+) -> OutputFile:
     """Write ``data`` to ``path`` so a reader sees the old file or the whole new one, never
     a torn one, and never through a symlink planted at the temp or final name. With
-    ``sync_dir=False`` the caller fsyncs the folder once after several files. Returns the
-    file with the size and mtime it has after the rename (a rename keeps both)."""
+    ``sync_dir=False`` the caller fsyncs the folder once after several files. ``check``
+    runs just before the rename (a lease that may have run out raises there); whatever
+    stops the write before the rename removes the temp file. Returns the file with the
+    size and mtime it has after the rename (a rename keeps both)."""
     directory = path.parent
     if len(path.name.encode()) > _MAX_NAME:
         raise OSError(36, "file name too long", str(path))
@@ -38,13 +47,19 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> OutputFil
             os.unlink(tmp, dir_fd=dir_fd)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            check()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
         os.replace(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         if sync_dir:
             os.fsync(dir_fd)

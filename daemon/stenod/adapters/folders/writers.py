@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from stenod.adapters.folders.atomic import OrphanSweeper, atomic_write, output_key, sync_directory
+from stenod.adapters.folders.atomic import OrphanSweeper, atomic_write, output_key, sync_directory, unchecked
 from stenod.errors import ErrorInfo
 from stenod.formats import render_json, render_srt, render_txt, render_vtt
 from stenod.journal import OpenItem, OutputFile
@@ -137,20 +137,31 @@ class FileSink:
     def _error_path(self, item: OpenItem) -> Path:
         return self._target(item, failed=True) / f"{safe_stem(item.name)}{ERROR_SUFFIX}"
 
-    def write_result(self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True) -> list[OutputFile]:
+    def write_result(
+        self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True, check: Callable[[], None] = unchecked
+    ) -> list[OutputFile]:
         """Write the transcript formats and translated documents; with ``sync_folder=False``
-        the caller fsyncs the folder (``sync_folders``) once for several items."""
+        the caller fsyncs the folder (``sync_folders``) once for several items. ``check``
+        runs before each change to the folder (each rename, the error file's removal, the
+        input's move) and stops the writes where it raises."""
+        check()
         files = self._result_files(item, result)
-        written = [atomic_write(path, content(), sync_dir=False) for path, content in files]
+        written = [atomic_write(path, content(), sync_dir=False, check=check) for path, content in files]
         directory = self._target(item)
+        check()
         self._clear_error(directory, safe_stem(item.name))
         self._sweeper.visit(directory)
         if sync_folder:
             sync_directory(directory)  # once for all the renames above
+        check()
         self._after(item, succeeded=True)
         return written
 
-    def write_error(self, item: OpenItem, error: ErrorInfo) -> list[OutputFile]:
+    def write_error(
+        self, item: OpenItem, error: ErrorInfo, *, check: Callable[[], None] = unchecked
+    ) -> list[OutputFile]:
+        """Write the item's ``.error.json``; ``check`` as for :meth:`write_result`."""
+        check()
         path = self._error_path(item)
         body = {
             "input": item.input,
@@ -159,8 +170,9 @@ class FileSink:
             "error": error.to_json(),
             "what_to_do": error.what_to_do,
         }
-        written = atomic_write(path, dumps_pretty(body) + b"\n")
+        written = atomic_write(path, dumps_pretty(body) + b"\n", check=check)
         self._sweeper.visit(path.parent)
+        check()
         self._after(item, succeeded=False)
         return [written]
 

@@ -8,6 +8,7 @@ job states are derived from item states (``stenod.jobs.derive_job_state``).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from stenod.adapters.sql.statements import Op
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, ItemOutcome, LeaseLost, NewJob, OutputFile
+from stenod.journal import BatchRow, Held, ItemOutcome, LeaseLost, NewJob, OutputFile
 
 T = TypeVar("T")
 
@@ -178,16 +179,22 @@ class SqlJournal(SqlReads):
             await self._driver.run(lambda: leases.release(self.instance_id, held), write=True)
             self._held.clear()
 
-    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> None:
+    async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> Held:
         """Renew the lease before a side effect outside the journal (writing output files),
         and record the ``outputs`` about to be written (item id -> keys) as stenod's own;
-        raises LeaseLost, with nothing recorded, if another instance has the provider job now."""
+        raises LeaseLost, with nothing recorded, if another instance has the provider job now.
+        Returns until when the side effect may happen: counted from before the renewal was
+        sent (the lease it writes runs at least that long), less a tenth for the clocks (each
+        instance's offset to the database's is measured to half a round trip)."""
         planned = dict(outputs or {})
+        sent = time.monotonic()
         try:
             await self._change(lambda: own_outputs.expect(planned), fence=batch_id)
         except LeaseLost:
             self._held.pop(batch_id, None)
             raise
+        # A journal no other instance uses: nobody can take the job, however long this takes.
+        return Held(batch_id, sent + 0.9 * self.lease_seconds if self.shared else math.inf)
 
     async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None:
         """Record files about to be written for items of no provider job (item id -> keys)."""
