@@ -72,13 +72,13 @@ def up(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def http_daemon(tmp: Path, **config: Any) -> Iterator[HttpDaemon]:
+def http_daemon(tmp: Path, env: dict[str, str] | None = None, **config: Any) -> Iterator[HttpDaemon]:
     port = free_port()
     listen_host = str((config.get("http") or {}).get("listen", "")).rpartition(":")[0]
     if listen_host:
         config["http"]["listen"] = f"{listen_host}:{port}"
     cfg = http_config(tmp, port, **config)
-    with running(cfg, tmp / "daemon.log") as daemon:
+    with running(cfg, tmp / "daemon.log", env=env) as daemon:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: up(url), "the HTTP server", timeout=30)
         yield HttpDaemon(daemon, url, KEY, tmp / "state", tmp / "roots")

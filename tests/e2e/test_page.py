@@ -88,6 +88,17 @@ def test_without_a_key_the_page_is_the_sign_in_form(page: Page) -> None:
     shot(page, "login")
 
 
+def test_signing_out_ends_the_session(page: Page) -> None:
+    sign_in(page)
+    expect(page.locator("nav")).to_be_visible()
+    before = {c["name"]: c["value"] for c in page.context.cookies()}
+    page.click("header form.logout button")
+    expect(page).to_have_url(re.compile(r"/login"))
+    with httpx.Client(base_url=page.url.split("/login")[0], cookies=before) as http:
+        replayed = http.get("/system")  # the old cookie, kept by someone who copied it
+    assert replayed.status_code == 303 and replayed.headers["location"].startswith("/login")
+
+
 def test_a_wrong_key_is_refused(page: Page) -> None:
     sign_in(page, "not-the-key")
     expect(page.locator("[role=alert]")).to_contain_text("not one of stenod's keys")
@@ -237,14 +248,19 @@ def test_the_status_page_tells_providers_folders_and_figures(page: Page, server:
     shot(page, "status")
 
 
-def test_a_form_from_another_site_is_refused(server: HttpDaemon) -> None:
+def test_a_form_from_another_site_is_refused(page: Page, server: HttpDaemon) -> None:
     note = server.roots / "csrf.txt"
     note.write_text("keep me")
     job_id = api_job(server, {"provider": "echo", "inputs": [{"path": str(note)}]})
-    with httpx.Client(base_url=server.url, cookies={"stenod_key": KEY}) as http:
+    sign_in(page)
+    expect(page.locator("nav")).to_be_visible()
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert KEY not in cookies.values()  # the cookie is a session, not the key
+    with httpx.Client(base_url=server.url, cookies=cookies) as http:
         forged = http.post(
             f"/jobs/{job_id}/cancel", data={"csrf": "guessed"}, headers={"Origin": "http://evil.example"}
         )
-    assert forged.status_code == 403
+        guessed = http.post(f"/jobs/{job_id}/cancel", data={"csrf": "guessed"})
+    assert (forged.status_code, guessed.status_code) == (403, 403)
     time.sleep(0.2)
     assert server.job(job_id)["state"] != "cancelled"

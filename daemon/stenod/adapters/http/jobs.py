@@ -28,7 +28,7 @@ from stenod.provider import Transcript
 from stenod.request_intake import Accepted, Delivery, Retry
 from stenod.requests import JobSpec, Rejected
 
-__all__ = ["job_json", "router"]
+__all__ = ["job_events", "job_json", "router"]
 
 router = APIRouter(tags=["Jobs"], dependencies=[Depends(require_key)])
 
@@ -96,7 +96,8 @@ async def _created(ctx: HttpContext, accepted: Accepted) -> JSONResponse:
 )
 async def create(request: Request, ctx: Ctx) -> JSONResponse:
     key = request.headers.get("idempotency-key") or None
-    if request.headers.get("content-type", "").startswith("multipart/"):
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
         form = await receive(ctx, request, "file")
         try:
             raw = json.loads(form.value("request") or "{}")
@@ -105,8 +106,11 @@ async def create(request: Request, ctx: Ctx) -> JSONResponse:
             await ctx.spool.discard(form.folder)
             raise ApiError(400, f"the request field is not a valid request: {exc}", param="request") from None
         accepted = await submit_upload(ctx, form, "file", spec)
+    elif kind != "application/json":
+        # No "simple request" (text/plain, a form) a page on another site can send gets here.
+        raise ApiError(415, "the body must be application/json (the request) or multipart/form-data (an upload)")
     else:
-        body = await request.body()  # the intake limits it (amqp.max_body_bytes) before parsing
+        body = await request.body()  # the front door stops it at amqp.max_body_bytes while it is read
         outcome = await ctx.intake.handle(Delivery(body=body, message_id=key, source="http"))
         accepted = _accepted(outcome)
         if accepted.created:
@@ -175,6 +179,12 @@ async def events(
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
+    return await job_events(ctx, job_id, last_event_id)
+
+
+async def job_events(ctx: HttpContext, job_id: str, last_event_id: str | None) -> Response:
+    """The job's CloudEvents as Server-Sent Events, after ``last_event_id`` if given (the API's
+    stream and the page's)."""
     view = await _view(ctx, job_id)
     after = 0
     if last_event_id:
