@@ -1,4 +1,4 @@
-"""The HTTP front door against a running daemon, tried as an attacker would (reliability R23).
+"""The HTTP front door against a running daemon, tried as an attacker would (issue #24).
 
 The default setup (loopback, no keys) is what a newcomer runs, so most doors are tried
 there: a page on another site sending what a browser sends (``fetch()`` with

@@ -1,5 +1,5 @@
 """Keys, the page's sessions, throttling and forwarded headers against a running daemon,
-tried as an attacker would (reliability R23): a stolen or replayed page cookie used as an
+tried as an attacker would (issue #24): a stolen or replayed page cookie used as an
 API key, a sign-in form posted without its token, a brute force of keys (Bearer and the
 sign-in form) from one address, ``X-Forwarded-For`` sent from loopback to pass for a
 keyless address, and the route list read without a key. Clients use their own loopback
@@ -160,12 +160,11 @@ def test_a_short_key_is_refused_at_start(tmp_path: Path) -> None:
     assert "at least 16" in result.stderr and "short-key" not in result.stderr
 
 
-def test_with_no_config_the_page_and_the_apis_are_on_loopback_8000(tmp_path: Path) -> None:
-    url = "http://127.0.0.1:8000"
+def test_with_no_config_the_page_and_the_apis_are_on_loopback_8000(clean_env: Path) -> None:
+    tmp_path, url = clean_env, "http://127.0.0.1:8000"
     if up(url):
         pytest.fail("something else answers on 127.0.0.1:8000; stop it to run this test")
-    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
-    daemon = Daemon(tmp_path / "none.toml", tmp_path / "daemon.log", env=env, cwd=tmp_path, args=[]).start()
+    daemon = Daemon(tmp_path / "none.toml", tmp_path / "daemon.log", cwd=tmp_path, args=[]).start()
     try:
         daemon.wait_ready(timeout=120)
         wait_for(lambda: up(url), "the HTTP server on 127.0.0.1:8000", timeout=30)
