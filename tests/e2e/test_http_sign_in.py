@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import ROOT, Daemon, wait_for, write_config
-from tests.e2e.http_support import KEY, HttpDaemon, http_daemon, up
+from tests.e2e.http_support import KEY, HttpDaemon, http_daemon, raw_request, up
 
 BAZARR = "127.0.0.2"
 FAIL2BAN = ROOT / "config" / "fail2ban" / "stenod.conf"
@@ -47,6 +47,15 @@ def form_token(page: str) -> str:
 def sign_in(http: httpx.Client, key: str = KEY) -> httpx.Response:
     token = form_token(http.get("/login").text)
     return http.post("/login", data={"key": key, "next": "/", "csrf": token})
+
+
+def test_an_upload_without_a_key_is_answered_at_once_and_the_connection_closed(keyed: HttpDaemon) -> None:
+    head = (
+        "POST /v1/audio/transcriptions HTTP/1.1\nHost: 127.0.0.1\n"
+        "Content-Type: multipart/form-data; boundary=x\nContent-Length: 2000000000\n\n"
+    )
+    answer = raw_request(keyed, head, [b"--x\r\n" + b"\0" * 60_000] * 100)
+    assert answer.status == 401 and answer.closed and answer.seconds < 5, answer  # the rest is never read
 
 
 def test_the_page_cookie_is_a_session_and_no_api_key(keyed: HttpDaemon) -> None:
