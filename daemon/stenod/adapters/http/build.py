@@ -75,6 +75,7 @@ async def build_http(
         status_lines=status_lines,
         configured=configured,
     )
-    hosts = HostNames(parse_listen(settings.listen)[0], settings.allowed_hosts)
+    # The machine's names may take a resolver's answer: off the loop.
+    hosts = await asyncio.to_thread(HostNames, parse_listen(settings.listen)[0], settings.allowed_hosts)
     app = create_app(context, hosts=hosts, json_bytes=json_bytes)
     return HttpServer(app, settings.listen, trusted_proxies=settings.trusted_proxies, stopping=context.stopping)

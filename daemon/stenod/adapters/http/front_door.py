@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stenod.adapters.http.errors import ApiError
 
-__all__ = ["FORM_BYTES", "BodyTooLarge", "FrontDoor", "HostNames"]
+__all__ = ["FORM_BYTES", "BodyTooLarge", "FrontDoor", "HostNames", "host_of"]
 
 FORM_BYTES = 64 * 1024  # the page's forms, sign-in and every other small body
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -47,7 +47,7 @@ class BodyTooLarge(ApiError):
         )
 
 
-def _host_of(value: str) -> str | None:
+def host_of(value: str) -> str | None:
     """The lower-case name or address in a ``Host`` value (``[::1]:8000`` → ``::1``)."""
     try:
         parts = urlsplit(f"//{value}")
@@ -102,7 +102,7 @@ class FrontDoor:
 
     def _refusal(self, scope: Scope, headers: Headers) -> ApiError | None:
         host_header = headers.get("host")
-        if host_header is not None and not self.hosts.allows(_host_of(host_header)):
+        if host_header is not None and not self.hosts.allows(host_of(host_header)):
             return ApiError(
                 421,
                 "this server does not answer to that name; add it to [http] allowed_hosts if it is this server's",
