@@ -59,7 +59,7 @@ class HttpServer:
             sock.close()
             raise ConfigError(
                 f"http.listen = {self._host}:{self._port} cannot be used: {exc.strerror} "
-                "(another program on that port? pick another in [http] listen)"
+                "(another program on that port? pick another in [http] listen, or STENOD_HTTP__LISTEN=127.0.0.1:8001)"
             ) from exc
         sock.listen(1024)
         sock.setblocking(False)
