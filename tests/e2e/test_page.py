@@ -194,6 +194,18 @@ def test_a_corrected_segment_and_a_named_speaker_reach_the_srt_and_revert_undoes
         assert http.get(f"/v1/jobs/{job_id}").json()["items"][0]["transcript"]["segments"][0]["speaker"] == "0"
 
 
+def test_a_jobs_outputs_download_from_its_page(page: Page, server: HttpDaemon) -> None:
+    note = server.roots / "download.txt"
+    note.write_text("fetch me")
+    job_id = api_job(server, {"provider": "echo", "inputs": [{"path": str(note)}]})
+    server.finished(job_id)
+    sign_in(page)
+    page.goto(f"/jobs/{job_id}")
+    with page.expect_download() as download:
+        page.locator("a[download]", has_text=".srt").first.click()
+    assert "echo download.txt 8 bytes" in Path(download.value.path()).read_text()
+
+
 def test_a_failed_file_shows_why_and_what_to_do(page: Page, server: HttpDaemon) -> None:
     inbox = server.state.parent / "inbox"
     (inbox / "broken.wav").write_bytes(b"\x00not audio at all" * 500)

@@ -28,10 +28,11 @@ from stenod.provider import Transcript
 from stenod.request_intake import Accepted, Delivery, Retry
 from stenod.requests import JobSpec, Rejected
 
-__all__ = ["job_events", "job_json", "router"]
+__all__ = ["OutputFormat", "job_events", "job_json", "job_output", "router"]
 
 router = APIRouter(tags=["Jobs"], dependencies=[Depends(require_key)])
 
+OutputFormat = Literal["txt", "json", "srt", "vtt", "tsv"]
 _TERMINAL_TYPES = frozenset(f"stenod.job.{s}" for s in ("succeeded", "partial", "failed", "cancelled"))
 _WAKE_SECONDS = 15.0
 _RENDER = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "tsv": render_tsv}
@@ -219,10 +220,15 @@ async def job_events(ctx: HttpContext, job_id: str, last_event_id: str | None) -
 )
 async def output(
     job_id: str,
-    format: Literal["txt", "json", "srt", "vtt", "tsv"],
+    format: OutputFormat,
     ctx: Ctx,
     item: Annotated[int, Query(ge=0, le=99)] = 0,
 ) -> Response:
+    return await job_output(ctx, job_id, format, item)
+
+
+async def job_output(ctx: HttpContext, job_id: str, format: str, item: int) -> Response:
+    """A finished item's output in ``format`` (the API's download and the page's)."""
     view = await _view(ctx, job_id)
     if item >= len(view.items):
         raise ApiError(404, f"job {job_id} has {len(view.items)} item(s)", param="item")

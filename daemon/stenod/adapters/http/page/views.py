@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.errors import ApiError
-from stenod.adapters.http.jobs import job_events
+from stenod.adapters.http.jobs import OutputFormat, job_events, job_output
 from stenod.adapters.http.page.render import STATIC, age, fragment, page
 from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
@@ -161,6 +161,15 @@ async def job_changes(
     """The job's events for its page (the API's stream takes a key, never the page's cookie)."""
     signed_in(request, ctx)
     return await job_events(ctx, job_id, last_event_id)
+
+
+@router.get("/jobs/{job_id}/outputs/{format}")
+async def output(
+    request: Request, job_id: str, format: OutputFormat, ctx: Ctx, item: Annotated[int, Query(ge=0, le=99)] = 0
+) -> Response:
+    """An output to download from the job's page (the API's download takes a key, never the cookie)."""
+    signed_in(request, ctx)
+    return await job_output(ctx, job_id, format, item)
 
 
 @router.get("/ui/jobs/{job_id}/body")
