@@ -236,6 +236,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             ],
             status_lines=lambda: [part() for part in daemon.status_parts.values()],
             configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
+            json_bytes=amqp.max_body_bytes,
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

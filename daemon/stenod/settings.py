@@ -31,6 +31,8 @@ from stenod.errors import ConfigError
 from stenod.provider import Task
 
 SYSTEM_CONFIG = Path("/etc/stenod/stenod.toml")
+DEFAULT_LISTEN = "127.0.0.1:8000"  # the HTTP server of a daemon started with no config at all
+MIN_KEY_CHARS = 16
 OutputFormat = Literal["txt", "json", "srt", "vtt"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("txt", "json", "srt", "vtt")
 
@@ -126,6 +128,11 @@ class HttpSettings(_Section):
     listen: str | None = None  # "127.0.0.1:8000"; empty: no HTTP server
     api_keys: list[SecretStr] = Field(default_factory=list)  # also $CREDENTIALS_DIRECTORY/http.api_keys
     keyless_networks: list[IPvAnyNetwork] = Field(default_factory=list)  # /asr, /detect-language, /status only
+    # Host names accepted besides loopback, IP addresses and this machine's names (a reverse
+    # proxy's or a LAN name); any other Host is answered 421: DNS rebinding ends there.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Peers whose X-Forwarded-For/-Proto are believed (a reverse proxy); nobody's by default.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     sync_timeout_seconds: float = Field(default=3600.0, gt=0)  # how long a synchronous call waits for its job
     # The client stenod uses for cloud providers.
@@ -138,6 +145,14 @@ class HttpSettings(_Section):
     @classmethod
     def _empty_is_off(cls, value: Any) -> Any:
         return None if value in ("", None) else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name or any(ch in name for ch in "/:@ *") or name != name.strip():
+                raise ValueError(f"{name!r} is not a host name (a name such as 'stenod.lan', without scheme or port)")
+        return [name.lower().rstrip(".") for name in names]
 
 
 class JournalSettings(_Section):
@@ -275,6 +290,7 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         settings.amqp.url = SecretStr(url)
     if not settings.http.api_keys and (keys := credential("http.api_keys")):
         settings.http.api_keys = [SecretStr(k.strip()) for k in keys.splitlines() if k.strip()]
+    check_key_lengths(settings.http.api_keys, origin)
     if settings.journal.url is None and (url := credential("journal.url")):
         settings.journal.url = SecretStr(url)
     if settings.journal.backend == "postgresql" and not settings.journal_url:
@@ -287,11 +303,26 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
     if settings.http.listen is not None:
         check_listen(settings.http.listen, keys=bool(settings.http.api_keys))
     if not settings.watch and path is None and not settings.amqp_enabled:
-        # A new user with no config at all gets a working transcriber: ./inbox, offline.
+        # A new user with no config at all gets a working transcriber: ./inbox, offline, and
+        # the page and the APIs on loopback (keyless there: the HTTP front door refuses
+        # other sites' pages and rebound names in every mode).
         inbox = Path("inbox").absolute()
         inbox.mkdir(exist_ok=True)
         settings.watch = [WatchRule(path=inbox)]
+        if settings.http.listen is None:
+            settings.http.listen = DEFAULT_LISTEN
     return settings
+
+
+def check_key_lengths(keys: list[SecretStr], origin: str) -> None:
+    """Refuse API keys short enough to guess (ConfigError); the message never shows a key."""
+    for number, key in enumerate(keys, 1):
+        if len(key.get_secret_value()) < MIN_KEY_CHARS:
+            raise ConfigError(
+                f"invalid configuration ({origin}):\n  http.api_keys: key {number} has "
+                f"{len(key.get_secret_value())} characters; a key needs at least {MIN_KEY_CHARS} "
+                "(make one with: openssl rand -hex 24)"
+            )
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

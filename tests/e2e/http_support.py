@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import re
+import select
+import socket
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +76,63 @@ def up(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def http_daemon(tmp: Path, **config: Any) -> Iterator[HttpDaemon]:
+def http_daemon(tmp: Path, env: dict[str, str] | None = None, **config: Any) -> Iterator[HttpDaemon]:
     port = free_port()
     listen_host = str((config.get("http") or {}).get("listen", "")).rpartition(":")[0]
     if listen_host:
         config["http"]["listen"] = f"{listen_host}:{port}"
     cfg = http_config(tmp, port, **config)
-    with running(cfg, tmp / "daemon.log") as daemon:
+    with running(cfg, tmp / "daemon.log", env=env) as daemon:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: up(url), "the HTTP server", timeout=30)
         yield HttpDaemon(daemon, url, KEY, tmp / "state", tmp / "roots")
+
+
+@dataclass
+class RawAnswer:
+    status: int
+    head: str
+    sent: int  # body bytes the server took before it answered
+    closed: bool  # the server closed the connection after answering
+    seconds: float
+
+
+def raw_request(server: HttpDaemon, head: str, chunks: Iterable[bytes] = ()) -> RawAnswer:
+    """Send ``head`` on a raw socket, then ``chunks`` until the server answers; read the answer
+    and whether the server then closes (within 10 s: its keep-alive is 30 s)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    started = time.monotonic()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode())
+        for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        data, closed = b"", False
+        while not closed:
+            try:
+                part = sock.recv(65536)
+            except ConnectionResetError:
+                part = b""
+            except TimeoutError:
+                break  # still open: the server waits for more
+            data += part
+            closed = not part
+    text = data.decode("latin-1")
+    match = re.match(r"HTTP/1\.1 (\d{3})", text)
+    return RawAnswer(
+        int(match.group(1)) if match else 0, text.split("\r\n\r\n")[0], sent, closed, time.monotonic() - started
+    )
+
+
+def chunked(size: int, total: int) -> Iterator[bytes]:
+    """A chunked body of ``total`` bytes, ``size`` at a time (never all sent if the server stops it)."""
+    for _ in range(total // size):
+        yield f"{size:x}\r\n".encode() + b"a" * size + b"\r\n"
+        time.sleep(0.002)
+    yield b"0\r\n\r\n"

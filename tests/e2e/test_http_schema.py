@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -44,3 +46,46 @@ def test_every_route_answers_as_documented(server: HttpDaemon) -> None:
 
         check()
     assert len(tried) >= 12, tried
+
+
+# What a hostile browser page, a rebinding name, a spoofing client or a broken proxy may put
+# in the headers the front door judges, alone or together.
+HOSTILE = st.fixed_dictionaries(
+    {},
+    optional={
+        "Host": st.sampled_from(["evil.example", "evil.example:1", "[::1", "localhost:x", "127.0.0.1:0", "a" * 300]),
+        "Origin": st.sampled_from(["null", "http://evil.example", "file://", "http://[::1", "javascript:x", "http://"]),
+        "Sec-Fetch-Site": st.sampled_from(["cross-site", "same-site", "same-origin", "none", "bogus"]),
+        "X-Forwarded-For": st.sampled_from(["127.0.0.2", "203.0.113.7, 10.0.0.1", "not-an-address", "::1", ""]),
+        "X-Forwarded-Proto": st.sampled_from(["https", "gopher", ""]),
+        "Content-Type": st.sampled_from(
+            [
+                "text/plain",
+                "application/json; charset=utf-7",
+                "multipart/form-data",
+                "multipart/form-data; boundary=",
+                "application/x-www-form-urlencoded",
+                "*/*",
+                "",
+            ]
+        ),
+        "Cookie": st.sampled_from(["stenod_session=", "stenod_session=" + "a" * 4000, "stenod_key=" + KEY]),
+        "Authorization": st.sampled_from(["Bearer ", "Bearer wrong", "Basic Zm9vOmJhcg==", f"bearer  {KEY}"]),
+    },
+)
+
+
+def test_hostile_headers_on_every_route_never_make_a_server_error(server: HttpDaemon) -> None:
+    api = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+    for result in api.get_all_operations():
+        operation = result.ok()
+
+        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy(), hostile=HOSTILE)
+        def check(case: schemathesis.Case, hostile: dict[str, str]) -> None:
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {KEY}", **hostile}, timeout=60, checks=[not_a_server_error]
+            )
+
+        check()
+    assert server.daemon.alive

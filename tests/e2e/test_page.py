@@ -88,6 +88,17 @@ def test_without_a_key_the_page_is_the_sign_in_form(page: Page) -> None:
     shot(page, "login")
 
 
+def test_signing_out_ends_the_session(page: Page) -> None:
+    sign_in(page)
+    expect(page.locator("nav")).to_be_visible()
+    before = {c["name"]: c["value"] for c in page.context.cookies()}
+    page.click("header form.logout button")
+    expect(page).to_have_url(re.compile(r"/login"))
+    with httpx.Client(base_url=page.url.split("/login")[0], cookies=before) as http:
+        replayed = http.get("/system")  # the old cookie, kept by someone who copied it
+    assert replayed.status_code == 303 and replayed.headers["location"].startswith("/login")
+
+
 def test_a_wrong_key_is_refused(page: Page) -> None:
     sign_in(page, "not-the-key")
     expect(page.locator("[role=alert]")).to_contain_text("not one of stenod's keys")
@@ -183,6 +194,18 @@ def test_a_corrected_segment_and_a_named_speaker_reach_the_srt_and_revert_undoes
         assert http.get(f"/v1/jobs/{job_id}").json()["items"][0]["transcript"]["segments"][0]["speaker"] == "0"
 
 
+def test_a_jobs_outputs_download_from_its_page(page: Page, server: HttpDaemon) -> None:
+    note = server.roots / "download.txt"
+    note.write_text("fetch me")
+    job_id = api_job(server, {"provider": "echo", "inputs": [{"path": str(note)}]})
+    server.finished(job_id)
+    sign_in(page)
+    page.goto(f"/jobs/{job_id}")
+    with page.expect_download() as download:
+        page.locator("a[download]", has_text=".srt").first.click()
+    assert "echo download.txt 8 bytes" in Path(download.value.path()).read_text()
+
+
 def test_a_failed_file_shows_why_and_what_to_do(page: Page, server: HttpDaemon) -> None:
     inbox = server.state.parent / "inbox"
     (inbox / "broken.wav").write_bytes(b"\x00not audio at all" * 500)
@@ -237,14 +260,19 @@ def test_the_status_page_tells_providers_folders_and_figures(page: Page, server:
     shot(page, "status")
 
 
-def test_a_form_from_another_site_is_refused(server: HttpDaemon) -> None:
+def test_a_form_from_another_site_is_refused(page: Page, server: HttpDaemon) -> None:
     note = server.roots / "csrf.txt"
     note.write_text("keep me")
     job_id = api_job(server, {"provider": "echo", "inputs": [{"path": str(note)}]})
-    with httpx.Client(base_url=server.url, cookies={"stenod_key": KEY}) as http:
+    sign_in(page)
+    expect(page.locator("nav")).to_be_visible()
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert KEY not in cookies.values()  # the cookie is a session, not the key
+    with httpx.Client(base_url=server.url, cookies=cookies) as http:
         forged = http.post(
             f"/jobs/{job_id}/cancel", data={"csrf": "guessed"}, headers={"Origin": "http://evil.example"}
         )
-    assert forged.status_code == 403
+        guessed = http.post(f"/jobs/{job_id}/cancel", data={"csrf": "guessed"})
+    assert (forged.status_code, guessed.status_code) == (403, 403)
     time.sleep(0.2)
     assert server.job(job_id)["state"] != "cancelled"

@@ -73,6 +73,7 @@ async def serving(
         providers=lambda: ([], {}),
         notify=lambda: None,
         wake_urls=lambda: None,
+        json_bytes=65536,
         **page_parts(tmp, journal),
     )
     host, port = server.bind()
@@ -197,6 +198,7 @@ async def test_a_busy_port_is_a_configuration_error(tmp_path: Path) -> None:
             providers=lambda: ([], {}),
             notify=lambda: None,
             wake_urls=lambda: None,
+            json_bytes=1024,
             **page_parts(tmp_path, journal),
         )
         with pytest.raises(ConfigError, match="cannot be used"):

@@ -6,13 +6,16 @@ import time
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stenod.adapters.http import asr, health, jobs, openai_audio, page
-from stenod.adapters.http.context import HttpContext
+from stenod.adapters.http.context import HttpContext, require_key
 from stenod.adapters.http.errors import install_handlers
+from stenod.adapters.http.front_door import FrontDoor, HostNames
 from stenod.adapters.http.page.errors import install_page_handlers
 from stenod.requests import Request as StenodRequest
 
@@ -74,9 +77,13 @@ _ERROR_SCHEMA = {
 _ERRORS = {
     "400": "the request or its file cannot be used",
     "401": "no API key, or a wrong one",
+    "403": "sent from another site's page",
     "404": "no such job or route",
     "409": "the job was cancelled",
-    "413": "the upload is over [http] max_upload_bytes",
+    "413": "the body is over its limit ([http] max_upload_bytes for uploads)",
+    "415": "the body is not of a type this route takes",
+    "421": "a Host this server does not answer to ([http] allowed_hosts)",
+    "429": "too many wrong keys from this address; wait Retry-After seconds",
     "500": "stenod failed",
     "502": "the provider failed",
     "503": "stenod is stopping, or the provider is unavailable",
@@ -113,12 +120,26 @@ def _document(app: FastAPI) -> dict[str, Any]:
     return document
 
 
-def create_app(context: HttpContext) -> FastAPI:
+def _install_docs(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs`` list every route: with keys set, they need one too."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="stenod")
+
+
+def create_app(context: HttpContext, *, hosts: HostNames, json_bytes: int) -> FastAPI:
+    """The app behind its front door; ``json_bytes`` caps ``POST /v1/jobs``'s JSON body."""
     app = FastAPI(
         title="stenod",
         version=context.version,
         summary="Audio and documents to text: OpenAI's audio API, whisper-asr-webservice's /asr, and jobs.",
-        docs_url="/docs",
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
     app.state.stenod = context
@@ -130,7 +151,9 @@ def create_app(context: HttpContext) -> FastAPI:
     app.include_router(page.router)
     app.mount("/ui/static", page.static, name="static")
     install_page_handlers(app)
-    app.add_middleware(RequestLog)
+    _install_docs(app)
+    app.add_middleware(FrontDoor, hosts=hosts, json_bytes=json_bytes)
+    app.add_middleware(RequestLog)  # the outermost: front-door refusals are logged too
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
 
     return app

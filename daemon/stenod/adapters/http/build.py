@@ -13,13 +13,15 @@ from stenod import __version__
 from stenod.adapters.http.app import create_app
 from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.context import Check, HttpContext
+from stenod.adapters.http.front_door import HostNames
 from stenod.adapters.http.server import HttpServer
+from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
 from stenod.request_intake import RequestIntake
-from stenod.settings import HttpSettings
+from stenod.settings import HttpSettings, parse_listen
 
 __all__ = ["build_http"]
 
@@ -41,17 +43,22 @@ async def build_http(
     watched: Callable[[], list[dict[str, Any]]],
     status_lines: Callable[[], list[str]],
     configured: Callable[[], set[str]],
+    json_bytes: int,
 ) -> HttpServer:
-    """The server, not yet bound; the spool is swept of uploads no job needs any more."""
+    """The server, not yet bound; the spool is swept of uploads no job needs any more.
+    ``json_bytes`` caps a JSON request body (the queue's ``max_body_bytes``)."""
     assert settings.listen is not None
     spool = Spool(state_dir / "spool", max_bytes=settings.max_upload_bytes)
     await spool.sweep(journal.live_paths)
+    keys = Keys([k.get_secret_value() for k in settings.api_keys], settings.keyless_networks)
+    sessions = await asyncio.to_thread(PageSessions, state_dir / "page", keys)
     context = HttpContext(
         intake=intake,
         journal=journal,
         watch=watch,
         spool=spool,
-        keys=Keys([k.get_secret_value() for k in settings.api_keys], settings.keyless_networks),
+        keys=keys,
+        sessions=sessions,
         results_dir=state_dir / "results",
         sync_timeout_seconds=settings.sync_timeout_seconds,
         version=__version__,
@@ -68,4 +75,7 @@ async def build_http(
         status_lines=status_lines,
         configured=configured,
     )
-    return HttpServer(create_app(context), settings.listen, stopping=context.stopping)
+    # The machine's names may take a resolver's answer: off the loop.
+    hosts = await asyncio.to_thread(HostNames, parse_listen(settings.listen)[0], settings.allowed_hosts)
+    app = create_app(context, hosts=hosts, json_bytes=json_bytes)
+    return HttpServer(app, settings.listen, trusted_proxies=settings.trusted_proxies, stopping=context.stopping)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from stenod.adapters.http.auth import Keys
+from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
@@ -31,6 +32,7 @@ class HttpContext:
     watch: JobWatch
     spool: Spool
     keys: Keys
+    sessions: PageSessions  # the page's sign-ins and form tokens
     results_dir: Path  # outputs of uploaded files' jobs: results/<upload id>/
     sync_timeout_seconds: float
     version: str

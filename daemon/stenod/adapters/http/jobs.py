@@ -28,10 +28,11 @@ from stenod.provider import Transcript
 from stenod.request_intake import Accepted, Delivery, Retry
 from stenod.requests import JobSpec, Rejected
 
-__all__ = ["job_json", "router"]
+__all__ = ["OutputFormat", "job_events", "job_json", "job_output", "router"]
 
 router = APIRouter(tags=["Jobs"], dependencies=[Depends(require_key)])
 
+OutputFormat = Literal["txt", "json", "srt", "vtt", "tsv"]
 _TERMINAL_TYPES = frozenset(f"stenod.job.{s}" for s in ("succeeded", "partial", "failed", "cancelled"))
 _WAKE_SECONDS = 15.0
 _RENDER = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "tsv": render_tsv}
@@ -96,7 +97,8 @@ async def _created(ctx: HttpContext, accepted: Accepted) -> JSONResponse:
 )
 async def create(request: Request, ctx: Ctx) -> JSONResponse:
     key = request.headers.get("idempotency-key") or None
-    if request.headers.get("content-type", "").startswith("multipart/"):
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind == "multipart/form-data":
         form = await receive(ctx, request, "file")
         try:
             raw = json.loads(form.value("request") or "{}")
@@ -105,8 +107,11 @@ async def create(request: Request, ctx: Ctx) -> JSONResponse:
             await ctx.spool.discard(form.folder)
             raise ApiError(400, f"the request field is not a valid request: {exc}", param="request") from None
         accepted = await submit_upload(ctx, form, "file", spec)
+    elif kind != "application/json":
+        # No "simple request" (text/plain, a form) a page on another site can send gets here.
+        raise ApiError(415, "the body must be application/json (the request) or multipart/form-data (an upload)")
     else:
-        body = await request.body()  # the intake limits it (amqp.max_body_bytes) before parsing
+        body = await request.body()  # the front door stops it at amqp.max_body_bytes while it is read
         outcome = await ctx.intake.handle(Delivery(body=body, message_id=key, source="http"))
         accepted = _accepted(outcome)
         if accepted.created:
@@ -175,6 +180,12 @@ async def events(
     ctx: Ctx,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
 ) -> Response:
+    return await job_events(ctx, job_id, last_event_id)
+
+
+async def job_events(ctx: HttpContext, job_id: str, last_event_id: str | None) -> Response:
+    """The job's CloudEvents as Server-Sent Events, after ``last_event_id`` if given (the API's
+    stream and the page's)."""
     view = await _view(ctx, job_id)
     after = 0
     if last_event_id:
@@ -209,10 +220,15 @@ async def events(
 )
 async def output(
     job_id: str,
-    format: Literal["txt", "json", "srt", "vtt", "tsv"],
+    format: OutputFormat,
     ctx: Ctx,
     item: Annotated[int, Query(ge=0, le=99)] = 0,
 ) -> Response:
+    return await job_output(ctx, job_id, format, item)
+
+
+async def job_output(ctx: HttpContext, job_id: str, format: str, item: int) -> Response:
+    """A finished item's output in ``format`` (the API's download and the page's)."""
     view = await _view(ctx, job_id)
     if item >= len(view.items):
         raise ApiError(404, f"job {job_id} has {len(view.items)} item(s)", param="item")

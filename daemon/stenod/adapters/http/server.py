@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Sequence
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from pydantic import IPvAnyNetwork
 
 from stenod.errors import ConfigError
 from stenod.settings import is_loopback, parse_listen
@@ -29,8 +31,16 @@ _GRACE_SECONDS = 5.0
 
 
 class HttpServer:
-    def __init__(self, app: FastAPI, listen: str, *, stopping: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        listen: str,
+        *,
+        trusted_proxies: Sequence[IPvAnyNetwork] = (),
+        stopping: asyncio.Event | None = None,
+    ) -> None:
         self._app = app
+        self._trusted_proxies = [str(network) for network in trusted_proxies]
         self._stopping = stopping  # the routes' view of shutdown: waiting calls answer 503
         self._host, self._port = parse_listen(listen)
         self._socket: socket.socket | None = None
@@ -49,7 +59,7 @@ class HttpServer:
             sock.close()
             raise ConfigError(
                 f"http.listen = {self._host}:{self._port} cannot be used: {exc.strerror} "
-                "(another program on that port? pick another in [http] listen)"
+                "(another program on that port? pick another in [http] listen, or STENOD_HTTP__LISTEN=127.0.0.1:8001)"
             ) from exc
         sock.listen(1024)
         sock.setblocking(False)
@@ -71,13 +81,19 @@ class HttpServer:
             timeout_graceful_shutdown=int(_GRACE_SECONDS),
             timeout_keep_alive=30,
             limit_concurrency=1000,
+            # X-Forwarded-For/-Proto only from the proxies the user names (uvicorn's default
+            # believes any loopback peer: a spoofed header would pass for a keyless address).
+            proxy_headers=bool(self._trusted_proxies),
+            forwarded_allow_ips=self._trusted_proxies,
         )
         server = uvicorn.Server(config)
         config.load()  # what uvicorn's own serve() does before startup()
         server.lifespan = config.lifespan_class(config)
         await server.startup(sockets=[self._socket])
         host, port = self.address or (self._host, self._port)
-        log.info("http.listening", host=host, port=port, loopback=is_loopback(self._host))
+        shown = f"[{host}]" if ":" in host else host
+        loopback = is_loopback(self._host)
+        log.info("http.listening", url=f"http://{shown}:{port}/", host=host, port=port, loopback=loopback)
         try:
             while not stopping.is_set():
                 await server.on_tick(0)  # counter 0: refresh the Date header

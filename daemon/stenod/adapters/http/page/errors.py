@@ -36,8 +36,12 @@ def install_page_handlers(app: FastAPI) -> None:
         if not wants_html(request):
             return exc.response()
         ctx = request.app.state.stenod
-        title = {404: "Not found", 400: "That cannot be done"}.get(exc.status, "Something went wrong")
-        return page(request, ctx, "error.html", status=exc.status, title=title, message=exc.message)
+        title = {404: "Not found", 400: "That cannot be done", 429: "Too many tries"}.get(
+            exc.status, "Something went wrong"
+        )
+        answer = page(request, ctx, "error.html", status=exc.status, title=title, message=exc.message)
+        answer.headers.update(exc.headers)  # Retry-After of a 429 (Connection: close is the front door's)
+        return answer
 
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.add_exception_handler(PermissionError, refused)

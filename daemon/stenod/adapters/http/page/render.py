@@ -4,7 +4,6 @@ as markup) and the small formatting helpers they use."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,10 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from stenod.adapters.http.context import HttpContext
+from stenod.adapters.http.sessions import COOKIE, SESSION_SECONDS
 from stenod.formats import speaker_label
 
-__all__ = ["STATIC", "age", "clock", "csrf_token", "fragment", "page"]
+__all__ = ["STATIC", "age", "clock", "fragment", "page"]
 
 _HERE = Path(__file__).parent
 STATIC = _HERE / "static"
@@ -48,12 +48,6 @@ def age(stamp: str, now: datetime | None = None) -> str:
     return "just now"
 
 
-def csrf_token(key: str | None) -> str:
-    """The token every form of the page carries: only a page served to this key knows it
-    (the cookie itself is never readable by a script)."""
-    return hmac.new((key or "").encode(), b"stenod-page-csrf", hashlib.sha256).hexdigest()[:32]
-
-
 # Only this site's own files run, load or receive forms: a file name or transcript line that
 # slipped past escaping still could not run a script.
 _POLICY = "default-src 'self'; media-src 'self'; frame-ancestors 'none'; form-action 'self'"
@@ -62,15 +56,19 @@ _env.globals.update(clock=clock, speaker=speaker_label, static=lambda name: f"/u
 
 
 def page(request: Request, ctx: HttpContext, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-    """Render ``template`` with what every page needs (sign-in state, the form token)."""
-    key = ctx.keys.presented(request)
+    """Render ``template`` with what every page needs (sign-in state, the form token); a browser
+    without a session yet is given one, so that even the sign-in form carries a token."""
+    session = request.cookies.get(COOKIE)
+    fresh = session is None
+    if session is None:
+        session = ctx.sessions.new_token()
     body = _env.get_template(template).render(
-        signed_in=not ctx.keys.required or ctx.keys.valid(key),
+        signed_in=ctx.sessions.signed_in(session),
         keys_required=ctx.keys.required,
-        csrf=csrf_token(key),
+        csrf=ctx.sessions.form_token(session),
         **values,
     )
-    return HTMLResponse(
+    answer = HTMLResponse(
         body,
         status_code=status,
         headers={
@@ -80,6 +78,10 @@ def page(request: Request, ctx: HttpContext, template: str, status: int = 200, *
             "Referrer-Policy": "same-origin",
         },
     )
+    if fresh:
+        secure = request.url.scheme == "https"
+        answer.set_cookie(COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="strict", secure=secure)
+    return answer
 
 
 def fragment(template: str, **values: Any) -> HTMLResponse:

@@ -1,4 +1,4 @@
-"""The page's views: the jobs, one job, a transcript with its recording, uploads, status.
+"""The page's views: the jobs, one job, uploads, status (a transcript: transcripts.py).
 
 Server-rendered HTML that reads well without JavaScript; ``page.js`` adds live updates
 (the ``/ui/…`` fragments and event streams), seeking, search and dropping files. Every
@@ -12,23 +12,22 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.errors import ApiError
+from stenod.adapters.http.jobs import OutputFormat, job_events, job_output
 from stenod.adapters.http.page.render import STATIC, age, fragment, page
-from stenod.adapters.http.page.session import check_form, signed_in
+from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.spool import BadUpload, UploadTooLarge
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import keep_uploads
-from stenod.corrections import CorrectionError
 from stenod.jobs import JobView
 from stenod.request_intake import Accepted
 from stenod.requests import JobSpec, Rejected
@@ -155,22 +154,33 @@ async def job(request: Request, job_id: str, ctx: Ctx) -> Response:
     return page(request, ctx, "job.html", nav="jobs", **await _job_values(ctx, job_id))
 
 
+@router.get("/ui/jobs/{job_id}/events")
+async def job_changes(
+    request: Request, job_id: str, ctx: Ctx, last_event_id: Annotated[str | None, Header(max_length=64)] = None
+) -> Response:
+    """The job's events for its page (the API's stream takes a key, never the page's cookie)."""
+    signed_in(request, ctx)
+    return await job_events(ctx, job_id, last_event_id)
+
+
+@router.get("/jobs/{job_id}/outputs/{format}")
+async def output(
+    request: Request, job_id: str, format: OutputFormat, ctx: Ctx, item: Annotated[int, Query(ge=0, le=99)] = 0
+) -> Response:
+    """An output to download from the job's page (the API's download takes a key, never the cookie)."""
+    signed_in(request, ctx)
+    return await job_output(ctx, job_id, format, item)
+
+
 @router.get("/ui/jobs/{job_id}/body")
 async def job_body(request: Request, job_id: str, ctx: Ctx) -> Response:
     signed_in(request, ctx)
     return fragment("_job_body.html", **await _job_values(ctx, job_id))
 
 
-async def _form(request: Request, ctx: HttpContext) -> dict[str, str]:
-    form = await request.form()
-    values = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-    check_form(request, ctx, values.get("csrf"))
-    return values
-
-
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str, ctx: Ctx) -> Response:
-    await _form(request, ctx)
+    await signed_form(request, ctx)
     outcome = await ctx.intake.cancel(job_id)
     if isinstance(outcome, Rejected):
         raise ApiError(404, outcome.reason, code=outcome.code)
@@ -180,7 +190,7 @@ async def cancel(request: Request, job_id: str, ctx: Ctx) -> Response:
 
 @router.post("/jobs/{job_id}/retry")
 async def retry(request: Request, job_id: str, ctx: Ctx) -> Response:
-    await _form(request, ctx)
+    await signed_form(request, ctx)
     outcome = await ctx.intake.retry(job_id)
     if not isinstance(outcome, Accepted):
         reason = outcome.reason if isinstance(outcome, Rejected) else "stenod could not record the job"
@@ -190,78 +200,6 @@ async def retry(request: Request, job_id: str, ctx: Ctx) -> Response:
     if outcome.urls:
         ctx.wake_urls()
     return RedirectResponse(f"/jobs/{outcome.job_id}", status_code=303)
-
-
-_PLAYABLE = frozenset(
-    {"wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "aac", "mp4", "webm", "mka", "mkv", "mov", "aiff", "aif"}
-)
-
-
-def _audio_allowed(ctx: HttpContext, path: str | None) -> Path | None:
-    """The recording, if it is one a browser can play and it still lies under a folder stenod
-    may read for people."""
-    if not path or Path(path).suffix.lower().lstrip(".") not in _PLAYABLE:
-        return None
-    real = Path(os.path.realpath(path))
-    roots = [Path(os.path.realpath(r)) for r in ctx.audio_roots()]
-    if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
-        return None
-    return real
-
-
-@router.get("/jobs/{job_id}/items/{index}")
-async def transcript(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    signed_in(request, ctx)
-    item = await ctx.journal.editable_item(job_id, index)
-    view = await ctx.journal.job(job_id)
-    if item is None or view is None or item.current is None:
-        raise ApiError(404, f"job {job_id} has no transcript for item {index}", code="no_transcript")
-    current = dict(item.current)
-    segments = current.get("segments") or []
-    speakers = sorted({s["speaker"] for s in segments if s.get("speaker")})
-    return page(
-        request, ctx, "transcript.html", nav="jobs", job={"job_id": job_id}, item={"input": item.input},
-        transcript=current, segments=segments, speakers=speakers, edited=item.edited is not None,
-        audio=await asyncio.to_thread(_audio_allowed, ctx, item.path), base=f"/jobs/{job_id}/items/{index}",
-    )  # fmt: skip
-
-
-@router.get("/jobs/{job_id}/items/{index}/audio")
-async def audio(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    signed_in(request, ctx)
-    item = await ctx.journal.editable_item(job_id, index)
-    path = await asyncio.to_thread(_audio_allowed, ctx, item.path if item else None)
-    if path is None:
-        raise ApiError(404, "the recording is not in a folder stenod may serve", code="no_audio")
-    return FileResponse(path)  # answers Range requests: the player seeks without downloading it all
-
-
-async def _correct(request: Request, ctx: HttpContext, job_id: str, index: int, change: Any) -> Response:
-    try:
-        await change
-    except CorrectionError as exc:
-        raise ApiError(400, str(exc), code="invalid_correction") from exc
-    return RedirectResponse(f"/jobs/{job_id}/items/{index}", status_code=303)
-
-
-@router.post("/jobs/{job_id}/items/{index}/segments/{segment}")
-async def edit_segment(request: Request, job_id: str, index: int, segment: int, ctx: Ctx) -> Response:
-    form = await _form(request, ctx)
-    change = ctx.corrections.edit_segment(job_id, index, segment, form.get("text", ""))
-    return await _correct(request, ctx, job_id, index, change)
-
-
-@router.post("/jobs/{job_id}/items/{index}/speaker")
-async def rename_speaker(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    form = await _form(request, ctx)
-    change = ctx.corrections.rename_speaker(job_id, index, form.get("old", ""), form.get("new", ""))
-    return await _correct(request, ctx, job_id, index, change)
-
-
-@router.post("/jobs/{job_id}/items/{index}/revert")
-async def revert(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    await _form(request, ctx)
-    return await _correct(request, ctx, job_id, index, ctx.corrections.revert(job_id, index))
 
 
 @router.get("/upload")
