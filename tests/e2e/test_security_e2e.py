@@ -75,3 +75,27 @@ def test_a_plain_speaker_name_and_text_read_as_before(server: HttpDaemon) -> Non
     srt, vtt = _outputs(server, job_id)
     assert "Asha: echo meeting.txt 12 bytes" in srt and "Speaker 1: second & \u2039last\u203a" in srt
     assert "<v Asha>echo meeting.txt 12 bytes" in vtt and "<v Speaker 1>second &amp; &lt;last&gt;" in vtt
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[2002:7f00:1::]/a.mp3",  # 6to4 of 127.0.0.1
+        "https://[2002:a9fe:a9fe::1]/latest/meta-data/",  # 6to4 of 169.254.169.254
+        "https://[2002:c0a8:101::]:8443/a.mp3",  # 6to4 of 192.168.1.1
+        "https://[2001:0:4136:e378:8000:63bf:80ff:fffe]/a.mp3",  # Teredo, client 127.0.0.1
+        "https://[2001:0:808:808:8000:63bf:f5ff:fefe]/a.mp3",  # Teredo, public server, client 10.0.1.1
+    ],
+)
+def test_a_url_tunnelling_to_a_private_ipv4_is_refused(server: HttpDaemon, url: str) -> None:
+    with server.client() as http:
+        answer = http.post("/v1/jobs", json={"provider": "echo", "inputs": [{"url": url}]})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "url_not_allowed"
+
+
+def test_a_6to4_url_of_a_public_address_is_accepted(server: HttpDaemon) -> None:
+    with server.client() as http:
+        answer = http.post("/v1/jobs", json={"provider": "echo", "inputs": [{"url": "https://[2002:808:808::]/a.mp3"}]})
+        assert answer.status_code == 202, answer.text
+        http.delete(f"/v1/jobs/{answer.json()['job_id']}")  # no route here: it would only retry
