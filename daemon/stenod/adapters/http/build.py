@@ -41,6 +41,7 @@ async def build_http(
     watched: Callable[[], list[dict[str, Any]]],
     status_lines: Callable[[], list[str]],
     configured: Callable[[], set[str]],
+    probe_format: Callable[[Path], str | None],
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more."""
     assert settings.listen is not None
@@ -67,5 +68,6 @@ async def build_http(
         watched=watched,
         status_lines=status_lines,
         configured=configured,
+        probe_format=probe_format,
     )
     return HttpServer(create_app(context), settings.listen, stopping=context.stopping)
