@@ -22,7 +22,7 @@ import structlog
 
 from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
-from stenod.adapters.folders.media_probe import probe_duration
+from stenod.adapters.folders.media_probe import MediaProbe
 from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.folders.watchers import Watchers
 from stenod.adapters.folders.writers import FileSink
@@ -80,6 +80,7 @@ class Daemon:
     metrics: Metrics
     http: httpx.AsyncClient
     sink: FileSink
+    media: MediaProbe  # libav's look at untrusted containers, in a child process
     sources: list[Source] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     health: dict[str, Check] = field(default_factory=dict)
@@ -138,12 +139,14 @@ async def build(
     watch = JobWatch()
     journal.on_change = watch.changed
     sink = FileSink(settings.state_dir / "results")
+    media = MediaProbe()
+    stack.callback(media.close)
     dispatcher = Dispatcher(
         journal,
         providers.runtimes,
         sink,
         settings.retry,
-        probe=probe_duration,
+        probe=media.duration,
         pack_window_seconds=settings.pack_window_seconds,
         progress_interval_seconds=settings.amqp.progress_interval_seconds,
         grace_seconds=settings.shutdown_grace_seconds,
@@ -163,7 +166,7 @@ async def build(
         )
 
     watchers = Watchers(folder, list(settings.watch))
-    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink)
+    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink, media)
     daemon.warn_unavailable(settings.watch)
     daemon.sources.append(watchers)
     lag = LoopLagMonitor()
@@ -237,6 +240,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             status_lines=lambda: [part() for part in daemon.status_parts.values()],
             configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
             json_bytes=amqp.max_body_bytes,
+            probe_format=daemon.media.audio_format,
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

@@ -19,6 +19,7 @@ from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.errors import ConfigError
 from stenod.journal import JournalError
+from stenod.masking import mask_text
 from stenod.requests import options_from_pairs
 from stenod.settings import Settings, load_settings, redacted_dump
 
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"stenod: {exc}", file=sys.stderr)
+        print(f"stenod: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     stenod_logging.configure(fmt=settings.log_format, level=settings.log_level)
     handler: Callable[[argparse.Namespace, Settings], int] = COMMANDS[args.command]
@@ -116,11 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except ConfigError as exc:
         structlog.get_logger("stenod").error("config.invalid", error=str(exc))
-        print(f"stenod: {exc}", file=sys.stderr)
+        print(f"stenod: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except JournalError as exc:  # exit 1: systemd starts us again (a database that is starting)
         structlog.get_logger("stenod").error("journal.unavailable", error=str(exc))
-        print(f"stenod: {exc}", file=sys.stderr)
+        print(f"stenod: {mask_text(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

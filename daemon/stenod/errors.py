@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stenod.masking import mask_text
+
 __all__ = [
     "AuthError",
     "ConfigError",
@@ -41,6 +43,13 @@ class ErrorInfo:
     message: str
     retryable: bool = False
     hint: str | None = None
+
+    def __post_init__(self) -> None:
+        # Errors go to the journal, events, error files and pages: a URL a provider or a
+        # driver quoted back must not carry its password there.
+        object.__setattr__(self, "message", mask_text(self.message))
+        if self.hint:
+            object.__setattr__(self, "hint", mask_text(self.hint))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}

@@ -11,6 +11,7 @@ words' times, otherwise times are shared out by the length of the text.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -148,28 +149,46 @@ def _two_lines(text: str) -> str:
     return text[:cut] + "\n" + text[cut + 1 :]
 
 
+# User text reaches subtitles (a provider's words, a speaker named on the page): it must
+# stay text. WebVTT has escapes; SRT has none, so the characters that would start a tag are
+# swapped for lookalikes. A backslash never reaches pysubs2, which reads \N, \n and \h in
+# any text as line breaks and spaces.
+_SRT_PLAIN = str.maketrans({"<": "\u2039", ">": "\u203a", "\\": "\uff3c"})
+_BACKSLASH = str.maketrans({"\\": "\uff3c"})
+
+
+def _srt_text(text: str) -> str:
+    """``text`` with nothing an SRT player reads as markup (tags, ``{\\an8}``, ``\\N``)."""
+    return text.translate(_SRT_PLAIN)
+
+
+def _vtt_text(text: str) -> str:
+    """``text`` escaped for a WebVTT cue or a voice annotation."""
+    return html.escape(text, quote=False).translate(_BACKSLASH)
+
+
 def _subtitles(t: Transcript, *, vtt: bool) -> pysubs2.SSAFile:
+    plain = _vtt_text if vtt else _srt_text
     subs = pysubs2.SSAFile()
     for cue in cues(t):
-        text = _two_lines(cue.text)
-        if vtt:
-            text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            if cue.speaker:
-                text = f"<v {speaker_label(cue.speaker)}>{text}"
-        elif cue.speaker:
-            text = f"{speaker_label(cue.speaker)}: {text}"
+        lines = _two_lines(" ".join(cue.text.split())).split("\n")
+        text = "\n".join(plain(line) for line in lines)
+        if cue.speaker:
+            name = plain(" ".join(speaker_label(cue.speaker).split()))
+            text = f"<v {name}>{text}" if vtt else f"{name}: {text}"
         start = round(cue.start * 1000)
         end = max(round(cue.end * 1000), start + 1)
-        subs.append(pysubs2.SSAEvent(start=start, end=end, text=text.replace("\n", r"\N")))
+        subs.append(pysubs2.SSAEvent(start=start, end=end, text=text))
     return subs
 
 
 def render_srt(t: Transcript) -> bytes:
-    return _subtitles(t, vtt=False).to_string("srt").encode()
+    # keep_ssa_tags: the text is written as it is, not read as ASS override tags ({...})
+    return _subtitles(t, vtt=False).to_string("srt", keep_ssa_tags=True).encode()
 
 
 def render_vtt(t: Transcript) -> bytes:
-    return _subtitles(t, vtt=True).to_string("vtt").encode()
+    return _subtitles(t, vtt=True).to_string("vtt", keep_ssa_tags=True).encode()
 
 
 def render_tsv(t: Transcript) -> bytes:

@@ -4,7 +4,6 @@ console otherwise; ``job_id``/``provider`` bound through contextvars; secrets re
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
@@ -12,32 +11,7 @@ from typing import Any
 import structlog
 
 from stenod import jsontext
-
-_SECRET_KEYS = (
-    "authorization",
-    "api_key",
-    "apikey",
-    "api-key",
-    "token",
-    "secret",
-    "password",
-    "signature",
-    "credential",
-    "sas",
-    "subscription-key",
-    "x-api-key",
-)
-_SECRET_KEY = re.compile("|".join(re.escape(word) for word in _SECRET_KEYS), re.IGNORECASE)
-_PATTERNS = [
-    re.compile(
-        r"(?i)(?<![\w-])(x-amz-signature|x-amz-credential|sig|se|sp|sv|skoid|sktid|token|key|api_key|apikey)=([^&\s\"']+)"
-    ),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(amqps?://[^:/\s]+:)[^@\s]+(@)"),
-]
-# Matches every text that one of _PATTERNS matches (case-insensitive throughout), so a
-# value without a secret costs one scan instead of three substitutions.
-_ANY_PATTERN = re.compile("(?i)" + "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p in _PATTERNS))
+from stenod.masking import MASK, is_secret_name, mask_text, secrets_in_url
 
 
 class Redactor:
@@ -47,35 +21,34 @@ class Redactor:
         self._values: set[str] = set()
 
     def add_secrets(self, values: Iterable[str | None]) -> None:
-        self._values.update(v for v in values if v and len(v) >= 4)
+        """Mask these values wherever they appear; a URL's password and secret parameters too."""
+        for value in values:
+            if value:
+                self._values.update(v for v in (value, *secrets_in_url(value)) if len(v) >= 4)
 
     def scrub(self, text: str) -> str:
         for value in self._values:
             if value in text:
-                text = text.replace(value, "**********")
-        if _ANY_PATTERN.search(text) is None:
-            return text
-        text = _PATTERNS[0].sub(lambda m: f"{m.group(1)}=**********", text)
-        text = _PATTERNS[1].sub(lambda m: f"{m.group(1)}**********", text)
-        return _PATTERNS[2].sub(lambda m: f"{m.group(1)}**********{m.group(2)}", text)
+                text = text.replace(value, MASK)
+        return mask_text(text)
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, dict):
-            return {k: "**********" if self._secret_key(k) else self._clean(v) for k, v in value.items()}
+            return {k: MASK if self._secret_key(k) else self._clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean(v) for v in value]
         return value
 
     @staticmethod
     def _secret_key(key: object) -> bool:
-        return isinstance(key, str) and _SECRET_KEY.search(key) is not None
+        return isinstance(key, str) and is_secret_name(key)
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in list(event_dict.items()):
             if self._secret_key(key):
-                event_dict[key] = "**********"
+                event_dict[key] = MASK
             else:
                 event_dict[key] = self._clean(value)
         return event_dict

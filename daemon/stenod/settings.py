@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    AnyUrl,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stenod.errors import ConfigError
+from stenod.masking import mask_text, masked
 from stenod.provider import Task
 
 SYSTEM_CONFIG = Path("/etc/stenod/stenod.toml")
@@ -355,25 +355,10 @@ def check_listen(listen: str, *, keys: bool) -> None:
 
 
 def redacted_dump(settings: Settings) -> dict[str, Any]:
-    """The effective configuration with every secret masked (``stenod config``)."""
+    """The effective configuration with every secret masked (``stenod config``): every value
+    under a secret's name, every URL password and secret URL parameter anywhere."""
     data = settings.model_dump(mode="json")
-    data["http"]["api_keys"] = ["**********" for _ in settings.http.api_keys]
-    if settings.amqp.url is not None:
-        data["amqp"]["url"] = _mask_url(settings.amqp.url.get_secret_value())
-    if settings.journal.url is not None:
-        data["journal"]["url"] = _mask_url(settings.journal.url.get_secret_value())
-    for section in data.get("providers", {}).values():
-        for key in list(section):
-            if any(word in key.lower() for word in ("key", "secret", "token", "password", "sas", "credential")):
-                section[key] = "**********" if section[key] else section[key]
-    return data
-
-
-def _mask_url(url: str) -> str:
-    try:
-        parsed = AnyUrl(url)
-    except ValueError:
-        return "**********"
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":**********@", 1)
-    return url
+    for name, secret in (("amqp", settings.amqp.url), ("journal", settings.journal.url)):
+        if secret is not None and "://" in (url := secret.get_secret_value()):
+            data[name]["url"] = mask_text(url)  # the URL's shape helps; a conninfo string stays stars
+    return dict(masked(data))

@@ -14,18 +14,17 @@ file from which no audio at all can be decoded fails (``corrupt_audio``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Self
 
 import av
 import av.container
-import numpy as np
 from av.audio.stream import AudioStream
 
 from stenod.provider import PermanentError
 
-__all__ = ["SAMPLE_RATE", "PcmStream", "decode"]
+__all__ = ["SAMPLE_RATE", "PcmStream"]
 
 SAMPLE_RATE = 16000
 """Output rate: Whisper's feature extractor works on 16 kHz audio."""
@@ -194,25 +193,6 @@ class PcmStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def decode(
-    fileobj: IO[bytes], label: str, *, on_progress: Callable[[float], None], report_seconds: float = 30.0
-) -> tuple[np.ndarray[Any, np.dtype[np.float32]], list[str]]:
-    """The whole file as one float32 array (what faster-whisper takes) and what was lost
-    (:attr:`PcmStream.problems`). ``on_progress`` gets the share of the file decoded, at
-    least every ``report_seconds`` of audio. Raises PermanentError as :class:`PcmStream`."""
-    pcm = bytearray()
-    with PcmStream(fileobj, label) as audio:
-        reported = 0.0
-        for chunk in audio.chunks():
-            pcm += chunk
-            if audio.decoded_seconds - reported >= report_seconds:
-                reported = audio.decoded_seconds
-                declared = audio.declared_seconds
-                on_progress(min(1.0, reported / declared) if declared else audio.read_fraction)
-        problems = audio.problems
-    return np.frombuffer(pcm, dtype=np.float32), problems
 
 
 def _reason(exc: BaseException) -> str:

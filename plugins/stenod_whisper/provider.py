@@ -219,6 +219,7 @@ class WhisperProvider:
             "detect_only": options.detect_language_only,
             "batch_size": s.batch_size,
             "batch_min_seconds": s.batch_min_seconds,
+            "max_audio_seconds": s.max_audio_seconds,
         }
 
     async def submit(self, batch: Batch, ctx: StepContext) -> Handle:

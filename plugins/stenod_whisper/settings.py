@@ -56,6 +56,9 @@ class WhisperSettings(ProviderSettings):
     vad_filter: bool = Field(default=True, description="skip silence and music (no invented text over them)")
     word_timestamps: bool = False
     idle_unload_seconds: float = Field(default=300.0, ge=0, description="free the model when idle; 0: never")
+    max_audio_seconds: float = Field(
+        default=21600.0, gt=0, description="longer files fail with too_long (6 h; duration, not size, costs memory)"
+    )
     stall_timeout_seconds: float = Field(
         default=900.0, gt=0, description="a worker silent this long on one file is stopped"
     )

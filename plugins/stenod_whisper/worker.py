@@ -20,11 +20,12 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from stenod.provider import BatchItem, PermanentError, Segment, Transcript, Word
-from stenod_whisper.audio import SAMPLE_RATE, decode
+from stenod_whisper.audio import PcmStream
 from stenod_whisper.segments import segment_json, segment_of, sentences, words_of
+from stenod_whisper.windows import Window, head, windows
 
 __all__ = ["initialize", "transcribe"]
 
@@ -85,23 +86,22 @@ def _exit_with_daemon(channel: socket.socket) -> None:
 
 
 def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str, Any]:
-    """Transcribe (or translate to English) one file.
+    """Transcribe (or translate to English) one file, one bounded window of audio at a time.
 
     Returns ``{"transcript": …, "warnings": […]}`` or ``{"error": ErrorInfo json}`` for a
-    file that cannot be transcribed.
+    file that cannot be transcribed (``too_long`` past ``max_audio_seconds``, among others).
     """
     worker = _worker
     if worker is None:
         raise RuntimeError("stenod_whisper worker used without its initializer")
     worker.send({"token": token, "kind": "started", "pid": os.getpid()})
     try:
-        with item.open() as fileobj:
-            audio, warnings = decode(
-                fileobj,
-                str(item.path),
-                on_progress=lambda share: worker.send({"token": token, "kind": "alive", "decoded": share}),
-            )
-        transcript = _recognise(worker, token, audio, request)
+        with item.open() as fileobj, PcmStream(fileobj, str(item.path)) as audio:
+            if request.get("detect_only"):
+                transcript = _detect(worker, audio)
+            else:
+                transcript = _recognise(worker, token, audio, request)
+            warnings = audio.problems
         return {"transcript": transcript.to_json(), "warnings": warnings}
     except PermanentError as exc:
         return {"error": exc.info().to_json()}
@@ -111,17 +111,19 @@ def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str
         worker.send({"token": token, "kind": "done"})
 
 
-def _recognise(worker: _Worker, token: int, audio: Any, request: dict[str, Any]) -> Transcript:
-    duration = len(audio) / SAMPLE_RATE
-    if request.get("detect_only"):
-        language, probability, _ = worker.model.detect_language(audio[: 30 * SAMPLE_RATE])
-        return Transcript(
-            text="",
-            language=language,
-            language_probability=round(probability, 4),
-            duration=round(duration, 3),
-            provider="whisper",
-        )
+def _detect(worker: _Worker, audio: PcmStream) -> Transcript:
+    samples = head(audio)
+    language, probability, _ = worker.model.detect_language(samples)
+    return Transcript(
+        text="",
+        language=language,
+        language_probability=round(probability, 4),
+        duration=round(audio.declared_seconds or audio.decoded_seconds, 3),
+        provider="whisper",
+    )
+
+
+def _options(request: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
         "language": request["language"],
         "task": request["task"],
@@ -133,38 +135,76 @@ def _recognise(worker: _Worker, token: int, audio: Any, request: dict[str, Any])
     }
     if request["temperature"] is not None:
         options["temperature"] = request["temperature"]
-    batch_size = request["batch_size"]
-    batched = batch_size > 1 and duration >= request["batch_min_seconds"]
-    if batched:
-        if worker.batched is None:
-            from faster_whisper import BatchedInferencePipeline
+    return options
 
-            worker.batched = BatchedInferencePipeline(worker.model)
-        # Timestamps off (with them on, the batched path drops whole sentences: faster-whisper's
-        # issue #1427; measured here WER 0.051 → 0.094), word times on: a chunk is then cut into
-        # sentences timed by their words (segments.sentences), as the plain decoder would give.
-        options["word_timestamps"] = True
-        pieces, info = worker.batched.transcribe(audio, batch_size=batch_size, without_timestamps=True, **options)
-    else:
-        pieces, info = worker.model.transcribe(audio, **options)
+
+def _recognise(worker: _Worker, token: int, audio: PcmStream, request: dict[str, Any]) -> Transcript:
+    options = _options(request)
     segments: list[Segment] = []
     words: list[Word] = []
     raw: list[str] = []  # as the model wrote them: a leading space where the script uses spaces
-    for piece in pieces:
-        raw.append(piece.text)
-        words.extend(words_of(piece))
-        done = min(0.99, piece.end / duration) if duration else 0.99
-        for part in sentences(piece) if batched else [segment_of(piece)]:
-            segment = replace(part, extra={**part.extra, "id": len(segments)}) if batched else part
-            segments.append(segment)
-            worker.send({"token": token, "kind": "segment", "done": done, "segment": segment_json(segment)})
-    detected = request["language"] is None
+    detected: tuple[str, float] | None = None
+    for window in windows(
+        audio,
+        max_seconds=request["max_audio_seconds"],
+        on_progress=lambda share: worker.send({"token": token, "kind": "alive", "decoded": share}),
+    ):
+        pieces, info, batched = _transcribe_window(worker, window, request, options)
+        if detected is None:
+            detected = (info.language, info.language_probability)
+            if options["language"] is None:  # later windows keep the language the first one heard
+                options["language"] = info.language
+        total = audio.declared_seconds or 0.0
+        for piece in pieces:
+            raw.append(piece.text)
+            words.extend(_shifted(w, window.offset) for w in words_of(piece))
+            end = window.offset + piece.end
+            done = min(0.99, end / total) if total else min(0.99, audio.read_fraction)
+            for part in sentences(piece) if batched else [segment_of(piece)]:
+                segment = _shifted(part, window.offset)
+                if batched or window.offset:  # numbered across the file, not per window
+                    segment = replace(segment, extra={**segment.extra, "id": len(segments)})
+                segments.append(segment)
+                worker.send({"token": token, "kind": "segment", "done": done, "segment": segment_json(segment)})
+    language, probability = detected or (request["language"] or "", 0.0)
     return Transcript(
         text="".join(raw).strip(),
-        language=("en" if request["task"] == "translate" else request["language_tag"] or info.language),
-        language_probability=round(info.language_probability, 4) if detected else None,
-        duration=round(duration, 3),
+        language=("en" if request["task"] == "translate" else request["language_tag"] or language),
+        language_probability=round(probability, 4) if request["language"] is None else None,
+        duration=round(audio.decoded_seconds, 3),
         segments=tuple(segments),
         words=tuple(words) if request["word_timestamps"] else None,
         provider="whisper",
     )
+
+
+def _transcribe_window(
+    worker: _Worker, window: Window, request: dict[str, Any], options: dict[str, Any]
+) -> tuple[Any, Any, bool]:
+    """faster-whisper's lazy segments of one window, its info, and whether it ran batched."""
+    batch_size = request["batch_size"]
+    batched = batch_size > 1 and window.seconds >= request["batch_min_seconds"]
+    if not batched:
+        pieces, info = worker.model.transcribe(window.samples, **options)
+        return pieces, info, False
+    if worker.batched is None:
+        from faster_whisper import BatchedInferencePipeline
+
+        worker.batched = BatchedInferencePipeline(worker.model)
+    # Timestamps off (with them on, the batched path drops whole sentences: faster-whisper's
+    # issue #1427; measured here WER 0.051 → 0.094), word times on: a chunk is then cut into
+    # sentences timed by their words (segments.sentences), as the plain decoder would give.
+    pieces, info = worker.batched.transcribe(
+        window.samples, batch_size=batch_size, without_timestamps=True, **{**options, "word_timestamps": True}
+    )
+    return pieces, info, True
+
+
+_Timed = TypeVar("_Timed", Segment, Word)
+
+
+def _shifted(timed: _Timed, offset: float) -> _Timed:
+    """``timed`` moved from its window's clock to the file's."""
+    if not offset:
+        return timed
+    return replace(timed, start=round(timed.start + offset, 3), end=round(timed.end + offset, 3))

@@ -1,9 +1,9 @@
 """Fuzzing file contents: random bytes with audio extensions, files cut short at any byte,
 bytes overwritten in valid recordings, zero-length files and very long silence.
 
-Two places read a file's content: the daemon itself, which probes the duration before
-any upload (``media_probe``, libav in the daemon's own process, so it must never crash
-or hang), and the offline provider's worker processes (``whisper``). For every example:
+Two places read a file's content: the probe of a container's duration and format
+(``media_probe``, run by the daemon in a child process; it should still never crash or
+hang), and the offline provider's worker processes (``whisper``). For every example:
 the probe answers a duration or "unknown", the provider transcribes the file or fails it
 with a known code naming it, the provider still works afterwards, and nothing is written
 outside the folder of the inputs. ``stenod transcribe`` is run once over one of each.

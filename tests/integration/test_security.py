@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -276,6 +277,31 @@ async def test_a_request_url_whose_name_resolves_to_a_non_public_address_is_reje
         journal.close()
     assert isinstance(outcome, Rejected) and outcome.code == "url_not_allowed", outcome
     assert answer.split("%")[0].removeprefix("::ffff:") in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "inside"),
+    [
+        ("2002:7f00:1::", "127.0.0.1"),
+        ("2002:a9fe:a9fe::", "169.254.169.254"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "127.0.0.1"),
+        ("2001:0:808:808:8000:63bf:f5ff:fefe", "10.0.1.1"),
+    ],
+)
+async def test_a_dns_answer_tunnelling_to_a_private_ipv4_is_judged_as_that_ipv4(answer: str, inside: str) -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["2606:4700::1111", answer]
+
+    with pytest.raises(UrlRefused, match=re.escape(f"address {inside} ")):
+        await UrlPolicy().resolve(UrlPolicy().check_syntax("https://media.example.org/a.mp3"), resolver)
+
+
+async def test_a_dns_answer_of_6to4_around_a_public_ipv4_passes() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["2002:808:808::1"]
+
+    url = UrlPolicy().check_syntax("https://media.example.org/a.mp3")
+    assert await UrlPolicy().resolve(url, resolver) == "2002:808:808::1"
 
 
 @pytest.mark.parametrize(

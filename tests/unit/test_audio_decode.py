@@ -11,7 +11,7 @@ import pytest
 
 from stenod.provider import PermanentError
 from stenod_whisper.audio import SAMPLE_RATE, PcmStream
-from stenod_whisper.audio import decode as decode_all
+from stenod_whisper.windows import windows
 from tests.speech import FORMATS, SENTENCES, long_speech, synthesise
 
 
@@ -49,11 +49,13 @@ def test_pcm_is_whole_float_samples(speech: dict[str, Path]) -> None:
     assert all(len(c) % 4 == 0 for c in chunks)
 
 
-def test_the_whole_file_becomes_one_float_array_in_range(speech: dict[str, Path]) -> None:
+def test_a_short_file_is_one_float_window_in_range(speech: dict[str, Path]) -> None:
     reports: list[float] = []
-    with speech["mp3"].open("rb") as f:
-        samples, problems = decode_all(f, "speech.mp3", on_progress=reports.append, report_seconds=0.5)
-    assert samples.dtype.name == "float32" and len(samples) / SAMPLE_RATE == pytest.approx(
+    with speech["mp3"].open("rb") as f, PcmStream(f, "speech.mp3") as audio:
+        [window] = windows(audio, max_seconds=3600, on_progress=reports.append, report_seconds=0.5)
+        problems = audio.problems
+    samples = window.samples
+    assert samples.dtype.name == "float32" and window.seconds == pytest.approx(
         seconds(decode(speech["wav"])[0]), abs=0.1
     )
     assert float(abs(samples).max()) <= 1.0 and float(abs(samples).max()) > 0 and problems == []

@@ -9,7 +9,16 @@ import math
 import pysubs2
 import pytest
 
-from stenod.formats import CUE_CHARS, CUE_SECONDS, LINE_CHARS, cues, render_json, render_srt, render_tsv
+from stenod.formats import (
+    CUE_CHARS,
+    CUE_SECONDS,
+    LINE_CHARS,
+    cues,
+    render_json,
+    render_srt,
+    render_tsv,
+    render_vtt,
+)
 from stenod.provider import Segment, Transcript, Word
 
 LONG = (
@@ -61,6 +70,17 @@ def test_srt_cues_have_at_most_two_balanced_lines() -> None:
     for event in srt:
         lines = event.plaintext.split("\n")
         assert len(lines) <= 2 and all(len(line) <= LINE_CHARS + 10 for line in lines)
+
+
+def test_a_provider_word_with_a_line_break_in_it_cannot_start_a_new_cue() -> None:
+    text = f"{LONG} {LONG} {LONG}"
+    words = list(timed_words(text, 0.0))
+    words[3] = Word(words[3].start, words[3].end, "at\n\n9\n00:00:00,000-->09:00:00,000\n<b>x</b>")
+    transcript = Transcript(text, segments=(Segment(0.0, words[-1].end, text),), words=tuple(words))
+    srt = render_srt(transcript).decode()
+    vtt = render_vtt(transcript).decode()
+    assert srt.count("-->") == vtt.count("-->") == len(cues(transcript))
+    assert "<" not in srt.replace("-->", "") and "<b>" not in vtt
 
 
 def test_tsv_has_whispers_columns_in_milliseconds() -> None:

@@ -85,6 +85,20 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def embedded_addresses(ip: IPAddress) -> tuple[IPAddress, ...]:
+    """The addresses a connection to ``ip`` reaches: the IPv4 ones inside an IPv4-mapped,
+    6to4 (``2002::/16``) or Teredo (``2001::/32``: its server and its client) address,
+    else ``ip`` itself."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return (ip.ipv4_mapped,)
+        if ip.sixtofour is not None:
+            return (ip.sixtofour,)
+        if ip.teredo is not None:
+            return ip.teredo
+    return (ip,)
+
+
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     """Which URLs and addresses may be fetched. ``allowed_networks`` are allowed even when private."""
@@ -109,10 +123,16 @@ class UrlPolicy:
         return url
 
     def check_address(self, text: str) -> None:
-        """Refuse an address that is not public (unless allowed). Raises UrlRefused."""
-        ip: IPAddress = ipaddress.ip_address(text.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        """Refuse an address that is not public (unless allowed). Raises UrlRefused.
+
+        An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo) is judged as the
+        IPv4 inside: a relay or a dual stack delivers it there, so ``2002:7f00:1::`` is
+        loopback however global its IPv6 prefix looks.
+        """
+        for ip in embedded_addresses(ipaddress.ip_address(text.split("%", 1)[0])):
+            self._check_one(ip)
+
+    def _check_one(self, ip: IPAddress) -> None:
         if any(ip in net for net in self.allowed_networks):
             return
         if ip.is_multicast or ip.is_unspecified or ip.is_reserved:

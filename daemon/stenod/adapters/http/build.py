@@ -44,6 +44,7 @@ async def build_http(
     status_lines: Callable[[], list[str]],
     configured: Callable[[], set[str]],
     json_bytes: int,
+    probe_format: Callable[[Path], str | None],
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more.
     ``json_bytes`` caps a JSON request body (the queue's ``max_body_bytes``)."""
@@ -74,6 +75,7 @@ async def build_http(
         watched=watched,
         status_lines=status_lines,
         configured=configured,
+        probe_format=probe_format,
     )
     # The machine's names may take a resolver's answer: off the loop.
     hosts = await asyncio.to_thread(HostNames, parse_listen(settings.listen)[0], settings.allowed_hosts)

@@ -48,6 +48,7 @@ class HttpContext:
     watched: Callable[[], list[dict[str, Any]]]  # the watched folders, for the status page
     status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
     configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
+    probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
 
 
 def _context(request: Request) -> HttpContext:

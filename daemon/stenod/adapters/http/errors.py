@@ -35,6 +35,7 @@ _CLIENT_CODES = frozenset(
         "unsupported_task",
         "invalid_options",
         "over_limit",
+        "too_long",
         "input_changed",
     }
 )

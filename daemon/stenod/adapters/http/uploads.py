@@ -14,7 +14,6 @@ from pathlib import Path
 
 from starlette.requests import ClientDisconnect, Request
 
-from stenod.adapters.folders.media_probe import probe_audio_format
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import SERVER, ApiError, for_failure
 from stenod.adapters.http.spool import BadUpload, SpooledFile, SpooledForm, UploadTooLarge
@@ -52,7 +51,7 @@ async def submit_upload(ctx: HttpContext, form: SpooledForm, field: str, spec: J
     """Commit a job for the form's file; the spool is dropped if no job keeps it."""
     spooled = upload_of(form, field)
     try:
-        await _known_format(spooled, field)
+        await _known_format(ctx, spooled, field)
         outcome = await ctx.intake.accept_upload(
             spec,
             Upload(spooled.name, str(spooled.path), spooled.size, spooled.device, spooled.inode, spooled.sha256),
@@ -85,13 +84,13 @@ def _param_of(code: str) -> str | None:
     }.get(code)
 
 
-async def _known_format(spooled: SpooledFile, field: str) -> None:
+async def _known_format(ctx: HttpContext, spooled: SpooledFile, field: str) -> None:
     """Give a file without a usable extension (Bazarr's ``audio_file``) the one its content
     has; refuse at once what is not audio at all."""
     extension = spooled.path.suffix.lower().lstrip(".")
     if extension:
         return
-    found = await asyncio.to_thread(probe_audio_format, spooled.path)
+    found = await asyncio.to_thread(ctx.probe_format, spooled.path)
     if found is None:
         raise ApiError(
             400,
@@ -152,7 +151,7 @@ async def keep_uploads(ctx: HttpContext, form: SpooledForm, spec: JobSpec) -> li
     accepted: list[str] = []
     for spooled in form.files:
         spooled.path = folder / spooled.path.name
-        await _known_format(spooled, "file")
+        await _known_format(ctx, spooled, "file")
         outcome = await ctx.intake.accept_upload(
             spec,
             Upload(spooled.name, str(spooled.path), spooled.size, spooled.device, spooled.inode, spooled.sha256),
