@@ -2,7 +2,7 @@
 
 import sys
 
-from stenod.cli import main
+from stenod.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

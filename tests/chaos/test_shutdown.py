@@ -19,10 +19,10 @@ from stenod.adapters.amqp.topology import BrokerLink, request_queue_arguments
 from stenod.adapters.downloads.url_fetch import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.fault_points import SIGTERM_AT, STARTUP_POINTS
-from stenod.request_intake import RequestIntake
+from stenod.intake.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
-from stenod.stepper import ProviderRuntime
 from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
 from tests.e2e.harness import Daemon, wait_for
 from tests.fakes.scripted import ScriptedProvider

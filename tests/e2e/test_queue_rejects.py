@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stenod.schemas import EventData
+from stenod.cli.schemas import EventData
 from tests.amqp_support import QueueDaemon, queue_daemon
 
 BIG = 1024 * 1024

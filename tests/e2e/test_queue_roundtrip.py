@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from stenod.schemas import EventData
+from stenod.cli.schemas import EventData
 from tests.amqp_support import queue_daemon
 from tests.e2e.harness import STENOD
 

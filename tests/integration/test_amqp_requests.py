@@ -1,4 +1,4 @@
-"""The request schema and the rules that need no I/O (stenod.requests)."""
+"""The request schema and the rules that need no I/O (stenod.intake.request_message)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from stenod.intake.request_message import ProviderInfo, Rejected, Request, check_request, parse_body
 from stenod.provider import Limits, Task
-from stenod.requests import ProviderInfo, Rejected, Request, check_request, parse_body
 
 
 class ShoutOptions(BaseModel):

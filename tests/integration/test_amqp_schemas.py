@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stenod import schemas
+from stenod.cli import schemas
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -15,7 +15,7 @@ def test_shipped_schemas_match_the_models():
         for name, text in schemas.render().items()
         if not (SHIPPED / name).exists() or (SHIPPED / name).read_text(encoding="utf-8") != text
     ]
-    assert not stale, f"regenerate with: python -m stenod.schemas schemas  (stale: {stale})"
+    assert not stale, f"regenerate with: python -m stenod.cli.schemas schemas  (stale: {stale})"
 
 
 def test_check_mode_fails_when_a_shipped_file_differs(tmp_path):

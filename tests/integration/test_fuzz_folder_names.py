@@ -13,9 +13,9 @@ from stenod.adapters.folders.files import is_ignored_name
 from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.dispatcher import Dispatcher
+from stenod.dispatch.dispatcher import Dispatcher
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.settings import RetrySettings, WatchRule
-from stenod.stepper import ProviderRuntime
 from tests.fakes.scripted import ScriptedProvider
 
 NAME_BYTES = st.binary(min_size=1, max_size=255).filter(

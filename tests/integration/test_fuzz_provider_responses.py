@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 
 from stenod.adapters.folders.writers import FileSink, safe_stem
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.dispatcher import Dispatcher
+from stenod.dispatch.dispatcher import Dispatcher
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.jobs import ItemState
 from stenod.journal import NewItem, NewJob, OpenItem
 from stenod.provider import (
@@ -47,7 +48,6 @@ from stenod.provider import (
     provider_http_errors,
 )
 from stenod.settings import RetrySettings
-from stenod.stepper import ProviderRuntime
 from stenod_sarvam import SarvamProvider
 from stenod_sarvam.options import SarvamOptions, SarvamSettings
 from stenod_vachana import VachanaProvider

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from stenod.adapters.downloads.url_fetch import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.request_intake import CANCEL_TYPE, REQUEST_TYPE, Accepted, Delivery, RequestIntake, Retry
-from stenod.requests import Rejected
-from stenod.stepper import ProviderRuntime
+from stenod.dispatch.stepper import ProviderRuntime
+from stenod.intake.request_intake import CANCEL_TYPE, REQUEST_TYPE, Accepted, Delivery, RequestIntake, Retry
+from stenod.intake.request_message import Rejected
 from tests.amqp_support import QueueDaemon, queue_daemon
 from tests.chaos.fuzzing import Tally, fuzz_settings, tree
 from tests.fakes.scripted import ScriptedProvider

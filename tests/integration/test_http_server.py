@@ -26,11 +26,11 @@ from stenod.adapters.http.context import Check
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.corrections import Corrections
 from stenod.errors import ConfigError
+from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.loop_lag import LoopLagMonitor
-from stenod.metrics import Metrics
-from stenod.request_intake import RequestIntake
 from stenod.settings import HttpSettings, check_listen, parse_listen
+from stenod.wiring.metrics import PrometheusMetrics
 
 
 def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class Flag:
 
 @asynccontextmanager
 async def serving(
-    tmp: Path, checks: Mapping[str, Check], metrics: Metrics | None = None, **http: object
+    tmp: Path, checks: Mapping[str, Check], metrics: PrometheusMetrics | None = None, **http: object
 ) -> AsyncIterator[httpx.AsyncClient]:
     journal = SqliteJournal.open(tmp / "journal.db")
     intake = RequestIntake(
@@ -69,7 +69,7 @@ async def serving(
         journal=journal,
         watch=JobWatch(),
         checks=checks,
-        registry=(metrics or Metrics()).registry,
+        registry=(metrics or PrometheusMetrics()).registry,
         providers=lambda: ([], {}),
         notify=lambda: None,
         wake_urls=lambda: None,
@@ -146,7 +146,7 @@ async def test_a_check_that_raises_is_unhealthy(tmp_path: Path) -> None:
 
 
 async def test_metrics_values_move_as_jobs_run(tmp_path: Path) -> None:
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     async with serving(tmp_path, {}, metrics) as http:
         metrics.job_state("whisper", "accepted")
         first = (await http.get("/metrics")).text
@@ -194,7 +194,7 @@ async def test_a_busy_port_is_a_configuration_error(tmp_path: Path) -> None:
             journal=journal,
             watch=JobWatch(),
             checks={},
-            registry=Metrics().registry,
+            registry=PrometheusMetrics().registry,
             providers=lambda: ([], {}),
             notify=lambda: None,
             wake_urls=lambda: None,

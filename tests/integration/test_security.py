@@ -36,13 +36,13 @@ from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.source import FolderSource
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.dispatcher import Dispatcher
+from stenod.dispatch.dispatcher import Dispatcher
+from stenod.dispatch.stepper import ProviderRuntime
+from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
+from stenod.intake.request_message import Rejected
 from stenod.jobs import JobView
 from stenod.provider import ItemResult, Transcript
-from stenod.request_intake import Accepted, Delivery, RequestIntake
-from stenod.requests import Rejected
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule
-from stenod.stepper import ProviderRuntime
 from tests.chaos.fuzzing import Tally, fuzz_settings
 from tests.fakes.scripted import ScriptedProvider
 from tests.integration.test_amqp_url_fetch import ALIAS, Listener, serving

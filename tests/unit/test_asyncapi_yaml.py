@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stenod import schemas
+from stenod.cli import schemas
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.yaml"
 

@@ -14,14 +14,14 @@ import pytest
 
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.dispatcher import Dispatcher
+from stenod.dispatch.dispatcher import Dispatcher
+from stenod.dispatch.pacing import backoff_delay
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ErrorInfo, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
 from stenod.journal import NewItem, NewJob
-from stenod.pacing import backoff_delay
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
-from stenod.stepper import ProviderRuntime
 from tests.fakes.scripted import ScriptedProvider
 
 POLICY = RetrySettings(max_attempts=3, base_seconds=0.02, max_seconds=0.1)

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.pacing import ProviderPauses
+from stenod.dispatch.pacing import ProviderPauses
 
 
 async def test_a_pause_holds_at_once_and_a_restarted_daemon_reads_what_it_recorded(tmp_path):

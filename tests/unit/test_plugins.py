@@ -10,7 +10,7 @@ import pytest
 
 import stenod.provider
 from stenod.errors import ConfigError
-from stenod.plugins import Broken, Catalogue, Loaded, check_provider_class
+from stenod.wiring.plugin_discovery import Broken, Catalogue, Loaded, check_provider_class
 from tests.fakes.scripted import ScriptedProvider
 
 STENOD = [sys.executable, "-m", "stenod"]

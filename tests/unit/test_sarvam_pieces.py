@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from stenod.plugins import check_provider_class
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
+from stenod.wiring.plugin_discovery import check_provider_class
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
 from stenod_sarvam.api import JobStatus, raise_for_status
 from stenod_sarvam.results import remote_state, status_of, transcript_of

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stenod.cli import main
+from stenod.cli.main import main
 from stenod.errors import ConfigError
 from stenod.settings import load_settings
 

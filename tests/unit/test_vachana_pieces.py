@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from stenod.plugins import check_provider_class
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError
+from stenod.wiring.plugin_discovery import check_provider_class
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings
 from stenod_vachana.api import JobStatus, raise_for_status
 from stenod_vachana.provider import request_id_for

@@ -1,5 +1,5 @@
 """The AMQP source: consumes requests and cancels from the request queue; the core's
-request intake (:mod:`stenod.request_intake`) decides what each one becomes.
+request intake (:mod:`stenod.intake.request_intake`) decides what each one becomes.
 
 A message is acked only after its job is committed to the journal (then the journal
 owns it and it runs without holding the message, so the broker's consumer timeout never
@@ -27,9 +27,9 @@ from stenod.adapters.amqp.relay_process import RelayProcess
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
 from stenod.events import utc_now
 from stenod.fault_points import sigterm_at
+from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
+from stenod.intake.request_message import Rejected
 from stenod.journal import Journal
-from stenod.request_intake import Accepted, Delivery, RequestIntake
-from stenod.requests import Rejected
 from stenod.settings import AmqpSettings, Settings
 
 log = structlog.get_logger("stenod.amqp")

@@ -21,8 +21,8 @@ from stenod.adapters.downloads.url_fetch import (
 )
 from stenod.adapters.folders.files import FileRefused, open_regular
 from stenod.adapters.thread_lane import ThreadLane
+from stenod.intake.request_message import Rejected
 from stenod.journal import NewItem
-from stenod.requests import Rejected
 
 __all__ = ["LocalInputs", "local_input"]
 

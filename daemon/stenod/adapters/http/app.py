@@ -17,7 +17,7 @@ from stenod.adapters.http.context import HttpContext, require_key
 from stenod.adapters.http.errors import install_handlers
 from stenod.adapters.http.front_door import FrontDoor, HostNames
 from stenod.adapters.http.page.errors import install_page_handlers
-from stenod.requests import Request as StenodRequest
+from stenod.intake.request_message import Request as StenodRequest
 
 __all__ = ["create_app"]
 

@@ -22,8 +22,8 @@ from stenod.adapters.http.context import Ctx, HttpContext, require_key_or_keyles
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.uploads import receive, submit_upload, transcript_of, upload_of, wait_finished
 from stenod.formats import render_srt, render_tsv, render_vtt
+from stenod.intake.request_message import JobSpec
 from stenod.provider import Transcript, language_name
-from stenod.requests import JobSpec
 
 __all__ = ["router"]
 

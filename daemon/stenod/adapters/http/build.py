@@ -18,9 +18,9 @@ from stenod.adapters.http.server import HttpServer
 from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
+from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
-from stenod.request_intake import RequestIntake
 from stenod.settings import HttpSettings, parse_listen
 
 __all__ = ["build_http"]

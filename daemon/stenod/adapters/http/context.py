@@ -16,9 +16,9 @@ from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
+from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
-from stenod.request_intake import RequestIntake
 
 __all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
 

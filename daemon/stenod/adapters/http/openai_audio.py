@@ -24,8 +24,8 @@ from stenod.adapters.http.spool import SpooledFile, SpooledForm
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import receive, submit_upload, transcript_of, upload_of, wait_finished
 from stenod.formats import render_srt, render_vtt
+from stenod.intake.request_message import JobSpec
 from stenod.provider import Transcript, language_name
-from stenod.requests import JobSpec
 
 __all__ = ["router"]
 

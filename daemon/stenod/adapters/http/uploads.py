@@ -17,10 +17,10 @@ from starlette.requests import ClientDisconnect, Request
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import SERVER, ApiError, for_failure
 from stenod.adapters.http.spool import BadUpload, SpooledFile, SpooledForm, UploadTooLarge
+from stenod.intake.request_intake import Accepted, Retry, Upload
+from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
-from stenod.request_intake import Accepted, Retry, Upload
-from stenod.requests import JobSpec, Rejected
 
 __all__ = ["keep_uploads", "receive", "submit_upload", "transcript_of", "upload_of", "wait_finished"]
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pacing
+from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pauses
 from stenod.adapters.sql.emit import Emitter
 from stenod.adapters.sql.reads import Driver, SqlReads
 from stenod.adapters.sql.statements import Op
@@ -164,12 +164,12 @@ class SqlJournal(SqlReads):
     async def pause_provider(self, provider: str, seconds: float) -> None:
         """The provider asked to be left alone for ``seconds`` (every instance holds back)."""
         until = self._clock() + seconds
-        await self._change(lambda: pacing.pause(provider, until))
+        await self._change(lambda: pauses.pause(provider, until))
 
     async def provider_pauses(self) -> dict[str, float]:
         """Seconds each paused provider is still to be left alone."""
         now = self._clock()
-        paused = await self._read(lambda: pacing.pauses(now))
+        paused = await self._read(lambda: pauses.pauses(now))
         return {provider: until - now for provider, until in paused.items()}
 
     async def release_leases(self) -> None:

@@ -28,9 +28,9 @@ from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.spool import BadUpload, UploadTooLarge
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import keep_uploads
+from stenod.intake.request_intake import Accepted
+from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobView
-from stenod.request_intake import Accepted
-from stenod.requests import JobSpec, Rejected
 
 __all__ = ["router", "static"]
 

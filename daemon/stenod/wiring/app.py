@@ -30,19 +30,19 @@ from stenod.adapters.sql.journal import default_instance_id
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
-from stenod.dispatcher import Dispatcher
+from stenod.dispatch.dispatcher import Dispatcher
 from stenod.errors import ConfigError
 from stenod.events_wait import first_of
 from stenod.fault_points import sigterm_at
+from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal, JournalError
 from stenod.logging import REDACTOR
 from stenod.loop_lag import LoopLagMonitor
-from stenod.metrics import Metrics
-from stenod.plugins import Catalogue
-from stenod.provider_setup import Providers, load_providers
-from stenod.request_intake import RequestIntake
 from stenod.settings import Settings, WatchRule, load_settings
+from stenod.wiring.metrics import PrometheusMetrics
+from stenod.wiring.plugin_discovery import Catalogue
+from stenod.wiring.provider_setup import Providers, load_providers
 
 log = structlog.get_logger("stenod.app")
 
@@ -77,7 +77,7 @@ class Daemon:
     providers: Providers
     dispatcher: Dispatcher
     watchers: Watchers
-    metrics: Metrics
+    metrics: PrometheusMetrics
     http: httpx.AsyncClient
     sink: FileSink
     media: MediaProbe  # libav's look at untrusted containers, in a child process
@@ -134,7 +134,7 @@ async def build(
     journal, journal_service = await open_journal(settings)
     stack.push_async_callback(journal.aclose)
     providers = await load_providers(settings, http, stack, catalogue)
-    metrics = Metrics()
+    metrics = PrometheusMetrics()
     metrics.instance(journal.instance_id)
     watch = JobWatch()
     journal.on_change = watch.changed

@@ -1,9 +1,9 @@
 """The dispatcher: the only component that calls providers.
 
 It packs open items into provider jobs within each provider's limits, launches each job's
-next step when it is due (:mod:`stenod.stepper` runs the step: submit, poll, fetch, retry),
+next step when it is due (:mod:`stenod.dispatch.stepper` runs the step: submit, poll, fetch, retry),
 cancels what was cancelled, and finishes items that need no provider (a reused result, a
-refused file: :mod:`stenod.outcomes` writes them). Between steps it sleeps until the next
+refused file: :mod:`stenod.dispatch.outcomes` writes them). Between steps it sleeps until the next
 one is due: no busy polling.
 """
 
@@ -18,17 +18,17 @@ from typing import Any
 
 import structlog
 
-from stenod.cancels import cancel_items
-from stenod.direct_finish import DirectFinisher
+from stenod.dispatch.cancels import cancel_items
+from stenod.dispatch.direct_finish import DirectFinisher
+from stenod.dispatch.lease_keeper import LeaseKeeper, LeaseMetrics
+from stenod.dispatch.outcomes import DispatchMetrics, Outcomes, OutputSink
+from stenod.dispatch.pacing import ProviderPauses
+from stenod.dispatch.packing_pass import PackingPass
+from stenod.dispatch.schedule import Schedule
+from stenod.dispatch.stepper import LiveText, ProviderRuntime, Stepper
 from stenod.errors import StenodError
-from stenod.intake import Intake
 from stenod.journal import BatchRow, JobJournal, LeaseLost
-from stenod.lease_keeper import LeaseKeeper, LeaseMetrics
-from stenod.outcomes import Metrics, Outcomes, OutputSink
-from stenod.pacing import ProviderPauses
-from stenod.schedule import Schedule
 from stenod.settings import RetrySettings
-from stenod.stepper import LiveText, ProviderRuntime, Stepper
 
 __all__ = ["Dispatcher"]
 
@@ -53,13 +53,13 @@ class Dispatcher:
         pack_window_seconds: float = 1.0,
         progress_interval_seconds: float = 5.0,
         grace_seconds: float = 20.0,
-        metrics: Metrics | None = None,
+        metrics: DispatchMetrics | None = None,
         idle: asyncio.Event | None = None,
         live: LiveText | None = None,
     ) -> None:
         self._journal = journal
         self._runtimes = runtimes
-        self._intake = Intake(journal, probe=probe, pack_window_seconds=pack_window_seconds)
+        self._intake = PackingPass(journal, probe=probe, pack_window_seconds=pack_window_seconds)
         self._grace = grace_seconds
         self._live = live
         self._outcomes = Outcomes(sink, metrics)

@@ -8,10 +8,10 @@ from collections.abc import Collection, Mapping, Sequence
 
 import structlog
 
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ErrorInfo, JobError
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
-from stenod.stepper import ProviderRuntime
 
 __all__ = ["cancel_items"]
 

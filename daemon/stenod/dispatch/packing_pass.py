@@ -1,4 +1,4 @@
-"""Intake: items waiting in the journal become provider jobs.
+"""The packing pass: items waiting in the journal become provider jobs.
 
 Each pass sorts the open items (cancelled, answered by an earlier identical input, not
 runnable, or to run), checks the files of new ones before any upload (one worker-thread
@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stenod.dispatch.packing import Preflight, created_at, freeze, pack, preflight, start_order
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
 from stenod.journal import BatchRow, JobJournal, OpenItem, accepted_elsewhere
-from stenod.packing import Preflight, created_at, freeze, pack, preflight, start_order
-from stenod.stepper import ProviderRuntime
 
-__all__ = ["Intake", "Sorted", "is_url"]
+__all__ = ["PackingPass", "Sorted", "is_url"]
 
 _UNKNOWN = "Check `stenod providers` and the provider's configuration."
 # A file another instance accepted but this one cannot see (a folder only that machine
@@ -45,7 +45,7 @@ class Sorted:
     groups: dict[tuple[Any, ...], list[OpenItem]] = field(default_factory=dict)
 
 
-class Intake:
+class PackingPass:
     def __init__(self, journal: JobJournal, *, probe: Callable[[Path], float | None], pack_window_seconds: float):
         self._journal = journal
         self._probe = probe

@@ -14,10 +14,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from stenod.app import build
 from stenod.jobs import JobState, JobView
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.settings import Settings
+from stenod.wiring.app import build
 
 
 async def transcribe_files(
@@ -88,8 +88,8 @@ async def transcribe_files(
 def provider_translates(provider: str, targets: Sequence[str]) -> bool:
     """Whether ``provider`` translates the input into every one of ``targets`` itself (Whisper
     into English; otherwise the transcript is translated by a second provider)."""
-    from stenod.plugins import Catalogue
     from stenod.provider import Task
+    from stenod.wiring.plugin_discovery import Catalogue
 
     loaded = Catalogue.discover().available.get(provider)
     if loaded is None or Task.TRANSLATE not in loaded.cls.limits.tasks:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import structlog
 
+from stenod.dispatch.outcomes import Outcomes, result_from_json
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, JobJournal, OpenItem
-from stenod.outcomes import Outcomes, result_from_json
 from stenod.provider import ItemResult
 
 log = structlog.get_logger("stenod.dispatcher")

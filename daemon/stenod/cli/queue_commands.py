@@ -27,8 +27,8 @@ from ulid import ULID
 
 from stenod.adapters.amqp.topology import declare_events, declare_requests
 from stenod.errors import ConfigError
-from stenod.request_intake import CANCEL_TYPE, REQUEST_TYPE
-from stenod.requests import options_from_pairs
+from stenod.intake.request_intake import CANCEL_TYPE, REQUEST_TYPE
+from stenod.intake.request_message import options_from_pairs
 from stenod.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

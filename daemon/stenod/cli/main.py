@@ -18,9 +18,9 @@ import structlog
 from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.errors import ConfigError
+from stenod.intake.request_message import options_from_pairs
 from stenod.journal import JournalError
 from stenod.masking import mask_text
-from stenod.requests import options_from_pairs
 from stenod.settings import Settings, load_settings, redacted_dump
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -128,13 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.app import run
+    from stenod.wiring.app import run
 
     return asyncio.run(run(settings))
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.oneshot import transcribe_files
+    from stenod.cli.transcribe import transcribe_files
 
     options = options_from_pairs(args.option)
     with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
@@ -235,8 +235,8 @@ def cmd_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.plugins import Catalogue
-    from stenod.provider_setup import describe_providers
+    from stenod.wiring.plugin_discovery import Catalogue
+    from stenod.wiring.provider_setup import describe_providers
 
     rows = describe_providers(Catalogue.discover(), settings)
     for row in rows:
@@ -275,8 +275,8 @@ def _print_described(row: dict[str, Any]) -> None:
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.plugins import Catalogue
-    from stenod.provider_setup import describe_providers
+    from stenod.wiring.plugin_discovery import Catalogue
+    from stenod.wiring.provider_setup import describe_providers
 
     catalogue = Catalogue.discover()
     problems: list[str] = []
@@ -300,13 +300,13 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.queue_cli import submit
+    from stenod.cli.queue_commands import submit
 
     return submit(args, settings)
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    from stenod.queue_cli import cancel
+    from stenod.cli.queue_commands import cancel
 
     return cancel(args, settings)
 

@@ -11,12 +11,12 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.logging import REDACTOR
-from stenod.plugins import Catalogue, Loaded, instantiate, provider_settings
 from stenod.provider import ProviderSettings, StartContext
 from stenod.settings import Settings
-from stenod.stepper import ProviderRuntime
+from stenod.wiring.plugin_discovery import Catalogue, Loaded, instantiate, provider_settings
 
 log = structlog.get_logger("stenod.app")
 

@@ -1,6 +1,6 @@
 """Prometheus metrics: what stenod counts and measures, on a registry of its own.
 
-The composition root creates one :class:`Metrics` and hands it to the parts that report;
+The composition root creates one :class:`PrometheusMetrics` and hands it to the parts that report;
 ``/metrics`` (:mod:`stenod.adapters.health_http`) exposes ``metrics.registry``. Nothing is
 registered on prometheus-client's global default registry, so tests and several daemons
 in one process never collide. Label values must come from bounded sets (provider names,
@@ -20,16 +20,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 import stenod
 from stenod.jobs import JobState
 
-__all__ = ["CALL_BUCKETS", "Metrics"]
+__all__ = ["CALL_BUCKETS", "PrometheusMetrics"]
 
 # Provider calls range from sub-second status polls to multi-minute uploads.
 CALL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
-class Metrics:
+class PrometheusMetrics:
     """The daemon's metrics, with one plain method per fact the core reports.
 
-    Satisfies the dispatcher's ``Metrics`` protocol. Methods never raise on odd values (a
+    Satisfies the dispatcher's ``DispatchMetrics`` protocol. Methods never raise on odd values (a
     negative duration from a provider is ignored): metrics must not be able to fail a job.
     """
 

@@ -1,7 +1,7 @@
 """Request intake: one request (from the queue or HTTP) becomes a committed job, a cancel,
 or a rejection that says why. The sources are thin callers of this; none has job logic.
 
-The order is fixed: parse and validate the body (:mod:`stenod.requests`), check the
+The order is fixed: parse and validate the body (:mod:`stenod.intake.request_message`), check the
 provider, task, languages and options, check files and URLs (through :class:`InputChecks`,
 which the composition root implements on the file system and the network), then commit
 the job. A repeated ``request_id`` returns the existing job, never a second one.
@@ -17,11 +17,9 @@ from typing import Any, Protocol
 import structlog
 from ulid import ULID
 
+from stenod.dispatch.packing_pass import is_url
 from stenod.events import EventKind, JobEvent, utc_now
-from stenod.intake import is_url
-from stenod.journal import Journal, NewItem, NewJob
-from stenod.provider import Limits
-from stenod.requests import (
+from stenod.intake.request_message import (
     DEFAULT_TRANSLATE_PROVIDER,
     CancelRequest,
     JobSpec,
@@ -31,6 +29,8 @@ from stenod.requests import (
     check_request,
     parse_body,
 )
+from stenod.journal import Journal, NewItem, NewJob
+from stenod.provider import Limits
 
 __all__ = [
     "Accepted",

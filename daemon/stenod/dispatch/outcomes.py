@@ -21,7 +21,7 @@ from stenod.jobs import ItemState
 from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile
 from stenod.provider import ItemResult, Task, Transcript
 
-__all__ = ["Metrics", "Outcomes", "OutputSink", "result_from_json"]
+__all__ = ["DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
 
 log = structlog.get_logger("stenod.dispatcher")
 
@@ -45,7 +45,7 @@ class OutputSink(Protocol):
     def sync_folders(self, folders: Iterable[Path]) -> None: ...
 
 
-class Metrics(Protocol):
+class DispatchMetrics(Protocol):
     def provider_call(self, provider: str, operation: str) -> Any: ...
     def provider_error(self, provider: str, code: str) -> None: ...
     def retry(self, provider: str) -> None: ...
@@ -57,7 +57,7 @@ class Metrics(Protocol):
 class Outcomes:
     """Writes items' results and failures through the sink, and counts them."""
 
-    def __init__(self, sink: OutputSink, metrics: Metrics | None = None) -> None:
+    def __init__(self, sink: OutputSink, metrics: DispatchMetrics | None = None) -> None:
         self._sink = sink
         self._metrics = metrics
 

@@ -4,7 +4,7 @@ A body is checked in this order, and the first failure is the answer: size (befo
 parsing), JSON syntax and the schema (one pydantic pass in Rust, so deep nesting, huge
 numbers and invalid UTF-8 are errors, never crashes), then the provider (known and
 available), its task, the translate target, the language, and finally the options
-against the plugin's own ``Options`` model. File and URL checks need I/O: :mod:`stenod.request_intake`
+against the plugin's own ``Options`` model. File and URL checks need I/O: :mod:`stenod.intake.request_intake`
 runs them through the checks the composition root gives it.
 """
 

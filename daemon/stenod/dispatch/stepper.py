@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 import structlog
 
+from stenod.dispatch.outcomes import DispatchMetrics, Outcomes
+from stenod.dispatch.pacing import ProviderPauses, backoff_delay
+from stenod.dispatch.step_context import JournalStepContext, batch_value
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.fault_points import OUTPUTS, pause_at
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseExpired, LeaseLost, OpenItem
-from stenod.outcomes import Metrics, Outcomes
-from stenod.pacing import ProviderPauses, backoff_delay
 from stenod.provider import (
     ItemResult,
     Limits,
@@ -29,7 +30,6 @@ from stenod.provider import (
     is_finished,
 )
 from stenod.settings import RetrySettings
-from stenod.step_context import JournalStepContext, batch_value
 
 __all__ = ["LiveText", "ProviderRuntime", "Stepper"]
 
@@ -73,7 +73,7 @@ class Stepper:
         reschedule: Reschedule,
         spawn: Spawn,
         progress_interval_seconds: float,
-        metrics: Metrics | None = None,
+        metrics: DispatchMetrics | None = None,
         live: LiveText | None = None,
     ) -> None:
         self._journal = journal

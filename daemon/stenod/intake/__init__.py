@@ -1,0 +1,1 @@
+"""Taking requests in, from any source: the request message checked, then committed as a job."""
