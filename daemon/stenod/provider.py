@@ -8,7 +8,7 @@ The daemon builds one instance per configured provider with
 error mapping, safe reading of input files and uploading them without reading on the
 event loop) is defined or re-exported here.
 
-Stability: names in ``__all__`` are the contract; ``tests/unit/test_provider_api.py``
+Stability: names in ``__all__`` are the contract; ``tests/unit/test_plugins.py``
 pins them.
 """
 
@@ -37,6 +37,7 @@ from stenod.errors import (
     RetryableError,
 )
 from stenod.languages import LANGUAGES, language_name
+from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint, speakers_from_json
 from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "BatchItem",
     "ConfigError",
     "Cost",
+    "Diarization",
     "ErrorInfo",
     "FileUpload",
     "Handle",
@@ -53,6 +55,7 @@ __all__ = [
     "ItemStatus",
     "JobError",
     "Json",
+    "KnownSpeaker",
     "Limits",
     "MultipartBody",
     "NoOptions",
@@ -62,12 +65,14 @@ __all__ = [
     "RemoteState",
     "RetryableError",
     "Segment",
+    "Speaker",
     "StartContext",
     "Status",
     "StepContext",
     "Task",
     "Transcript",
     "TranslatedDocument",
+    "Voiceprint",
     "Word",
     "error_text",
     "file_chunks",
@@ -127,6 +132,10 @@ class Limits:
     min_poll_seconds: float = 1.0
     languages: frozenset[str] | None = None
     target_languages: frozenset[str] | None = None
+    # Says who spoke when a job asks (``Batch.diarization``); when it cannot now (an optional
+    # part is not installed), ``diarization_missing`` says what a person must do.
+    diarization: bool = False
+    diarization_missing: str | None = None
 
     def accepts(self, language: str, *, target: bool = False) -> bool:
         """Whether ``language`` is one the provider takes (or, with ``target``, translates into)."""
@@ -210,7 +219,9 @@ class Batch:
 
     ``batch_id`` is stable across restarts: use it as an idempotency key or request
     id where the provider has one. ``options`` is an instance of the provider's
-    ``Options`` model.
+    ``Options`` model. ``diarization``: the job asks who spoke (only given to a provider
+    whose ``Limits.diarization`` is true); segments and words then carry ``speaker``, and
+    the transcript lists its ``speakers``.
     """
 
     batch_id: str
@@ -219,6 +230,7 @@ class Batch:
     language: str | None
     target_languages: tuple[str, ...]
     options: BaseModel
+    diarization: Diarization | None = None
 
 
 class StepContext(Protocol):
@@ -321,6 +333,7 @@ class Transcript:
     provider: str | None = None
     provider_job_id: str | None = None
     language_probability: float | None = None  # set when the provider detected the language
+    speakers: tuple[Speaker, ...] = ()  # each voice heard, when the provider said who spoke
 
     def to_json(self) -> dict[str, Json]:
         """JSON-safe: a non-finite number from a provider (NaN, inf) becomes null, which every
@@ -355,6 +368,7 @@ class Transcript:
             ],
             "provider": self.provider,
             "provider_job_id": self.provider_job_id,
+            **({"speakers": [s.to_json() for s in self.speakers]} if self.speakers else {}),
         }
 
     @classmethod
@@ -384,6 +398,7 @@ class Transcript:
             provider=data.get("provider"),
             provider_job_id=data.get("provider_job_id"),
             language_probability=data.get("language_probability"),
+            speakers=speakers_from_json(data.get("speakers")),
         )
 
 
