@@ -57,7 +57,8 @@ class PageSessions:
         self._path = folder / "sessions.json"
         self._signed_in: dict[str, tuple[str, float]] = {}  # hash of token -> (key's mark, expiry)
         self._saving = asyncio.Lock()  # one writer of the file at a time
-        with contextlib.suppress(FileNotFoundError, ValueError):
+        # A missing or damaged file signs everyone out; it never stops the daemon.
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError, AttributeError):
             stored = json.loads(self._path.read_text())
             self._signed_in = {h: (str(mark), float(expiry)) for h, (mark, expiry) in stored.items()}
 
