@@ -212,9 +212,12 @@ class BrokerDoor:
     gives), without touching the broker other tests share. While the broker itself is away,
     connections through an open door are refused."""
 
-    def __init__(self, target: tuple[str, int] | None = None) -> None:
+    def __init__(self, target: tuple[str, int] | None = None, *, admit: int | None = None) -> None:
+        """``admit``: forward this many connections, then reset each further one as it
+        opens (a server that went away between two connections of a client)."""
         self.port = free_port()
         self._target = target or _broker_address()
+        self._admit = admit
         self._server: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -258,6 +261,12 @@ class BrokerDoor:
                 client, _ = server.accept()
             except OSError:
                 return
+            if self._admit is not None:
+                if self._admit <= 0:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    client.close()
+                    continue
+                self._admit -= 1
             try:
                 upstream = socket.create_connection(self._target, timeout=5)
                 upstream.settimeout(None)

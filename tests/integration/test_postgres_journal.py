@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import time
+import urllib.parse
 
 import psycopg
 import pytest
@@ -15,9 +16,10 @@ from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
 from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
+from tests.amqp_support import BrokerDoor
 from tests.e2e.harness import STENOD, write_config
 from tests.fakes.server import free_port
-from tests.postgres_support import database_url, fresh_database, terminate_sessions
+from tests.postgres_support import ADMIN_URL, database_url, fresh_database, terminate_sessions
 
 
 def new_job(request_id: str | None = None) -> NewJob:
@@ -316,3 +318,25 @@ async def test_a_caller_cancelled_while_its_write_waits_writes_nothing_and_the_o
             assert (await journal.job_by_request("w-28")) is not None
         finally:
             await journal.aclose()
+
+
+async def test_a_database_that_goes_away_between_the_schema_and_the_instance_lock_is_reported_as_away():
+    """Found by a cluster chaos run (seed 1588157081): the run's database sessions were cut
+    while a daemon started, between the schema's connection and the instance lock's; the
+    lock's psycopg error escaped, a traceback and an exit 1 that did not say the database
+    was away. It is a JournalError now (exit 1, ``journal.unavailable``; the restart tries
+    again), as when the server cannot be reached at all."""
+    door = BrokerDoor(target=_server_address(), admit=1)  # the schema's connection, then none
+    door.open()
+    try:
+        with fresh_database() as url:
+            through = f"postgresql://postgres@127.0.0.1:{door.port}/{url.rpartition('/')[2]}"
+            with pytest.raises(JournalError, match="went away while opening the journal"):
+                await PostgresJournal.open(through, lock_instance=True, reconnect_seconds=1)
+    finally:
+        door.close()
+
+
+def _server_address() -> tuple[str, int]:
+    url = urllib.parse.urlsplit(ADMIN_URL)
+    return url.hostname or "127.0.0.1", url.port or 5432

@@ -19,7 +19,7 @@ from stenod.dispatch.pacing import backoff_delay
 from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ErrorInfo, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
-from stenod.journal import NewItem, NewJob
+from stenod.journal import JournalError, NewItem, NewJob
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
 from tests.fakes.scripted import ScriptedProvider
@@ -330,3 +330,32 @@ async def test_files_dropped_together_start_biggest_first_on_a_one_file_provider
     dispatcher = dispatcher_for(journal, provider, tmp_path, max_concurrent=1)
     await run_until_terminal(journal, dispatcher, jobs)
     assert provider.batches[0].items[0].name == "big00.wav"
+
+
+class CommitInDoubt(SqliteJournal):
+    """A journal whose commit of a provider job's outcomes is in doubt, as the PostgreSQL
+    driver reports a COMMIT whose answer the connection lost (nothing is committed here)."""
+
+    async def finish_items(self, outcomes, *, batch_id=None, batch_state=None, batch_error=None):
+        if batch_id is not None:
+            raise JournalError("journal commit in doubt (the database connection failed)")
+        return await super().finish_items(outcomes, batch_id=batch_id, batch_state=batch_state, batch_error=batch_error)
+
+
+async def test_a_commit_in_doubt_stops_the_daemon_instead_of_failing_the_job_beside_its_outputs(tmp_path):
+    """Found by a cluster chaos run (seed 455711934): a JournalError from recording a provider
+    job's outcome was taken for the job's own failure (internal_error): an ``.error.json``
+    was written beside the outputs the doubtful commit was about. It must stop the daemon
+    (exit 1, the restart reads what was committed) and write no error file."""
+    journal = CommitInDoubt.open(tmp_path / "journal.db")
+    try:
+        files = audio_files(tmp_path, 1)
+        job = await submit_job(journal, files)
+        with pytest.raises(ExceptionGroup) as info:
+            await run_until_terminal(journal, dispatcher_for(journal, ScriptedProvider(), tmp_path), [job])
+        assert info.group_contains(JournalError)
+        assert not list(files[0].parent.glob("*.error.json"))
+        view = await journal.job(job)
+        assert view is not None and not view.state.terminal
+    finally:
+        journal.close()

@@ -2,9 +2,9 @@
 what the journal records), or its failure (an error file saying what to do). Writes run in
 worker threads; every folder is synced before the journal records the files in it.
 
-An outcome is reported (``item.succeeded``/``item.failed``, the metrics) by :meth:`Outcomes.
-recorded`, once the journal has committed it: a write the journal then refuses (the lease
-was lost) must not be told as done."""
+An outcome is reported (``item.succeeded``/``item.failed``, the metrics) by
+:meth:`Outcomes.recorded` once the journal has committed it: a write the journal then
+refuses (the lease was lost) must not be told as done."""
 
 from __future__ import annotations
 

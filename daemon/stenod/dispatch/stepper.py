@@ -19,7 +19,7 @@ from stenod.dispatch.step_context import JournalStepContext, batch_value
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.fault_points import OUTPUTS, pause_at
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseExpired, LeaseLost, OpenItem
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, JournalError, LeaseExpired, LeaseLost, OpenItem
 from stenod.provider import (
     ItemResult,
     Limits,
@@ -119,7 +119,10 @@ class Stepper:
         except JobError as exc:
             await self.fail(batch, exc.info())
             return False
-        except (asyncio.CancelledError, LeaseLost, LeaseExpired):
+        except (asyncio.CancelledError, LeaseLost, LeaseExpired, JournalError):
+            # JournalError: the journal is unusable or a commit is in doubt; the daemon stops
+            # and its restart reads what was committed (failing the job here would write an
+            # error file beside outputs the doubtful commit may have recorded).
             raise
         except Exception as exc:  # a bug in a plugin or here: the job fails, the daemon carries on
             log.exception("batch.internal_error")

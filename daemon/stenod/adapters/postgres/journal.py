@@ -82,14 +82,19 @@ class PostgresJournal(SqlJournal):
         instance_id = instance_id or default_instance_id()
         # The schema first, on a connection of its own: its failure says why (the pool's only says "timeout").
         conn = await _connect(url, where, reconnect_seconds)
-        try:
-            await migrate(conn, where)
-            offset = await _clock_offset(conn)
-        finally:
-            await conn.close()
         guard = InstanceLock(url, where, instance_id) if lock_instance else None
-        if guard is not None:
-            await guard.acquire(wait_seconds=20.0)  # a vanished daemon's session ends within _IDLE_SECONDS
+        try:
+            try:
+                await migrate(conn, where)
+                offset = await _clock_offset(conn)
+            finally:
+                await conn.close()
+            if guard is not None:
+                await guard.acquire(wait_seconds=20.0)  # a vanished daemon's session ends within _IDLE_SECONDS
+        except psycopg.OperationalError as exc:
+            # The database went away after the first connection (restarted, sessions cut):
+            # as when it cannot be reached at all, exit 1 and let the restart try again.
+            raise JournalError(f"journal database {where} went away while opening the journal: {exc}") from exc
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             url,
             min_size=1,
