@@ -41,6 +41,7 @@ def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
         "watched": lambda: [],
         "status_lines": lambda: [],
         "configured": lambda: set(),
+        "probe_format": lambda path: None,
     }
 
 
