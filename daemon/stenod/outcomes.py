@@ -5,6 +5,7 @@ worker threads; every folder is synced before the journal records the files in i
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,14 +13,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, NewItem, OpenItem
 from stenod.provider import ItemResult, Task, Transcript
 
-__all__ = ["Metrics", "Outcomes", "OutputSink", "result_from_json"]
+__all__ = ["DISK_FULL", "Metrics", "Outcomes", "OutputSink", "result_from_json"]
 
 log = structlog.get_logger("stenod.dispatcher")
+
+DISK_FULL = "disk_full"
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class OutputSink(Protocol):
@@ -65,6 +69,15 @@ class Outcomes:
         try:
             outputs = self._sink.write_result(item, result, sync_folder=sync_folder)
         except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                # Nothing is wrong with the item: it waits (retried, attempts not counted)
+                # until there is room, and no other item of its provider job is recorded.
+                raise RetryableError(
+                    f"no space left to write the outputs of {item.name} ({exc.filename or 'its output folder'}); "
+                    "they are written once there is room",
+                    code=DISK_FULL,
+                    hint="Free space on that filesystem; stenod retries by itself.",
+                ) from exc
             return self.write_failure_now(
                 item,
                 ErrorInfo(

@@ -175,7 +175,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     rescan_interval_seconds: float = Field(default=60.0, gt=0)
     pack_window_seconds: float = Field(default=1.0, ge=0)
-    min_free_bytes: int = Field(default=100 * 1024**2, ge=0)
+    min_free_bytes: int = Field(default=100 * 1024**2, ge=0)  # less: a filesystem is full (507, /healthz 503)
+    warn_free_bytes: int = Field(default=1024**3, ge=0)  # less: /healthz warns
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

@@ -16,7 +16,7 @@ import structlog
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
-from stenod.outcomes import Metrics, Outcomes
+from stenod.outcomes import DISK_FULL, Metrics, Outcomes
 from stenod.pacing import ProviderPauses, backoff_delay
 from stenod.provider import (
     ItemResult,
@@ -34,6 +34,7 @@ __all__ = ["LiveText", "ProviderRuntime", "Stepper"]
 
 log = structlog.get_logger("stenod.dispatcher")
 _BUG_HINT = "This is a bug; please report it with the log."
+_DISK_FULL_RETRY_SECONDS = 15.0  # writing again is cheap, but each try fetches the results again
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 Reschedule = Callable[[BatchRow, float], None]
@@ -225,7 +226,9 @@ class Stepper:
         # A status call the provider asked us to delay (429 + Retry-After) is pacing, not a
         # failure: it does not use up an attempt, or a long job would fail for being polled.
         pacing = batch.state == BatchState.POLLING and exc.retry_after is not None
-        attempts = batch.attempts if pacing else batch.attempts + 1
+        # Nor does a full disk: the item waits for room however long that takes.
+        waiting = pacing or exc.code == DISK_FULL
+        attempts = batch.attempts if waiting else batch.attempts + 1
         if attempts >= self._policy.max_attempts:
             await self.fail(
                 batch,
@@ -235,6 +238,8 @@ class Stepper:
         if exc.retry_after is not None:  # the provider's answer holds for all its jobs
             await self._pauses.pause(batch.provider, exc.retry_after)
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
+        if exc.code == DISK_FULL:
+            delay = min(self._policy.max_seconds, _DISK_FULL_RETRY_SECONDS)
         runtime = self._runtimes().get(batch.provider)
         next_at = time.time() + delay
         if batch.state == BatchState.POLLING and runtime is not None:

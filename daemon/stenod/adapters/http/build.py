@@ -42,6 +42,7 @@ async def build_http(
     status_lines: Callable[[], list[str]],
     configured: Callable[[], set[str]],
     probe_format: Callable[[Path], str | None],
+    state_full: Callable[[], bool],
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more."""
     assert settings.listen is not None
@@ -69,5 +70,6 @@ async def build_http(
         status_lines=status_lines,
         configured=configured,
         probe_format=probe_format,
+        state_full=state_full,
     )
     return HttpServer(create_app(context), settings.listen, stopping=context.stopping)

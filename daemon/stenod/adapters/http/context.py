@@ -21,7 +21,7 @@ from stenod.request_intake import RequestIntake
 
 __all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
 
-Check = Callable[[], Awaitable[bool]]
+Check = Callable[[], Awaitable[bool | Mapping[str, Any]]]  # a mapping: {"ok": …} and what to say
 
 
 @dataclass(slots=True)
@@ -47,6 +47,7 @@ class HttpContext:
     status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
     configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
     probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
+    state_full: Callable[[], bool]  # the state directory's filesystem has no room for uploads (blocking)
 
 
 def _context(request: Request) -> HttpContext:
