@@ -222,6 +222,10 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
         daemon.status_parts["amqp"] = parts.link.status
     if settings.http.listen:
         from stenod.adapters.http.build import build_http
+        from stenod.adapters.http.retention import ResultsKeeper
+
+        keeper = ResultsKeeper(journal, settings.state_dir, keep_days=settings.http.keep_results_days, metrics=metrics)
+        daemon.services.append(keeper.run)
 
         REDACTOR.add_secrets(k.get_secret_value() for k in settings.http.api_keys)
         server = await build_http(
@@ -249,6 +253,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
             probe_format=daemon.media.audio_format,
             state_full=daemon.disk.state_full,
+            results=keeper,
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

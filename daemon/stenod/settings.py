@@ -128,6 +128,7 @@ class HttpSettings(_Section):
     keyless_networks: list[IPvAnyNetwork] = Field(default_factory=list)  # /asr, /detect-language, /status only
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     sync_timeout_seconds: float = Field(default=3600.0, gt=0)  # how long a synchronous call waits for its job
+    keep_results_days: float = Field(default=7.0, gt=0)  # outputs of uploads nobody fetched, then removed (410)
     # The client stenod uses for cloud providers.
     timeout_seconds: float = Field(default=60.0, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)

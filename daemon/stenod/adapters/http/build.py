@@ -13,6 +13,7 @@ from stenod import __version__
 from stenod.adapters.http.app import create_app
 from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.context import Check, HttpContext
+from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.http.server import HttpServer
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
@@ -43,6 +44,7 @@ async def build_http(
     configured: Callable[[], set[str]],
     probe_format: Callable[[Path], str | None],
     state_full: Callable[[], bool],
+    results: ResultsKeeper,
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more."""
     assert settings.listen is not None
@@ -71,5 +73,6 @@ async def build_http(
         configured=configured,
         probe_format=probe_format,
         state_full=state_full,
+        results=results,
     )
     return HttpServer(create_app(context), settings.listen, stopping=context.stopping)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from stenod.adapters.http.auth import Keys
+from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
 from stenod.job_watch import JobWatch
@@ -48,6 +49,7 @@ class HttpContext:
     configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
     probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
     state_full: Callable[[], bool]  # the state directory's filesystem has no room for uploads (blocking)
+    results: ResultsKeeper  # how long uploads' jobs are kept (410 after)
 
 
 def _context(request: Request) -> HttpContext:
