@@ -175,6 +175,16 @@ class ItemOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A finished HTTP job, for the keeper of uploads' results: when it ended, where its
+    outputs went."""
+
+    job_id: str
+    finished_at: str
+    output_dir: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     seq: int
     event_id: str
@@ -300,3 +310,9 @@ class Journal(JobJournal, Protocol):
     async def outbox_batch(self, limit: int = 100) -> list[OutboxRow]: ...
     async def outbox_delete(self, seqs: Sequence[int]) -> None: ...
     async def outbox_depth(self) -> int: ...
+
+    # results nobody fetched
+    async def finished_http_jobs(
+        self, before: str, *, after: str = "", limit: int = 100, mine: bool = True
+    ) -> list[FinishedJob]: ...  # oldest first; ``mine``: accepted by this instance (its disk)
+    async def forget_job(self, job_id: str) -> bool: ...  # its rows; False if not finished or events wait

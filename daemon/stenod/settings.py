@@ -135,6 +135,7 @@ class HttpSettings(_Section):
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     sync_timeout_seconds: float = Field(default=3600.0, gt=0)  # how long a synchronous call waits for its job
+    keep_results_days: float = Field(default=7.0, gt=0)  # outputs of uploads nobody fetched, then removed (410)
     # The client stenod uses for cloud providers.
     timeout_seconds: float = Field(default=60.0, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -190,7 +191,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     rescan_interval_seconds: float = Field(default=60.0, gt=0)
     pack_window_seconds: float = Field(default=1.0, ge=0)
-    min_free_bytes: int = Field(default=100 * 1024**2, ge=0)
+    min_free_bytes: int = Field(default=100 * 1024**2, ge=0)  # less: a filesystem is full (507, /healthz 503)
+    warn_free_bytes: int = Field(default=1024**3, ge=0)  # less: /healthz warns
     amqp: AmqpSettings = Field(default_factory=AmqpSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)

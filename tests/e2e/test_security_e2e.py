@@ -1,8 +1,9 @@
 """Doors of issue #24 opened as an attacker would, against a running daemon, and the
 legitimate client beside each: hostile text in subtitles, URLs that tunnel to this machine.
 
-(Bounded decoding: tests/e2e/test_audio_bombs.py; secrets: tests/unit/test_secret_masking.py
-and the ``stenod config`` test here; a full disk: tests/e2e/test_full_disk.py.)
+(Bounded decoding: tests/e2e/test_audio_bombs.py; secrets, ``stenod config`` run as a program:
+tests/unit/test_secret_masking.py; results nobody fetched: tests/e2e/test_results_retention.py;
+a full disk: tests/e2e/test_full_disk.py.)
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.http.build import build_http
 from stenod.adapters.http.context import Check
+from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.corrections import Corrections
 from stenod.errors import ConfigError
@@ -41,6 +42,9 @@ def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
         "watched": lambda: [],
         "status_lines": lambda: [],
         "configured": lambda: set(),
+        "probe_format": lambda path: None,
+        "state_full": lambda: False,
+        "results": ResultsKeeper(journal, tmp, keep_days=7),
     }
 
 

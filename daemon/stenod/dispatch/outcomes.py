@@ -9,6 +9,7 @@ refuses (the lease was lost) must not be told as done."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,14 +17,17 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
 from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile
 from stenod.provider import ItemResult, Task, Transcript
 
-__all__ = ["DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
+__all__ = ["DISK_FULL", "DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
 
 log = structlog.get_logger("stenod.dispatcher")
+
+DISK_FULL = "disk_full"
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class OutputSink(Protocol):
@@ -86,6 +90,15 @@ class Outcomes:
         try:
             outputs = self._sink.write_result(item, result, sync_folder=sync_folder, check=check)
         except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                # Nothing is wrong with the item: it waits (retried, attempts not counted)
+                # until there is room, and no other item of its provider job is recorded.
+                raise RetryableError(
+                    f"no space left to write the outputs of {item.name} ({exc.filename or 'its output folder'}); "
+                    "they are written once there is room",
+                    code=DISK_FULL,
+                    hint="Free space on that filesystem; stenod retries by itself.",
+                ) from exc
             return self._write_failure(
                 item,
                 ErrorInfo(

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.dispatch.outcomes import DispatchMetrics, Outcomes
+from stenod.dispatch.outcomes import DISK_FULL, DispatchMetrics, Outcomes
 from stenod.dispatch.pacing import ProviderPauses, backoff_delay
 from stenod.dispatch.step_context import JournalStepContext, batch_value
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
@@ -35,6 +35,7 @@ __all__ = ["LiveText", "ProviderRuntime", "Stepper"]
 
 log = structlog.get_logger("stenod.dispatcher")
 _BUG_HINT = "This is a bug; please report it with the log."
+_DISK_FULL_RETRY_SECONDS = 15.0  # writing again is cheap, but each try fetches the results again
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 Reschedule = Callable[[BatchRow, float], None]
@@ -240,7 +241,9 @@ class Stepper:
         # A status call the provider asked us to delay (429 + Retry-After) is pacing, not a
         # failure: it does not use up an attempt, or a long job would fail for being polled.
         pacing = batch.state == BatchState.POLLING and exc.retry_after is not None
-        attempts = batch.attempts if pacing else batch.attempts + 1
+        # Nor does a full disk: the item waits for room however long that takes.
+        waiting = pacing or exc.code == DISK_FULL
+        attempts = batch.attempts if waiting else batch.attempts + 1
         if attempts >= self._policy.max_attempts:
             await self.fail(
                 batch,
@@ -250,6 +253,8 @@ class Stepper:
         if exc.retry_after is not None:  # the provider's answer holds for all its jobs
             await self._pauses.pause(batch.provider, exc.retry_after)
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
+        if exc.code == DISK_FULL:
+            delay = min(self._policy.max_seconds, _DISK_FULL_RETRY_SECONDS)
         runtime = self._runtimes().get(batch.provider)
         next_at = time.time() + delay
         if batch.state == BatchState.POLLING and runtime is not None:

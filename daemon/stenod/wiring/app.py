@@ -12,7 +12,7 @@ import asyncio
 import faulthandler
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ import httpx
 import structlog
 
 from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.adapters.folders.disk_space import DiskSpace
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.media_probe import MediaProbe
 from stenod.adapters.folders.source import FolderSource
@@ -50,7 +51,7 @@ _STATUS_SECONDS = 10.0
 _READY_TIMEOUT_SECONDS = 60.0
 
 Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-Check = Callable[[], Awaitable[bool]]
+Check = Callable[[], Awaitable[bool | Mapping[str, Any]]]  # a mapping: {"ok": …} and details
 
 
 class Source(Protocol):
@@ -81,6 +82,7 @@ class Daemon:
     http: httpx.AsyncClient
     sink: FileSink
     media: MediaProbe  # libav's look at untrusted containers, in a child process
+    disk: DiskSpace
     sources: list[Source] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     health: dict[str, Check] = field(default_factory=dict)
@@ -166,7 +168,13 @@ async def build(
         )
 
     watchers = Watchers(folder, list(settings.watch))
-    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink, media)
+    disk = DiskSpace(
+        settings.state_dir,
+        lambda: [r.output_dir or r.path for r in daemon.settings.watch],
+        min_free_bytes=settings.min_free_bytes,
+        warn_free_bytes=settings.warn_free_bytes,
+    )
+    daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink, media, disk)
     daemon.warn_unavailable(settings.watch)
     daemon.sources.append(watchers)
     lag = LoopLagMonitor()
@@ -175,6 +183,7 @@ async def build(
         daemon.services.append(journal_service)
     daemon.health["journal"] = journal.ping
     daemon.health["loop"] = lag.responsive
+    daemon.health["disk"] = daemon.disk.check
     if settings.amqp_enabled or settings.http.listen:
         await _requests(daemon, stack, watch)
     return daemon
@@ -214,6 +223,10 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
         daemon.status_parts["amqp"] = parts.link.status
     if settings.http.listen:
         from stenod.adapters.http.build import build_http
+        from stenod.adapters.http.retention import ResultsKeeper
+
+        keeper = ResultsKeeper(journal, settings.state_dir, keep_days=settings.http.keep_results_days, metrics=metrics)
+        daemon.services.append(keeper.run)
 
         REDACTOR.add_secrets(k.get_secret_value() for k in settings.http.api_keys)
         server = await build_http(
@@ -241,6 +254,8 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
             json_bytes=amqp.max_body_bytes,
             probe_format=daemon.media.audio_format,
+            state_full=daemon.disk.state_full,
+            results=keeper,
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

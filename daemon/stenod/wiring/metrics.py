@@ -73,6 +73,14 @@ class PrometheusMetrics:
             registry=r,
         )
         self._files_seen = Counter("stenod_files_seen", "Files noticed in watched folders.", registry=r)
+        self._results_removed = Counter(
+            "stenod_results_removed", "HTTP upload jobs removed with their files after keep_results_days.", registry=r
+        )
+        self._results_removed_bytes = Counter(
+            "stenod_results_removed_bytes",
+            "Bytes of HTTP uploads and results removed after keep_results_days.",
+            registry=r,
+        )
         self._files_ignored = Counter(
             "stenod_files_ignored",
             "Files in watched folders that were not taken, by reason.",
@@ -174,6 +182,11 @@ class PrometheusMetrics:
     def set_consumer_connected(self, connected: bool) -> None:
         """Record whether the AMQP request consumer is connected (on connect and on loss)."""
         self._consumer.set(1 if connected else 0)
+
+    def results_removed(self, jobs: int, removed_bytes: int) -> None:
+        """Uploads' jobs forgotten after ``[http] keep_results_days``, and the bytes their files took."""
+        self._results_removed.inc(jobs)
+        self._results_removed_bytes.inc(removed_bytes)
 
     def file_seen(self) -> None:
         """Count a file noticed in a watched folder (before any filtering)."""

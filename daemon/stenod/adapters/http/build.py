@@ -14,6 +14,7 @@ from stenod.adapters.http.app import create_app
 from stenod.adapters.http.auth import Keys
 from stenod.adapters.http.context import Check, HttpContext
 from stenod.adapters.http.front_door import HostNames
+from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.http.server import HttpServer
 from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
@@ -45,6 +46,8 @@ async def build_http(
     configured: Callable[[], set[str]],
     json_bytes: int,
     probe_format: Callable[[Path], str | None],
+    state_full: Callable[[], bool],
+    results: ResultsKeeper,
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more.
     ``json_bytes`` caps a JSON request body (the queue's ``max_body_bytes``)."""
@@ -76,6 +79,8 @@ async def build_http(
         status_lines=status_lines,
         configured=configured,
         probe_format=probe_format,
+        state_full=state_full,
+        results=results,
     )
     # The machine's names may take a resolver's answer: off the loop.
     hosts = await asyncio.to_thread(HostNames, parse_listen(settings.listen)[0], settings.allowed_hosts)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 
 from stenod.adapters.http.auth import Keys
+from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.http.sessions import PageSessions
 from stenod.adapters.http.spool import Spool
 from stenod.corrections import Corrections
@@ -22,7 +23,7 @@ from stenod.journal import Journal
 
 __all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
 
-Check = Callable[[], Awaitable[bool]]
+Check = Callable[[], Awaitable[bool | Mapping[str, Any]]]  # a mapping: {"ok": …} and what to say
 
 
 @dataclass(slots=True)
@@ -49,6 +50,8 @@ class HttpContext:
     status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
     configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
     probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
+    state_full: Callable[[], bool]  # the state directory's filesystem has no room for uploads (blocking)
+    results: ResultsKeeper  # how long uploads' jobs are kept (410 after)
 
 
 def _context(request: Request) -> HttpContext:

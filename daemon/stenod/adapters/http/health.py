@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -25,7 +26,8 @@ _CHECK_SECONDS = 2.0
 async def _run(name: str, check: Check, into: dict[str, dict[str, Any]]) -> None:
     try:
         async with asyncio.timeout(_CHECK_SECONDS):
-            into[name] = {"ok": bool(await check())}
+            result = await check()
+        into[name] = {**result, "ok": bool(result.get("ok"))} if isinstance(result, Mapping) else {"ok": bool(result)}
     except TimeoutError:
         into[name] = {"ok": False, "error": f"no answer within {_CHECK_SECONDS:g}s"}
     except Exception as exc:  # a crashing check means unhealthy; the report must still be served

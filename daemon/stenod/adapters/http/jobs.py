@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from stenod.adapters.http.context import Ctx, HttpContext, require_key
 from stenod.adapters.http.errors import SERVER, ApiError
+from stenod.adapters.http.retention import gone_message
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import receive, submit_upload
 from stenod.formats import render_json, render_srt, render_tsv, render_txt, render_vtt
@@ -65,10 +66,22 @@ def job_json(view: JobView, *, transcripts: bool = True) -> dict[str, Any]:
 
 
 async def _view(ctx: HttpContext, job_id: str) -> JobView:
+    """The job; 404 for none, 410 for an upload's job past ``[http] keep_results_days``
+    (still in the journal until the keeper's next sweep, or already removed)."""
     view = await ctx.journal.job(job_id)
     if view is None:
+        if ctx.results.past_keeping(job_id, None):
+            raise ApiError(410, gone_message(job_id, ctx.results.keep_days, None), code="job_expired")
         raise ApiError(404, f"no job {job_id}", code="unknown_job")
+    if _an_upload(ctx, view) and view.state.terminal and ctx.results.past_keeping(job_id, view.updated_at):
+        raise ApiError(410, gone_message(job_id, ctx.results.keep_days, view.updated_at), code="job_expired")
     return view
+
+
+def _an_upload(ctx: HttpContext, view: JobView) -> bool:
+    """A job of the HTTP server whose files are stenod's own (the results of an upload)."""
+    roots = (str(ctx.results_dir) + "/", str(ctx.uploads_dir) + "/")
+    return view.source == "http" and all(o.startswith(roots) for item in view.items for o in item.outputs)
 
 
 def _accepted(outcome: Accepted | Rejected | Retry) -> Accepted:

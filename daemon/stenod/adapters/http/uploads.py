@@ -9,6 +9,7 @@ whisper-asr-webservice's) is theirs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from pathlib import Path
 
@@ -22,15 +23,29 @@ from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
 
-__all__ = ["keep_uploads", "receive", "submit_upload", "transcript_of", "upload_of", "wait_finished"]
+__all__ = [
+    "keep_uploads",
+    "receive",
+    "refuse_when_full",
+    "submit_upload",
+    "transcript_of",
+    "upload_of",
+    "wait_finished",
+]
 
 _WAKE_SECONDS = 5.0  # a waiting call re-checks the job (and shutdown) at least this often
 
 
 async def receive(ctx: HttpContext, request: Request, field: str, *, raw_pcm: bool = False) -> SpooledForm:
-    """Spool the multipart body; raises ApiError (400, 413) for an unusable one."""
+    """Spool the multipart body; raises ApiError (400, 413) for an unusable one, 507 when
+    the state directory's filesystem has no room for it."""
+    await refuse_when_full(ctx)
     try:
         form = await ctx.spool.receive(request, file_fields=frozenset({field}), raw_pcm=raw_pcm)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _no_room(field) from exc
     except UploadTooLarge as exc:
         raise ApiError(413, str(exc), param=field, code="upload_too_large") from exc
     except BadUpload as exc:
@@ -41,6 +56,25 @@ async def receive(ctx: HttpContext, request: Request, field: str, *, raw_pcm: bo
         await ctx.spool.discard(form.folder)
         raise ApiError(400, f"the form has no file in its {field!r} field", param=field)
     return form
+
+
+async def refuse_when_full(ctx: HttpContext, field: str = "file") -> None:
+    """507 before a byte is read when the state directory's filesystem is full (the spooled
+    file, the journal and the results all go there)."""
+    if await asyncio.to_thread(ctx.state_full):
+        raise _no_room(field)
+
+
+def _no_room(field: str) -> ApiError:
+    return ApiError(
+        507,
+        "stenod's disk is full: no room to take this upload. Nothing was kept; send it again once "
+        "space is freed (GET /healthz names the full filesystem)",
+        type=SERVER,
+        code="insufficient_storage",
+        param=field,
+        headers={"Retry-After": "300"},
+    )
 
 
 def upload_of(form: SpooledForm, field: str) -> SpooledFile:

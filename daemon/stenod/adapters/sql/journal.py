@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pauses
+from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pauses, retention
 from stenod.adapters.sql.emit import Emitter
 from stenod.adapters.sql.reads import Driver, SqlReads
 from stenod.adapters.sql.statements import Op
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, Held, ItemOutcome, LeaseLost, NewJob, OutputFile
+from stenod.journal import BatchRow, FinishedJob, Held, ItemOutcome, LeaseLost, NewJob, OutputFile
 
 T = TypeVar("T")
 
@@ -297,3 +297,15 @@ class SqlJournal(SqlReads):
 
     async def outbox_delete(self, seqs: Sequence[int]) -> None:
         await self._change(lambda: batch_writes.outbox_delete(seqs))
+
+    async def finished_http_jobs(
+        self, before: str, *, after: str = "", limit: int = 100, mine: bool = True
+    ) -> list[FinishedJob]:
+        """HTTP jobs that ended before ``before`` (an ISO time), by id after ``after``; with
+        ``mine``, those this instance accepted (a lone journal's are all its own)."""
+        instance = self.instance_id if mine and self.shared else None
+        return await self._driver.run(lambda: retention.finished_http_jobs(before, instance, after, limit), write=False)
+
+    async def forget_job(self, job_id: str) -> bool:
+        """Delete a finished job's rows; False for one that is not finished or whose events wait."""
+        return await self._change(lambda: retention.forget_job(job_id))

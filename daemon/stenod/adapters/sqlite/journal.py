@@ -55,11 +55,16 @@ class SqliteJournal(SqlJournal):
         self.close()
 
     async def ping(self) -> bool:
-        """The writer thread answers (``/healthz`` and the watchdog)."""
+        """The writer thread answers and can commit (``/healthz``); False while it waits for
+        disk space."""
+        if self._writer.waiting_for_space:
+            return False
         return bool(await self._writer.call(lambda c: c.execute("SELECT 1").fetchone()[0], write=False))
 
     async def alive(self) -> bool:
-        return await self.ping()
+        """The writer thread works (the watchdog): waiting for disk space is working, and a
+        restart would not make room."""
+        return self._writer.waiting_for_space or await self.ping()
 
 
 class SqliteOutbox:

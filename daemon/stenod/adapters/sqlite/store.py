@@ -11,6 +11,7 @@ integrity check at start-up.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
         super().__init__("journal-writer")
         self._path = path
         self._migrate = migrate
+        self.waiting_for_space = False  # a group is held back by SQLITE_FULL (set in this thread)
 
     def start(self) -> None:
         try:
@@ -74,6 +76,31 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
         resource.close()
 
     def _execute(self, conn: sqlite3.Connection, group: list[Call]) -> list[Outcome]:
+        # A full disk (SQLITE_FULL) rolls the whole group back and runs it again once there
+        # is room: its callers wait, so a file is not marked seen, a message not acked, an
+        # item not finished, until its commit is durable. Only stopping ends the wait.
+        waited = 0.0
+        while True:
+            outcomes = self._transaction(conn, group)
+            self.waiting_for_space = any(_disk_full(exc) for _, _, exc in outcomes) and not self._closed
+            if not any(_disk_full(exc) for _, _, exc in outcomes):
+                if waited:
+                    log.info("journal.disk_space_back", waited_seconds=round(waited, 1))
+                return outcomes
+            if self._closed:
+                full = JournalError(f"journal {self._path} cannot commit: its disk is full")
+                return [(fut, None, full if _disk_full(exc) else exc) for fut, _, exc in outcomes]
+            if waited % _FULL_REPORT_SECONDS < _FULL_RETRY_SECONDS:
+                log.error(
+                    "journal.disk_full",
+                    path=str(self._path),
+                    waited_seconds=round(waited, 1),
+                    hint="free space on the journal's filesystem; writes resume by themselves",
+                )
+            time.sleep(_FULL_RETRY_SECONDS)
+            waited += _FULL_RETRY_SECONDS
+
+    def _transaction(self, conn: sqlite3.Connection, group: list[Call]) -> list[Outcome]:
         writes = any(write for _, _, write in group)
         outcomes: list[Outcome] = []
         try:
@@ -85,6 +112,9 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
             try:
                 result = op(conn)
             except BaseException as exc:
+                if _disk_full(exc):
+                    _rollback(conn)
+                    return [(f, None, exc) for _, f, _ in group]
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 outcomes.append((fut, None, exc))
@@ -100,7 +130,22 @@ class WriterThread(ThreadLane[sqlite3.Connection]):
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             log.error("journal.commit_failed", error=str(exc))
-            outcomes = [(fut, None, JournalError(f"journal commit failed: {exc}")) for fut, _, _ in outcomes]
+            failure = exc if _disk_full(exc) else JournalError(f"journal commit failed: {exc}")
+            outcomes = [(fut, None, failure) for fut, _, _ in outcomes]
         return outcomes
+
+
+_FULL_RETRY_SECONDS = 1.0
+_FULL_REPORT_SECONDS = 30.0
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back a transaction that hit SQLITE_FULL.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

@@ -27,7 +27,7 @@ from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.spool import BadUpload, UploadTooLarge
 from stenod.adapters.http.sse import Sse, event_stream
-from stenod.adapters.http.uploads import keep_uploads
+from stenod.adapters.http.uploads import keep_uploads, refuse_when_full
 from stenod.intake.request_intake import Accepted
 from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobView
@@ -215,6 +215,7 @@ async def upload_form(request: Request, ctx: Ctx) -> Response:
 @router.post("/upload")
 async def upload(request: Request, ctx: Ctx) -> Response:
     signed_in(request, ctx)
+    await refuse_when_full(ctx)
     try:
         form = await ctx.spool.receive(request, file_fields=frozenset({"file"}))
     except (UploadTooLarge, BadUpload) as exc:
