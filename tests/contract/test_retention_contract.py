@@ -9,7 +9,7 @@ import asyncio
 from stenod.errors import ErrorInfo
 from stenod.events import utc_now
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, Journal, NewItem, NewJob
+from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
 
 
 async def _job(journal: Journal, *, source: str = "http", finish: bool = True, name: str = "a.wav") -> str:
@@ -57,3 +57,15 @@ async def test_an_unfinished_job_or_one_whose_events_wait_for_the_broker_is_not_
     assert not await journal.forget_job(finished)  # its events are still in the outbox
     await journal.outbox_delete([r.seq for r in await journal.outbox_batch(1000)])
     assert await journal.forget_job(finished) and await journal.job(running) is not None
+
+
+async def test_a_forgotten_job_takes_the_record_of_its_files_with_it(journal: Journal) -> None:
+    view, _ = await journal.create_job(
+        NewJob(source="http", task="transcribe", provider="echo", items=[NewItem(input="a.wav", name="a.wav")])
+    )
+    txt = OutputFile("/state/results/a.txt", "/state/results/a.txt", size=3, mtime_ns=1)
+    await journal.finish_items([ItemOutcome(view.items[0].item_id, ItemState.SUCCEEDED, outputs=[txt])])
+    await journal.outbox_delete([r.seq for r in await journal.outbox_batch(1000)])
+    assert await journal.own_output(txt.key) is not None
+    assert await journal.forget_job(view.job_id)
+    assert await journal.own_output(txt.key) is None

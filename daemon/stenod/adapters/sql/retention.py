@@ -40,6 +40,8 @@ def forget_job(job_id: str) -> Op[bool]:
         return False
     batches = [r["batch_id"] for r in (yield All("SELECT DISTINCT batch_id FROM items WHERE job_id = ?", (job_id,)))]
     yield Exec("DELETE FROM item_edits WHERE item_id IN (SELECT id FROM items WHERE job_id = ?)", (job_id,))
+    # Its files go with it: their records would name paths that no longer hold stenod's files.
+    yield Exec("DELETE FROM own_outputs WHERE item_id IN (SELECT id FROM items WHERE job_id = ?)", (job_id,))
     yield Exec("DELETE FROM job_retries WHERE job_id = ? OR retry_of = ?", (job_id, job_id))
     yield Exec("DELETE FROM job_events WHERE job_id = ?", (job_id,))
     yield Exec("DELETE FROM items WHERE job_id = ?", (job_id,))
