@@ -37,6 +37,7 @@ from stenod.errors import (
     RetryableError,
 )
 from stenod.languages import LANGUAGES, language_name
+from stenod.live import LiveAudio, LiveTranscriber
 from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint, speakers_from_json
 from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
@@ -57,6 +58,8 @@ __all__ = [
     "Json",
     "KnownSpeaker",
     "Limits",
+    "LiveAudio",
+    "LiveTranscriber",
     "MultipartBody",
     "NoOptions",
     "PermanentError",
@@ -483,6 +486,8 @@ class Provider(Protocol):
     # fetched results are committed to the journal; delete remote copies (blobs, uploaded
     # files) here rather than in fetch(), which may run again after a crash.
     # Optional: ``async def aclose(self) -> None`` — called once at daemon shutdown.
+    # Optional: :class:`LiveTranscriber` (``start_live``, ``transcribe_live``) — voice
+    # commands in memory, for the Wyoming listener.
 
 
 def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:

@@ -167,6 +167,27 @@ class JournalSettings(_Section):
     lease_seconds: float = Field(default=30.0, ge=3, le=3600)
 
 
+class WyomingSettings(_Section):
+    """``[wyoming]``: Home Assistant's speech-to-text protocol; off while ``listen`` is empty."""
+
+    listen: str | None = None  # "0.0.0.0:10300"
+    zeroconf: bool = True  # announce _wyoming._tcp so Home Assistant discovers it
+    zeroconf_name: str = Field(default="", max_length=63)  # "": "stenod-<host name>"
+    keep: bool = False  # voice commands are transcribed in memory, not journaled
+    provider: str = ""  # for a command that names none; "": whisper
+    language: str = ""  # for a command that names none; "": detected
+    beam_size: int = Field(default=5, ge=1, le=20)  # as the Home Assistant add-on on x86; 1 is faster
+    vad_filter: bool = False  # Silero VAD before decoding: off, as the add-on (a command is speech)
+    streaming: bool = True  # transcript-start/-chunk/-stop before the transcript
+    max_command_seconds: float = Field(default=30.0, gt=0, le=600)  # longer: an error, the audio dropped
+    max_clients: int = Field(default=64, ge=1)  # connections served at once; more wait to be accepted
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
 class HealthSettings(_Section):
     listen: str | None = None  # kept for old configs: the address of the HTTP server when [http] listen is unset
 
@@ -198,6 +219,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
     watch: list[WatchRule] = Field(default_factory=list)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -304,6 +326,8 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         settings.http.listen = settings.health.listen  # [health] listen predates the HTTP server
     if settings.http.listen is not None:
         check_listen(settings.http.listen, keys=bool(settings.http.api_keys))
+    if settings.wyoming.listen is not None:
+        parse_listen(settings.wyoming.listen, key="wyoming.listen", example="0.0.0.0:10300")
     if not settings.watch and path is None and not settings.amqp_enabled:
         # A new user with no config at all gets a working transcriber: ./inbox, offline, and
         # the page and the APIs on loopback (keyless there: the HTTP front door refuses
@@ -327,12 +351,12 @@ def check_key_lengths(keys: list[SecretStr], origin: str) -> None:
             )
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, *, key: str = "http.listen", example: str = "127.0.0.1:8000") -> tuple[str, int]:
     """Split ``"host:port"`` (``"[::1]:8000"`` for IPv6). Raises ConfigError when malformed."""
     host, sep, port = listen.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f'http.listen = {listen!r} is not host:port (e.g. "127.0.0.1:8000")')
+        raise ConfigError(f'{key} = {listen!r} is not host:port (e.g. "{example}")')
     return host, int(port)
 
 

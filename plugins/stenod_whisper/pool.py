@@ -104,29 +104,36 @@ class EnginePool:
 
         Raises RetryableError when the worker died or hung, or the pool is closing.
         """
+        return await self.run(worker.transcribe, (item, request), item.item_id, str(item.path), on_message)
+
+    async def run(
+        self, function: Callable[..., Any], args: tuple[Any, ...], item_id: str, label: str, on_message: OnMessage
+    ) -> dict[str, Any]:
+        """Run ``function(token, *args)`` (a module-level function of :mod:`worker`) in a
+        worker; ``label`` names the audio in errors. Raises RetryableError as ``transcribe``."""
         if self._closed:
             raise RetryableError("the whisper engine is shutting down", code="shutdown")
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
-        job = _Job(next(self._tokens), item.item_id, on_message)
+        job = _Job(next(self._tokens), item_id, on_message)
         self._jobs[job.token] = job
         try:
             for attempt in range(2):
                 pool = await self._current()
                 try:
-                    future = pool.schedule(worker.transcribe, args=(job.token, item, request))
+                    future = pool.schedule(function, args=(job.token, *args))
                 except RuntimeError as exc:  # the pool broke between two files: nothing of this one ran
                     self._discard(pool)
                     if attempt:
-                        raise self._failure(item, job) from exc
+                        raise self._failure(label, job) from exc
                     continue
                 try:
                     result: dict[str, Any] = await asyncio.wrap_future(future)
                 except (pebble.ProcessExpired, BrokenProcessPool) as exc:
                     if isinstance(exc, BrokenProcessPool):
                         self._discard(pool)
-                    raise self._failure(item, job, exc) from exc
+                    raise self._failure(label, job, exc) from exc
                 # Segments sent just before the result may still be on their way on our socket.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_DRAIN_SECONDS):
@@ -141,12 +148,20 @@ class EnginePool:
                 loop = asyncio.get_running_loop()
                 self._idle_timer = loop.call_later(self._idle_seconds, self._unload)
 
-    def _failure(self, item: BatchItem, job: _Job, exc: BaseException | None = None) -> RetryableError:
+    def lower_priority(self, niceness: int) -> None:
+        """Run the workers at this ``nice`` increment from now on (the running ones too), so
+        that processes at normal priority (the live worker of voice commands) get the CPU first."""
+        self._engine["nice"] = niceness
+        for pid in self.worker_pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), niceness))
+
+    def _failure(self, label: str, job: _Job, exc: BaseException | None = None) -> RetryableError:
         if self._closed:
-            return RetryableError(f"transcription of {item.path} stopped: stenod is shutting down", code="shutdown")
+            return RetryableError(f"transcription of {label} stopped: stenod is shutting down", code="shutdown")
         if job.timed_out:
             return RetryableError(
-                f"transcription of {item.path} made no progress for {self._stall_seconds:.0f} s; its worker was "
+                f"transcription of {label} made no progress for {self._stall_seconds:.0f} s; its worker was "
                 "stopped (raise [providers.whisper] stall_timeout_seconds for a slow model or machine)",
                 code="worker_timeout",
             )
@@ -160,7 +175,7 @@ class EnginePool:
         else:
             how = "killed or crashed; if it keeps happening, the machine may be short of memory"
         return RetryableError(
-            f"the transcription worker died ({how}) while transcribing {item.path}", code="worker_crashed"
+            f"the transcription worker died ({how}) while transcribing {label}", code="worker_crashed"
         )
 
     async def _current(self) -> pebble.ProcessPool:

@@ -10,7 +10,7 @@ the file again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -27,6 +27,7 @@ from stenod.provider import (
     ItemResult,
     Json,
     Limits,
+    LiveAudio,
     PermanentError,
     ProviderSettings,
     RemoteState,
@@ -38,6 +39,7 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper.languages import ENGLISH, LANGUAGES, UnknownLanguage, whisper_code
+from stenod_whisper.live import BATCH_NICENESS, LiveEngine
 from stenod_whisper.model import BUNDLED, ModelError, folder_model, is_model_name
 from stenod_whisper.pool import EnginePool
 from stenod_whisper.prepare import Engine, prepare
@@ -75,6 +77,7 @@ class WhisperProvider:
         self.engine: Engine | None = None
         self.max_concurrent_jobs = self.settings.max_concurrent_jobs
         self._pool: EnginePool | None = None
+        self._live: LiveEngine | None = None
 
     async def start(self, ctx: StartContext) -> None:
         """Get the model ready on disk and choose the device. Raises ConfigError (with what
@@ -99,14 +102,15 @@ class WhisperProvider:
                 min_poll_seconds=0.0,
                 languages=frozenset({ENGLISH}),
             )
+        self._engine_spec = {
+            "path": engine.model.path,
+            "device": engine.device,
+            "device_index": s.device_index,
+            "compute_type": engine.compute_type,
+            "cpu_threads": threads,
+        }
         self._pool = EnginePool(
-            engine={
-                "path": engine.model.path,
-                "device": engine.device,
-                "device_index": s.device_index,
-                "compute_type": engine.compute_type,
-                "cpu_threads": threads,
-            },
+            engine=dict(self._engine_spec),
             workers=workers,
             idle_unload_seconds=s.idle_unload_seconds,
             stall_seconds=s.stall_timeout_seconds,
@@ -171,6 +175,36 @@ class WhisperProvider:
     def loaded(self) -> bool:
         """Whether the model is in memory (worker processes running) now."""
         return self._pool is not None and self._pool.loaded
+
+    async def start_live(self) -> None:
+        """Start the reserved worker for voice commands (all cores' threads: a command has
+        the machine while it runs) and lower the batch workers' priority."""
+        if self.engine is None or self._pool is None:
+            raise PermanentError("the whisper provider was not started", code="internal_error")
+        if self._live is None:
+            threads = self.settings.cpu_threads or cpu_count()
+            self._live = LiveEngine(
+                {**self._engine_spec, "cpu_threads": threads},
+                multilingual=self.engine.model.multilingual,
+                beam_size=self.settings.beam_size,
+                stall_seconds=self.settings.stall_timeout_seconds,
+            )
+            if self.engine.device == "cpu":
+                self._pool.lower_priority(BATCH_NICENESS)
+        await self._live.start()
+
+    async def transcribe_live(
+        self, audio: LiveAudio, on_segment: Callable[[Segment], None] | None = None
+    ) -> Transcript:
+        """Transcribe a voice command on the reserved worker (see :mod:`stenod_whisper.live`)."""
+        if self._live is None:
+            await self.start_live()
+        assert self._live is not None
+        return await self._live.transcribe(audio, on_segment)
+
+    def live_worker_pids(self) -> list[int]:
+        """The reserved worker's process id, if it runs (diagnostics and tests)."""
+        return self._live.worker_pids() if self._live else []
 
     def request(self, batch: Batch) -> dict[str, Any]:
         """What a worker needs for the batch's files. Raises PermanentError for a language
@@ -281,6 +315,8 @@ class WhisperProvider:
 
     async def aclose(self) -> None:
         """Stop the worker processes. Idempotent; the daemon calls it at shutdown."""
+        if self._live is not None:
+            await self._live.aclose()
         if self._pool is not None:
             await self._pool.aclose()
 

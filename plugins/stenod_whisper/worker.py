@@ -19,15 +19,16 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from stenod.provider import BatchItem, PermanentError, Segment, Transcript, Word
-from stenod_whisper.audio import PcmStream
+from stenod_whisper.audio import SAMPLE_RATE, PcmStream
 from stenod_whisper.segments import segment_json, segment_of, sentences, words_of
 from stenod_whisper.windows import Window, head, windows
 
-__all__ = ["initialize", "transcribe"]
+__all__ = ["initialize", "transcribe", "transcribe_pcm"]
 
 
 @dataclass(slots=True)
@@ -53,6 +54,8 @@ def initialize(address: str, engine: dict[str, Any]) -> None:
     threading.Thread(target=_exit_with_daemon, args=(channel,), name="lifeline", daemon=True).start()
     # Ctrl-C in a terminal reaches the whole process group; the daemon decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if engine.get("nice"):  # batch workers yield the CPU to the live worker of voice commands
+        os.nice(engine["nice"])
     # onnxruntime (the VAD) otherwise keeps a device id under ~/.cache and reports usage to
     # Microsoft; it must be off before the library loads.
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -138,40 +141,81 @@ def _options(request: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def transcribe_pcm(token: int, pcm: bytes, request: dict[str, Any]) -> dict[str, Any]:
+    """Transcribe a voice command held in memory (16 kHz, 16-bit, mono PCM): no file, no
+    libav, never the batched pipeline (a command is seconds long). Returns as :func:`transcribe`."""
+    worker = _worker
+    if worker is None:
+        raise RuntimeError("stenod_whisper worker used without its initializer")
+    worker.send({"token": token, "kind": "started", "pid": os.getpid()})
+    try:
+        import numpy
+
+        samples = numpy.frombuffer(pcm, dtype="<i2").astype(numpy.float32) / 32768.0
+        seconds = len(samples) / SAMPLE_RATE
+        transcript = _recognise_windows(
+            worker, token, [Window(0.0, samples)], {**request, "batch_size": 0}, lambda end: min(0.99, end / seconds)
+        )
+        return {"transcript": transcript.to_json(), "warnings": []}
+    except PermanentError as exc:
+        return {"error": exc.info().to_json()}
+    finally:
+        worker.send({"token": token, "kind": "done"})
+
+
 def _recognise(worker: _Worker, token: int, audio: PcmStream, request: dict[str, Any]) -> Transcript:
+    total = audio.declared_seconds or 0.0
+    source = windows(
+        audio,
+        max_seconds=request["max_audio_seconds"],
+        on_progress=lambda share: worker.send({"token": token, "kind": "alive", "decoded": share}),
+    )
+
+    def done(end: float) -> float:
+        return min(0.99, end / total) if total else min(0.99, audio.read_fraction)
+
+    transcript = _recognise_windows(worker, token, source, request, done)
+    return replace(transcript, duration=round(audio.decoded_seconds, 3))
+
+
+def _recognise_windows(
+    worker: _Worker,
+    token: int,
+    source: Iterable[Window],
+    request: dict[str, Any],
+    done: Callable[[float], float],
+) -> Transcript:
+    """The windows of one input, recognised in order; ``done`` turns a time heard into the
+    share of the work done (for progress)."""
     options = _options(request)
     segments: list[Segment] = []
     words: list[Word] = []
     raw: list[str] = []  # as the model wrote them: a leading space where the script uses spaces
     detected: tuple[str, float] | None = None
-    for window in windows(
-        audio,
-        max_seconds=request["max_audio_seconds"],
-        on_progress=lambda share: worker.send({"token": token, "kind": "alive", "decoded": share}),
-    ):
+    heard = 0.0
+    for window in source:
+        heard = max(heard, window.offset + window.seconds)
         pieces, info, batched = _transcribe_window(worker, window, request, options)
         if detected is None:
             detected = (info.language, info.language_probability)
             if options["language"] is None:  # later windows keep the language the first one heard
                 options["language"] = info.language
-        total = audio.declared_seconds or 0.0
         for piece in pieces:
             raw.append(piece.text)
             words.extend(_shifted(w, window.offset) for w in words_of(piece))
-            end = window.offset + piece.end
-            done = min(0.99, end / total) if total else min(0.99, audio.read_fraction)
+            share = done(window.offset + piece.end)
             for part in sentences(piece) if batched else [segment_of(piece)]:
                 segment = _shifted(part, window.offset)
                 if batched or window.offset:  # numbered across the file, not per window
                     segment = replace(segment, extra={**segment.extra, "id": len(segments)})
                 segments.append(segment)
-                worker.send({"token": token, "kind": "segment", "done": done, "segment": segment_json(segment)})
+                worker.send({"token": token, "kind": "segment", "done": share, "segment": segment_json(segment)})
     language, probability = detected or (request["language"] or "", 0.0)
     return Transcript(
         text="".join(raw).strip(),
         language=("en" if request["task"] == "translate" else request["language_tag"] or language),
         language_probability=round(probability, 4) if request["language"] is None else None,
-        duration=round(audio.decoded_seconds, 3),
+        duration=round(heard, 3),
         segments=tuple(segments),
         words=tuple(words) if request["word_timestamps"] else None,
         provider="whisper",

@@ -82,6 +82,8 @@ def test_the_public_plugin_api_is_pinned():
             "KnownSpeaker",
             "LANGUAGES",
             "Limits",
+            "LiveAudio",
+            "LiveTranscriber",
             "MultipartBody",
             "NoOptions",
             "PermanentError",

@@ -186,6 +186,17 @@ async def build(
     daemon.health["disk"] = daemon.disk.check
     if settings.amqp_enabled or settings.http.listen:
         await _requests(daemon, stack, watch)
+    if settings.wyoming.listen:
+        from stenod.wiring.wyoming_setup import build_wyoming
+
+        parts, _ = await build_wyoming(
+            settings.wyoming,
+            lambda: ({n: r.provider for n, r in daemon.providers.runtimes.items()}, daemon.providers.unavailable),
+            metrics.registry,
+            default_provider=settings.default_provider,
+        )
+        daemon.services.append(parts.run)
+        daemon.health["wyoming"] = parts.healthy
     return daemon
 
 

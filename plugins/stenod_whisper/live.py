@@ -1,0 +1,101 @@
+"""Voice commands on a worker of their own: the whisper side of :class:`stenod.provider.LiveTranscriber`.
+
+A reserved worker, not a priority lane in the batch pool: a batch worker holds a file
+for its whole length (minutes) and cannot be preempted, so a command queued first in
+line would still wait for a free worker. The live worker is a process loaded once at
+start, never unloaded, used by nothing else; the batch workers run at a lower CPU
+priority while it exists, so on a machine with fewer cores than processes the command
+gets the CPU it needs. The price is one more model in memory (the base model: ~200 MB).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from stenod.provider import ErrorInfo, LiveAudio, PermanentError, Segment, Transcript
+from stenod_whisper import worker
+from stenod_whisper.languages import ENGLISH, UnknownLanguage, whisper_code
+from stenod_whisper.pool import EnginePool
+
+__all__ = ["BATCH_NICENESS", "LiveEngine"]
+
+log = structlog.get_logger("stenod_whisper")
+
+BATCH_NICENESS = 10
+"""``nice`` of the batch workers while the live worker exists: CFS then gives a process at
+normal priority about nine tenths of a contended core."""
+
+_WARM_UP_SECONDS = 1.0
+
+
+class LiveEngine:
+    """One worker process holding the model for voice commands only."""
+
+    def __init__(self, engine: dict[str, Any], *, multilingual: bool, beam_size: int, stall_seconds: float) -> None:
+        self._pool = EnginePool(engine=engine, workers=1, idle_unload_seconds=0, stall_seconds=stall_seconds)
+        self._multilingual = multilingual
+        self._beam_size = beam_size
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        """Start the worker and decode a second of silence, so that the first real command
+        does not pay for loading the model and CTranslate2's first allocations."""
+        await self.transcribe(LiveAudio(bytes(int(_WARM_UP_SECONDS * LiveAudio.SAMPLE_RATE) * 2), ENGLISH))
+        log.info("whisper.live_worker_ready", pids=self._pool.worker_pids())
+
+    def worker_pids(self) -> list[int]:
+        """The live worker's process id (a list: empty while it is restarting)."""
+        return self._pool.worker_pids()
+
+    async def transcribe(self, audio: LiveAudio, on_segment: Callable[[Segment], None] | None = None) -> Transcript:
+        """Transcribe one command. Raises PermanentError for a language the model does not
+        know, RetryableError when the worker died (the next command starts a new one)."""
+        request = self.request(audio)
+
+        def on_message(message: dict[str, Any]) -> None:
+            if message["kind"] == "segment" and on_segment is not None:
+                piece = message["segment"]
+                on_segment(Segment(piece["start"], piece["end"], piece["text"]))
+
+        label = f"a voice command of {audio.duration:.1f} s"
+        outcome = await self._pool.run(worker.transcribe_pcm, (audio.pcm, request), "live", label, on_message)
+        if "error" in outcome:
+            error = ErrorInfo.from_json(outcome["error"])
+            raise PermanentError(error.message, code=error.code, hint=error.hint)
+        return Transcript.from_json(outcome["transcript"])
+
+    def request(self, audio: LiveAudio) -> dict[str, Any]:
+        """What the worker needs for ``audio``; PermanentError for an unknown language."""
+        code = None
+        if audio.language:
+            try:
+                code = whisper_code(audio.language)
+            except UnknownLanguage as exc:
+                raise PermanentError(str(exc), code="unsupported_language") from exc
+            if not self._multilingual and code != ENGLISH:
+                raise PermanentError(
+                    f"the whisper model is English-only; it cannot transcribe {audio.language!r}",
+                    code="unsupported_language",
+                )
+        return {
+            "task": "transcribe",
+            "language": code,
+            "language_tag": audio.language,
+            "beam_size": audio.beam_size or self._beam_size,
+            "vad_filter": bool(audio.vad_filter),  # off unless asked, as the Home Assistant add-on
+            "word_timestamps": False,
+            "initial_prompt": None,
+            "temperature": None,
+            "hotwords": None,
+            "detect_only": False,
+            "batch_size": 0,
+            "batch_min_seconds": 0.0,
+        }
+
+    async def aclose(self) -> None:
+        """Stop the live worker. Idempotent."""
+        await self._pool.aclose()
