@@ -180,6 +180,7 @@ class WyomingSettings(_Section):
     vad_filter: bool = False  # Silero VAD before decoding: off, as the add-on (a command is speech)
     streaming: bool = True  # transcript-start/-chunk/-stop before the transcript
     max_command_seconds: float = Field(default=30.0, gt=0, le=600)  # longer: an error, the audio dropped
+    command_timeout_seconds: float = Field(default=30.0, gt=0)  # a cloud provider slower than this: an error
     max_clients: int = Field(default=64, ge=1)  # connections served at once; more wait to be accepted
 
     @field_validator("listen", mode="before")
@@ -328,6 +329,11 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         check_listen(settings.http.listen, keys=bool(settings.http.api_keys))
     if settings.wyoming.listen is not None:
         parse_listen(settings.wyoming.listen, key="wyoming.listen", example="0.0.0.0:10300")
+    if settings.wyoming.keep:
+        raise ConfigError(
+            f"invalid configuration ({origin}):\n  wyoming.keep: journaling voice commands is not available yet; "
+            "leave it false (commands are transcribed in memory, only metrics are kept)"
+        )
     if not settings.watch and path is None and not settings.amqp_enabled:
         # A new user with no config at all gets a working transcriber: ./inbox, offline, and
         # the page and the APIs on loopback (keyless there: the HTTP front door refuses

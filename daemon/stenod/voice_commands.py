@@ -2,8 +2,8 @@
 
 The Wyoming listener (and any other live interface) asks this service, never a provider
 directly: it picks the provider a command names (or the default), checks the language,
-and runs the provider's :class:`~stenod.live.LiveTranscriber` capability. Nothing here
-touches the journal: a command is private unless ``[wyoming] keep`` says otherwise.
+and runs it as a :class:`~stenod.live.LiveTranscriber` (the provider's own, or its batch
+API run in memory: :mod:`stenod.live_batch`). Nothing here touches the journal.
 """
 
 from __future__ import annotations
@@ -15,13 +15,24 @@ import structlog
 
 from stenod.errors import PermanentError
 from stenod.live import LiveAudio, LiveTranscriber
-from stenod.provider import Provider, Segment, Task, Transcript
+from stenod.provider import Limits, Segment, Transcript
 
-__all__ = ["CommandDefaults", "LiveModel", "VoiceCommands"]
+__all__ = ["CommandDefaults", "LiveEntry", "LiveModel", "VoiceCommands"]
 
 log = structlog.get_logger("stenod.voice")
 
-ProvidersView = Callable[[], tuple[Mapping[str, Provider], Mapping[str, str]]]
+
+@dataclass(frozen=True, slots=True)
+class LiveEntry:
+    """A provider that can answer voice commands: how, and what it accepts."""
+
+    live: LiveTranscriber
+    limits: Limits
+    description: str
+
+
+LiveView = Callable[[], tuple[Mapping[str, LiveEntry], Mapping[str, str]]]
+"""The providers that answer commands now, and why each other known provider does not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,58 +55,45 @@ class CommandDefaults:
 
 
 class VoiceCommands:
-    """Answers voice commands with the configured providers that can (see :meth:`models`)."""
+    """Answers voice commands with the providers that can (see :meth:`models`)."""
 
-    def __init__(self, providers: ProvidersView, defaults: CommandDefaults) -> None:
+    def __init__(self, providers: LiveView, defaults: CommandDefaults) -> None:
         self._providers = providers
         self._defaults = defaults
 
     def models(self) -> list[LiveModel]:
-        """The providers that transcribe voice commands, the default first."""
-        available, _ = self._providers()
-        live = {name: p for name, p in available.items() if _is_live(p)}
+        """The providers that answer voice commands, the default first."""
+        live, _ = self._providers()
         order = sorted(live, key=lambda name: (name != self._defaults.provider, name))
         return [
-            LiveModel(
-                name=name,
-                languages=tuple(sorted(live[name].limits.languages or ())),
-                description=f"stenod provider {name}" + (" (offline)" if name == "whisper" else ""),
-            )
-            for name in order
+            LiveModel(name, tuple(sorted(live[name].limits.languages or ())), live[name].description) for name in order
         ]
 
     async def start(self) -> None:
-        """Get every provider that answers commands ready (the live worker of whisper loaded
-        and warm). Called once at start, before the listener opens."""
-        available, _ = self._providers()
-        for name, provider in available.items():
-            if _is_live(provider):
-                assert isinstance(provider, LiveTranscriber)
-                await provider.start_live()
-                log.info("voice.provider_ready", provider=name)
+        """Get every provider that answers commands ready (whisper's live worker loaded and
+        warm). Called once at start, before the listener opens."""
+        live, _ = self._providers()
+        for name, entry in live.items():
+            await entry.live.start_live()
+            log.info("voice.provider_ready", provider=name)
 
-    def resolve(self, name: str | None) -> tuple[str, Provider]:
+    def resolve(self, name: str | None) -> tuple[str, LiveEntry]:
         """The provider a command names (None or "": the default). Raises PermanentError
         with what is wrong and what serves commands here."""
         wanted = name or self._defaults.provider
-        available, unavailable = self._providers()
-        provider = available.get(wanted)
+        live, why_not = self._providers()
+        if (entry := live.get(wanted)) is not None:
+            return wanted, entry
         serving = ", ".join(m.name for m in self.models()) or "none"
-        if provider is None:
-            if wanted in unavailable:
-                raise PermanentError(
-                    f"the provider {wanted!r} is unavailable: {unavailable[wanted]}", code="provider_unavailable"
-                )
+        if wanted in why_not:
             raise PermanentError(
-                f"no provider named {wanted!r} is configured here; voice commands are served by: {serving}",
-                code="unknown_provider",
+                f"the provider {wanted!r} cannot answer voice commands: {why_not[wanted]}; use one of: {serving}",
+                code="provider_unavailable",
             )
-        if not _is_live(provider):
-            raise PermanentError(
-                f"the provider {wanted!r} transcribes files but not voice commands; use one of: {serving}",
-                code="not_live",
-            )
-        return wanted, provider
+        raise PermanentError(
+            f"no provider named {wanted!r} is configured here; voice commands are served by: {serving}",
+            code="unknown_provider",
+        )
 
     async def transcribe(
         self,
@@ -108,18 +106,13 @@ class VoiceCommands:
         """Transcribe one command (16 kHz, 16-bit, mono PCM). Raises PermanentError (an
         unknown provider or language) or RetryableError (the provider is down), each with a
         message for the person who spoke."""
-        provider_name, provider = self.resolve(name)
+        provider, entry = self.resolve(name)
         language = language or self._defaults.language
-        if language and not provider.limits.accepts(language):
+        if language and not entry.limits.accepts(language):
             raise PermanentError(
-                f"{provider_name} does not understand the language {language!r}", code="unsupported_language"
+                f"{provider} does not understand the language {language!r}", code="unsupported_language"
             )
         if not pcm:
-            return Transcript(text="", language=language, duration=0.0, provider=provider_name)
+            return Transcript(text="", language=language, duration=0.0, provider=provider)
         audio = LiveAudio(pcm, language, self._defaults.beam_size, self._defaults.vad_filter)
-        assert isinstance(provider, LiveTranscriber)  # resolve() admits no other
-        return await provider.transcribe_live(audio, on_segment)
-
-
-def _is_live(provider: Provider) -> bool:
-    return isinstance(provider, LiveTranscriber) and Task.TRANSCRIBE in provider.limits.tasks
+        return await entry.live.transcribe_live(audio, on_segment)

@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import httpx
 import numpy
+import psutil
 import pytest
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
@@ -49,7 +50,7 @@ def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:
             "http": {"listen": f"127.0.0.1:{http}"},
             "wyoming": {"listen": f"0.0.0.0:{port}", "zeroconf_name": ZEROCONF_NAME, "max_command_seconds": 10},
         },
-        providers={"whisper": {"workers": 1}},
+        providers={"whisper": {"workers": 1, "idle_unload_seconds": 1}, "echo": {"job_seconds": 0.3}},
     )
     with running(config, tmp / "daemon.log") as daemon:
         yield Listener(daemon, port, f"http://127.0.0.1:{http}", tmp / "state")
@@ -107,7 +108,8 @@ async def test_describe_lists_the_bundled_whisper_first_with_its_languages(liste
     assert event is not None and Info.is_type(event.type)
     [program] = Info.from_event(event).asr
     assert program.installed and program.supports_transcript_streaming
-    assert program.models[0].name == "whisper" and {"en", "de", "it"} <= set(program.models[0].languages)
+    assert [m.name for m in program.models] == ["whisper", "echo"]  # the configured ones, whisper first
+    assert {"en", "de", "it"} <= set(program.models[0].languages)
 
 
 async def test_a_spoken_command_in_16khz_mono_chunks_comes_back_as_text(listener: Listener) -> None:
@@ -133,6 +135,19 @@ async def test_an_unknown_provider_is_an_error_event_that_names_what_serves(list
     [*_, event] = await command(listener.port, festival_pcm(KITCHEN), name="siri")
     error = Error.from_event(event)
     assert error.code == "unknown_provider" and "'siri'" in error.text and "whisper" in error.text
+
+
+async def test_a_configured_cloud_provider_answers_through_its_batch_api_in_memory(listener: Listener) -> None:
+    pcm = festival_pcm(KITCHEN)
+    events = await command(listener.port, pcm, name="echo")
+    assert transcript(events) == f"echo command.wav {len(pcm) + 44} bytes"  # the WAV it was handed
+    assert not list((listener.state / "wyoming").iterdir())
+
+
+async def test_an_installed_but_unconfigured_provider_says_so(listener: Listener) -> None:
+    [*_, event] = await command(listener.port, festival_pcm(KITCHEN), name="sarvam")
+    error = Error.from_event(event)
+    assert error.code == "provider_unavailable" and "[providers.sarvam]" in error.text
 
 
 async def test_an_unknown_language_is_an_error_event(listener: Listener) -> None:
@@ -192,3 +207,40 @@ async def test_the_listener_is_announced_over_zeroconf(listener: Listener) -> No
     finally:
         await zeroconf.async_close()
     assert info is not None and info.port == listener.port and info.parsed_addresses()
+
+
+async def test_the_live_worker_stays_loaded_while_idle_files_unload(listener: Listener) -> None:
+    [ready] = listener.daemon.named("whisper.live_worker_ready")
+    [live] = ready["pids"]
+    await asyncio.sleep(2.5)  # more than idle_unload_seconds
+    events = await command(listener.port, festival_pcm(KITCHEN))
+    assert words(transcript(events)) == KITCHEN
+    assert psutil.pid_exists(live) and psutil.Process(live).nice() == 0
+    assert len(listener.daemon.named("whisper.live_worker_ready")) == 1
+
+
+def test_sigterm_with_clients_connected_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        sections={"wyoming": {"listen": f"127.0.0.1:{port}", "zeroconf": False}},
+        providers={"whisper": {"workers": 1}},
+    )
+
+    async def idle_clients_then_stop(daemon: Daemon) -> int:
+        clients = [AsyncTcpClient("127.0.0.1", port) for _ in range(3)]
+        for client in clients:
+            await client.connect()
+        await clients[0].write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        assert daemon.proc is not None
+        daemon.proc.terminate()
+        code = await asyncio.to_thread(daemon.proc.wait, 60)
+        for client in clients:
+            assert await asyncio.wait_for(client.read_event(), 5) is None  # closed by the server
+            await client.disconnect()
+        return code
+
+    with running(config, tmp_path / "daemon.log") as daemon:
+        assert asyncio.run(idle_clients_then_stop(daemon)) == 0
+        assert daemon.named("wyoming.stopped")

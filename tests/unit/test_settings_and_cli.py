@@ -56,6 +56,9 @@ def test_no_config_at_all_watches_inbox_with_the_offline_default(clean_env, monk
         ("[[watch]]\npath = '/x'\nafter = 'shred'\n", "watch.0.after"),
         ("unknown_key = 1\n", "unknown_key"),
         ("state_dir = \n", "not valid TOML"),
+        ("[wyoming]\nlisten = '10300'\n", "wyoming.listen = '10300' is not host:port"),
+        ("[wyoming]\nbeam_size = 0\n", "wyoming.beam_size"),
+        ("[wyoming]\nkeep = true\n", "wyoming.keep: journaling voice commands is not available yet"),
     ],
 )
 def test_an_invalid_config_names_the_key(clean_env, text, expected):

@@ -187,14 +187,15 @@ async def build(
     if settings.amqp_enabled or settings.http.listen:
         await _requests(daemon, stack, watch)
     if settings.wyoming.listen:
-        from stenod.wiring.wyoming_setup import build_wyoming
+        from stenod.wiring.wyoming_setup import build_wyoming, live_view
 
-        parts, _ = await build_wyoming(
-            settings.wyoming,
-            lambda: ({n: r.provider for n, r in daemon.providers.runtimes.items()}, daemon.providers.unavailable),
-            metrics.registry,
-            default_provider=settings.default_provider,
+        view = live_view(
+            lambda: daemon.providers,
+            lambda: daemon.settings.providers,
+            folder=settings.state_dir / "wyoming",
+            timeout_seconds=settings.wyoming.command_timeout_seconds,
         )
+        parts, _ = await build_wyoming(settings.wyoming, view, metrics.registry)
         daemon.services.append(parts.run)
         daemon.health["wyoming"] = parts.healthy
     return daemon

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from stenod.errors import ConfigError
-from stenod.provider import Provider
+from stenod.live import LiveTranscriber
+from stenod.live_batch import BatchAsLive
+from stenod.provider import Provider, Task
 from stenod.settings import WyomingSettings, parse_listen
-from stenod.voice_commands import CommandDefaults, VoiceCommands
+from stenod.voice_commands import CommandDefaults, LiveEntry, LiveView, VoiceCommands
+from stenod.wiring.provider_setup import Providers
 
-__all__ = ["WyomingParts", "build_wyoming"]
-
-ProvidersView = Callable[[], tuple[Mapping[str, Provider], Mapping[str, str]]]
+__all__ = ["WyomingParts", "build_wyoming", "live_view"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +31,42 @@ class WyomingParts:
     healthy: Callable[[], Awaitable[bool]]
 
 
+def live_view(
+    providers: Callable[[], Providers], configured: Callable[[], Iterable[str]], *, folder: Path, timeout_seconds: float
+) -> LiveView:
+    """Which providers answer voice commands: those with a live engine (whisper), and the
+    cloud ones configured in ``[providers.<name>]`` that transcribe WAV (their batch API in
+    memory); and why each other provider does not."""
+    adapters: dict[str, tuple[Provider, BatchAsLive]] = {}
+
+    def view() -> tuple[Mapping[str, LiveEntry], Mapping[str, str]]:
+        current = providers()
+        live: dict[str, LiveEntry] = {}
+        why_not = dict(current.unavailable)
+        wanted = set(configured())
+        for name, runtime in current.runtimes.items():
+            provider, limits = runtime.provider, runtime.provider.limits
+            if Task.TRANSCRIBE not in limits.tasks:
+                why_not[name] = "it does not transcribe speech"
+            elif isinstance(provider, LiveTranscriber):
+                live[name] = LiveEntry(provider, limits, f"{name}: on this machine, a worker kept for commands")
+            elif "wav" not in limits.formats:
+                why_not[name] = "it does not take WAV audio"
+            elif name not in wanted:
+                why_not[name] = f"it is not configured ([providers.{name}] in the config file)"
+            else:
+                if name not in adapters or adapters[name][0] is not provider:
+                    poll, timeout = runtime.poll_interval, timeout_seconds
+                    batch = BatchAsLive(name, provider, poll_seconds=poll, folder=folder, timeout_seconds=timeout)
+                    adapters[name] = (provider, batch)
+                live[name] = LiveEntry(adapters[name][1], limits, f"{name}: cloud, its batch API in memory")
+        return live, why_not
+
+    return view
+
+
 async def build_wyoming(
-    settings: WyomingSettings, providers: ProvidersView, registry: CollectorRegistry, *, default_provider: str
+    settings: WyomingSettings, providers: LiveView, registry: CollectorRegistry
 ) -> tuple[WyomingParts, VoiceCommands]:
     """Start the live engines and bind the listener. Raises ConfigError for a busy port or
     a default provider that cannot answer voice commands."""
@@ -49,10 +85,8 @@ async def build_wyoming(
     )
     commands = VoiceCommands(providers, defaults)
     if not any(model.name == defaults.provider for model in commands.models()):
-        available, unavailable = providers()
-        why = unavailable.get(defaults.provider) or (
-            "it transcribes files only" if defaults.provider in available else "no such provider is configured"
-        )
+        _, why_not = providers()
+        why = why_not.get(defaults.provider, "no such provider is installed")
         raise ConfigError(f"wyoming.provider = {defaults.provider!r} cannot answer voice commands: {why}")
     await commands.start()
     metrics = WyomingMetrics(registry)
