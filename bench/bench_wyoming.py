@@ -20,11 +20,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.wyoming_servers import ADDON_VERSION, Addon, Answer, ask, ensure_addon_venv, start_stenod, wait_serving
+from bench.wyoming_servers import (
+    ADDON_VERSION,
+    Addon,
+    Answer,
+    ask,
+    ask_pool,
+    ensure_addon_venv,
+    start_stenod,
+    wait_serving,
+)
 from stenod_whisper.model import BUNDLED, assemble_bundled
 from stenod_whisper.settings import cpu_count
 from tests.e2e.harness import Daemon, wait_for
-from tests.speech import festival_pcm, long_speech
+from tests.speech import SENTENCES, festival_pcm, long_speech
 
 COMMANDS = (
     "turn on the kitchen light",
@@ -97,14 +106,26 @@ def summary(title: str, results: dict[str, list[Answer | None]]) -> dict[str, fl
     return medians
 
 
-async def busy_file(daemon: Daemon, inbox: Path, tmp: Path, seconds: float) -> None:
-    """Drop a long recording into stenod's folder and wait until a worker is on it."""
-    path, _ = long_speech(tmp / "lecture.flac", seconds)
-    path.rename(inbox / "lecture.flac")
+async def busy_files(daemon: Daemon, inbox: Path, tmp: Path, seconds: float, count: int) -> None:
+    """Drop ``count`` long recordings (each different: stenod would reuse a copy's result) into
+    stenod's folder and wait until workers are on them."""
+    for n in range(count):
+        path, _ = long_speech(tmp / f"lecture-{n}.flac", seconds, sentences=SENTENCES[n:] + SENTENCES[:n])
+        path.rename(inbox / path.name)
     await asyncio.to_thread(
-        wait_for, lambda: daemon.named("job.accepted", since_start=True), "the long file taken", 120
+        wait_for, lambda: len(daemon.named("job.accepted", since_start=True)) >= count, "the long files taken", 120
     )
-    await asyncio.sleep(3.0)  # the file decoded and the engine on it
+    await asyncio.sleep(3.0)  # the files decoded and the engines on them
+
+
+async def through_the_pool(url: str, commands: list[tuple[str, bytes]], rounds: int) -> None:
+    """A few commands through the batch workers (``/asr``), for the priority-lane comparison."""
+    seconds = []
+    for n in range(rounds):
+        answer = await ask_pool(url, commands[n % len(commands)][1], patience_seconds=60.0)
+        seconds.append(answer.seconds if answer else None)
+    shown = ", ".join(f"{s:.2f}" if s is not None else "> 60" for s in seconds)
+    print(f"  stenod /asr (a job on the batch workers, as a priority lane would run it): {shown} s")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -121,19 +142,21 @@ async def run(args: argparse.Namespace) -> None:
     print(f"{len(commands)} commands, {min(len(p) for _, p in commands) / 32000:.1f}–"
           f"{max(len(p) for _, p in commands) / 32000:.1f} s")  # fmt: skip
     (tmp / "stenod").mkdir()
-    daemon, port = start_stenod(tmp / "stenod", models, inbox, beam_size=args.beam_size)
+    daemon, port, url = start_stenod(tmp / "stenod", models, inbox, beam_size=args.beam_size)
     addon = Addon(python, model, tmp / "addon", beam_size=args.beam_size, threads=threads, log=tmp / "addon.log")
     try:
         await wait_serving(addon.port)
         servers = {f"wyoming-faster-whisper {ADDON_VERSION}": addon.port, "stenod [wyoming]": port}
         await phase(servers, commands, 2)  # first answers (lazy allocations) not counted
         idle = summary("idle", await phase(servers, commands, args.rounds))
-        await busy_file(daemon, inbox, tmp, args.long_seconds)
-        until = time.monotonic() + args.long_seconds / 8  # well before the file is done
+        await busy_files(daemon, inbox, tmp, args.long_seconds, args.long_files)
+        until = time.monotonic() + args.long_seconds / 8  # well before the files are done
         results = await phase(servers, commands, args.rounds, until=until)
-        if (inbox / "lecture.txt").exists():
-            print("  (the long file finished during the busy phase: raise --long-seconds)")
-        busy = summary("busy: stenod transcribing a long file from a folder", results)
+        if any(inbox.glob("lecture-*.txt")):
+            print("  (a long file finished during the busy phase: raise --long-seconds)")
+        busy = summary(f"busy: stenod transcribing {args.long_files} long file(s) from a folder", results)
+        if args.pool_rounds:
+            await through_the_pool(url, commands, args.pool_rounds)
     finally:
         addon.stop()
         daemon.terminate(timeout=60)
@@ -150,7 +173,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20, help="commands per server and phase")
     parser.add_argument("--beam-size", type=int, default=5, help="both servers (the add-on's default on x86)")
-    parser.add_argument("--long-seconds", type=float, default=600.0, help="the long file of the busy phase")
+    parser.add_argument("--long-seconds", type=float, default=600.0, help="the long files of the busy phase")
+    parser.add_argument("--long-files", type=int, default=1, help="long files at once (2 fills both workers)")
+    parser.add_argument("--pool-rounds", type=int, default=3, help="busy commands through /asr (0: none)")
     parser.add_argument(
         "--addon-venv", default=str(Path(tempfile.gettempdir()) / "stenod-bench-addon-venv"),
         help="where the add-on is installed from PyPI (reused between runs)",

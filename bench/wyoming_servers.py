@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import httpx
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -29,7 +30,7 @@ from wyoming.info import Describe
 from tests.e2e.harness import Daemon, write_config
 from tests.fakes.server import free_port
 
-__all__ = ["ADDON_VERSION", "Addon", "Answer", "ask", "ensure_addon_venv", "start_stenod", "wait_serving"]
+__all__ = ["ADDON_VERSION", "Addon", "Answer", "ask", "ask_pool", "ensure_addon_venv", "start_stenod", "wait_serving"]
 
 ADDON_VERSION: Final = "3.8.1"
 _CHUNK_SECONDS: Final = 0.02  # Home Assistant streams the microphone in small chunks
@@ -88,19 +89,44 @@ class Addon:
         self._log.close()
 
 
-def start_stenod(tmp: Path, model_dir: Path, inbox: Path, *, beam_size: int) -> tuple[Daemon, int]:
-    """``stenod run`` with default whisper workers, a watched folder and the listener."""
-    port = free_port()
+def start_stenod(tmp: Path, model_dir: Path, inbox: Path, *, beam_size: int) -> tuple[Daemon, int, str]:
+    """``stenod run`` with default whisper workers, a watched folder, the listener and the
+    HTTP server (``/asr``: a command as a job through the batch workers, for comparison)."""
+    port, http = free_port(), free_port()
     config = write_config(
         tmp / "stenod.toml",
         top={"state_dir": tmp / "state", "log_format": "json"},
-        sections={"wyoming": {"listen": f"127.0.0.1:{port}", "zeroconf": False, "beam_size": beam_size}},
+        sections={
+            "wyoming": {"listen": f"127.0.0.1:{port}", "zeroconf": False, "beam_size": beam_size},
+            "http": {"listen": f"127.0.0.1:{http}"},
+        },
         watch=[{"path": inbox, "settle_seconds": 0.3, "formats": ["txt"]}],
         providers={"whisper": {"model_dir": model_dir}},
     )
     daemon = Daemon(config, tmp / "daemon.log").start()
-    daemon.wait_ready(timeout=300)
-    return daemon, port
+    try:
+        daemon.wait_ready(timeout=300)
+    except BaseException:
+        daemon.kill()
+        raise
+    return daemon, port, f"http://127.0.0.1:{http}"
+
+
+async def ask_pool(base_url: str, pcm: bytes, *, patience_seconds: float) -> Answer | None:
+    """The same command through ``/asr``: a journaled job on the batch workers, which is what
+    a priority lane in the batch pool would give at best. None: no answer in time."""
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=patience_seconds) as http:
+            response = await http.post(
+                "/asr",
+                params={"encode": "false", "language": "en", "output": "txt"},
+                files={"audio_file": ("command.pcm", pcm, "application/octet-stream")},
+            )
+            response.raise_for_status()
+    except httpx.TimeoutException:
+        return None
+    return Answer(time.perf_counter() - started, response.text.strip())
 
 
 async def wait_serving(port: int, patience_seconds: float = 300.0) -> None:

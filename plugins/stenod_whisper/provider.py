@@ -77,6 +77,7 @@ class WhisperProvider:
         self.engine: Engine | None = None
         self.max_concurrent_jobs = self.settings.max_concurrent_jobs
         self._pool: EnginePool | None = None
+        self._engine_spec: dict[str, Any] = {}
         self._live: LiveEngine | None = None
 
     async def start(self, ctx: StartContext) -> None:
