@@ -5,7 +5,7 @@ for its whole length (minutes) and cannot be preempted, so a command queued firs
 line would still wait for a free worker. The live worker is a process loaded once at
 start, never unloaded, used by nothing else; the batch workers run at a lower CPU
 priority while it exists, so on a machine with fewer cores than processes the command
-gets the CPU it needs. The price is one more model in memory (the base model: ~200 MB).
+gets the CPU it needs. The price is one more model in memory (the base model: ~300 MB).
 """
 
 from __future__ import annotations

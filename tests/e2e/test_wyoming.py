@@ -182,6 +182,17 @@ async def test_a_client_that_vanishes_mid_stream_costs_nothing(listener: Listene
     assert not listener.daemon.named("wyoming.session_failed")
 
 
+async def test_an_event_announcing_a_huge_body_ends_only_its_session(listener: Listener) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    writer.write(
+        b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 10000000000}\n'
+    )
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed at once, nothing buffered
+    writer.close()
+    assert words(transcript(await command(listener.port, festival_pcm(KITCHEN)))) == KITCHEN
+
+
 async def test_commands_are_not_journaled_by_default(listener: Listener) -> None:
     await command(listener.port, festival_pcm(KITCHEN))
     with sqlite3.connect(listener.state / "journal.db") as db:

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -37,6 +38,9 @@ __all__ = ["SessionLimits", "WyomingSession"]
 log = structlog.get_logger("stenod.wyoming")
 
 _BYTES_PER_SECOND = LiveAudio.SAMPLE_RATE * LiveAudio.SAMPLE_WIDTH
+# One event's data or payload: a chunk of 30 s of 48 kHz 32-bit stereo fits. The package
+# reads whatever length a header announces; a larger one ends the session instead.
+_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,9 @@ class WyomingSession:
     async def run(self) -> None:
         """Read and answer events until the client goes away. Never raises for anything a
         client does: a vanished client simply ends the session and its audio is dropped."""
+        bounded = cast(asyncio.StreamReader, _BoundedReader(self._reader))
         try:
-            while (event := await async_read_event(self._reader)) is not None:
+            while (event := await async_read_event(bounded)) is not None:
                 await self._handle(event)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("wyoming.client_gone", error=str(exc) or type(exc).__name__)
@@ -189,6 +194,23 @@ class WyomingSession:
         if not name:
             return served[0] if served else "other"
         return name if name in served else "other"
+
+
+class _BoundedReader:
+    """The two reads ``async_read_event`` makes, refusing a body longer than
+    ``_MAX_EVENT_BYTES`` (ValueError, which it takes as the end of the stream)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    async def readline(self) -> bytes:
+        return await self._reader.readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        if n > _MAX_EVENT_BYTES:
+            log.warning("wyoming.event_too_large", bytes=n)
+            raise ValueError(f"an event of {n} bytes")
+        return await self._reader.readexactly(n)
 
 
 def _converter() -> AudioChunkConverter:
