@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import tempfile
 import time
@@ -175,6 +176,8 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         addon.stop()
         daemon.terminate(timeout=60)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     stenod, theirs = "stenod [wyoming]", f"wyoming-faster-whisper {ADDON_VERSION}"
     if stenod in idle and theirs in idle and stenod in busy and theirs in busy:
         print(f"\ngoal idle: stenod median {idle[stenod]:.3f} s ≤ add-on {idle[theirs]:.3f} s: "
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5, help="both servers (the add-on's default on x86)")
     parser.add_argument("--long-seconds", type=float, default=600.0, help="the long files of the busy phase")
     parser.add_argument("--long-files", type=int, default=1, help="long files at once (2 fills both workers)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, the model)")
     parser.add_argument("--batch-nice", type=int, help="experiment: renice stenod's batch workers (root)")
     parser.add_argument("--pool-rounds", type=int, default=3, help="busy commands through /asr (0: none)")
     parser.add_argument(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from wyoming.info import Describe, Info
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from tests.e2e.harness import Daemon, running, write_config
+from tests.e2e.harness import STENOD, Daemon, running, write_config
 from tests.fakes.server import free_port
 from tests.speech import festival_pcm, synthesise_pcm
 
@@ -255,3 +256,14 @@ def test_sigterm_with_clients_connected_stops_cleanly(tmp_path: Path) -> None:
     with running(config, tmp_path / "daemon.log") as daemon:
         assert asyncio.run(idle_clients_then_stop(daemon)) == 0
         assert daemon.named("wyoming.stopped")
+
+
+def test_a_default_provider_that_cannot_answer_commands_stops_the_start(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "stenod.toml",
+        top={"state_dir": tmp_path / "state", "log_format": "json"},
+        sections={"wyoming": {"listen": f"127.0.0.1:{free_port()}", "provider": "azure"}},
+    )
+    run = subprocess.run([*STENOD, "run", "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "wyoming.provider = 'azure' cannot answer voice commands: it does not transcribe speech" in run.stderr
