@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +63,16 @@ def journal_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 def install_echo_plugin() -> None:
     """Install the third-party test provider from its own distribution (not editable: a
     plain install is importable at once, without restarting the interpreter)."""
+    wanted = tomllib.loads((ECHO_DIST / "pyproject.toml").read_text())["project"]["version"]
     try:
-        importlib.metadata.distribution("stenod-echo")
-        return
+        if importlib.metadata.version("stenod-echo") == wanted:
+            return
     except importlib.metadata.PackageNotFoundError:
         pass
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", str(ECHO_DIST)], check=True)
+    # Not installed, or an older one (the plugin learnt something): install this one.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ECHO_DIST)], check=True
+    )
     importlib.invalidate_caches()
 
 

@@ -20,8 +20,9 @@ import pysubs2
 
 from stenod.jsontext import dumps_pretty
 from stenod.provider import Segment, Transcript, Word
+from stenod.speaker_views import public_transcript
 
-__all__ = ["Cue", "cues", "render_json", "render_srt", "render_tsv", "render_txt", "render_vtt"]
+__all__ = ["Cue", "cues", "render_json", "render_srt", "render_tsv", "render_txt", "render_vtt", "turns"]
 
 LINE_CHARS = 42
 CUE_CHARS = 2 * LINE_CHARS
@@ -46,15 +47,29 @@ def speaker_label(label: str | None) -> str:
     return label if not label.isdigit() else f"Speaker {label}"
 
 
+def turns(t: Transcript) -> list[tuple[str | None, str]]:
+    """The transcript in speaker turns: consecutive segments of one speaker joined."""
+    out: list[tuple[str | None, list[str]]] = []
+    for s in t.segments:
+        if not (text := s.text.strip()):
+            continue
+        if out and out[-1][0] == s.speaker:
+            out[-1][1].append(text)
+        else:
+            out.append((s.speaker, [text]))
+    return [(speaker, " ".join(texts)) for speaker, texts in out]
+
+
 def render_txt(t: Transcript) -> bytes:
     if any(s.speaker for s in t.segments):
-        lines = [f"{speaker_label(s.speaker)}: {s.text.strip()}" for s in t.segments if s.text.strip()]
+        lines = [f"{speaker_label(speaker)}: {text}" if speaker else text for speaker, text in turns(t)]
         return ("\n".join(lines) + "\n").encode()
     return (t.text.strip() + "\n").encode()
 
 
 def render_json(t: Transcript, *, source: str) -> bytes:
-    return dumps_pretty({"source": source, **t.to_json()}) + b"\n"
+    """The normalised transcript, speakers listed without their voiceprints."""
+    return dumps_pretty({"source": source, **public_transcript(t.to_json())}) + b"\n"
 
 
 def _seconds(value: float) -> float:

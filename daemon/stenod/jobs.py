@@ -15,6 +15,7 @@ from typing import Any, Final, NewType
 from urllib.parse import urlsplit, urlunsplit
 
 from stenod.errors import ErrorInfo, InvalidTransition
+from stenod.speaker_views import public_speakers, public_transcript
 
 JobId = NewType("JobId", str)
 ItemId = NewType("ItemId", str)
@@ -170,11 +171,13 @@ class JobView:
                 "outputs": list(item.outputs),
                 "error": item.error.to_json() if item.error else None,
             }
+            if speakers := public_speakers(item.transcript):
+                entry["speakers"] = speakers  # also when the transcript is too long to come inline
             if item.transcript is not None and self.state.terminal:
                 size = len(str(item.transcript.get("text", ""))) + 200 * len(item.transcript.get("segments") or ())
                 if size <= budget:
                     budget -= size
-                    entry["transcript"] = item.transcript
+                    entry["transcript"] = public_transcript(item.transcript)
             items.append(entry)
         return {
             "job_id": self.job_id,

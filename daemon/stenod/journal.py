@@ -13,6 +13,7 @@ from stenod.corrections import EditableItem
 from stenod.errors import ConfigError, ErrorInfo, StenodError
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, ItemState, JobView
+from stenod.speakers import Diarization
 
 
 class JournalError(StenodError):
@@ -93,6 +94,7 @@ class NewJob:
     correlation_id: str | None = None
     seen: tuple[str, str, int, int, int, int] | None = None  # (rule, path, dev, ino, size, mtime_ns)
     retry_of: str | None = None  # the job this one repeats (a retry from the page)
+    diarization: Diarization | None = None  # who spoke, when the request asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class OpenItem:
     created_at: str
     cancel_requested: bool
     origin: str | None = None  # the instance that accepted the job (its files are readable there)
+    diarization: Diarization | None = None  # the job's: items asking differently go in different provider jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +281,7 @@ class Journal(JobJournal, Protocol):
         language: str | None,
         target_languages: Sequence[str],
         options: Mapping[str, Any],
+        diarization: Diarization | None = None,
     ) -> Mapping[str, Any] | None: ...
     async def attach_download(self, item_id: str, path: str, size: int, device: int, inode: int) -> None: ...
     async def release_items(self, batch_id: str, item_ids: Sequence[str]) -> None: ...

@@ -26,9 +26,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from stenod.diarization import diarization_of
 from stenod.errors import ConfigError
 from stenod.masking import mask_text, masked
 from stenod.provider import Task
+from stenod.speakers import Diarization
 
 SYSTEM_CONFIG = Path("/etc/stenod/stenod.toml")
 DEFAULT_LISTEN = "127.0.0.1:8000"  # the HTTP server of a daemon started with no config at all
@@ -72,6 +74,10 @@ class WatchRule(_Section):
     settle_seconds: float = Field(default=2.0, ge=0)
     then_translate_to: str | list[str] | None = None  # chain: transcribe, then translate the transcript
     translate_provider: str | None = None
+    diarize: bool = False  # say who spoke (the provider must be able to: checked at start)
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     @field_validator("output_dir", mode="before")
     @classmethod
@@ -86,10 +92,17 @@ class WatchRule(_Section):
     def chain_languages(self) -> tuple[str, ...]:
         return languages(self.then_translate_to)
 
+    @property
+    def diarization(self) -> Diarization | None:
+        return diarization_of(
+            self.diarize, num_speakers=self.num_speakers, min_speakers=self.min_speakers, max_speakers=self.max_speakers
+        )
+
     @model_validator(mode="after")
     def _translate_needs_target(self) -> WatchRule:
         if self.task == Task.TRANSLATE and not self.target_languages:
             raise ValueError("task = 'translate' needs target_language")
+        self.diarization  # noqa: B018 (the speaker counts, checked as every entry point checks them)
         return self
 
 
@@ -189,6 +202,14 @@ class WyomingSettings(_Section):
         return None if value in ("", None) else value
 
 
+class DiarizationSettings(_Section):
+    """``[diarization]``: what stenod keeps of the voices people name."""
+
+    # A speaker named once (on the page, or PUT .../speakers/{label}) is recognised by name in
+    # later recordings: stenod keeps the voice's voiceprint (an embedding, never audio).
+    remember_voices: bool = True
+
+
 class HealthSettings(_Section):
     listen: str | None = None  # kept for old configs: the address of the HTTP server when [http] listen is unset
 
@@ -221,6 +242,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
     wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
+    diarization: DiarizationSettings = Field(default_factory=DiarizationSettings)
     watch: list[WatchRule] = Field(default_factory=list)
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -19,7 +19,7 @@ STENOD = [sys.executable, "-m", "stenod"]
 def test_a_third_party_provider_from_its_own_distribution_is_found_and_used_like_a_built_in(echo_plugin, clean_env):
     catalogue = Catalogue.discover()
     echo, whisper = catalogue.available["echo"], catalogue.available.get("whisper")
-    assert echo.distribution == "stenod-echo 1.0.1"
+    assert echo.distribution == "stenod-echo 1.1.0"
     assert whisper is None or whisper.distribution.startswith("stenod ")
     inbox = clean_env / "in"
     inbox.mkdir()
@@ -39,7 +39,7 @@ def test_a_third_party_provider_from_its_own_distribution_is_found_and_used_like
 def test_providers_command_lists_plugins_with_their_distribution_and_limits(echo_plugin, clean_env):
     result = subprocess.run([*STENOD, "providers"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "stenod-echo 1.0.1" in result.stdout and "tasks: transcribe, translate" in result.stdout
+    assert "stenod-echo 1.1.0" in result.stdout and "tasks: transcribe, translate" in result.stdout
 
 
 def test_two_plugins_with_one_name_are_an_error():

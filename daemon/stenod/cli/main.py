@@ -17,6 +17,7 @@ import structlog
 
 from stenod import __version__
 from stenod import logging as stenod_logging
+from stenod.diarization import diarization_of
 from stenod.errors import ConfigError
 from stenod.intake.request_message import options_from_pairs
 from stenod.journal import JournalError
@@ -67,8 +68,9 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="provider option (JSON value), e.g. --option with_diarization=true",
+        help="provider option (JSON value), e.g. --option with_timestamps=true",
     )
+    _add_speaker_arguments(t)
     t.add_argument("--print", dest="print_text", action="store_true", help="print the transcript text")
 
     j = add("jobs", help="list jobs from the journal")
@@ -86,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_speaker_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--diarize", action="store_true", help="say who spoke (segments carry speakers)")
+    command.add_argument("--num-speakers", type=int, metavar="N", help="with --diarize: exactly N voices")
+    command.add_argument("--min-speakers", type=int, metavar="N", help="with --diarize: at least N voices")
+    command.add_argument("--max-speakers", type=int, metavar="N", help="with --diarize: at most N voices")
+
+
 def _add_queue_commands(add: Any) -> None:
     s = add("submit", help="publish a request to the queue")
     s.add_argument("files", nargs="*", type=Path)
@@ -98,6 +107,7 @@ def _add_queue_commands(add: Any) -> None:
     s.add_argument("--output-dir", "-o", type=Path)
     s.add_argument("--request-id")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    _add_speaker_arguments(s)
     s.add_argument("--wait", action="store_true", help="follow the job's events and print the result")
     s.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     c = add("cancel", help="cancel a job")
@@ -137,6 +147,16 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from stenod.cli.transcribe import transcribe_files
 
     options = options_from_pairs(args.option)
+    try:
+        diarization = diarization_of(
+            args.diarize,
+            num_speakers=args.num_speakers,
+            min_speakers=args.min_speakers,
+            max_speakers=args.max_speakers,
+        )
+    except ValueError as exc:
+        print(f"stenod: {exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="stenod-transcribe-") as tmp:
         one_shot = settings.model_copy(
             update={
@@ -158,6 +178,7 @@ def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
                 translate_provider=args.translate_provider,
                 options=options,
                 print_text=args.print_text,
+                diarization=diarization,
             )
         )
 

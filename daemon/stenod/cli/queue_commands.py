@@ -62,6 +62,11 @@ def build_request(args: argparse.Namespace, settings: Settings, request_id: str)
         body["target_language"] = args.target_language
     if args.option:
         body["options"] = options_from_pairs(args.option)
+    if args.diarize:
+        body["diarize"] = True
+    for count in ("num_speakers", "min_speakers", "max_speakers"):
+        if getattr(args, count) is not None:
+            body[count] = getattr(args, count)  # checked by the daemon, which answers with a rejection
     output: dict[str, Any] = {}
     if args.output_dir:
         output["dir"] = os.path.abspath(args.output_dir)

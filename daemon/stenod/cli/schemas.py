@@ -53,6 +53,12 @@ class WordData(_Data):
     confidence: float | None
 
 
+class SpeakerData(_Data):
+    label: str = Field(description="What the speaker's segments and words carry in `speaker`.")
+    name: str | None = Field(description="The known or remembered speaker this voice matched, if any.")
+    similarity: float | None = Field(description="How closely it matched (cosine similarity of voiceprints).")
+
+
 class TranscriptData(_Data):
     text: str
     language: str | None
@@ -64,6 +70,7 @@ class TranscriptData(_Data):
     words: list[WordData] | None
     provider: str | None
     provider_job_id: str | None
+    speakers: list[SpeakerData] | None = Field(default=None, description="Each voice heard, when asked who spoke.")
 
 
 class ItemData(_Data):
@@ -73,6 +80,9 @@ class ItemData(_Data):
     error: ErrorData | None
     transcript: TranscriptData | None = Field(
         default=None, description="Inlined in terminal events up to amqp.inline_transcript_bytes; else absent."
+    )
+    speakers: list[SpeakerData] | None = Field(
+        default=None, description="Each voice heard, when the job asked who spoke (inlined transcript or not)."
     )
 
 

@@ -14,9 +14,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from stenod.diarization import unavailable_reason
 from stenod.jobs import JobState, JobView
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.settings import Settings
+from stenod.speakers import Diarization
 from stenod.wiring.app import build
 
 
@@ -32,6 +34,7 @@ async def transcribe_files(
     translate_provider: str | None = None,
     options: dict[str, Any],
     print_text: bool,
+    diarization: Diarization | None = None,
 ) -> int:
     missing = [f for f in files if not f.exists()]
     for f in missing:
@@ -56,6 +59,11 @@ async def transcribe_files(
     async with AsyncExitStack() as stack:
         daemon = await build(settings, stack, use_watcher=False)
         daemon.dispatcher.idle = asyncio.Event()
+        runtime = daemon.providers.runtimes.get(provider)
+        reason = unavailable_reason(provider, runtime.limits) if runtime is not None else None
+        if diarization is not None and reason is not None:
+            print(f"stenod: --diarize: {reason}", file=sys.stderr)
+            return 2
         items = []
         for f in files:
             path = f.absolute()
@@ -75,6 +83,7 @@ async def transcribe_files(
                 options=options,
                 output=output,
                 items=items,
+                diarization=diarization,
             )
         )
         async with asyncio.TaskGroup() as tg:

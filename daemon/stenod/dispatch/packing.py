@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stenod.diarization import unavailable_reason
 from stenod.errors import ErrorInfo
 from stenod.journal import OpenItem
 from stenod.provider import Limits, Task
@@ -29,6 +30,8 @@ def preflight(
     inode, size and content are the same)."""
     if Task(item.task) not in limits.tasks:
         return Preflight(ErrorInfo("unsupported_task", f"{name} cannot {item.task}"))
+    if item.diarization is not None and (reason := unavailable_reason(name, limits)) is not None:
+        return Preflight(ErrorInfo("diarization_unavailable", reason))  # the provider changed since intake
     if item.path is None:
         return Preflight(ErrorInfo("input_missing", f"{item.input} has no local file"))
     path = Path(item.path)

@@ -90,7 +90,8 @@ class PackingPass:
                     continue
                 found.failed.append((item, check.error))
                 continue
-            groups[(item.provider, item.task, item.language, item.target_languages, freeze(item.options))].append(item)
+            asked = (item.language, item.target_languages, freeze(item.options), item.diarization)
+            groups[(item.provider, item.task, *asked)].append(item)
         found.groups = dict(groups)
         return found
 

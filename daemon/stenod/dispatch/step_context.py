@@ -17,8 +17,9 @@ __all__ = ["JournalStepContext", "batch_value"]
 
 
 def batch_value(name: str, provider: Provider, batch: BatchRow) -> Batch:
-    """The provider job as the provider ``name`` sees it; its items share task, languages
-    and options (packing grouped them so), which the provider's option model checks."""
+    """The provider job as the provider ``name`` sees it; its items share task, languages,
+    options and who-spoke request (packing grouped them so), which the provider's option
+    model checks."""
     first = batch.items[0]
     options_model: type[BaseModel] = type(provider).Options
     try:
@@ -42,6 +43,7 @@ def batch_value(name: str, provider: Provider, batch: BatchRow) -> Batch:
         language=first.language,
         target_languages=first.target_languages,
         options=options,
+        diarization=first.diarization,
     )
 
 

@@ -31,6 +31,7 @@ from stenod.intake.request_message import (
 )
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.provider import Limits
+from stenod.speakers import KnownSpeaker
 
 __all__ = [
     "Accepted",
@@ -179,10 +180,18 @@ class RequestIntake:
         return await self._commit(job)
 
     async def accept_upload(
-        self, spec: JobSpec, upload: Upload, *, output_dir: str, source: str = "http", keep: bool = False
+        self,
+        spec: JobSpec,
+        upload: Upload,
+        *,
+        output_dir: str,
+        source: str = "http",
+        keep: bool = False,
+        known: tuple[KnownSpeaker, ...] = (),
     ) -> Accepted | Rejected | Retry:
         """A job for one uploaded file. Its outputs go to ``output_dir``; the uploaded file is
-        removed when the job ends, unless ``keep`` (the page keeps it, to play it). The same
+        removed when the job ends, unless ``keep`` (the page keeps it, to play it). ``known``:
+        voices to label by name (their reference clips already kept for the job). The same
         audio already transcribed with the same settings reuses that result (no second run,
         no second bill)."""
         infos, unavailable = self.provider_infos()
@@ -190,6 +199,9 @@ class RequestIntake:
             provider, options = check_request(
                 spec, infos, unavailable, default_provider=self._default_provider, request_id=spec.request_id
             )
+            diarization = spec.diarization(known)
+        except ValueError as exc:
+            return Rejected("invalid_request", str(exc), request_id=spec.request_id, task=spec.task)
         except Rejected as rejected:
             return rejected
         extension = PurePath(upload.path).suffix.lower().lstrip(".")
@@ -204,7 +216,7 @@ class RequestIntake:
                 provider=provider,
             )
         reused = await self._journal.reusable_result(
-            upload.sha256, provider, spec.task, spec.language, spec.target_languages, options
+            upload.sha256, provider, spec.task, spec.language, spec.target_languages, options, diarization
         )
         item = NewItem(
             input=upload.name,
@@ -228,6 +240,7 @@ class RequestIntake:
             options=options,
             output=output,
             request_id=spec.request_id,
+            diarization=diarization,
         )
         return await self._commit(job)
 
@@ -267,6 +280,7 @@ class RequestIntake:
             request_id=request_id,
             reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
+            diarization=request.diarization(),
         )
 
     @staticmethod

@@ -17,9 +17,11 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
+from stenod.diarization import MAX_SPEAKERS, diarization_of, unavailable_reason
 from stenod.errors import ConfigError
 from stenod.provider import Limits, Task
 from stenod.settings import languages
+from stenod.speakers import Diarization, KnownSpeaker
 
 MAX_INPUTS = 100
 DEFAULT_TRANSLATE_PROVIDER = "azure"
@@ -33,6 +35,7 @@ ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64, pat
 PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_TEXT)]
 UrlText = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
 Format = Literal["txt", "json", "srt", "vtt"]
+SpeakerCount = Annotated[int, Field(ge=1, le=MAX_SPEAKERS)]
 
 
 class _Strict(BaseModel):
@@ -93,15 +96,30 @@ class JobSpec(_Strict):
         default_factory=dict, max_length=64, description="Validated by the provider plugin's Options model."
     )
     output: OutputSpec | None = None
+    diarize: bool = Field(default=False, description="Say who spoke: segments and words carry `speaker`.")
+    num_speakers: SpeakerCount | None = Field(default=None, description="Exactly this many voices (with diarize).")
+    min_speakers: SpeakerCount | None = Field(default=None, description="At least this many voices (with diarize).")
+    max_speakers: SpeakerCount | None = Field(default=None, description="At most this many voices (with diarize).")
 
     @property
     def target_languages(self) -> tuple[str, ...]:
         return languages(self.target_language)
 
+    def diarization(self, known: tuple[KnownSpeaker, ...] = ()) -> Diarization | None:
+        """Who spoke, as asked (with ``known`` voices to label by name), or None."""
+        return diarization_of(
+            self.diarize,
+            num_speakers=self.num_speakers,
+            min_speakers=self.min_speakers,
+            max_speakers=self.max_speakers,
+            known=known,
+        )
+
     @model_validator(mode="after")
     def _bounded_targets(self) -> Self:
         if isinstance(self.target_language, list) and not 1 <= len(self.target_language) <= 10:
             raise ValueError("target_language lists hold 1 to 10 languages")
+        self.diarization()  # the speaker counts, checked as every entry point checks them
         return self
 
 
@@ -221,6 +239,8 @@ def check_request(
                 "output.then_translate_to",
                 **context,
             )
+    if request.diarize and (reason := unavailable_reason(provider, info.limits)) is not None:
+        raise Rejected("diarization_unavailable", reason, **context)
     try:
         info.options_model.model_validate(request.options)
     except ValidationError as exc:

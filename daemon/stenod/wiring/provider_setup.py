@@ -11,6 +11,7 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
+from stenod.diarization import unavailable_reason
 from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.logging import REDACTOR
@@ -97,7 +98,20 @@ async def load_providers(
             # A local engine knows its capacity (its workers) only once started.
             max_concurrent_jobs=config.max_concurrent_jobs or getattr(provider, "max_concurrent_jobs", 1),
         )
+    _refuse_undiarizable(settings, out)
     return out
+
+
+def _refuse_undiarizable(settings: Settings, providers: Providers) -> None:
+    """A folder rule that asks who spoke of a provider that cannot stops the start (exit 2)
+    or the reload, instead of failing every file dropped there."""
+    for rule in settings.watch:
+        name = rule.provider or settings.default_provider
+        runtime = providers.runtimes.get(name)
+        if not rule.diarize or runtime is None:
+            continue  # an unavailable provider is reported for every rule (Daemon.warn_unavailable)
+        if (reason := unavailable_reason(name, runtime.limits)) is not None:
+            raise ConfigError(f"invalid configuration: watch rule {rule.path}: diarize = true, but {reason}")
 
 
 def _needed(settings: Settings) -> set[str]:

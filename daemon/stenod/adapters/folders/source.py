@@ -289,7 +289,13 @@ class FolderSource:
         rule = self.rule
         options = dict(rule.options)
         reused = await self._journal.reusable_result(
-            content_hash, self._provider, str(rule.task), rule.language, rule.target_languages, options
+            content_hash,
+            self._provider,
+            str(rule.task),
+            rule.language,
+            rule.target_languages,
+            options,
+            rule.diarization,
         )
         output: dict[str, Any] = {
             "dir": str(rule.output_dir) if rule.output_dir else None,
@@ -323,6 +329,7 @@ class FolderSource:
                     )
                 ],
                 seen=(self._rule_key, str(path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns),
+                diarization=rule.diarization,
             )
         )
         self._known[path] = (fst.st_size, fst.st_mtime_ns)

@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from stenod.adapters.http.context import Ctx, HttpContext, require_key_or_keyless
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.uploads import receive, submit_upload, transcript_of, upload_of, wait_finished
-from stenod.formats import render_srt, render_tsv, render_vtt
+from stenod.formats import render_srt, render_tsv, render_txt, render_vtt
 from stenod.intake.request_message import JobSpec
 from stenod.provider import Transcript, language_name
 
@@ -47,17 +48,25 @@ Encode = Annotated[bool, Query(description="false: the file is raw 16 kHz mono 1
 
 
 def _txt(t: Transcript) -> bytes:
+    if t.speakers or any(s.speaker for s in t.segments):
+        return render_txt(t)  # in speaker turns, as every other output with speakers
     lines = [s.text.strip() for s in t.segments if s.text.strip()] or ([t.text.strip()] if t.text.strip() else [])
     return "".join(f"{line}\n" for line in lines).encode()
 
 
 def _json(t: Transcript) -> bytes:
     segments = [
-        {"id": i, "start": s.start, "end": s.end, "text": s.text, **dict(s.extra)} for i, s in enumerate(t.segments)
+        {"id": i, "start": s.start, "end": s.end, "text": s.text, **({"speaker": s.speaker} if s.speaker else {})}
+        | dict(s.extra)
+        for i, s in enumerate(t.segments)
     ]
     body: dict[str, Any] = {"text": t.text, "segments": segments, "language": t.language}
     if t.words is not None:
-        body["words"] = [{"word": w.text, "start": w.start, "end": w.end, "probability": w.confidence} for w in t.words]
+        body["words"] = [
+            {"word": w.text, "start": w.start, "end": w.end, "probability": w.confidence}
+            | ({"speaker": w.speaker} if w.speaker else {})
+            for w in t.words
+        ]
     return json.dumps(body, ensure_ascii=False).encode()
 
 
@@ -77,9 +86,11 @@ async def _job(ctx: HttpContext, request: Request, encode: bool, spec: dict[str,
     spooled = upload_of(form, "audio_file")
     try:
         job = JobSpec.model_validate({"request_id": request.headers.get("idempotency-key") or None, **spec})
-    except ValueError as exc:
+    except ValidationError as exc:
         await ctx.spool.discard(form.folder)
-        raise ApiError(400, str(exc).splitlines()[-1], param="language") from None
+        first = exc.errors(include_url=False)[0]
+        param = str(first["loc"][0]) if first["loc"] else None  # a speaker rule names no one field
+        raise ApiError(400, str(first["msg"]).removeprefix("Value error, "), param=param) from None
     accepted = await submit_upload(ctx, form, "audio_file", job)
     return transcript_of(await wait_finished(ctx, accepted.job_id), spooled), spooled.original or spooled.name
 
@@ -101,8 +112,14 @@ async def asr(
     vad_filter: bool | None = None,
     word_timestamps: bool = False,
     output: Literal["txt", "vtt", "srt", "tsv", "json"] = "txt",
+    diarize: bool = False,
+    min_speakers: Annotated[int | None, Query(description="with diarize: at least this many voices")] = None,
+    max_speakers: Annotated[int | None, Query(description="with diarize: at most this many voices")] = None,
 ) -> Response:
     spec = {
+        "diarize": diarize,
+        "min_speakers": min_speakers,
+        "max_speakers": max_speakers,
         "task": task,
         "language": (language or None) if task == "transcribe" else None,
         "target_language": "en" if task == "translate" else None,

@@ -22,6 +22,7 @@ from stenod.intake.request_intake import Accepted, Retry, Upload
 from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
+from stenod.speakers import KnownSpeaker
 
 __all__ = [
     "keep_uploads",
@@ -81,8 +82,11 @@ def upload_of(form: SpooledForm, field: str) -> SpooledFile:
     return next(f for f in form.files if f.field == field)
 
 
-async def submit_upload(ctx: HttpContext, form: SpooledForm, field: str, spec: JobSpec) -> Accepted:
-    """Commit a job for the form's file; the spool is dropped if no job keeps it."""
+async def submit_upload(
+    ctx: HttpContext, form: SpooledForm, field: str, spec: JobSpec, known: tuple[KnownSpeaker, ...] = ()
+) -> Accepted:
+    """Commit a job for the form's file (``known``: voices to label by name, their clips
+    spooled beside it); the spool is dropped if no job keeps it."""
     spooled = upload_of(form, field)
     try:
         await _known_format(ctx, spooled, field)
@@ -90,6 +94,7 @@ async def submit_upload(ctx: HttpContext, form: SpooledForm, field: str, spec: J
             spec,
             Upload(spooled.name, str(spooled.path), spooled.size, spooled.device, spooled.inode, spooled.sha256),
             output_dir=str(ctx.results_dir / form.folder.name),
+            known=known,
         )
     except BaseException:
         await ctx.spool.discard(form.folder)
@@ -115,6 +120,7 @@ def _param_of(code: str) -> str | None:
         "unsupported_language": "language",
         "invalid_options": "model",
         "unsupported_task": "model",
+        "diarization_unavailable": "model",
     }.get(code)
 
 

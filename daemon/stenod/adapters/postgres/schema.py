@@ -147,6 +147,10 @@ CREATE TABLE own_outputs (
 );
 CREATE INDEX own_outputs_item ON own_outputs(item_id);
 """,
+    # 5: who spoke, as the job asked (SQLite's version 7).
+    """
+ALTER TABLE jobs ADD COLUMN diarization TEXT;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -9,7 +9,7 @@ from typing import Any
 from ulid import ULID
 
 from stenod.adapters.sql.emit import Emitter, emit
-from stenod.adapters.sql.statements import All, Exec, One, Op, dumps
+from stenod.adapters.sql.statements import All, Exec, One, Op, diarization_text, dumps
 from stenod.adapters.sql.views import job_by_request, job_view
 from stenod.events import EventKind, utc_now
 from stenod.jobs import ItemId, ItemState, ItemView, JobId, JobState, JobView
@@ -88,8 +88,8 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
     # with the same id to commit first): then the job is the one that exists.
     inserted = yield All(
         "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
-        "output, state, reply_to, correlation_id, created_at, updated_at, instance) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?) "
+        "output, state, reply_to, correlation_id, created_at, updated_at, instance, diarization) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (request_id) DO NOTHING RETURNING id",
         (
             job_id,
@@ -106,6 +106,7 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
             now,
             now,
             instance,
+            diarization_text(new.diarization),
         ),
     )
     if not inserted:

@@ -8,10 +8,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from stenod.adapters.sql import own_outputs, views
-from stenod.adapters.sql.statements import Op, dumps
+from stenod.adapters.sql.statements import Op, diarization_text, dumps
 from stenod.corrections import EditableItem
 from stenod.jobs import JobView
 from stenod.journal import BatchRow, NewJob, OpenItem, OutboxRow, OwnOutput
+from stenod.speakers import Diarization
 
 T = TypeVar("T")
 
@@ -49,10 +50,15 @@ class SqlReads:
         language: str | None,
         target_languages: Sequence[str],
         options: Mapping[str, Any],
+        diarization: Diarization | None = None,
     ) -> Mapping[str, Any] | None:
-        """The result of an earlier succeeded item with the same content and the same request."""
+        """The result of an earlier succeeded item with the same content and the same request
+        (who spoke included: a transcript without speakers does not answer a request for them)."""
         targets, opts = dumps(list(target_languages)), dumps(dict(options))
-        return await self._read(lambda: views.reusable_result(content_hash, provider, task, language, targets, opts))
+        asked = diarization_text(diarization)
+        return await self._read(
+            lambda: views.reusable_result(content_hash, provider, task, language, targets, opts, asked)
+        )
 
     async def open_items(self, *, skip_providers: Sequence[str] = (), limit: int = 10_000) -> list[OpenItem]:
         return await self._read(lambda: views.open_items(skip_providers, limit))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from stenod import jsontext
+from stenod.speakers import Diarization
 
 __all__ = [
     "FOR_UPDATE",
@@ -30,6 +31,8 @@ __all__ = [
     "Row",
     "Statement",
     "chunks",
+    "diarization_of_text",
+    "diarization_text",
     "dumps",
     "loads",
     "marks",
@@ -158,3 +161,12 @@ def run_sync(conn: SyncConnection | sqlite3.Connection, op: Op[T], *, dialect: C
             statement = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
+
+
+def diarization_text(asked: Diarization | None) -> str | None:
+    """A job's diarization as its column holds it (NULL: nobody asked)."""
+    return None if asked is None else dumps(asked.to_json())
+
+
+def diarization_of_text(text: str | None) -> Diarization | None:
+    return None if text is None else Diarization.from_json(jsontext.loads(text))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from stenod.adapters.sql.statements import All, One, Op, Row, chunks, loads, marks
+from stenod.adapters.sql.statements import All, One, Op, Row, chunks, diarization_of_text, loads, marks
 from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.jobs import BatchState, ItemState, ItemView, JobId, JobState, JobView
@@ -21,7 +21,7 @@ OPEN_ITEM_SQL = """
 SELECT i.*, COALESCE(i.task, j.task) AS eff_task, COALESCE(i.provider, j.provider) AS eff_provider,
        j.language, COALESCE(i.target_languages, j.target_languages) AS eff_targets,
        COALESCE(i.options, j.options) AS eff_options, j.output,
-       j.created_at AS job_created_at, j.cancel_requested, j.instance AS origin
+       j.created_at AS job_created_at, j.cancel_requested, j.instance AS origin, j.diarization
 FROM items i JOIN jobs j ON j.id = i.job_id
 """
 
@@ -88,6 +88,7 @@ def open_item(r: Row) -> OpenItem:
         created_at=r["job_created_at"],
         cancel_requested=bool(r["cancel_requested"]),
         origin=r["origin"],
+        diarization=diarization_of_text(r["diarization"]),
     )
 
 
@@ -238,6 +239,7 @@ def repeat_of(job_id: str) -> Op[NewJob | None]:
         options=loads(job["options"]),
         output=loads(job["output"]),
         retry_of=job_id,
+        diarization=diarization_of_text(job["diarization"]),
     )
 
 
@@ -305,15 +307,15 @@ def outbox_depth() -> Op[int]:
 
 
 def reusable_result(
-    content_hash: str, provider: str, task: str, language: str | None, targets: str, options: str
+    content_hash: str, provider: str, task: str, language: str | None, targets: str, options: str, asked: str | None
 ) -> Op[Any]:
     """The result of an earlier succeeded item with the same content and the same request."""
     row = yield One(
         "SELECT i.result FROM items i JOIN jobs j ON j.id = i.job_id WHERE i.content_hash = ? "
         "AND i.state = 'succeeded' AND i.result IS NOT NULL AND j.provider = ? AND j.task = ? "
         "AND j.language IS NOT DISTINCT FROM ? AND j.target_languages = ? AND j.options = ? "
-        "ORDER BY i.id DESC LIMIT 1",
-        (content_hash, provider, task, language, targets, options),
+        "AND j.diarization IS NOT DISTINCT FROM ? ORDER BY i.id DESC LIMIT 1",
+        (content_hash, provider, task, language, targets, options, asked),
     )
     return loads(row["result"]) if row else None
 

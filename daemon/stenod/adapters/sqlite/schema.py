@@ -159,6 +159,10 @@ CREATE TABLE own_outputs (
 );
 CREATE INDEX own_outputs_item ON own_outputs(item_id);
 """,
+    # 7: who spoke, as the job asked (NULL: nobody asked).
+    """-- The job's request to say who spoke (speaker counts, known speakers), JSON.
+ALTER TABLE jobs ADD COLUMN diarization TEXT;
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
