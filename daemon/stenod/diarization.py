@@ -10,10 +10,12 @@ for work nobody asked for.
 
 from __future__ import annotations
 
-from stenod.provider import Limits
-from stenod.speakers import Diarization, KnownSpeaker
+from dataclasses import replace
 
-__all__ = ["MAX_KNOWN_SPEAKERS", "MAX_SPEAKERS", "diarization_of", "unavailable_reason"]
+from stenod.provider import Limits, Transcript
+from stenod.speakers import Diarization, KnownSpeaker, Speaker
+
+__all__ = ["MAX_KNOWN_SPEAKERS", "MAX_SPEAKERS", "diarization_of", "unavailable_reason", "with_speakers_listed"]
 
 MAX_SPEAKERS = 32  # more voices than any meeting a clustering model separates well
 MAX_KNOWN_SPEAKERS = 4  # OpenAI's limit on known_speaker_names
@@ -57,3 +59,14 @@ def unavailable_reason(provider: str, limits: Limits) -> str | None:
     if limits.diarization_missing:
         return f"{provider} cannot say who spoke here: {limits.diarization_missing}"
     return f"{provider} cannot say who spoke; choose a provider that can (see `stenod providers`)"
+
+
+def with_speakers_listed(t: Transcript) -> Transcript:
+    """The transcript with its ``speakers`` list: a provider that labels segments and words
+    without listing the voices (the cloud providers' speaker labels) gets the list made
+    from the labels, in order of first appearance, so that every output has one shape."""
+    if t.speakers:
+        return t
+    said = [s.speaker for s in t.segments] + [w.speaker for w in t.words or ()]
+    labels = dict.fromkeys(label for label in said if label)
+    return replace(t, speakers=tuple(Speaker(label) for label in labels)) if labels else t

@@ -24,6 +24,8 @@ AudioCodec = Literal[
     "pcm_s16le", "pcm_l16", "pcm_raw",
 ]  # fmt: skip
 
+MAX_SPEAKERS = 20  # the most voices Sarvam's diarization separates
+
 LIMITS = Limits(
     tasks=frozenset({Task.TRANSCRIBE, Task.TRANSLATE}),
     formats=frozenset(
@@ -52,6 +54,7 @@ LIMITS = Limits(
     min_poll_seconds=5.0,
     # "en" names the translate job's only target language.
     languages=STT_LANGUAGES | {"auto", "en"},
+    diarization=True,  # with_diarization, asked by a job's diarize (Batch.diarization) or the option
 )
 
 
@@ -90,7 +93,7 @@ class SarvamOptions(BaseModel):
     with_timestamps: bool | None = None
     """Default on for speech-to-text (subtitles need it); the translate job has no timestamps."""
     with_diarization: bool = False
-    num_speakers: int | None = Field(default=None, ge=1, le=20)
+    num_speakers: int | None = Field(default=None, ge=1, le=MAX_SPEAKERS)
     prompt: str | None = Field(default=None, max_length=4000)
     keyterms: list[str] | None = Field(default=None, max_length=50)
     input_audio_codec: AudioCodec | None = None

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from stenod.provider import (
     Batch,
     BatchItem,
+    Diarization,
     ErrorInfo,
     Handle,
     ItemResult,
@@ -37,7 +38,7 @@ from stenod.provider import (
 )
 
 from .api import JobStatus, SarvamApi, TaskDetail
-from .options import LIMITS, STT_LANGUAGES, SarvamOptions, SarvamSettings
+from .options import LIMITS, MAX_SPEAKERS, STT_LANGUAGES, SarvamOptions, SarvamSettings
 from .results import detail_by_input, file_error, remote_state, status_of, transcript_of
 
 _CHECKPOINT_VERSION = 1
@@ -228,6 +229,8 @@ def _plan(batch: Batch) -> _Plan:
         if isinstance(batch.options, SarvamOptions)
         else SarvamOptions.model_validate(batch.options.model_dump())
     )
+    if batch.diarization is not None:
+        options = _diarizing(options, batch.diarization)
     for item in batch.items:
         _check_item(item, limits, options)
     if batch.task is Task.TRANSLATE:
@@ -244,6 +247,15 @@ def _plan(batch: Batch) -> _Plan:
     except ValueError as exc:
         raise PermanentError(f"sarvam: {exc}", code="invalid_options") from exc
     return _Plan(prefix, parameters, tuple(zip(batch.items, _unique_names(batch.items), strict=True)))
+
+
+def _diarizing(options: SarvamOptions, asked: Diarization) -> SarvamOptions:
+    """The options with Sarvam's own diarization on; its ``num_speakers`` is the most it
+    separates, so a range gives its upper end."""
+    count = asked.num_speakers or asked.max_speakers or options.num_speakers
+    if count is not None and count > MAX_SPEAKERS:
+        raise PermanentError(f"sarvam separates at most {MAX_SPEAKERS} speakers, not {count}", code="invalid_options")
+    return options.model_copy(update={"with_diarization": True, "num_speakers": count})
 
 
 def _check_item(item: BatchItem, limits: Limits, options: SarvamOptions) -> None:

@@ -31,6 +31,7 @@ LIMITS = Limits(
     # (the docs do not say when the clock starts: the safe reading).
     min_poll_seconds=60.0,
     languages=LANGUAGES | {"auto"},
+    diarization=True,  # every result labels its speakers
 )
 
 

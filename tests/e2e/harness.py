@@ -184,8 +184,11 @@ def write_wav(path: Path, seconds: float = 1.0) -> None:
     os.replace(staging, path)
 
 
-def watch_config(tmp_path: Path, provider: str, url: str, key: str, options: dict[str, Any], poll: float) -> Path:
-    """A config watching ``tmp_path/inbox`` with ``provider`` pointed at its fake."""
+def watch_config(
+    tmp_path: Path, provider: str, url: str, key: str, options: dict[str, Any], poll: float, **rule: Any
+) -> Path:
+    """A config watching ``tmp_path/inbox`` with ``provider`` pointed at its fake (``rule``:
+    more keys of the watch rule)."""
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     return write_config(
@@ -199,6 +202,7 @@ def watch_config(tmp_path: Path, provider: str, url: str, key: str, options: dic
                 "options": options,
                 "formats": ["txt", "json", "srt"],
                 "settle_seconds": 0.3,
+                **rule,
             }
         ],
         providers={provider: {"api_key": key, "base_url": url, "poll_interval_seconds": poll}},

@@ -30,7 +30,8 @@ def sarvam_url() -> Iterator[str]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, sarvam_url: str) -> Iterator[Daemon]:
-    config = watch_config(tmp_path, "sarvam", sarvam_url, KEY, {"with_diarization": True, "num_speakers": 2}, 0.2)
+    # Who spoke, asked as every provider is asked: Sarvam's own with_diarization follows.
+    config = watch_config(tmp_path, "sarvam", sarvam_url, KEY, {}, 0.2, diarize=True, num_speakers=2)
     running = Daemon(config, tmp_path / "daemon.log")
     yield running
     running.kill()
@@ -52,6 +53,7 @@ def test_dropped_recording_gets_outputs_with_speakers_beside_it(daemon: Daemon, 
     transcript = json.loads((tmp_path / "inbox" / "call.json").read_text())
     assert transcript["provider"] == "sarvam"
     assert {s["speaker"] for s in transcript["segments"]} == {"0", "1"}
+    assert sorted(s["label"] for s in transcript["speakers"]) == ["0", "1"]  # one shape for every provider
     assert "Sentence 1 of call" in (tmp_path / "inbox" / "call.txt").read_text()
     assert srt.read_text().count("-->") == len(transcript["segments"])
     assert "0" in srt.read_text().split("\n\n")[0].splitlines()[2]  # the first cue names its speaker

@@ -51,6 +51,7 @@ def test_dropped_recording_gets_outputs_with_speakers_and_sentiment(
     transcript = json.loads((tmp_path / "inbox" / "call.json").read_text())
     assert transcript["provider"] == "vachana"
     assert {s["speaker"] for s in transcript["segments"]} == {"1", "2"}
+    assert sorted(s["label"] for s in transcript["speakers"]) == ["1", "2"]  # one shape for every provider
     assert {"sentiment", "emotion", "language_detected"} <= set(transcript["segments"][0]["extra"])
     assert srt.read_text().count("-->") == len(transcript["segments"])
     assert stats(vachana_url)["status_rejected"] == {job: 0 for job in stats(vachana_url)["jobs"]}

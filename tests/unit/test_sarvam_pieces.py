@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
+from stenod.provider import (
+    AuthError,
+    Batch,
+    BatchItem,
+    Diarization,
+    PermanentError,
+    RemoteState,
+    RetryableError,
+    Task,
+)
 from stenod.wiring.plugin_discovery import check_provider_class
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
 from stenod_sarvam.api import JobStatus, raise_for_status
+from stenod_sarvam.provider import _plan
 from stenod_sarvam.results import remote_state, status_of, transcript_of
 
 
@@ -202,3 +213,22 @@ def test_base_url_defaults_to_sarvams_api_and_must_be_http() -> None:
     assert SarvamSettings(base_url="http://127.0.0.1:9/").base_url == "http://127.0.0.1:9"
     with pytest.raises(ValidationError):
         SarvamSettings(base_url="api.sarvam.ai")
+
+
+def _batch(diarization: Diarization | None, **options: object) -> Batch:
+    item = BatchItem(item_id="i1", path=Path("/in/call.wav"), name="call.wav", size=10)
+    return Batch("b1", Task.TRANSCRIBE, (item,), "hi-IN", (), SarvamOptions.model_validate(options), diarization)
+
+
+def test_a_job_asking_who_spoke_turns_on_sarvams_own_diarization_with_the_most_speakers() -> None:
+    assert SarvamProvider.limits.diarization
+    asked = _plan(_batch(Diarization(min_speakers=2, max_speakers=3))).parameters
+    exact = _plan(_batch(Diarization(num_speakers=2))).parameters
+    plain = _plan(_batch(None)).parameters
+    assert (asked["with_diarization"], asked["num_speakers"], exact["num_speakers"]) == (True, 3, 2)
+    assert plain["with_diarization"] is False and "num_speakers" not in plain
+
+
+def test_more_speakers_than_sarvam_separates_is_a_permanent_error() -> None:
+    with pytest.raises(PermanentError, match="at most 20 speakers, not 25"):
+        _plan(_batch(Diarization(max_speakers=25)))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from stenod.diarization import with_speakers_listed
 from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
 from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile
@@ -80,6 +81,8 @@ class Outcomes:
         thread. With ``held``, nothing goes into place once that lease may have run out
         (LeaseExpired)."""
         check = held.check if held is not None else _unchecked
+        if result.transcript is not None:
+            result = replace(result, transcript=with_speakers_listed(result.transcript))
         if result.error is not None and result.documents:
             # Some target languages arrived, others failed: keep what arrived, report the rest.
             written = self._sink.write_result(item, replace(result, error=None), sync_folder=sync_folder, check=check)
