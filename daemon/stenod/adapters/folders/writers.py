@@ -216,9 +216,11 @@ class FileSink:
 
     @staticmethod
     def _drop_download(path: Path) -> None:
-        """A URL input's download or an HTTP upload is our copy: remove it (and its folder) once done."""
+        """A URL input's download or an HTTP upload is our copy: remove it (and its folder) once done,
+        with the reference clips of known speakers an upload brought (``known/``)."""
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        shutil.rmtree(path.parent / "known", ignore_errors=True)
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only if empty: other items of the job may still need theirs
 

@@ -6,33 +6,34 @@ types), so every OpenAI client works unchanged with ``base_url=http://stenod:800
 ``default_provider``; a provider name (``sarvam``) or ``provider/model``
 (``nanogpt/Elevenlabs-STT``) picks that one. ``stream=true`` answers Server-Sent Events,
 a ``transcript.text.delta`` for each segment as it is decoded, then ``transcript.text.done``.
+Who spoke (``gpt-4o-transcribe-diarize``, ``diarized_json``, known speakers) is
+:mod:`stenod.adapters.http.openai_diarized`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from stenod.adapters.http.context import Ctx, HttpContext, require_key
 from stenod.adapters.http.errors import ApiError
+from stenod.adapters.http.openai_answers import FORMATS, answer
+from stenod.adapters.http.openai_diarized import DIARIZED, check_chunking, known_speakers, segment_events
 from stenod.adapters.http.spool import SpooledFile, SpooledForm
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import receive, submit_upload, transcript_of, upload_of, wait_finished
-from stenod.formats import render_srt, render_vtt
 from stenod.intake.request_message import JobSpec
-from stenod.provider import Transcript, language_name
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["OpenAI audio API"], dependencies=[Depends(require_key)])
 
-FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
-_OPENAI_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+_DIARIZE_MODEL = "gpt-4o-transcribe-diarize"  # default_provider, asked who spoke
+_OPENAI_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", _DIARIZE_MODEL)
 _WAKE_SECONDS = 5.0
 
 
@@ -60,6 +61,13 @@ _TRANSCRIBE: dict[str, dict[str, Any]] = {
     "language": {"type": "string", "description": "ISO-639-1 code, e.g. en"},
     "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
     "stream": {"type": "boolean", "default": False},
+    "chunking_strategy": {"type": "string", "description": "auto, or a server_vad object as JSON (accepted)"},
+    "known_speaker_names[]": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+    "known_speaker_references[]": {
+        "type": "array",
+        "items": {"type": "string", "description": "data URL of a 2-10 s clip of the speaker"},
+        "maxItems": 4,
+    },
 }
 
 
@@ -117,6 +125,7 @@ def _spec(ctx: HttpContext, form: SpooledForm, request: Request, *, translate: b
         raise ApiError(
             400, "timestamp_granularities needs response_format=verbose_json", param="timestamp_granularities"
         )
+    check_chunking(form)
     provider, options = _provider_of(ctx, form.value("model"))
     fields = _option_fields(ctx, provider)
     prompt, temperature = form.value("prompt"), form.value("temperature")
@@ -140,6 +149,7 @@ def _spec(ctx: HttpContext, form: SpooledForm, request: Request, *, translate: b
         "language": None if translate else (form.value("language") or None),
         "target_language": "en" if translate else None,
         "options": options,
+        "diarize": not translate and (response_format == DIARIZED or form.value("model") == _DIARIZE_MODEL),
     }
     try:
         spec = JobSpec.model_validate(body)
@@ -150,58 +160,9 @@ def _spec(ctx: HttpContext, form: SpooledForm, request: Request, *, translate: b
     return spec, response_format, words
 
 
-def _segments(t: Transcript) -> list[dict[str, Any]]:
-    out = []
-    for index, s in enumerate(t.segments):
-        extra = dict(s.extra)
-        logprob = extra.get("avg_logprob")
-        if logprob is None:
-            logprob = math.log(s.confidence) if s.confidence else 0.0
-        out.append(
-            {
-                "id": index,
-                "seek": int(extra.get("seek") or 0),
-                "start": s.start,
-                "end": s.end,
-                "text": " " + s.text.strip() if s.text.strip() else "",
-                "tokens": list(extra.get("tokens") or []),
-                "temperature": float(extra.get("temperature") or 0.0),
-                "avg_logprob": float(logprob),
-                "compression_ratio": float(extra.get("compression_ratio") or 0.0),
-                "no_speech_prob": float(extra.get("no_speech_prob") or 0.0),
-            }
-        )
-    return out
-
-
-def _usage(t: Transcript) -> dict[str, Any]:
-    return {"type": "duration", "seconds": math.ceil(t.duration or 0)}
-
-
-def _answer(t: Transcript, response_format: str, *, words: bool, translate: bool) -> Response:
-    if response_format == "text":
-        return PlainTextResponse(t.text + "\n")
-    if response_format == "srt":
-        return PlainTextResponse(render_srt(t).decode())
-    if response_format == "vtt":
-        return PlainTextResponse(render_vtt(t).decode(), media_type="text/vtt")
-    if response_format == "json":
-        return JSONResponse({"text": t.text, "usage": _usage(t)})
-    body: dict[str, Any] = {
-        "task": "translate" if translate else "transcribe",
-        "language": "english" if translate else (language_name(t.language) or "unknown"),
-        "duration": t.duration or 0.0,
-        "text": t.text,
-        "segments": _segments(t),
-    }
-    if words:
-        body["words"] = [{"word": w.text, "start": w.start, "end": w.end} for w in t.words or ()]
-    body["usage"] = _usage(t)
-    return JSONResponse(body)
-
-
-async def _stream(ctx: HttpContext, job_id: str, spooled: SpooledFile) -> AsyncIterator[Sse | None]:
-    """Text deltas as the provider decodes segments, then the whole text."""
+async def _stream(ctx: HttpContext, job_id: str, spooled: SpooledFile, *, diarized: bool) -> AsyncIterator[Sse | None]:
+    """Text deltas as the provider decodes segments, then (``diarized``) each segment with
+    its speaker, known only once the whole recording is heard, then the whole text."""
     sent: list[str] = []
     index = 0
     while True:
@@ -216,7 +177,8 @@ async def _stream(ctx: HttpContext, job_id: str, spooled: SpooledFile) -> AsyncI
                 yield Sse.of({"type": "transcript.text.delta", "delta": delta})
         if view is not None and view.state.terminal:
             try:
-                text = transcript_of(view, spooled).text
+                transcript = transcript_of(view, spooled)
+                text = transcript.text
             except ApiError as exc:
                 yield Sse.of({"type": "error", "error": exc.body()})
                 return
@@ -224,6 +186,8 @@ async def _stream(ctx: HttpContext, job_id: str, spooled: SpooledFile) -> AsyncI
             if text.startswith(streamed) and len(text) > len(streamed):
                 rest = text[len(streamed) :]
                 yield Sse.of({"type": "transcript.text.delta", "delta": rest})
+            for event in segment_events(transcript) if diarized else ():
+                yield Sse.of(event)
             yield Sse.of({"type": "transcript.text.done", "text": text})
             return
         if view is None or ctx.stopping.is_set():
@@ -238,16 +202,17 @@ async def _run(ctx: HttpContext, request: Request, *, translate: bool) -> Respon
     form = await receive(ctx, request, "file")
     try:
         spec, response_format, words = _spec(ctx, form, request, translate=translate)
+        known = await known_speakers(form)
     except ApiError:
         await ctx.spool.discard(form.folder)
         raise
     stream = not translate and (form.value("stream") or "").lower() == "true"
     spooled = upload_of(form, "file")
-    accepted = await submit_upload(ctx, form, "file", spec)
+    accepted = await submit_upload(ctx, form, "file", spec, known)
     if stream:
-        return event_stream(_stream(ctx, accepted.job_id, spooled))
+        return event_stream(_stream(ctx, accepted.job_id, spooled, diarized=response_format == DIARIZED))
     view = await wait_finished(ctx, accepted.job_id)
-    return _answer(transcript_of(view, spooled), response_format, words=words, translate=translate)
+    return answer(transcript_of(view, spooled), response_format, words=words, translate=translate)
 
 
 @router.post(

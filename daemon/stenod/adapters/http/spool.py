@@ -34,6 +34,9 @@ log = structlog.get_logger("stenod.http")
 
 _FLUSH_BYTES = 1 << 20
 _MAX_FIELD_BYTES = 64 * 1024
+# A known speaker's reference clip comes as a data URL in a text field (OpenAI's form): up
+# to 4 of them, each 2-10 s of audio (a 10 s 48 kHz stereo WAV is 2.5 MB in base64).
+_LONG_FIELDS = {"known_speaker_references[]": 4 * 1024 * 1024, "known_speaker_references": 4 * 1024 * 1024}
 _MAX_PARTS = 100
 _PCM_RATE = 16_000  # what whisper-asr-webservice's encode=false means: 16 kHz mono s16le, no header
 
@@ -286,7 +289,7 @@ class _ParseState:
             self._writer.buffer.extend(data[start:end])
         elif self._text is not None:
             self._text.extend(data[start:end])
-            if len(self._text) > _MAX_FIELD_BYTES:
+            if len(self._text) > _LONG_FIELDS.get(self._name, _MAX_FIELD_BYTES):
                 self.error = self.error or BadUpload(f"the form field {self._name!r} is too long", self._name)
                 self._text = None
 
