@@ -121,7 +121,12 @@ class Corrections:
                 if current.words is not None
                 else None
             )
-            return await self._save(item, replace(_with_segments(current, segments), words=words))
+            # The voice keeps its voiceprint under the new label: it can still be remembered.
+            speakers = tuple(
+                replace(s, label=new, name=new, similarity=None) if s.label == old else s for s in current.speakers
+            )
+            renamed = replace(_with_segments(current, segments), words=words, speakers=speakers)
+            return await self._save(item, renamed)
 
     async def revert(self, job_id: str, index: int) -> Transcript:
         async with self._lock:

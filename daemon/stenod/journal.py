@@ -14,6 +14,7 @@ from stenod.errors import ConfigError, ErrorInfo, StenodError
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, ItemState, JobView
 from stenod.speakers import Diarization
+from stenod.voices import VoiceJournal
 
 
 class JournalError(StenodError):
@@ -256,7 +257,7 @@ def accepted_elsewhere(journal: JobJournal, item: OpenItem) -> bool:
     return journal.shared and item.origin is not None and item.origin != journal.instance_id
 
 
-class Journal(JobJournal, Protocol):
+class Journal(JobJournal, VoiceJournal, Protocol):
     """The whole journal, as the sources, the relay and the HTTP server use it; both
     journal adapters (SQLite and PostgreSQL) implement it, and one contract suite
     (``tests/contract``) runs against each."""

@@ -4,9 +4,12 @@ differently."""
 
 from __future__ import annotations
 
+import pytest
+
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, NewItem, NewJob
-from stenod.speakers import Diarization, KnownSpeaker
+from stenod.speakers import Diarization, KnownSpeaker, Voiceprint
+from stenod.voices import NameTaken
 
 ASKED = Diarization(min_speakers=2, max_speakers=3, known=(KnownSpeaker("Host", references=("/clips/host.wav",)),))
 
@@ -35,3 +38,47 @@ async def test_a_result_without_speakers_does_not_answer_a_request_for_them(jour
     await journal.finish_items([ItemOutcome(view.items[0].item_id, ItemState.SUCCEEDED, result=result)])
     assert await journal.reusable_result("h1", "echo", "transcribe", None, (), {}) == result
     assert await journal.reusable_result("h1", "echo", "transcribe", None, (), {}, Diarization()) is None
+
+
+# -- voices remembered -------------------------------------------------------------------
+
+HOST = Voiceprint("m1", (0.6, 0.8))
+GUEST = Voiceprint("m1", (1.0, 0.0))
+
+
+async def test_a_named_voice_is_kept_and_known_to_later_jobs_by_its_name(journal):
+    await journal.remember_voice("Host", HOST, "item-1")
+    await journal.remember_voice("Host", Voiceprint("m2", (0.1, 0.2, 0.3)), "item-2")
+    await journal.remember_voice("Guest", GUEST, "item-1")
+    assert await journal.known_voices() == [
+        KnownSpeaker("Guest", voiceprints=(GUEST,)),
+        KnownSpeaker("Host", voiceprints=(HOST, Voiceprint("m2", (0.1, 0.2, 0.3)))),
+    ]
+    listed = await journal.voices()
+    assert [(v.name, v.voiceprints, v.models) for v in listed] == [("Guest", 1, ("m1",)), ("Host", 2, ("m1", "m2"))]
+
+
+async def test_naming_the_same_voice_of_a_recording_again_renames_it_instead_of_keeping_it_twice(journal):
+    await journal.remember_voice("Host", HOST, "item-1")
+    await journal.remember_voice("Anna", HOST, "item-1")
+    assert await journal.known_voices() == [KnownSpeaker("Anna", voiceprints=(HOST,))]
+
+
+async def test_a_rename_onto_a_name_in_use_needs_merge(journal):
+    await journal.remember_voice("Host", HOST, "item-1")
+    await journal.remember_voice("Anna", GUEST, "item-2")
+    with pytest.raises(NameTaken):
+        await journal.rename_voice("Host", "Anna")
+    assert await journal.rename_voice("Host", "Hostess") == 1
+    assert await journal.rename_voice("Hostess", "Anna", merge=True) == 1
+    assert await journal.rename_voice("Nobody", "Anna") == 0
+    assert await journal.known_voices() == [KnownSpeaker("Anna", voiceprints=(HOST, GUEST))]
+
+
+async def test_forgetting_a_name_deletes_its_voiceprints_everywhere(journal, open_journal):
+    other = await open_journal()
+    await journal.remember_voice("Host", HOST, "item-1")
+    await journal.remember_voice("Guest", GUEST, "item-1")
+    assert await other.forget_voice("Host") == 1
+    assert await journal.forget_voice("Host") == 0
+    assert [k.name for k in await journal.known_voices()] == ["Guest"]

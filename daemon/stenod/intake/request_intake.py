@@ -31,7 +31,8 @@ from stenod.intake.request_message import (
 )
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.provider import Limits
-from stenod.speakers import KnownSpeaker
+from stenod.speakers import Diarization, KnownSpeaker
+from stenod.voices import with_remembered
 
 __all__ = [
     "Accepted",
@@ -134,12 +135,14 @@ class RequestIntake:
         *,
         default_provider: str,
         max_body_bytes: int,
+        recall_voices: bool = True,
     ) -> None:
         self._journal = journal
         self._checks = checks
         self._providers = providers
         self._default_provider = default_provider
         self._max_body_bytes = max_body_bytes
+        self._recall_voices = recall_voices  # [diarization] remember_voices
         self._infos: tuple[Mapping[str, Runtime], dict[str, ProviderInfo]] | None = None
 
     def close(self) -> None:
@@ -204,6 +207,7 @@ class RequestIntake:
             return Rejected("invalid_request", str(exc), request_id=spec.request_id, task=spec.task)
         except Rejected as rejected:
             return rejected
+        diarization = await self._recalled(diarization)
         extension = PurePath(upload.path).suffix.lower().lstrip(".")
         formats = infos[provider].limits.formats
         if extension not in formats:
@@ -280,8 +284,14 @@ class RequestIntake:
             request_id=request_id,
             reply_to=delivery.reply_to or None,
             correlation_id=delivery.correlation_id if delivery.reply_to else None,
-            diarization=request.diarization(),
+            diarization=await self._recalled(request.diarization()),
         )
+
+    async def _recalled(self, asked: Diarization | None) -> Diarization | None:
+        """A request to say who spoke, with the voices people named before."""
+        if asked is None or not self._recall_voices:
+            return asked
+        return with_remembered(asked, await self._journal.known_voices())
 
     @staticmethod
     def _output(spec: JobSpec, output_dir: str | None) -> dict[str, Any]:

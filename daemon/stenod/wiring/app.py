@@ -165,6 +165,7 @@ async def build(
             rescan_seconds=settings.rescan_interval_seconds,
             use_watcher=use_watcher,
             metrics=metrics,
+            recall_voices=settings.diarization.remember_voices,
         )
 
     watchers = Watchers(folder, list(settings.watch))
@@ -222,6 +223,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
         lambda: (daemon.providers.runtimes, daemon.providers.unavailable),
         default_provider=settings.default_provider,
         max_body_bytes=amqp.max_body_bytes,
+        recall_voices=settings.diarization.remember_voices,
     )
     stack.callback(intake.close)  # after the TaskGroup: no source uses it any more
     if settings.amqp_enabled:
@@ -268,6 +270,7 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
             probe_format=daemon.media.audio_format,
             state_full=daemon.disk.state_full,
             results=keeper,
+            remember_voices=settings.diarization.remember_voices,
         )
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)

@@ -27,6 +27,7 @@ from stenod.adapters.folders.atomic import output_key
 from stenod.adapters.folders.files import PARTIAL_SUFFIXES, FileRefused, hash_file, is_ignored_name
 from stenod.journal import Journal, JournalError, NewItem, NewJob
 from stenod.settings import WatchRule
+from stenod.voices import with_remembered
 
 log = structlog.get_logger("stenod.folder")
 
@@ -55,8 +56,10 @@ class FolderSource:
         rescan_seconds: float = 60.0,
         use_watcher: bool = True,
         metrics: object | None = None,
+        recall_voices: bool = True,
     ) -> None:
         self.rule = rule
+        self._recall_voices = recall_voices  # [diarization] remember_voices
         self.root = rule.path
         self.name = f"folder:{rule.path}"
         self._journal = journal
@@ -288,6 +291,9 @@ class FolderSource:
             return
         rule = self.rule
         options = dict(rule.options)
+        asked = rule.diarization
+        if asked is not None and self._recall_voices:
+            asked = with_remembered(asked, await self._journal.known_voices())
         reused = await self._journal.reusable_result(
             content_hash,
             self._provider,
@@ -295,7 +301,7 @@ class FolderSource:
             rule.language,
             rule.target_languages,
             options,
-            rule.diarization,
+            asked,
         )
         output: dict[str, Any] = {
             "dir": str(rule.output_dir) if rule.output_dir else None,
@@ -329,7 +335,7 @@ class FolderSource:
                     )
                 ],
                 seen=(self._rule_key, str(path), fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns),
-                diarization=rule.diarization,
+                diarization=asked,
             )
         )
         self._known[path] = (fst.st_size, fst.st_mtime_ns)

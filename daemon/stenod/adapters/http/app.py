@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stenod.adapters.http import asr, health, jobs, openai_audio, page
+from stenod.adapters.http import asr, health, jobs, openai_audio, page, speakers
 from stenod.adapters.http.context import HttpContext, require_key
 from stenod.adapters.http.errors import install_handlers
 from stenod.adapters.http.front_door import FrontDoor, HostNames
@@ -148,6 +148,7 @@ def create_app(context: HttpContext, *, hosts: HostNames, json_bytes: int) -> Fa
     app.include_router(openai_audio.router)
     app.include_router(asr.router)
     app.include_router(jobs.router)
+    app.include_router(speakers.router)
     app.include_router(page.router)
     app.mount("/ui/static", page.static, name="static")
     install_page_handlers(app)

@@ -23,6 +23,7 @@ from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
 from stenod.settings import HttpSettings, parse_listen
+from stenod.speaker_naming import SpeakerNaming
 
 __all__ = ["build_http"]
 
@@ -48,6 +49,7 @@ async def build_http(
     probe_format: Callable[[Path], str | None],
     state_full: Callable[[], bool],
     results: ResultsKeeper,
+    remember_voices: bool = True,
 ) -> HttpServer:
     """The server, not yet bound; the spool is swept of uploads no job needs any more.
     ``json_bytes`` caps a JSON request body (the queue's ``max_body_bytes``)."""
@@ -73,6 +75,7 @@ async def build_http(
         notify=notify,
         wake_urls=wake_urls,
         corrections=corrections,
+        naming=SpeakerNaming(corrections, journal, remember_voices=remember_voices),
         uploads_dir=state_dir / "uploads",
         audio_roots=lambda: [state_dir / "uploads", *audio_roots()],
         watched=watched,

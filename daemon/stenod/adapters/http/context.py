@@ -20,6 +20,7 @@ from stenod.corrections import Corrections
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
+from stenod.speaker_naming import SpeakerNaming
 
 __all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
 
@@ -44,6 +45,7 @@ class HttpContext:
     notify: Callable[[], None]  # new work is in the journal: wake the dispatcher
     wake_urls: Callable[[], None]  # a job has URL inputs: wake the downloader
     corrections: Corrections
+    naming: SpeakerNaming  # speakers named for a recording or for good (voices remembered)
     uploads_dir: Path  # files uploaded on the page, kept as their jobs' inputs
     audio_roots: Callable[[], Sequence[Path]]  # where the page may play recordings from
     watched: Callable[[], list[dict[str, Any]]]  # the watched folders, for the status page

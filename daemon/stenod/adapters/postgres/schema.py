@@ -151,6 +151,18 @@ CREATE INDEX own_outputs_item ON own_outputs(item_id);
     """
 ALTER TABLE jobs ADD COLUMN diarization TEXT;
 """,
+    # 6: voices remembered (SQLite's version 8).
+    """
+CREATE TABLE voices (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector TEXT NOT NULL,
+    item_id TEXT COLLATE "C" NOT NULL,
+    learnt_at TEXT NOT NULL
+);
+CREATE INDEX voices_name ON voices(name);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

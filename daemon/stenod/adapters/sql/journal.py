@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from stenod.adapters.sql import batch_writes, emit, intake_writes, leases, own_outputs, pauses, retention
 from stenod.adapters.sql.emit import Emitter
-from stenod.adapters.sql.reads import Driver, SqlReads
+from stenod.adapters.sql.reads import Driver
 from stenod.adapters.sql.statements import Op
+from stenod.adapters.sql.voices import SqlVoices
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
@@ -39,7 +40,7 @@ def default_instance_id(state_dir: object = None) -> str:
     return f"{socket.gethostname()}:{os.path.abspath(str(state_dir or '.'))}"
 
 
-class SqlJournal(SqlReads):
+class SqlJournal(SqlVoices):
     """The journal's methods, for any driver. ``outbox``: keep events for a relay (a daemon
     without a broker keeps only each job's history). ``instance_id`` holds the provider jobs
     this journal object creates or claims, for ``lease_seconds`` after each write or renewal;

@@ -163,6 +163,20 @@ CREATE INDEX own_outputs_item ON own_outputs(item_id);
     """-- The job's request to say who spoke (speaker counts, known speakers), JSON.
 ALTER TABLE jobs ADD COLUMN diarization TEXT;
 """,
+    # 8: voices remembered: the voiceprints of speakers people named.
+    """-- A voiceprint (an embedding, never audio: the model's name and its vector as JSON) kept
+-- under the name a person gave the speaker, with the item it was learnt from; id: a digest
+-- of the item and the voiceprint.
+CREATE TABLE voices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    learnt_at TEXT NOT NULL
+);
+CREATE INDEX voices_name ON voices(name);
+""",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
