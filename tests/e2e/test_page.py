@@ -276,3 +276,52 @@ def test_a_form_from_another_site_is_refused(page: Page, server: HttpDaemon) -> 
     assert (forged.status_code, guessed.status_code) == (403, 403)
     time.sleep(0.2)
     assert server.job(job_id)["state"] != "cancelled"
+
+
+def test_speakers_in_colour_named_for_good_then_renamed_and_forgotten_in_the_speakers_view(
+    page: Page, server: HttpDaemon
+) -> None:
+    audio = server.roots / "voices-pia-quinn-pia.wav"
+    audio.write_bytes(b"RIFF a talk of two")
+    job_id = api_job(server, {"provider": "echo", "diarize": True, "inputs": [{"path": str(audio)}]})
+    server.finished(job_id)
+    sign_in(page)
+    page.goto(f"/jobs/{job_id}/items/0")
+    labels = page.locator(".segment .speaker")
+    expect(labels).to_have_text(["SPEAKER_00", "SPEAKER_01", "SPEAKER_00"])
+    first, second = labels.nth(0), labels.nth(1)
+    assert first.get_attribute("class") == "speaker c0" and second.get_attribute("class") == "speaker c1"
+    assert first.evaluate("e => getComputedStyle(e).color") != second.evaluate("e => getComputedStyle(e).color")
+    page.select_option("select[name=old]", "SPEAKER_00")
+    page.fill("form.rename input[name=new]", "Pia")
+    expect(page.locator("input[name=remember]")).to_be_checked()
+    page.click("form.rename button[type=submit]")
+    expect(labels).to_have_text(["Pia", "SPEAKER_01", "Pia"])
+    shot(page, "transcript-speakers")
+    page.click("nav >> text=Speakers")
+    expect(page.locator(".voices .name")).to_contain_text(["Pia"])
+    shot(page, "speakers")
+    row = page.locator(".voices tr", has_text="Pia")
+    row.locator("input[name=new]").fill("Pia Q.")
+    row.locator("text=Rename").click()
+    expect(page.locator(".voices .name")).to_contain_text(["Pia Q."])
+    page.locator(".voices tr", has_text="Pia Q.").locator("text=Forget").click()
+    expect(page.locator(".voices")).to_have_count(0)
+    with server.client() as http:
+        assert http.get("/v1/speakers").json()["speakers"] == []
+
+
+def test_a_speaker_named_for_this_recording_only_is_not_in_the_speakers_view(page: Page, server: HttpDaemon) -> None:
+    audio = server.roots / "voices-rae-sol.wav"
+    audio.write_bytes(b"RIFF another talk")
+    job_id = api_job(server, {"provider": "echo", "diarize": True, "inputs": [{"path": str(audio)}]})
+    server.finished(job_id)
+    sign_in(page)
+    page.goto(f"/jobs/{job_id}/items/0")
+    page.select_option("select[name=old]", "SPEAKER_01")
+    page.fill("form.rename input[name=new]", "Sol")
+    page.uncheck("input[name=remember]")
+    page.click("form.rename button[type=submit]")
+    expect(page.locator(".segment .speaker")).to_have_text(["SPEAKER_00", "Sol"])
+    page.goto("/speakers")
+    expect(page.locator("main")).to_contain_text("No voice is remembered yet")

@@ -15,6 +15,7 @@ from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.page.session import signed_form, signed_in
+from stenod.adapters.http.page.speakers import speaker_list
 from stenod.corrections import CorrectionError
 
 __all__ = ["router"]
@@ -48,10 +49,11 @@ async def transcript(request: Request, job_id: str, index: int, ctx: Ctx) -> Res
         raise ApiError(404, f"job {job_id} has no transcript for item {index}", code="no_transcript")
     current = dict(item.current)
     segments = current.get("segments") or []
-    speakers = sorted({s["speaker"] for s in segments if s.get("speaker")})
+    speakers = speaker_list(current)
     return page(
         request, ctx, "transcript.html", nav="jobs", job={"job_id": job_id}, item={"input": item.input},
         transcript=current, segments=segments, speakers=speakers, edited=item.edited is not None,
+        colour={s["label"]: s["colour"] for s in speakers}, remember_voices=ctx.naming.remember_voices,
         audio=await asyncio.to_thread(_audio_allowed, ctx, item.path), base=f"/jobs/{job_id}/items/{index}",
     )  # fmt: skip
 
@@ -78,13 +80,6 @@ async def _correct(request: Request, ctx: HttpContext, job_id: str, index: int, 
 async def edit_segment(request: Request, job_id: str, index: int, segment: int, ctx: Ctx) -> Response:
     form = await signed_form(request, ctx)
     change = ctx.corrections.edit_segment(job_id, index, segment, form.get("text", ""))
-    return await _correct(request, ctx, job_id, index, change)
-
-
-@router.post("/jobs/{job_id}/items/{index}/speaker")
-async def rename_speaker(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    form = await signed_form(request, ctx)
-    change = ctx.corrections.rename_speaker(job_id, index, form.get("old", ""), form.get("new", ""))
     return await _correct(request, ctx, job_id, index, change)
 
 

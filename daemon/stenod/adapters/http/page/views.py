@@ -3,7 +3,7 @@
 Server-rendered HTML that reads well without JavaScript; ``page.js`` adds live updates
 (the ``/ui/…`` fragments and event streams), seeking, search and dropping files. Every
 action is a form that the core carries out: cancel and retry through request intake,
-corrections through :class:`stenod.corrections.Corrections`.
+corrections through :class:`stenod.corrections.Corrections` (speakers: :mod:`.speakers`).
 """
 
 from __future__ import annotations
@@ -226,6 +226,7 @@ async def upload(request: Request, ctx: Ctx) -> Response:
             {
                 "provider": form.value("provider") or None,
                 "language": form.value("language") or None,
+                "diarize": form.value("diarize") == "1",
                 "output": {"formats": [f for f in form.fields.get("formats", []) if f in FORMATS] or list(FORMATS)},
             }
         )
