@@ -14,6 +14,7 @@ import httpx
 
 from stenod.provider import (
     AuthError,
+    Diarization,
     FileUpload,
     Json,
     MultipartBody,
@@ -44,6 +45,20 @@ class Submitted:
 
     result: Mapping[str, Json] | None = None
     run: Mapping[str, Json] | None = None
+
+
+SPEAKER_MODELS = frozenset({"elevenlabs-stt"})  # the models that label speakers (``diarize``)
+
+
+def diarize_for(model: str, option: bool, asked: Diarization | None) -> bool:
+    """Whether to ask ``model`` for speakers: the ``diarize`` option, or a job asking who
+    spoke; a job asking of a model that cannot is a permanent error that names one that can."""
+    if asked is not None and model.lower() not in SPEAKER_MODELS:
+        raise PermanentError(
+            f"nanogpt model {model!r} cannot say who spoke; use options.model = 'Elevenlabs-STT'",
+            code="diarization_unavailable",
+        )
+    return option or asked is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from stenod.provider import (
 )
 
 from . import audio
-from .api import NAME, NanoGptApi, TranscribeRequest
+from .api import NAME, NanoGptApi, TranscribeRequest, diarize_for
 from .results import piece_result, stitch, total_cost
 
 _DEFAULT_BASE_URL = "https://nano-gpt.com/api"
@@ -84,6 +84,7 @@ class NanoGptProvider:
         ),
         max_files=1,
         min_poll_seconds=5.0,
+        diarization=True,  # with Elevenlabs-STT (api.diarize_for)
     )
 
     def __init__(self, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
@@ -103,6 +104,7 @@ class NanoGptProvider:
         """
         api = self._api()
         options = batch.options if isinstance(batch.options, NanoGptOptions) else NanoGptOptions()
+        diarize = diarize_for(options.model, options.diarize, batch.diarization)  # before any upload
         saved = {rec["item_id"]: rec for rec in (ctx.saved or {}).get("items", [])}
         records: list[dict[str, Json]] = [saved.get(item.item_id) or {} for item in batch.items]
         for index, item in enumerate(batch.items):
@@ -121,12 +123,11 @@ class NanoGptProvider:
                         model=options.model,
                         language=_language_code(batch.language),
                         minutes=piece["length"] / audio.SAMPLE_RATE / 60,
-                        diarize=options.diarize,
+                        diarize=diarize,
                         tag_audio_events=options.tag_audio_events,
                     )
-                    # Always a direct upload: the daemon has no public URL to offer for
-                    # audioUrl. NanoGPT's docs only show async models with audioUrl; that
-                    # they take multipart too is the assumption here (doc §11).
+                    # Always a direct upload: the daemon has no public URL to offer for audioUrl. NanoGPT's
+                    # docs only show async models with audioUrl; that they take multipart too is assumed (§11).
                     answer = await api.transcribe(request)
                     if answer.run is not None:
                         piece["run"] = dict(answer.run)

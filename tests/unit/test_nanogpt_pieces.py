@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from stenod.provider import Cost
-from stenod_nanogpt.api import describe_error
+from stenod.provider import Cost, Diarization, PermanentError
+from stenod_nanogpt import NanoGptProvider
+from stenod_nanogpt.api import describe_error, diarize_for
 from stenod_nanogpt.audio import WINDOW_SAMPLES, Analysis, max_piece_samples, plan_pieces
 from stenod_nanogpt.results import piece_result, stitch, total_cost
 
@@ -98,3 +99,11 @@ def test_error_that_is_not_json_keeps_its_text() -> None:
         None,
         "Bad gateway from nginx",
     )
+
+
+def test_a_job_asking_who_spoke_asks_elevenlabs_for_speakers_and_refuses_a_model_that_cannot() -> None:
+    assert NanoGptProvider.limits.diarization
+    assert diarize_for("Elevenlabs-STT", False, Diarization()) is True
+    assert diarize_for("Elevenlabs-STT", False, None) is False and diarize_for("Elevenlabs-STT", True, None) is True
+    with pytest.raises(PermanentError, match="cannot say who spoke; use options"):
+        diarize_for("Whisper-Large-V3", False, Diarization(num_speakers=2))
