@@ -9,16 +9,26 @@ the job. A repeated ``request_id`` returns the existing job, never a second one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import PurePath
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from ulid import ULID
 
 from stenod.dispatch.packing_pass import is_url
 from stenod.events import EventKind, JobEvent, utc_now
+from stenod.intake.intake_values import (
+    Accepted,
+    Delivery,
+    InputChecks,
+    Outcome,
+    ProviderLookup,
+    Retry,
+    Runtime,
+    Upload,
+)
 from stenod.intake.request_message import (
     DEFAULT_TRANSLATE_PROVIDER,
     CancelRequest,
@@ -30,7 +40,6 @@ from stenod.intake.request_message import (
     parse_body,
 )
 from stenod.journal import Journal, NewItem, NewJob
-from stenod.provider import Limits
 from stenod.speakers import Diarization, KnownSpeaker
 from stenod.voices import with_remembered
 
@@ -49,79 +58,6 @@ log = structlog.get_logger("stenod.intake")
 
 CANCEL_TYPE = "stenod.cancel"
 REQUEST_TYPE = "stenod.request"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One request as it arrived: the body and the envelope's fields that matter."""
-
-    body: bytes
-    message_id: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    type: str | None = None
-    content_encoding: str | None = None
-    source: str = "amqp"
-
-
-@dataclass(frozen=True, slots=True)
-class Upload:
-    """A file a client sent, already written whole to the spool (the HTTP adapter's job)."""
-
-    name: str  # the client's name for it: outputs and events use it
-    path: str
-    size: int
-    device: int
-    inode: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    job_id: str
-    created: bool
-    urls: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    reason: str
-
-
-Outcome = Accepted | Rejected | Retry
-
-
-class Runtime(Protocol):
-    """What intake needs of a configured provider."""
-
-    limits: Limits
-    provider: Any
-
-
-ProviderLookup = Callable[[], tuple[Mapping[str, Runtime], Mapping[str, str]]]
-"""The current provider runtimes and why others are unavailable (they change on SIGHUP reload)."""
-
-
-class InputChecks(Protocol):
-    """The checks that need the file system or the network (adapters implement them)."""
-
-    async def paths(self, paths: Sequence[str], output_dir: str | None) -> tuple[list[NewItem], str | None]:
-        """Items for path inputs and the real output folder; raises Rejected."""
-        ...
-
-    async def files(self, paths: Sequence[str]) -> list[NewItem]:
-        """Items for files stenod itself recorded (a retry): regular, readable; raises Rejected."""
-        ...
-
-    async def url(self, raw: str) -> None:
-        """Raises Rejected for a URL the policy refuses (scheme, private address, …)."""
-        ...
-
-    def name_of(self, url: str) -> str:
-        """A safe file name for a URL input."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class RequestIntake:
