@@ -38,6 +38,7 @@ from stenod.provider import (
     Task,
     Transcript,
 )
+from stenod_whisper import diarization
 from stenod_whisper.languages import ENGLISH, LANGUAGES, UnknownLanguage, whisper_code
 from stenod_whisper.live import BATCH_NICENESS, LiveEngine
 from stenod_whisper.model import BUNDLED, ModelError, folder_model, is_model_name
@@ -68,6 +69,8 @@ class WhisperProvider:
         min_poll_seconds=0.0,
         languages=frozenset(LANGUAGES),
         target_languages=frozenset({ENGLISH}),  # Whisper translates speech into English only
+        diarization=diarization.available(),
+        diarization_missing=None if diarization.available() else diarization.MISSING,
     )
 
     def __init__(self, settings: ProviderSettings, http: httpx.AsyncClient | None = None) -> None:
@@ -102,6 +105,8 @@ class WhisperProvider:
                 max_files=1,
                 min_poll_seconds=0.0,
                 languages=frozenset({ENGLISH}),
+                diarization=self.limits.diarization,
+                diarization_missing=self.limits.diarization_missing,
             )
         self._engine_spec = {
             "path": engine.model.path,
@@ -240,14 +245,18 @@ class WhisperProvider:
                     code="unsupported_language",
                     hint="Use a multilingual model (model empty for the bundled base, or e.g. 'small').",
                 )
+        diarize = batch.diarization
+        if diarize is not None and not self.limits.diarization:
+            raise PermanentError(self.limits.diarization_missing or diarization.MISSING, code="diarization_unavailable")
         s = self.settings
+        words = s.word_timestamps if options.word_timestamps is None else options.word_timestamps
         return {
             "task": str(batch.task),
             "language": code,
             "language_tag": batch.language,
             "beam_size": options.beam_size or s.beam_size,
             "vad_filter": s.vad_filter if options.vad_filter is None else options.vad_filter,
-            "word_timestamps": s.word_timestamps if options.word_timestamps is None else options.word_timestamps,
+            "word_timestamps": words or diarize is not None,  # speakers are given word by word
             "initial_prompt": options.initial_prompt,
             "temperature": options.temperature,
             "hotwords": options.hotwords,
@@ -255,6 +264,7 @@ class WhisperProvider:
             "batch_size": s.batch_size,
             "batch_min_seconds": s.batch_min_seconds,
             "max_audio_seconds": s.max_audio_seconds,
+            "diarization": diarize.to_json() if diarize is not None else None,
         }
 
     async def submit(self, batch: Batch, ctx: StepContext) -> Handle:

