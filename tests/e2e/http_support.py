@@ -43,6 +43,19 @@ class HttpDaemon:
         return dict(wait_for(lambda: (j := self.job(job_id))["state"] in final and j, "the job to end", timeout))
 
 
+def form_token(page: str) -> str:
+    """The page's form token (every form of a session carries it, the sign-in form too)."""
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def sign_in(http: httpx.Client, key: str = KEY) -> httpx.Response:
+    """Sign this client's session in on the page, as a person does (its cookie then holds the session)."""
+    token = form_token(http.get("/login").text)
+    return http.post("/login", data={"key": key, "next": "/", "csrf": token})
+
+
 def http_config(
     tmp: Path,
     port: int,

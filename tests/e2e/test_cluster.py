@@ -99,8 +99,8 @@ def job_event_kinds(url: str) -> list[str]:
 
 
 def assert_one_job_finished_once(url: str, sarvam_url: str) -> None:
-    (job,) = query(url, "SELECT state FROM jobs")
-    assert job["state"] == "succeeded"
+    # The outputs are written before the journal records them: the job may end a moment later.
+    wait_for(lambda: [r["state"] for r in query(url, "SELECT state FROM jobs")] == ["succeeded"], "the job to end", 30)
     counts = stats(sarvam_url)
     assert (counts["jobs_created"], counts["jobs_started"]) == (1, 1)
     kinds = job_event_kinds(url)
@@ -115,7 +115,8 @@ def test_a_file_in_a_shared_folder_becomes_one_job_whichever_instance_sees_it(cl
         write_wav(tmp_path / "inbox" / f"call{n}.wav")
     for n in range(3):
         wait_for((tmp_path / "inbox" / f"call{n}.json").exists, f"call{n}.json")
-    assert [r["state"] for r in query(database, "SELECT state FROM jobs")] == ["succeeded"] * 3
+    states = lambda: [r["state"] for r in query(database, "SELECT state FROM jobs")]  # noqa: E731
+    wait_for(lambda: states() == ["succeeded"] * 3, "the three jobs to end", 30)
     uploaded = [name for job in stats(sarvam_url)["jobs"].values() for name in job["uploads"]]
     assert sorted(uploaded) == ["call0.wav", "call1.wav", "call2.wav"]  # each file sent once
 

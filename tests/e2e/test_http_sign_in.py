@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import ROOT, Daemon, wait_for, write_config
-from tests.e2e.http_support import KEY, HttpDaemon, http_daemon, raw_request, up
+from tests.e2e.http_support import KEY, HttpDaemon, form_token, http_daemon, raw_request, sign_in, up
 
 BAZARR = "127.0.0.2"
 FAIL2BAN = ROOT / "config" / "fail2ban" / "stenod.conf"
@@ -36,17 +36,6 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDaemon]:
 def client_from(server: HttpDaemon, source: str, **kwargs: object) -> httpx.Client:
     transport = httpx.HTTPTransport(local_address=source)
     return httpx.Client(base_url=server.url, transport=transport, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
-def form_token(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, page
-    return match.group(1)
-
-
-def sign_in(http: httpx.Client, key: str = KEY) -> httpx.Response:
-    token = form_token(http.get("/login").text)
-    return http.post("/login", data={"key": key, "next": "/", "csrf": token})
 
 
 def test_an_upload_without_a_key_is_answered_at_once_and_the_connection_closed(keyed: HttpDaemon) -> None:

@@ -8,13 +8,12 @@ a full disk: tests/e2e/test_full_disk.py.)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pysubs2
 import pytest
 
-from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
+from tests.e2e.http_support import HttpDaemon, form_token, http_daemon, sign_in
 
 HOSTILE_NAME = "a<b>{\\an8}\\Nx --> y.txt"
 HOSTILE_SPEAKER = "Eve</v><c.red>\\N{\\an8}<font color=red>&amp;"
@@ -37,12 +36,11 @@ def _finished_echo_job(server: HttpDaemon, name: str) -> str:
 
 
 def _rename_speaker_on_the_page(server: HttpDaemon, job_id: str, old: str, new: str) -> None:
-    with server.client(key=None, cookies={"stenod_key": KEY}) as page:
-        form = page.get(f"/jobs/{job_id}/items/0").text
-        token = re.search(r'name="csrf" value="([0-9a-f]+)"', form)
-        assert token, "the item page carries a form token"
+    with server.client(key=None) as page:
+        assert sign_in(page).status_code in (302, 303)
+        token = form_token(page.get(f"/jobs/{job_id}/items/0").text)
         renamed = page.post(
-            f"/jobs/{job_id}/items/0/speaker", data={"csrf": token[1], "old": old, "new": new}, follow_redirects=False
+            f"/jobs/{job_id}/items/0/speaker", data={"csrf": token, "old": old, "new": new}, follow_redirects=False
         )
     assert renamed.status_code == 303, renamed.text
 
