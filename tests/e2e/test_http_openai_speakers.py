@@ -157,10 +157,18 @@ def test_a_reference_that_is_not_audio_is_refused(client: openai.OpenAI, tmp_pat
     assert "known_speaker_references[0] is not audio" in refused.value.message
 
 
-def test_a_provider_that_cannot_diarize_is_a_clear_400(client: openai.OpenAI, tmp_path: Path) -> None:
-    audio = recording(tmp_path, "voices-max-ned.wav")
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.audio.transcriptions.create(
-            file=audio, model="whisper", response_format="diarized_json", chunking_strategy="auto"
+def test_a_provider_that_cannot_diarize_is_a_clear_400(tmp_path: Path) -> None:
+    """A provider whose optional part is missing (here the echo plugin told so) is refused
+    with what to install, before any job."""
+    (tmp_path / "clips").mkdir()
+    audio = recording(tmp_path / "clips", "voices-max-ned.wav")
+    with (
+        http_daemon(tmp_path, providers={"echo": {"diarization": False}}) as server,
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120) as sdk,
+        pytest.raises(openai.BadRequestError) as refused,
+    ):
+        sdk.audio.transcriptions.create(
+            file=audio, model="echo", response_format="diarized_json", chunking_strategy="auto"
         )
-    assert "whisper cannot say who spoke" in refused.value.message
+    assert "echo cannot say who spoke" in refused.value.message
+    assert "pip install 'stenod-echo[voices]'" in refused.value.message

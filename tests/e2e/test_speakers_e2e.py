@@ -79,7 +79,6 @@ def test_requests_asking_differently_never_share_a_provider_job(server: HttpDaem
         ({"num_speakers": 2}, "num_speakers needs diarize = true"),
         ({"diarize": True, "num_speakers": 2, "max_speakers": 3}, "not both"),
         ({"diarize": True, "max_speakers": 0}, "greater than or equal to 1"),
-        ({"diarize": True, "provider": "whisper"}, "whisper cannot say who spoke"),
     ],
 )
 def test_a_bad_speaker_request_is_a_400_that_says_why_and_makes_no_job(
