@@ -25,9 +25,8 @@ from stenod.adapters.http.jobs import OutputFormat, job_events, job_output
 from stenod.adapters.http.page.render import STATIC, age, fragment, page
 from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
-from stenod.adapters.http.spool import BadUpload, UploadTooLarge
 from stenod.adapters.http.sse import Sse, event_stream
-from stenod.adapters.http.uploads import keep_uploads, refuse_when_full
+from stenod.adapters.http.uploads import keep_uploads, receive
 from stenod.intake.request_intake import Accepted
 from stenod.intake.request_message import JobSpec, Rejected
 from stenod.jobs import JobView
@@ -215,11 +214,7 @@ async def upload_form(request: Request, ctx: Ctx) -> Response:
 @router.post("/upload")
 async def upload(request: Request, ctx: Ctx) -> Response:
     signed_in(request, ctx)
-    await refuse_when_full(ctx)
-    try:
-        form = await ctx.spool.receive(request, file_fields=frozenset({"file"}))
-    except (UploadTooLarge, BadUpload) as exc:
-        raise ApiError(413 if isinstance(exc, UploadTooLarge) else 400, str(exc), param="file") from exc
+    form = await receive(ctx, request, "file")  # as the APIs take uploads: 413, 400, 507 alike
     try:
         check_form(request, ctx, form.value("csrf"))
         spec = JobSpec.model_validate(
