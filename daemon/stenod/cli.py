@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -18,6 +19,7 @@ import structlog
 from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.errors import ConfigError
+from stenod.fault_points import EXITING, sigterm_at
 from stenod.journal import JournalError
 from stenod.requests import options_from_pairs
 from stenod.settings import Settings, load_settings, redacted_dump
@@ -129,7 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stenod.app import run
 
-    return asyncio.run(run(settings))
+    try:
+        return asyncio.run(run(settings))
+    finally:
+        # The loop is closed and with it its SIGTERM handler: the daemon is exiting, with the
+        # code its run decided (0, or 1 for a journal it cannot trust). A SIGTERM now asks for
+        # what is already happening; it must not end the process with the signal instead.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sigterm_at(EXITING)
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
