@@ -14,7 +14,7 @@ import os
 import signal
 from typing import Final
 
-__all__ = ["PAUSE_AT", "SIGTERM_AT", "STARTUP_POINTS", "pause_at", "sigterm_at"]
+__all__ = ["EXITING", "PAUSE_AT", "SIGTERM_AT", "STARTUP_POINTS", "pause_at", "sigterm_at"]
 
 SIGTERM_AT: Final = "STENOD_FAULT_SIGTERM_AT"
 PAUSE_AT: Final = "STENOD_FAULT_PAUSE_AT"
@@ -25,6 +25,7 @@ STARTUP_POINTS: Final = (
     "amqp.connected",  # the consumer has its broker connection
     "amqp.consume",  # the request queue is declared; Basic.Consume is about to be sent
 )
+EXITING: Final = "daemon.exiting"  # the loop has ended; the process is about to exit
 OUTPUTS: Final = "outputs"  # a provider job's lease renewed; its output files not yet written
 
 

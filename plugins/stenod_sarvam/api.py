@@ -207,13 +207,13 @@ class SarvamApi:
             response = await self._http.put(
                 url, content=file_chunks(upload, sent=sent), headers=headers, timeout=self._timeout
             )
-        _raise_for_blob(response, f"upload of {name}")
+        _raise_for_blob(response, f"upload of {name}", self._key)
 
     async def get_blob(self, url: str, name: str) -> bytes:
         """Download one result file from its presigned URL."""
         with provider_http_errors("sarvam blob storage"):
             response = await self._http.get(url, timeout=self._timeout)
-        _raise_for_blob(response, f"download of {name}")
+        _raise_for_blob(response, f"download of {name}", self._key)
         return response.content
 
 
@@ -224,11 +224,13 @@ def _pick_urls(urls: dict[str, str], names: list[str], what: str) -> dict[str, s
     return urls
 
 
-def _raise_for_blob(response: httpx.Response, what: str) -> None:
+def _raise_for_blob(response: httpx.Response, what: str, secret: str | None) -> None:
     if response.is_success:
         return
     status = response.status_code
-    detail = scrub(error_text(response, limit=200), None)
+    # The key is never sent to the blob host, but a body quoting it must not reach the
+    # journal (the error is recorded with the retry) any more than an API answer's may.
+    detail = scrub(error_text(response, limit=200), secret)
     if status in (401, 403, 404, 408, 409, 429) or status >= 500:
         # 403 is what Azure answers for an expired SAS: not a key problem, and a retry
         # requests fresh URLs.

@@ -20,7 +20,7 @@ from stenod.adapters.downloads.url_fetch import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.stepper import ProviderRuntime
-from stenod.fault_points import SIGTERM_AT, STARTUP_POINTS
+from stenod.fault_points import EXITING, SIGTERM_AT, STARTUP_POINTS
 from stenod.intake.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
 from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
@@ -147,4 +147,21 @@ def test_a_sigterm_at_any_point_of_start_up_starts_no_consumer_and_takes_no_requ
     finally:
         daemon.kill()
         conn.close()
+        delete_topology(names)
+
+
+def test_a_sigterm_while_the_daemon_is_already_exiting_leaves_its_exit_code_alone(tmp_path: Path) -> None:
+    """Found by a cluster chaos run (seed 2136697420): a daemon exiting 1 (a journal commit in
+    doubt) was paused, then sent SIGTERM; once its loop had closed, nothing handled the
+    signal and it died of it (-15) instead of exiting with its code. Here a stopping daemon
+    gets a second SIGTERM at that point (``daemon.exiting``): it still exits 0."""
+    names = BrokerNames.new("sigterm-exiting")
+    daemon = Daemon(queue_config(tmp_path, names), tmp_path / "daemon.log", env={SIGTERM_AT: EXITING})
+    try:
+        daemon.start().wait_ready()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=STOP_SECONDS) == 0
+    finally:
+        daemon.kill()
         delete_topology(names)

@@ -177,6 +177,17 @@ async def test_blob_upload_failure_is_retryable_and_resumes_the_job(
     assert (stats["jobs_created"], stats["uploads"], stats["jobs_started"]) == (1, 2, 1)
 
 
+async def test_a_blob_refusal_that_quotes_the_api_key_is_reported_without_it(
+    provider: SarvamProvider, fake: SarvamControl, tmp_path: Path
+) -> None:
+    """Found by a single-daemon chaos run (seed 869091928): the blob host's 401 quoting the
+    Sarvam key went, unscrubbed, into the retry's error and so into the journal."""
+    await fake.faults([{"route": "blob_put", "status": 401, "message": f"invalid key {KEY} for this account"}])
+    with pytest.raises(RetryableError, match="refused the upload") as info:
+        await provider.submit(make_batch(tmp_path, ["a.wav"]), MemoryStepContext())
+    assert KEY not in info.value.message and "***" in info.value.message
+
+
 async def test_cut_short_result_file_is_retryable(
     provider: SarvamProvider, fake: SarvamControl, tmp_path: Path
 ) -> None:

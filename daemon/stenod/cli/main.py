@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ from stenod import __version__
 from stenod import logging as stenod_logging
 from stenod.diarization import diarization_of
 from stenod.errors import ConfigError
+from stenod.fault_points import EXITING, sigterm_at
 from stenod.intake.request_message import options_from_pairs
 from stenod.journal import JournalError
 from stenod.masking import mask_text
@@ -140,7 +142,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from stenod.wiring.app import run
 
-    return asyncio.run(run(settings))
+    try:
+        return asyncio.run(run(settings))
+    finally:
+        # The loop is closed and with it its SIGTERM handler: the daemon is exiting, with the
+        # code its run decided (0, or 1 for a journal it cannot trust). A SIGTERM now asks for
+        # what is already happening; it must not end the process with the signal instead.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sigterm_at(EXITING)
 
 
 def cmd_transcribe(args: argparse.Namespace, settings: Settings) -> int:
