@@ -154,7 +154,8 @@ ALTER TABLE jobs ADD COLUMN diarization TEXT;
     # 6: voices remembered (SQLite's version 8).
     """
 CREATE TABLE voices (
-    id TEXT COLLATE "C" PRIMARY KEY,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- the order they were kept in
+    id TEXT COLLATE "C" NOT NULL UNIQUE,
     name TEXT NOT NULL,
     model TEXT NOT NULL,
     vector TEXT NOT NULL,

@@ -32,7 +32,7 @@ def keep(name: str, voiceprint: Voiceprint, item_id: str) -> Op[None]:
 
 
 def known() -> Op[list[KnownSpeaker]]:
-    rows = yield All("SELECT name, model, vector FROM voices ORDER BY learnt_at, id")
+    rows = yield All("SELECT name, model, vector FROM voices ORDER BY seq")
     prints: dict[str, list[Voiceprint]] = {}
     for r in rows:
         prints.setdefault(r["name"], []).append(Voiceprint(r["model"], tuple(loads(r["vector"]))))
@@ -41,7 +41,7 @@ def known() -> Op[list[KnownSpeaker]]:
 
 
 def listed() -> Op[list[RememberedVoice]]:
-    rows = yield All("SELECT name, model, learnt_at FROM voices ORDER BY learnt_at, id")
+    rows = yield All("SELECT name, model, learnt_at FROM voices ORDER BY seq")
     out: dict[str, RememberedVoice] = {}
     for r in rows:
         seen = out.get(r["name"])

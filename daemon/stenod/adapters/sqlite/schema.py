@@ -168,7 +168,8 @@ ALTER TABLE jobs ADD COLUMN diarization TEXT;
 -- under the name a person gave the speaker, with the item it was learnt from; id: a digest
 -- of the item and the voiceprint.
 CREATE TABLE voices (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order they were kept in
+    id TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
     model TEXT NOT NULL,
     vector TEXT NOT NULL,
