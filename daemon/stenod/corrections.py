@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from stenod.provider import Transcript
 
 if TYPE_CHECKING:  # stenod.journal imports this module
-    from stenod.journal import OutputFile
+    from stenod.journal import OutputFile, Unsettled
 
 __all__ = ["CorrectionError", "Corrections", "EditableItem"]
 
@@ -47,7 +47,7 @@ class EditableItem:
 class EditJournal(Protocol):
     async def editable_item(self, job_id: str, index: int) -> EditableItem | None: ...
     async def save_edit(self, item_id: str, transcript: Mapping[str, Any] | None) -> None: ...
-    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None: ...
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> Mapping[str, Sequence[Unsettled]]: ...
     async def record_outputs(self, item_id: str, files: Sequence[OutputFile]) -> None: ...
 
 

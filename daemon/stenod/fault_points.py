@@ -14,7 +14,17 @@ import os
 import signal
 from typing import Final
 
-__all__ = ["EXITING", "PAUSE_AT", "SIGTERM_AT", "STARTUP_POINTS", "pause_at", "sigterm_at"]
+__all__ = [
+    "EXITING",
+    "OUTPUTS",
+    "OUTPUTS_WRITTEN",
+    "PAUSE_AT",
+    "REQUEST_DELIVERED",
+    "SIGTERM_AT",
+    "STARTUP_POINTS",
+    "pause_at",
+    "sigterm_at",
+]
 
 SIGTERM_AT: Final = "STENOD_FAULT_SIGTERM_AT"
 PAUSE_AT: Final = "STENOD_FAULT_PAUSE_AT"
@@ -27,6 +37,8 @@ STARTUP_POINTS: Final = (
 )
 EXITING: Final = "daemon.exiting"  # the loop has ended; the process is about to exit
 OUTPUTS: Final = "outputs"  # a provider job's lease renewed; its output files not yet written
+OUTPUTS_WRITTEN: Final = "outputs.written"  # a provider job's output files written, not yet recorded
+REQUEST_DELIVERED: Final = "amqp.delivered"  # a request delivered by the broker, not yet recorded
 
 
 def sigterm_at(point: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stenod.corrections import EditableItem
@@ -46,6 +46,16 @@ class LeaseExpired(StenodError):
 
 
 @dataclass(frozen=True, slots=True)
+class Unsettled:
+    """A file an earlier attempt at an item announced (recorded before its write) and never
+    recorded as written: that attempt ended between the two (a kill, a lost lease). The file
+    may be on disk. ``since``: when it was announced, in seconds since the epoch."""
+
+    key: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
 class Held:
     """A provider job's lease as a renewal left it: certainly this instance's until
     ``until`` (``time.monotonic()``; infinite where no other instance can take it).
@@ -57,6 +67,7 @@ class Held:
 
     batch_id: str
     until: float
+    unsettled: Mapping[str, Sequence[Unsettled]] = field(default_factory=dict)  # by item id
 
     def check(self) -> None:
         """Raise LeaseExpired once the lease may have run out."""
@@ -221,7 +232,7 @@ class JobJournal(Protocol):
     async def claim_batches(self, providers: Sequence[str], *, own: bool = False) -> list[BatchRow]: ...
     async def renew_leases(self) -> list[str]: ...
     async def hold(self, batch_id: str, *, outputs: Mapping[str, Sequence[str]] | None = None) -> Held: ...
-    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None: ...
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> Mapping[str, Sequence[Unsettled]]: ...
     async def release_leases(self) -> None: ...
     async def next_expiry(self, providers: Sequence[str]) -> float | None: ...
     async def pause_provider(self, provider: str, seconds: float) -> None: ...

@@ -5,6 +5,7 @@ journal, so that no watched folder takes one for an input (issue 23)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -33,6 +34,24 @@ async def test_a_file_is_stenods_from_before_it_is_written_and_then_by_its_size_
     assert not own.matches(43, 7)  # a user's file in its place is the user's
     # The error file it might have written and did not is not held back as stenod's.
     assert await journal.own_output("/out/call.error.json") is None
+
+
+async def test_files_an_earlier_attempt_announced_and_never_recorded_are_handed_to_the_next(journal):
+    """An attempt killed between writing its files and recording them left them announced
+    with no size: the next attempt at the item is told which (and since when), the writer
+    removes those it does not write again, and the item's outcome forgets them."""
+    view, _ = await journal.create_job(new_job(provider="echo"))
+    item = view.items[0].item_id
+    before = time.time()
+    assert await journal.expect_outputs({item: ["/out/c.txt", "/out/c.json", "/out/c.error.json"]}) == {}
+
+    unsettled = await journal.expect_outputs({item: ["/out/c.error.json"]})  # the next attempt fails
+    assert sorted(u.key for u in unsettled[item]) == ["/out/c.error.json", "/out/c.json", "/out/c.txt"]
+    assert all(before - 1 <= u.since <= time.time() + 1 for u in unsettled[item])
+
+    await journal.finish_items([ItemOutcome(item, ItemState.FAILED, outputs=[written("/out/c.error.json")])])
+    assert await journal.own_output("/out/c.txt") is None
+    assert await journal.expect_outputs({item: ["/out/c.error.json"]}) == {}  # nothing left unsettled
 
 
 async def test_a_file_written_again_is_pending_again_until_its_new_size_is_recorded(journal):

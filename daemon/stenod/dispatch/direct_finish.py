@@ -7,14 +7,14 @@ one adds its events."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
 from stenod.dispatch.outcomes import Outcomes, result_from_json
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
-from stenod.journal import ItemOutcome, JobJournal, OpenItem
+from stenod.journal import ItemOutcome, JobJournal, OpenItem, Unsettled
 from stenod.provider import ItemResult
 
 log = structlog.get_logger("stenod.dispatcher")
@@ -39,10 +39,12 @@ class DirectFinisher:
         self.finishing.add(item.item_id)
         tg.create_task(self._finish(item, error, reused, cancelled), name=f"finish:{item.item_id}")
 
-    async def _expect(self, item: OpenItem, result: ItemResult | None) -> None:
-        """The files about to be written are stenod's: no watched folder is to take them."""
+    async def _expect(self, item: OpenItem, result: ItemResult | None) -> Sequence[Unsettled]:
+        """The files about to be written are stenod's: no watched folder is to take them.
+        Returns the files an earlier attempt at the item wrote and never recorded."""
         planned = await asyncio.to_thread(self._outcomes.planned, [(item, result)])
-        await self._journal.expect_outputs(planned)
+        unsettled = await self._journal.expect_outputs(planned)
+        return unsettled.get(item.item_id, ())
 
     async def _finish(self, item: OpenItem, error: ErrorInfo | None, reused: bool, cancelled: bool) -> None:
         try:
@@ -53,13 +55,13 @@ class DirectFinisher:
                     )
                 elif reused and item.result is not None:
                     result = result_from_json(item.item_id, item.result)
-                    await self._expect(item, result)
-                    outcome = await self._outcomes.write(item, result)
+                    unsettled = await self._expect(item, result)
+                    outcome = await self._outcomes.write(item, result, unsettled=unsettled)
                     log.info("item.reused", input=item.input)
                 else:
                     info = error or ErrorInfo("internal_error", "item could not be processed")
-                    await self._expect(item, None)
-                    outcome = await self._outcomes.write_failure(item, info)
+                    unsettled = await self._expect(item, None)
+                    outcome = await self._outcomes.write_failure(item, info, unsettled=unsettled)
             await self._journal.finish_items([outcome])
             self._outcomes.recorded([item], [outcome])
         finally:

@@ -20,7 +20,7 @@ import structlog
 from stenod.diarization import with_speakers_listed
 from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
-from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile
+from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile, Unsettled
 from stenod.provider import ItemResult, Task, Transcript
 
 __all__ = ["DISK_FULL", "DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
@@ -47,6 +47,12 @@ class OutputSink(Protocol):
 
     def write_error(self, item: OpenItem, error: ErrorInfo, *, check: Callable[[], None] = ...) -> list[OutputFile]: ...
 
+    def remove_unsettled(
+        self, unsettled: Sequence[Unsettled], written: Sequence[OutputFile], *, check: Callable[[], None] = ...
+    ) -> list[str]:
+        """Remove the files an earlier, unrecorded attempt wrote that ``written`` does not replace."""
+        ...
+
     def sync_folders(self, folders: Iterable[Path]) -> None: ...
 
 
@@ -71,16 +77,32 @@ class Outcomes:
         journal to record before they are written. Runs in a worker thread."""
         return {item.item_id: self._sink.planned(item, result) for item, result in pairs}
 
-    async def write(self, item: OpenItem, result: ItemResult) -> ItemOutcome:
-        return await asyncio.to_thread(self.write_now, item, result)
+    async def write(self, item: OpenItem, result: ItemResult, *, unsettled: Sequence[Unsettled] = ()) -> ItemOutcome:
+        return await asyncio.to_thread(self.write_now, item, result, unsettled=unsettled)
 
     def write_now(
-        self, item: OpenItem, result: ItemResult, *, sync_folder: bool = True, held: Held | None = None
+        self,
+        item: OpenItem,
+        result: ItemResult,
+        *,
+        sync_folder: bool = True,
+        held: Held | None = None,
+        unsettled: Sequence[Unsettled] = (),
     ) -> ItemOutcome:
         """Write one item's outputs (or error file) and say what happened. Runs in a worker
         thread. With ``held``, nothing goes into place once that lease may have run out
-        (LeaseExpired)."""
+        (LeaseExpired). Then the files an earlier attempt wrote and never recorded
+        (``unsettled``, or the ones ``held`` names) go, unless this write replaced them."""
         check = held.check if held is not None else _unchecked
+        outcome = self._write_now(item, result, sync_folder=sync_folder, check=check)
+        left = held.unsettled.get(item.item_id, ()) if held is not None else unsettled
+        if left:
+            self._sink.remove_unsettled(left, outcome.outputs, check=check)
+        return outcome
+
+    def _write_now(
+        self, item: OpenItem, result: ItemResult, *, sync_folder: bool, check: Callable[[], None]
+    ) -> ItemOutcome:
         if result.transcript is not None:
             result = replace(result, transcript=with_speakers_listed(result.transcript))
         if result.error is not None and result.documents:
@@ -180,8 +202,10 @@ class Outcomes:
             options={},
         )
 
-    async def write_failure(self, item: OpenItem, error: ErrorInfo) -> ItemOutcome:
-        return await asyncio.to_thread(self._write_failure, item, error, _unchecked)
+    async def write_failure(
+        self, item: OpenItem, error: ErrorInfo, *, unsettled: Sequence[Unsettled] = ()
+    ) -> ItemOutcome:
+        return await asyncio.to_thread(self.write_now, item, ItemResult(item.item_id, error=error), unsettled=unsettled)
 
     def _write_failure(self, item: OpenItem, error: ErrorInfo, check: Callable[[], None]) -> ItemOutcome:
         try:

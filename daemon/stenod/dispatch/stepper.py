@@ -17,7 +17,7 @@ from stenod.dispatch.outcomes import DISK_FULL, DispatchMetrics, Outcomes
 from stenod.dispatch.pacing import ProviderPauses, backoff_delay
 from stenod.dispatch.step_context import JournalStepContext, batch_value
 from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
-from stenod.fault_points import OUTPUTS, pause_at
+from stenod.fault_points import OUTPUTS, OUTPUTS_WRITTEN, pause_at
 from stenod.jobs import BatchState, ItemState
 from stenod.journal import BatchRow, ItemOutcome, JobJournal, JournalError, LeaseExpired, LeaseLost, OpenItem
 from stenod.provider import (
@@ -294,6 +294,7 @@ class Stepper:
         held = await self._journal.hold(batch.batch_id, outputs=planned)
         pause_at(OUTPUTS)
         outcomes = await asyncio.to_thread(self._outcomes.write_batch, pairs, held)
+        pause_at(OUTPUTS_WRITTEN)
         await self._journal.finish_items(outcomes, batch_id=batch.batch_id, batch_state=state, batch_error=error)
         self._outcomes.recorded(batch.items, outcomes)
 

@@ -6,7 +6,9 @@ owns it and it runs without holding the message, so the broker's consumer timeou
 fires). A message that can never succeed is published, with the reason in our own
 ``x-stenod-*`` headers, to the dead-letter exchange (confirmed) and only then acked, and
 a ``stenod.job.rejected`` event says why. A transient failure (the journal commit failed)
-is rejected with ``requeue=True``, which counts toward the queue's delivery limit.
+is rejected with ``requeue=True``, which counts toward the queue's delivery limit. A delivery
+on its last allowed attempt for returns this process did not cause (a crash loop) has its
+count started again (:mod:`~stenod.adapters.amqp.returns`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from ulid import ULID
 
 from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
+from stenod.adapters.amqp.returns import Returns
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
 from stenod.events import utc_now
-from stenod.fault_points import sigterm_at
+from stenod.fault_points import REQUEST_DELIVERED, pause_at, sigterm_at
 from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
 from stenod.intake.request_message import Rejected
 from stenod.journal import Journal
@@ -70,6 +73,8 @@ class AmqpSource:
         self._queue: AbstractQueue | None = None
         self._dlx: AbstractExchange | None = None
         self._acks = AckBatcher()
+        self._returns = Returns(amqp.delivery_limit)
+        self._renewing = asyncio.Lock()  # no delivery is processed while one is being renewed
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -158,6 +163,14 @@ class AmqpSource:
         self._in_flight += 1
         self._idle.clear()
         try:
+            if self._returns.due(message):
+                async with self._renewing:
+                    if await self._renew(message):
+                        return
+            elif self._renewing.locked():
+                async with self._renewing:
+                    pass
+            pause_at(REQUEST_DELIVERED)
             await self._process(message)
         except asyncio.CancelledError:
             raise
@@ -168,6 +181,36 @@ class AmqpSource:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    async def _renew(self, message: AbstractIncomingMessage) -> bool:
+        """Publish the request again as a new message (its delivery count starts over), then
+        ack this delivery. False if the publish failed: then this delivery is processed."""
+        assert self._channel is not None
+        try:
+            await self._channel.default_exchange.publish(
+                self._returns.renewed(message),
+                routing_key=self._amqp.request_queue,
+                mandatory=True,
+                timeout=self._amqp.publish_timeout_seconds,
+            )
+        except (*_AMQP_ERRORS, TimeoutError) as exc:
+            log.warning("amqp.renew_failed", message_id=message.message_id, error=str(exc) or type(exc).__name__)
+            return False
+        await self._settle(message, "ack")
+        try:
+            # A round trip after the ack: the broker has taken it before this daemon starts
+            # on the copy (frames on a channel are handled in order). Until then the two
+            # exist side by side, and a death now would dead-letter the original.
+            await self._channel.set_qos(prefetch_count=self._amqp.prefetch)
+        except (*_AMQP_ERRORS, TimeoutError) as exc:
+            log.info("amqp.renew_unconfirmed", error=str(exc) or type(exc).__name__)
+        log.warning(
+            "amqp.delivery_count_renewed",
+            message_id=message.message_id,
+            returns=self._returns.returns(message),
+            hint="daemons were stopped or lost their broker connection with this request in flight, again and again",
+        )
+        return True
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         delivery = Delivery(
@@ -254,6 +297,7 @@ class AmqpSource:
             if how == "ack":
                 await self._acks.ack(message)
             else:
+                self._returns.failed(message)
                 try:
                     await message.reject(requeue=True)
                 finally:

@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import shutil
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import structlog
 from stenod.adapters.folders.atomic import OrphanSweeper, atomic_write, output_key, sync_directory, unchecked
 from stenod.errors import ErrorInfo
 from stenod.formats import render_json, render_srt, render_txt, render_vtt
-from stenod.journal import OpenItem, OutputFile
+from stenod.journal import OpenItem, OutputFile, Unsettled
 from stenod.jsontext import dumps_pretty
 from stenod.provider import ItemResult, Transcript
 
@@ -30,6 +31,8 @@ log = structlog.get_logger("stenod.output")
 
 TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 ERROR_SUFFIX = ".error.json"
+# Some filesystems keep modification times to the second or two (FAT, some network shares).
+_MTIME_GRAIN_SECONDS = 2.0
 
 
 def safe_stem(name: str) -> str:
@@ -175,6 +178,40 @@ class FileSink:
         check()
         self._after(item, succeeded=False)
         return [written]
+
+    @staticmethod
+    def remove_unsettled(
+        unsettled: Sequence[Unsettled], written: Sequence[OutputFile], *, check: Callable[[], None] = unchecked
+    ) -> list[str]:
+        """Remove the files an earlier attempt at the item wrote and never recorded (it was
+        killed between the two) that this attempt did not write again: a failure must not
+        leave the output set of an attempt the journal never took beside its error file.
+        A file older than its announcement is not one stenod wrote (a user's file of that
+        name the earlier attempt never reached): it stays. Returns the paths removed."""
+        keep = {f.key for f in written}
+        removed: list[str] = []
+        for entry in unsettled:
+            if entry.key in keep:
+                continue
+            path = Path(entry.key)
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime + _MTIME_GRAIN_SECONDS < entry.since:
+                continue
+            check()
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("output.unsettled_not_removed", path=entry.key, error=str(exc))
+                continue
+            removed.append(entry.key)
+        if removed:
+            log.info("output.unsettled_removed", paths=removed)
+        return removed
 
     @staticmethod
     def sync_folders(folders: Iterable[Path]) -> None:

@@ -23,7 +23,7 @@ from stenod.adapters.sql.voices import SqlVoices
 from stenod.errors import ErrorInfo
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, FinishedJob, Held, ItemOutcome, LeaseLost, NewJob, OutputFile
+from stenod.journal import BatchRow, FinishedJob, Held, ItemOutcome, LeaseLost, NewJob, OutputFile, Unsettled
 
 T = TypeVar("T")
 
@@ -186,21 +186,23 @@ class SqlJournal(SqlVoices):
         raises LeaseLost, with nothing recorded, if another instance has the provider job now.
         Returns until when the side effect may happen: counted from before the renewal was
         sent (the lease it writes runs at least that long), less a tenth for the clocks (each
-        instance's offset to the database's is measured to half a round trip)."""
+        instance's offset to the database's is measured to half a round trip); and the files
+        an earlier attempt at these items left unsettled (``Held.unsettled``)."""
         planned = dict(outputs or {})
         sent = time.monotonic()
         try:
-            await self._change(lambda: own_outputs.expect(planned), fence=batch_id)
+            unsettled = await self._change(lambda: own_outputs.expect(planned), fence=batch_id)
         except LeaseLost:
             self._held.pop(batch_id, None)
             raise
         # A journal no other instance uses: nobody can take the job, however long this takes.
-        return Held(batch_id, sent + 0.9 * self.lease_seconds if self.shared else math.inf)
+        return Held(batch_id, sent + 0.9 * self.lease_seconds if self.shared else math.inf, unsettled)
 
-    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> None:
-        """Record files about to be written for items of no provider job (item id -> keys)."""
+    async def expect_outputs(self, outputs: Mapping[str, Sequence[str]]) -> dict[str, list[Unsettled]]:
+        """Record files about to be written for items of no provider job (item id -> keys);
+        returns what earlier attempts at them left unsettled (see ``own_outputs.expect``)."""
         planned = dict(outputs)
-        await self._change(lambda: own_outputs.expect(planned))
+        return await self._change(lambda: own_outputs.expect(planned))
 
     async def record_outputs(self, item_id: str, files: Sequence[OutputFile]) -> None:
         """Files written again for a finished item (a correction), with their new size and mtime."""

@@ -5,10 +5,11 @@ reads it to tell stenod's files from a user's (:func:`own_output`)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from stenod.adapters.sql.statements import Exec, Many, One, Op
+from stenod.adapters.sql.statements import All, Exec, Many, One, Op, chunks, marks
 from stenod.events import utc_now
-from stenod.journal import OutputFile, OwnOutput
+from stenod.journal import OutputFile, OwnOutput, Unsettled
 
 # A path written again (a new input of the same name, a correction) starts again with no
 # size: until the new write is recorded, the file on disk is neither the old one nor a user's.
@@ -24,12 +25,27 @@ _RECORD = (
 )
 
 
-def expect(outputs: Mapping[str, Sequence[str]]) -> Op[None]:
-    """The files about to be written, by item id (their keys: see ``OutputFile.key``)."""
+def expect(outputs: Mapping[str, Sequence[str]]) -> Op[dict[str, list[Unsettled]]]:
+    """The files about to be written, by item id (their keys: see ``OutputFile.key``).
+
+    Returns, by item id, the files an earlier attempt at the same items announced and never
+    recorded as written (it ended between the two): the writer removes those this attempt
+    does not write again, so an item's files are those of the outcome the journal records."""
     now = utc_now()
+    unsettled: dict[str, list[Unsettled]] = {}
+    for ids in chunks(list(outputs)):
+        found = yield All(
+            f"SELECT path, item_id, recorded_at FROM own_outputs WHERE size IS NULL AND item_id IN ({marks(ids)}) "
+            "ORDER BY path",
+            ids,
+        )
+        for row in found:
+            since = datetime.fromisoformat(row["recorded_at"].replace("Z", "+00:00")).timestamp()
+            unsettled.setdefault(row["item_id"], []).append(Unsettled(row["path"], since))
     rows = [(key, item_id, now) for item_id, keys in outputs.items() for key in keys]
     if rows:
         yield Many(_EXPECT, rows)
+    return unsettled
 
 
 def record(item_id: str, files: Sequence[OutputFile]) -> Op[None]:

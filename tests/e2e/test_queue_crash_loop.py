@@ -1,0 +1,45 @@
+"""A daemon killed again and again with a request in flight (a crash loop) does not have
+the broker dead-letter that request: RabbitMQ 3.x counts each such return toward the
+queue's delivery limit, and stenod starts the count again when a delivery arrives on its
+last allowed attempt for returns it did not cause (found by the single-daemon chaos run on
+seed 1179383388: 32 requests dead-lettered, 10 never run)."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+
+from stenod.fault_points import PAUSE_AT, REQUEST_DELIVERED
+from tests.amqp_support import created_jobs, queue_daemon
+from tests.e2e.harness import wait_for
+from tests.journal_rows import rows
+
+LIMIT = 3
+KILLS = 2 * LIMIT  # twice as many deaths with the request in flight as the limit allows
+
+
+def test_a_request_outlives_a_crash_loop_longer_than_the_delivery_limit(tmp_path, journal_backend):
+    paused = {PAUSE_AT: REQUEST_DELIVERED}
+    with queue_daemon(tmp_path, "crash-loop", env=paused, amqp={"delivery_limit": LIMIT}) as q:
+        (q.roots / "a.wav").write_bytes(b"audio")
+        events_queue = q.client.bind_events()
+        q.client.publish({"request_id": "r-loop", "inputs": [{"path": str(q.roots / "a.wav")}]})
+        for attempt in range(KILLS):
+            # Each daemon has the request delivered, stops right there, and is killed.
+            wait_for(
+                lambda: psutil.Process(q.daemon.proc.pid).status() == psutil.STATUS_STOPPED,
+                f"the request to be delivered to daemon {attempt + 1} (not dead-lettered)",
+                timeout=30,
+            )
+            q.restart(env=paused if attempt < KILLS - 1 else None)
+        events = q.client.events(events_queue, lambda got: any(e["data"]["state"] == "succeeded" for e in got))
+        renewed = q.daemon.named("amqp.delivery_count_renewed")  # the log of every daemon of the loop
+        time.sleep(0.5)
+        method, _, _ = q.client.ch.basic_get(q.names.dead, auto_ack=True)
+    jobs = rows(tmp_path / "state", "SELECT id, state FROM jobs WHERE request_id = ?", ("r-loop",))
+    assert [state for _, state in jobs] == ["succeeded"]
+    assert len(created_jobs(tmp_path)) == 1
+    assert {e["subject"] for e in events} == {jobs[0][0]}
+    assert method is None, "nothing was dead-lettered"
+    assert renewed, "the count was started again"
