@@ -8,8 +8,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from stenod.settings import Settings
 
@@ -35,9 +37,43 @@ def _text(page: Path) -> str:
     return re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))
 
 
+# The topic pages the README was split into (issue 27); each is in the nav.
+PAGES = (
+    "configuration.md",
+    "configuration-reference.md",
+    "folders.md",
+    "offline-engine.md",
+    "who-spoke.md",
+    "cloud-providers.md",
+    "service.md",
+    "container.md",
+    "cluster.md",
+    "architecture.md",
+    "writing-a-provider.md",
+)
+
+
+def _nav_pages(nav: list[Any]) -> list[str]:
+    found: list[str] = []
+    for entry in nav:
+        for value in entry.values() if isinstance(entry, dict) else [entry]:
+            found += _nav_pages(value) if isinstance(value, list) else [value]
+    return found
+
+
 def test_the_front_page_is_the_readme(site: Path) -> None:
     first_heading = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("# "))
     assert first_heading[2:] in _text(site / "index.html")
+
+
+def test_every_page_is_in_the_nav_once_and_every_nav_entry_is_a_page(site: Path) -> None:
+    nav = _nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"])
+    written = {p.name for p in (ROOT / "docs").glob("*.md")}
+    assert sorted(nav) == sorted(set(nav)), "a page twice in the nav"
+    assert set(nav) == written | {"index.md"}, "a page outside the nav, or a nav entry with no page"
+    assert set(PAGES) <= written
+    for page in nav:
+        assert (site / ("index.html" if page == "index.md" else f"{page[:-3]}/index.html")).exists(), page
 
 
 def test_the_configuration_reference_lists_every_key_with_its_environment_variable(site: Path) -> None:
