@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from stenod import __version__
+from stenod.adapters.http.app import openapi_document
+from stenod.cli.schemas import asyncapi
 from stenod.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +48,14 @@ PAGES = (
     "offline-engine.md",
     "who-spoke.md",
     "cloud-providers.md",
+    "http-api.md",
+    "web-page.md",
+    "home-assistant.md",
+    "queue.md",
     "service.md",
     "container.md",
     "cluster.md",
+    "security.md",
     "architecture.md",
     "writing-a-provider.md",
 )
@@ -74,6 +82,25 @@ def test_every_page_is_in_the_nav_once_and_every_nav_entry_is_a_page(site: Path)
     assert set(PAGES) <= written
     for page in nav:
         assert (site / ("index.html" if page == "index.md" else f"{page[:-3]}/index.html")).exists(), page
+
+
+def test_the_http_api_page_renders_every_route_of_the_app(site: Path) -> None:
+    text = _text(site / "http-api" / "index.html")
+    document = openapi_document(__version__)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert f"{method.upper()} {path}" in text, (method, path)
+            for parameter in operation.get("parameters", []):
+                assert parameter["name"] in text, (path, parameter["name"])
+
+
+def test_the_queue_page_renders_the_asyncapi_document(site: Path) -> None:
+    text = _text(site / "queue" / "index.html")
+    document = asyncapi()
+    for channel in document["channels"].values():
+        assert channel["address"] in text
+    for name in [*document["operations"], *document["components"]["messages"]]:
+        assert name in text
 
 
 def test_the_configuration_reference_lists_every_key_with_its_environment_variable(site: Path) -> None:
