@@ -40,8 +40,9 @@ def _text(page: Path) -> str:
     return re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8"))
 
 
-# The topic pages the README was split into (issue 27); each is in the nav.
+# The topic pages the README was split into (issue 27); each is in the nav and linked from the README.
 PAGES = (
+    "getting-started.md",
     "configuration.md",
     "configuration-reference.md",
     "folders.md",
@@ -56,6 +57,9 @@ PAGES = (
     "container.md",
     "cluster.md",
     "security.md",
+    "reliability.md",
+    "chaos-runs.md",
+    "performance.md",
     "architecture.md",
     "writing-a-provider.md",
 )
@@ -82,6 +86,16 @@ def test_every_page_is_in_the_nav_once_and_every_nav_entry_is_a_page(site: Path)
     assert set(PAGES) <= written
     for page in nav:
         assert (site / ("index.html" if page == "index.md" else f"{page[:-3]}/index.html")).exists(), page
+
+
+def test_the_readme_is_a_front_page_that_links_every_page() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 150 <= len(readme.splitlines()) <= 250
+    for page in PAGES:
+        assert f"](docs/{page})" in readme, page
+    # the two commands, exactly as CI (.ci/run) and a newcomer call them
+    assert "\n./dev run " in readme and "\n./dev test " in readme
+    assert "./dev test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
 def test_the_http_api_page_renders_every_route_of_the_app(site: Path) -> None:
