@@ -13,6 +13,7 @@ written here into names.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any
@@ -33,6 +34,14 @@ def _cell(text: str | None) -> str:
     """Prose from a document, safe in a table cell (``<kind>`` is text, not an HTML tag)."""
     text = " ".join((text or "").split())
     return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _notes(text: str | None, schema: dict[str, Any]) -> str:
+    """A field's description, and its default when it has one."""
+    note = _cell(text)
+    if schema.get("default") not in (None, "", [], {}):
+        note += f"{' ' if note else ''}Default: `{json.dumps(schema['default'])}`."
+    return note
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -123,9 +132,10 @@ def _parameters(parameters: list[dict[str, Any]]) -> list[str]:
         return []
     out = ["| parameter | in | type | required | notes |", "|---|---|---|---|---|"]
     for p in parameters:
-        notes = p.get("description") or p.get("schema", {}).get("description")
+        schema = p.get("schema", {})
+        notes = _notes(p.get("description") or schema.get("description"), schema)
         required = "yes" if p.get("required") else ""
-        out.append(f"| `{p['name']}` | {p['in']} | {_type(p.get('schema', {}))} | {required} | {_cell(notes)} |")
+        out.append(f"| `{p['name']}` | {p['in']} | {_type(schema)} | {required} | {notes} |")
     return [*out, ""]
 
 
@@ -147,7 +157,7 @@ def _body(body: dict[str, Any] | None, schemas: dict[str, Any]) -> list[str]:
             out += ["| field | type | required | notes |", "|---|---|---|---|"]
             for name, field in properties.items():
                 yes = "yes" if name in required else ""
-                out.append(f"| `{name}` | {_type(field)} | {yes} | {_cell(field.get('description'))} |")
+                out.append(f"| `{name}` | {_type(field)} | {yes} | {_notes(field.get('description'), field)} |")
             out.append("")
     return out
 
