@@ -11,7 +11,7 @@ and one voice alone), side by side in one run:
 - **senko directly**: ``senko.Diarizer.diarize_samples`` on the same decoded audio in a fresh
   process (models loaded before the clock), against stenod's extra time for diarization.
 
-Prints a table; the figures go into the README's offline-engine section.
+Prints a table; the figures go into docs/who-spoke.md.
 """
 
 from __future__ import annotations

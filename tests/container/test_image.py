@@ -54,7 +54,7 @@ def drop(source: Path, inbox: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(containers: Containers, podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> Served:
-    """The image as the README runs it, hardened: read-only root, no capabilities, the API
+    """The image as docs/container.md runs it, hardened: read-only root, no capabilities, the API
     published with its key given as a secret file."""
     tmp = tmp_path_factory.mktemp("served")
     inbox = inbox_for(tmp / "inbox")

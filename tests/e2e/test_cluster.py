@@ -41,7 +41,7 @@ def database(clean_env) -> Iterator[str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, sarvam_url: str, database: str) -> Iterator[dict[str, Daemon]]:
-    """Three instances on two config files, as the README's "Running a cluster" starts them:
+    """Three instances on two config files, as docs/cluster.md starts them:
     node-a from its own, node-b and node-c from one shared file, node-c with its name and
     state directory from the environment. One database; all watch ``tmp_path/inbox``."""
     inbox = tmp_path / "inbox"

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY, generate_latest
 from stenod.jobs import JobState
 from stenod.wiring.metrics import PrometheusMetrics
 
-# The series docs/install.md builds its Grafana queries on: renaming one breaks dashboards.
+# The series docs/service.md builds its Grafana queries on: renaming one breaks dashboards.
 DOCUMENTED_SERIES = (
     "stenod_jobs_total",
     "stenod_items_total",

@@ -19,7 +19,7 @@ from stenod.adapters.http.front_door import FrontDoor, HostNames
 from stenod.adapters.http.page.errors import install_page_handlers
 from stenod.intake.request_message import Request as StenodRequest
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_document"]
 
 log = structlog.get_logger("stenod.http")
 
@@ -132,17 +132,16 @@ def _install_docs(app: FastAPI) -> None:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="stenod")
 
 
-def create_app(context: HttpContext, *, hosts: HostNames, json_bytes: int) -> FastAPI:
-    """The app behind its front door; ``json_bytes`` caps ``POST /v1/jobs``'s JSON body."""
+def _routed(version: str) -> FastAPI:
+    """Every route, its error handlers and its document: the app before it meets a daemon."""
     app = FastAPI(
         title="stenod",
-        version=context.version,
+        version=version,
         summary="Audio and documents to text: OpenAI's audio API, whisper-asr-webservice's /asr, and jobs.",
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
     )
-    app.state.stenod = context
     install_handlers(app)
     app.include_router(health.router)
     app.include_router(openai_audio.router)
@@ -153,8 +152,19 @@ def create_app(context: HttpContext, *, hosts: HostNames, json_bytes: int) -> Fa
     app.mount("/ui/static", page.static, name="static")
     install_page_handlers(app)
     _install_docs(app)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_app(context: HttpContext, *, hosts: HostNames, json_bytes: int) -> FastAPI:
+    """The app behind its front door; ``json_bytes`` caps ``POST /v1/jobs``'s JSON body."""
+    app = _routed(context.version)
+    app.state.stenod = context
     app.add_middleware(FrontDoor, hosts=hosts, json_bytes=json_bytes)
     app.add_middleware(RequestLog)  # the outermost: front-door refusals are logged too
-    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
-
     return app
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The document ``/openapi.json`` serves, made without a daemon (the docs site renders it)."""
+    return _routed(version).openapi()

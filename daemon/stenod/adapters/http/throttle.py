@@ -2,7 +2,7 @@
 Bearer header, are answered 429 with ``Retry-After`` after a few, for longer each time.
 
 Each failure is logged as one ``http.auth_failed`` line naming the client's address (the real
-peer, or the client a trusted proxy names), the line fail2ban's filter in the README matches.
+peer, or the client a trusted proxy names), the line fail2ban's filter (docs/security.md) matches.
 Addresses are counted per IPv4 address and per IPv6 /64 (one host holds a whole /64), and at
 most ``max_clients`` of them are remembered, the oldest forgotten first.
 """
