@@ -2,7 +2,7 @@
 the broker dead-letter that request: RabbitMQ 3.x counts each such return toward the
 queue's delivery limit, and stenod starts the count again when a delivery arrives on its
 last allowed attempt for returns it did not cause (found by the single-daemon chaos run on
-seed 1179383388: 32 requests dead-lettered, 10 never run)."""
+seed 1179383388: 32 requests dead-lettered, 10 never run). The journal has no part in it: SQLite alone."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ LIMIT = 3
 KILLS = 2 * LIMIT  # twice as many deaths with the request in flight as the limit allows
 
 
-def test_a_request_outlives_a_crash_loop_longer_than_the_delivery_limit(tmp_path, journal_backend):
+def test_a_request_outlives_a_crash_loop_longer_than_the_delivery_limit(tmp_path):
     paused = {PAUSE_AT: REQUEST_DELIVERED}
     with queue_daemon(tmp_path, "crash-loop", env=paused, amqp={"delivery_limit": LIMIT}) as q:
         (q.roots / "a.wav").write_bytes(b"audio")
