@@ -6,14 +6,17 @@ seed 1179383388: 32 requests dead-lettered, 10 never run). The journal has no pa
 
 from __future__ import annotations
 
+import json
 import time
 
 import psutil
+import psycopg
 
 from stenod.fault_points import PAUSE_AT, REQUEST_DELIVERED
 from tests.amqp_support import created_jobs, queue_daemon
 from tests.e2e.harness import wait_for
 from tests.journal_rows import rows
+from tests.postgres_support import fresh_database
 
 LIMIT = 3
 KILLS = 2 * LIMIT  # twice as many deaths with the request in flight as the limit allows
@@ -43,3 +46,43 @@ def test_a_request_outlives_a_crash_loop_longer_than_the_delivery_limit(tmp_path
     assert {e["subject"] for e in events} == {jobs[0][0]}
     assert method is None, "nothing was dead-lettered"
     assert renewed, "the count was started again"
+
+
+def test_a_request_the_journal_keeps_refusing_is_dead_lettered_after_the_limit_not_renewed(tmp_path, monkeypatch):
+    """Reliability R4: a transient failure this daemon sees (here the journal refuses the
+    job's row) is retried up to the delivery limit, then dead-lettered by the broker with
+    its ``x-death``; the renewal is only for returns no daemon chose."""
+    with fresh_database() as url:
+        monkeypatch.setenv("STENOD_JOURNAL__BACKEND", "postgresql")
+        monkeypatch.setenv("STENOD_JOURNAL__URL", url)
+        with queue_daemon(tmp_path, "refused", amqp={"delivery_limit": LIMIT}) as q:
+            with psycopg.connect(url, autocommit=True) as db:  # the daemon made its schema when it started
+                db.execute(REFUSE_POISON)
+            (q.roots / "a.wav").write_bytes(b"audio")
+            q.client.publish({"request_id": "r-poison", "inputs": [{"path": str(q.roots / "a.wav")}]})
+            q.client.publish({"request_id": "r-fine", "inputs": [{"path": str(q.roots / "a.wav")}]})
+            dead = q.client.take(q.names.dead, lambda got: len(got) >= 1, timeout=60)
+            failures = q.daemon.named("intake.commit_failed")
+            assert q.daemon.alive
+            renewed = q.daemon.named("amqp.delivery_count_renewed")
+        monkeypatch.delenv("STENOD_JOURNAL__URL")
+        with psycopg.connect(url) as db:
+            states = dict(db.execute("SELECT request_id, state FROM jobs").fetchall())
+    _, props, body = dead[0]
+    assert json.loads(body)["request_id"] == "r-poison"
+    assert props.headers["x-death"][0]["reason"] == "delivery_limit"
+    assert len(failures) == LIMIT + 1  # delivered limit + 1 times, each refused
+    assert not renewed
+    assert "r-poison" not in states and states["r-fine"] in {"accepted", "running", "succeeded"}
+
+
+REFUSE_POISON = """
+CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.request_id = 'r-poison' THEN
+        RAISE EXCEPTION 'refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poison BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+"""
