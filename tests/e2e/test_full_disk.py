@@ -100,6 +100,12 @@ def test_with_the_journal_on_a_full_disk_uploads_get_507_files_wait_and_all_resu
         assert health.status_code == 503 and str(server.state) in str(health.json()["checks"]["disk"]["full"])
         refused = http.post("/v1/jobs", files={"file": ("call.txt", b"spoken words")}, data={"request": "{}"})
         assert refused.status_code == 507 and "disk is full" in refused.json()["error"]["message"]
+        # A JSON request is answered as an upload is, at once, and nothing of it is kept.
+        (server.roots / "note.txt").write_text("spoken words")
+        request = {"provider": "echo", "inputs": [{"path": str(server.roots / "note.txt")}], "request_id": "full-1"}
+        answered = http.post("/v1/jobs", json=request, timeout=10)
+        assert answered.status_code == 507, answered.text
+        assert "disk is full" in answered.json()["error"]["message"] and answered.headers["Retry-After"]
         (server.state.parent / "inbox" / "memo.wav").write_bytes(b"kept for later")
         time.sleep(3)
         assert server.daemon.alive
@@ -111,6 +117,9 @@ def test_with_the_journal_on_a_full_disk_uploads_get_507_files_wait_and_all_resu
         )
         assert again.status_code == 202, again.text
         assert server.finished(again.json()["job_id"])["state"] == "succeeded"
+        taken = http.post("/v1/jobs", json=request)
+        assert taken.status_code == 202, taken.text  # 202, not 200: the refused request left no job behind
+        assert server.finished(taken.json()["job_id"])["state"] == "succeeded"
 
 
 def test_outputs_on_a_full_disk_wait_instead_of_failing_and_are_written_when_room_returns(tmp_path: Path) -> None:

@@ -139,6 +139,10 @@ class PostgresJournal(SqlJournal):
         """Nothing of ours can hang here (no thread, the pool reconnects by itself)."""
         return True
 
+    def disk_full(self) -> str | None:
+        """PostgreSQL's own full disk is not told apart yet (its writes fail as an outage)."""
+        return None
+
     async def ping(self) -> bool:
         """The database answers within a few seconds (``/healthz``, the watchdog)."""
         try:
