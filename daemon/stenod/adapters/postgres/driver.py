@@ -124,6 +124,10 @@ class _Uncommitted(Exception):
 class _NoSpace(Exception):
     """The database refused the transaction for want of disk space: nothing was written."""
 
+    def __init__(self, *, write: bool) -> None:
+        super().__init__()
+        self.write = write  # a read that spilled to a temporary file does not make the journal "full"
+
 
 class PoolDriver:
     """The journal's driver on a psycopg pool: reads on any free connection, writes
@@ -176,7 +180,7 @@ class PoolDriver:
                         hint="free space on the journal database's disk; writes resume by themselves",
                     )
                 full_since = full_since or now
-                self.waiting_for_space = True
+                self.waiting_for_space = self.waiting_for_space or exc.write
                 await asyncio.sleep(_FULL_RETRY_SECONDS)
                 deadline = time.monotonic() + self._reconnect_seconds  # waiting for space is not an outage
             except _RACES as exc:
@@ -197,7 +201,7 @@ class PoolDriver:
             try:
                 return await run_async(conn, make())
             except errors.DiskFull as exc:  # a read that spills to a temporary file
-                raise _NoSpace() from exc
+                raise _NoSpace(write=False) from exc
             except psycopg.OperationalError as exc:
                 raise _Uncommitted() from exc
 
@@ -219,7 +223,7 @@ class PoolDriver:
                     # The server answered (nothing in doubt) and the transaction is aborted.
                     with contextlib.suppress(psycopg.Error):
                         await conn.execute(b"ROLLBACK")
-                    raise _NoSpace() from exc
+                    raise _NoSpace(write=True) from exc
                 except (psycopg.OperationalError, asyncio.CancelledError):
                     raise  # the pool discards a connection left busy or broken
                 except BaseException:
