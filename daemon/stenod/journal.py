@@ -278,6 +278,7 @@ class Journal(JobJournal, VoiceJournal, Protocol):
 
     async def ping(self) -> bool: ...  # the journal can be used now (``/healthz``)
     async def alive(self) -> bool: ...  # this process's part of it responds (the watchdog)
+    def disk_full(self) -> str | None: ...  # where writes wait for disk space now (file or database), else None
     async def aclose(self) -> None: ...
 
     # intake

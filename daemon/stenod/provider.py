@@ -6,7 +6,8 @@ The daemon builds one instance per configured provider with
 ``submit → poll → fetch`` (and ``cancel`` on request). Everything a plugin needs
 (value types, the error taxonomy, the settings base model, small helpers for HTTP
 error mapping, safe reading of input files and uploading them without reading on the
-event loop) is defined or re-exported here.
+event loop, decoding untrusted media in a memory-capped child process: :class:`MediaChild`)
+is defined or re-exported here.
 
 Stability: names in ``__all__`` are the contract; ``tests/unit/test_plugins.py``
 pins them.
@@ -38,6 +39,7 @@ from stenod.errors import (
 )
 from stenod.languages import LANGUAGES, language_name
 from stenod.live import LiveAudio, LiveTranscriber
+from stenod.media_child import MediaChild
 from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint, speakers_from_json
 from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
@@ -60,6 +62,7 @@ __all__ = [
     "Limits",
     "LiveAudio",
     "LiveTranscriber",
+    "MediaChild",
     "MultipartBody",
     "NoOptions",
     "PermanentError",

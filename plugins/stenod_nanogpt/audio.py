@@ -1,9 +1,12 @@
 """Make a recording fit NanoGPT's direct-upload cap: transcode to compact mono MP3 and,
 when that is still too big, cut it at quiet points into pieces.
 
-Everything here is blocking CPU work (PyAV); the provider runs it in a worker thread.
-The plan (where the pieces start) is deterministic for a given input, so a restarted
-daemon rebuilds byte-identical pieces from the checkpointed plan.
+Everything here is blocking CPU work on untrusted files (PyAV); it runs in the core's
+memory-capped child process (:mod:`.preparation`), never in the daemon. Decoding holds one
+chunk at a time and stops once the audio passes ``max_seconds`` (``too_long``): a small
+file that decodes to hours costs a bounded moment of that child. The plan (where the
+pieces start) is deterministic for a given input, so a restarted daemon rebuilds
+byte-identical pieces from the checkpointed plan.
 """
 
 from __future__ import annotations
@@ -60,6 +63,16 @@ def max_piece_samples(max_upload_bytes: int) -> int:
     return max(WINDOW_SAMPLES, int(usable / (BIT_RATE / 8) * SAMPLE_RATE))
 
 
+def too_long(label: str, seconds: float, max_seconds: float, *, declared: bool) -> PermanentError:
+    said = "its header says it lasts" if declared else "it holds more than"
+    return PermanentError(
+        f"{label} is too long: {said} {seconds / 3600:.1f} h ({seconds:.0f} s); nanogpt is sent at most "
+        f"{max_seconds:.0f} s per file",
+        code="too_long",
+        hint="Split the recording into shorter parts, or raise [providers.nanogpt] max_audio_seconds.",
+    )
+
+
 def probe_seconds(open_source: Opener) -> float | None:
     """The container's stated duration in seconds, or None when it does not say."""
     try:
@@ -71,15 +84,18 @@ def probe_seconds(open_source: Opener) -> float | None:
         raise PermanentError(f"cannot read the recording: {exc}", code="undecodable_audio") from exc
 
 
-def analyse(open_source: Opener) -> Analysis:
+def analyse(open_source: Opener, *, max_seconds: float, label: str) -> Analysis:
     """Decode the whole recording once and measure its energy per window.
 
-    Raises PermanentError if it is not decodable audio.
+    Raises PermanentError if it is not decodable audio, ``too_long`` once it decodes to more
+    than ``max_seconds``.
     """
     energies: list[float] = []
     pending = bytearray()
     total = 0
     for chunk in _pcm_chunks(open_source):
+        if total > max_seconds * SAMPLE_RATE:
+            raise too_long(label, total / SAMPLE_RATE, max_seconds, declared=False)
         total += len(chunk) // 2
         pending += chunk
         whole = len(pending) // (WINDOW_SAMPLES * 2) * WINDOW_SAMPLES * 2
@@ -127,6 +143,8 @@ def encode_pieces(open_source: Opener, pieces: tuple[Piece, ...], directory: Pat
     index, position = 0, 0
     try:
         for chunk in _pcm_chunks(open_source):
+            if index == len(pieces):
+                break  # the rest (if the file grew a tail) is never decoded
             view = memoryview(chunk)
             while view and index < len(pieces):
                 take = min(len(view) // 2, boundaries[index] - position)

@@ -5,6 +5,9 @@ the results in the handle. Asynchronous models (Elevenlabs-STT) answer with a ru
 id and billing context are checkpointed at once, and ``poll`` asks for it. Recordings
 over the direct-upload cap are transcoded and, if still too big, cut into pieces; each
 piece is checkpointed on its own, and the pieces are stitched back into one transcript.
+Measuring and transcoding decode an untrusted file: that runs in the core's memory-capped
+child process (:class:`~stenod.provider.MediaChild`), never in the daemon, and stops at
+``max_audio_seconds``.
 
 Handle (and checkpoint) shape::
 
@@ -17,10 +20,11 @@ Handle (and checkpoint) shape::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +40,7 @@ from stenod.provider import (
     ItemStatus,
     Json,
     Limits,
+    MediaChild,
     ProviderSettings,
     RemoteState,
     RetryableError,
@@ -46,10 +51,11 @@ from stenod.provider import (
     provider_http_errors,
 )
 
-from . import audio
+from . import audio, preparation
 from .api import NAME, NanoGptApi, TranscribeRequest, diarize_for
 from .results import piece_result, stitch, total_cost
 
+_T = TypeVar("_T")
 _DEFAULT_BASE_URL = "https://nano-gpt.com/api"
 _DIRECT_UPLOAD_CAP = 3_000_000  # documented as "3 MB"; the decimal reading is the safe one
 
@@ -59,6 +65,8 @@ class NanoGptSettings(ProviderSettings):
 
     base_url: str | None = _DEFAULT_BASE_URL
     max_upload_bytes: int = Field(default=_DIRECT_UPLOAD_CAP, ge=16_384, le=_DIRECT_UPLOAD_CAP)
+    # NanoGPT documents no maximum; each hour is billed and sent as about four 3 MB pieces.
+    max_audio_seconds: float = Field(default=10_800.0, gt=0, description="longer files fail with too_long (3 h)")
 
 
 class NanoGptOptions(BaseModel):
@@ -92,6 +100,8 @@ class NanoGptProvider:
             settings = NanoGptSettings.model_validate(settings.model_dump())
         self._settings = settings
         self._http = http
+        self.limits = dataclasses.replace(type(self).limits, max_audio_seconds=settings.max_audio_seconds)
+        self._decoder = MediaChild(timeout_seconds=preparation.decode_timeout_seconds(settings.max_audio_seconds))
         # Results seen by poll, so fetch need not ask again (NanoGPT does not document
         # how long a finished run stays queryable). Lost on restart: fetch re-asks.
         self._finished: dict[str, dict[str, Json]] = {}
@@ -109,13 +119,15 @@ class NanoGptProvider:
         records: list[dict[str, Json]] = [saved.get(item.item_id) or {} for item in batch.items]
         for index, item in enumerate(batch.items):
             if not records[index]:
-                records[index] = await asyncio.to_thread(self._plan, item)
+                records[index] = await self._decode(
+                    preparation.plan_upload, item, self._settings.max_upload_bytes, self._settings.max_audio_seconds
+                )
             record = records[index]
             pending = [i for i, piece in enumerate(record["pieces"]) if not _uploaded(piece)]
             if not pending:
                 continue
             with tempfile.TemporaryDirectory(prefix="stenod-nanogpt-") as tmp:
-                files = await asyncio.to_thread(self._prepare_files, item, record, Path(tmp))
+                files = await self._prepare_files(item, record, Path(tmp))
                 for number in pending:
                     piece = record["pieces"][number]
                     request = TranscribeRequest(
@@ -193,6 +205,10 @@ class NanoGptProvider:
             results.append(ItemResult(record["item_id"], transcript=transcript, cost=total_cost(done, runs)))
         return results
 
+    async def aclose(self) -> None:
+        """Stop the decoding child (the daemon is stopping)."""
+        await asyncio.to_thread(self._decoder.close)
+
     async def cancel(self, handle: Handle) -> None:
         """NanoGPT has no way to cancel a run; the job simply stops being polled."""
         for record in handle["items"]:
@@ -233,33 +249,16 @@ class NanoGptProvider:
             raise RetryableError(f"nanogpt run {run_id} is not finished yet", code="not_finished")
         return outcome
 
-    def _plan(self, item: BatchItem) -> dict[str, Json]:
-        """Decide how ``item`` is uploaded: as it is, or as transcoded pieces."""
-        cap = self._settings.max_upload_bytes
-        if item.extension in audio.UPLOAD_FORMATS and item.size <= cap:
-            seconds = item.duration or audio.probe_seconds(item.open)
-            samples = round(seconds * audio.SAMPLE_RATE) if seconds else audio.analyse(item.open).total_samples
-            return {
-                "item_id": item.item_id,
-                "name": item.name,
-                "original": True,
-                "pieces": [{"start": 0, "length": samples}],
-            }
-        analysis = audio.analyse(item.open)
-        pieces = audio.plan_pieces(analysis, audio.max_piece_samples(cap))
-        return {
-            "item_id": item.item_id,
-            "name": item.name,
-            "original": False,
-            "pieces": [{"start": p.start, "length": p.length} for p in pieces],
-        }
+    async def _decode(self, fn: Callable[..., _T], item: BatchItem, *args: Any) -> _T:
+        """``fn(item, *args)`` in the decoding child, from a worker thread."""
+        return await asyncio.to_thread(self._decoder.call, fn, item, *args, label=item.name)
 
-    def _prepare_files(self, item: BatchItem, record: Mapping[str, Json], directory: Path) -> list[FileUpload]:
-        """The upload of each piece: the input itself, or encoded pieces. Blocking."""
+    async def _prepare_files(self, item: BatchItem, record: Mapping[str, Json], directory: Path) -> list[FileUpload]:
+        """The upload of each piece: the input itself, or pieces encoded in the decoding child."""
         if record.get("original"):
             return [FileUpload(item.name, item.size, item.open)]
-        plan = tuple(audio.Piece(p["start"], p["length"]) for p in record["pieces"])
-        paths = audio.encode_pieces(item.open, plan, directory)
+        pieces = [(p["start"], p["length"]) for p in record["pieces"]]
+        paths = await self._decode(preparation.encode_upload, item, pieces, directory)
         stem = Path(item.name).stem or "audio"
         return [
             FileUpload(f"{stem}.part{n:03d}.mp3", path.stat().st_size, _file_opener(path))

@@ -2,7 +2,8 @@
 journal on it, and with only an output folder on it. A write that fails for want of space
 fails nothing that was accepted: the journal's commits wait (SQLITE_FULL), an item's outputs
 wait and are retried, new uploads get 507, ``/healthz`` names the full filesystem, and all
-of it resumes by itself once there is room. Needs root (``mount -t tmpfs``)."""
+of it resumes by itself once there is room. The same with the journal in PostgreSQL, on a
+throw-away cluster whose data directory is such a filesystem. Needs root (``mount -t tmpfs``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stenod.adapters.folders.disk_space import DiskSpace
@@ -20,6 +22,7 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.journal import NewItem, NewJob
 from tests.e2e.harness import wait_for
 from tests.e2e.http_support import HttpDaemon, http_daemon
+from tests.postgres_support import throwaway_cluster
 
 MIN_FREE = 1 << 20
 
@@ -100,6 +103,12 @@ def test_with_the_journal_on_a_full_disk_uploads_get_507_files_wait_and_all_resu
         assert health.status_code == 503 and str(server.state) in str(health.json()["checks"]["disk"]["full"])
         refused = http.post("/v1/jobs", files={"file": ("call.txt", b"spoken words")}, data={"request": "{}"})
         assert refused.status_code == 507 and "disk is full" in refused.json()["error"]["message"]
+        # A JSON request is answered as an upload is, at once, and nothing of it is kept.
+        (server.roots / "note.txt").write_text("spoken words")
+        request = {"provider": "echo", "inputs": [{"path": str(server.roots / "note.txt")}], "request_id": "full-1"}
+        answered = http.post("/v1/jobs", json=request, timeout=10)
+        assert answered.status_code == 507, answered.text
+        assert "disk is full" in answered.json()["error"]["message"] and answered.headers["Retry-After"]
         (server.state.parent / "inbox" / "memo.wav").write_bytes(b"kept for later")
         time.sleep(3)
         assert server.daemon.alive
@@ -111,6 +120,9 @@ def test_with_the_journal_on_a_full_disk_uploads_get_507_files_wait_and_all_resu
         )
         assert again.status_code == 202, again.text
         assert server.finished(again.json()["job_id"])["state"] == "succeeded"
+        taken = http.post("/v1/jobs", json=request)
+        assert taken.status_code == 202, taken.text  # 202, not 200: the refused request left no job behind
+        assert server.finished(taken.json()["job_id"])["state"] == "succeeded"
 
 
 def test_outputs_on_a_full_disk_wait_instead_of_failing_and_are_written_when_room_returns(tmp_path: Path) -> None:
@@ -150,3 +162,67 @@ async def test_health_warns_below_the_threshold_and_fails_when_full(tmp_path: Pa
         fill(fs)
         full = await disk.check()
         assert not full["ok"] and full["full"][0]["folders"] == [str(fs / "out")] and str(fs / "out") in full["error"]
+
+
+@pytest.mark.slow
+def test_a_postgresql_journal_whose_disk_is_full_holds_its_commits_answers_507_and_resumes(tmp_path: Path) -> None:
+    """The same promises on PostgreSQL's own full disk (SQLSTATE 53100), on a throw-away
+    cluster whose data directory is a small tmpfs: found by the first commit that needs room,
+    waited for, and over by itself."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    journal = {"backend": "postgresql", "reconnect_seconds": 5}
+    with (
+        throwaway_cluster() as (url, fs),
+        http_daemon(
+            tmp_path,
+            top={"min_free_bytes": MIN_FREE},
+            providers={"echo": {}},
+            sections={"journal": {**journal, "url": url}, "retry": {"max_seconds": 1}},
+            watch=[{"path": inbox, "provider": "echo", "settle_seconds": 0.2}],
+        ) as server,
+        server.client() as http,
+    ):
+        (inbox / "before.wav").write_bytes(b"spoken words")
+        wait_for(lambda: (inbox / "before.json").exists(), "a job before the disk fills", 30)
+        filler = fill(fs)
+        dropped = []
+        for n in range(60):  # until a commit needs a page the database's disk has no room for
+            dropped.append(inbox / f"{n:02d}-{'x' * 200}.wav")
+            dropped[-1].write_bytes(b"spoken words %d" % n)
+            if _unhealthy_within(http, 4):
+                break
+        health = http.get("/healthz").json()["checks"]
+        assert health["journal"]["ok"] is False, health
+        assert url.rsplit("@", 1)[1] in health["disk"]["full"][-1]["journal"], health["disk"]  # host:port/database
+        assert server.daemon.named("journal.disk_full")
+        upload = http.post("/v1/jobs", files={"file": ("call.txt", b"spoken words")}, data={"request": "{}"})
+        assert upload.status_code == 507 and "journal" in upload.json()["error"]["message"], upload.text
+        (server.roots / "note.txt").write_text("spoken words")
+        request = {"provider": "echo", "inputs": [{"path": str(server.roots / "note.txt")}], "request_id": "pg-full"}
+        answered = http.post("/v1/jobs", json=request, timeout=10)
+        assert answered.status_code == 507, answered.text
+        time.sleep(3)
+        assert server.daemon.alive
+        assert not [j for j in http.get("/v1/jobs").json()["jobs"] if j["state"] in ("failed", "partial")]
+        filler.unlink()
+        wait_for(lambda: http.get("/healthz").status_code == 200, "health after space returns", timeout=30)
+
+        def states() -> list[str]:
+            return sorted(j["state"] for j in http.get("/v1/jobs", params={"limit": 500}).json()["jobs"])
+
+        every = ["succeeded"] * (len(dropped) + 1)  # each file once, none failed
+        wait_for(lambda: states() == every, "every waiting file's job to finish", 60)
+        assert len(list(inbox.glob("*.json"))) == len(every)
+        taken = http.post("/v1/jobs", json=request)
+        assert taken.status_code == 202, taken.text
+        assert server.finished(taken.json()["job_id"])["state"] == "succeeded"
+
+
+def _unhealthy_within(http: httpx.Client, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if http.get("/healthz").status_code == 503:
+            return True
+        time.sleep(0.2)
+    return False

@@ -43,7 +43,7 @@ def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
         "status_lines": lambda: [],
         "configured": lambda: set(),
         "probe_format": lambda path: None,
-        "state_full": lambda: False,
+        "state_full": lambda: None,
         "results": ResultsKeeper(journal, tmp, keep_days=7),
     }
 

@@ -84,6 +84,7 @@ def test_the_public_plugin_api_is_pinned():
             "Limits",
             "LiveAudio",
             "LiveTranscriber",
+            "MediaChild",
             "MultipartBody",
             "NoOptions",
             "PermanentError",

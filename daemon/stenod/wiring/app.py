@@ -174,6 +174,7 @@ async def build(
         lambda: [r.output_dir or r.path for r in daemon.settings.watch],
         min_free_bytes=settings.min_free_bytes,
         warn_free_bytes=settings.warn_free_bytes,
+        journal_full=journal.disk_full,
     )
     daemon = Daemon(settings, journal, providers, dispatcher, watchers, metrics, http, sink, media, disk)
     daemon.warn_unavailable(settings.watch)

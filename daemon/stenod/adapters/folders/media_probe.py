@@ -1,31 +1,27 @@
 """What a file's container says, without decoding: its audio's duration (limits are checked
 before any upload) and its format (an upload sent without a file name extension).
 
-libav parses these untrusted files in a child process (:class:`MediaProbe`), as it decodes
-them in the whisper workers, never in the daemon: a crash, a hang or a file that makes it
-allocate without end costs that child, and the answer is "unknown".
+libav parses these untrusted files in a child process (:class:`MediaProbe`, on the core's
+:class:`~stenod.media_child.MediaChild`), as it decodes them in the whisper workers, never in
+the daemon: a crash, a hang or a file that makes it allocate without end costs that child,
+and the answer is "unknown".
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import resource
-import threading
 from collections.abc import Callable
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TypeVar
 
 import av
-import pebble
 import structlog
+
+from stenod.media_child import MediaChild, MediaChildFailed
 
 __all__ = ["MediaProbe", "probe_audio_format", "probe_duration"]
 
 log = structlog.get_logger("stenod.media_probe")
 
-_MEMORY_BYTES = 1 << 30  # a container's header needs far less; past this libav fails, not the host
 _T = TypeVar("_T")
 
 
@@ -71,18 +67,12 @@ def probe_audio_format(path: Path) -> str | None:
         return None
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_BYTES, _MEMORY_BYTES))
-
-
 class MediaProbe:
-    """:func:`probe_duration` and :func:`probe_audio_format` run in one child process,
-    started on first use and replaced when it dies. Blocking: call from a worker thread."""
+    """:func:`probe_duration` and :func:`probe_audio_format` run in a :class:`MediaChild`.
+    Blocking: call from a worker thread."""
 
     def __init__(self, *, timeout_seconds: float = 15.0) -> None:
-        self._timeout = timeout_seconds
-        self._pool: pebble.ProcessPool | None = None
-        self._lock = threading.Lock()  # callers are worker threads (intake, uploads)
+        self._child = MediaChild(timeout_seconds=timeout_seconds)
 
     def duration(self, path: Path) -> float | None:
         """Seconds of audio in ``path``, or None when the container does not say or libav failed."""
@@ -93,24 +83,12 @@ class MediaProbe:
         return self._run(probe_audio_format, path, None)
 
     def _run(self, probe: Callable[[Path], _T], path: Path, failed: _T) -> _T:
-        with self._lock:
-            if self._pool is None:
-                self._pool = pebble.ProcessPool(
-                    max_workers=1, initializer=_limit_memory, context=multiprocessing.get_context("spawn")
-                )
-            pool = self._pool
         try:
-            return pool.schedule(probe, args=(path,), timeout=self._timeout).result()
-        except (pebble.ProcessExpired, FutureTimeout, BrokenProcessPool, RuntimeError, MemoryError) as exc:
-            log.warning("media.probe_failed", file=str(path), error=f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, BrokenProcessPool | RuntimeError):
-                self.close()
+            return self._child.call(probe, path, label=path.name)
+        except MediaChildFailed as exc:
+            log.warning("media.probe_failed", file=str(path), error=str(exc))
             return failed
 
     def close(self) -> None:
-        """Stop the child (the daemon is stopping, or the pool broke)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.stop()  # type: ignore[no-untyped-call]
-            pool.join(timeout=5)
+        """Stop the child (the daemon is stopping)."""
+        self._child.close()

@@ -47,7 +47,7 @@ async def build_http(
     configured: Callable[[], set[str]],
     json_bytes: int,
     probe_format: Callable[[Path], str | None],
-    state_full: Callable[[], bool],
+    state_full: Callable[[], str | None],
     results: ResultsKeeper,
     remember_voices: bool = True,
 ) -> HttpServer:

@@ -52,7 +52,7 @@ class HttpContext:
     status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
     configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
     probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
-    state_full: Callable[[], bool]  # the state directory's filesystem has no room for uploads (blocking)
+    state_full: Callable[[], str | None]  # what has no room for new jobs (state filesystem, journal); blocking
     results: ResultsKeeper  # how long uploads' jobs are kept (410 after)
 
 

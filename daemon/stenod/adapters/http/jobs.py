@@ -22,7 +22,7 @@ from stenod.adapters.http.context import Ctx, HttpContext, require_key
 from stenod.adapters.http.errors import SERVER, ApiError
 from stenod.adapters.http.retention import gone_message
 from stenod.adapters.http.sse import Sse, event_stream
-from stenod.adapters.http.uploads import receive, submit_upload
+from stenod.adapters.http.uploads import receive, refuse_when_full, submit_upload
 from stenod.formats import render_json, render_srt, render_tsv, render_txt, render_vtt
 from stenod.intake.request_intake import Accepted, Delivery, Retry
 from stenod.intake.request_message import JobSpec, Rejected
@@ -124,6 +124,7 @@ async def create(request: Request, ctx: Ctx) -> JSONResponse:
         # No "simple request" (text/plain, a form) a page on another site can send gets here.
         raise ApiError(415, "the body must be application/json (the request) or multipart/form-data (an upload)")
     else:
+        await refuse_when_full(ctx, None)  # its commit would wait for space: 507 now, nothing taken
         body = await request.body()  # the front door stops it at amqp.max_body_bytes while it is read
         outcome = await ctx.intake.handle(Delivery(body=body, message_id=key, source="http"))
         accepted = _accepted(outcome)

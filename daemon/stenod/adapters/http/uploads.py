@@ -59,18 +59,20 @@ async def receive(ctx: HttpContext, request: Request, field: str, *, raw_pcm: bo
     return form
 
 
-async def refuse_when_full(ctx: HttpContext, field: str = "file") -> None:
-    """507 before a byte is read when the state directory's filesystem is full (the spooled
-    file, the journal and the results all go there)."""
-    if await asyncio.to_thread(ctx.state_full):
-        raise _no_room(field)
+async def refuse_when_full(ctx: HttpContext, field: str | None = "file") -> None:
+    """507 before a byte is read when the state directory's filesystem (the spooled file, the
+    journal and the results go there) or the journal's database has no room: a job taken
+    now would wait for its commit instead of being answered."""
+    if (full := await asyncio.to_thread(ctx.state_full)) is not None:
+        raise _no_room(field, full)
 
 
-def _no_room(field: str) -> ApiError:
+def _no_room(field: str | None, full: str = "its state directory's filesystem") -> ApiError:
+    what = "upload" if field else "job"
     return ApiError(
         507,
-        "stenod's disk is full: no room to take this upload. Nothing was kept; send it again once "
-        "space is freed (GET /healthz names the full filesystem)",
+        f"stenod's disk is full ({full}): no room to take this {what}. Nothing was kept; send it again "
+        "once space is freed (GET /healthz names what is full)",
         type=SERVER,
         code="insufficient_storage",
         param=field,

@@ -13,6 +13,13 @@ connection, while the failure came before the commit (nothing was written), for 
 ``reconnect_seconds``. A commit whose answer was lost is in doubt: that one stops the
 daemon (JournalError), whose restart reads the journal as it really is, rather than
 guessing, which could create a job twice.
+
+A database whose disk is full (SQLSTATE 53100, ``disk_full``) answered, so nothing is in
+doubt: the transaction is rolled back and run again every second until there is room, as
+the SQLite writer does on SQLITE_FULL. Its callers wait (a file is not marked seen, a
+message not acked, an item not finished before its commit is durable); meanwhile
+:attr:`PoolDriver.waiting_for_space` is true, which turns new jobs away with 507 and
+``/healthz`` to 503. Only closing ends the wait.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ CONNECTION_OPTIONS: dict[str, Any] = {
 _OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 _RACE_ATTEMPTS = 5
 _WAIT_REPORT_SECONDS = 5.0
+_FULL_RETRY_SECONDS = 1.0
+_FULL_REPORT_SECONDS = 30.0
 
 
 @functools.lru_cache(maxsize=512)
@@ -112,6 +121,14 @@ class _Uncommitted(Exception):
     """The connection failed before COMMIT was sent: nothing was written, try again."""
 
 
+class _NoSpace(Exception):
+    """The database refused the transaction for want of disk space: nothing was written."""
+
+    def __init__(self, *, write: bool) -> None:
+        super().__init__()
+        self.write = write  # a read that spilled to a temporary file does not make the journal "full"
+
+
 class PoolDriver:
     """The journal's driver on a psycopg pool: reads on any free connection, writes
     committed in groups (:class:`WriteGroups`)."""
@@ -120,6 +137,8 @@ class PoolDriver:
         self._pool = pool
         self._reconnect_seconds = reconnect_seconds
         self._groups = WriteGroups(self._together, self._alone)
+        self._closing = False
+        self.waiting_for_space = False  # a write waits for the database's disk to have room
 
     async def run(self, make: Callable[[], Op[T]], *, write: bool) -> T:
         if write:
@@ -127,6 +146,7 @@ class PoolDriver:
         return await self._retrying(lambda wait: self._read(make, wait))
 
     async def aclose(self) -> None:
+        self._closing = True  # a write waiting for disk space gives up (JournalError)
         await self._groups.aclose()
 
     async def _alone(self, make: Callable[[], Op[T]]) -> T:
@@ -139,11 +159,30 @@ class PoolDriver:
     async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self._reconnect_seconds
         races = 0
+        full_since: float | None = None
         while True:
             try:
                 # A few seconds at a time, so that waiting for a database that went away is
                 # reported while it lasts, not only when reconnect_seconds are over.
-                return await attempt(min(max(deadline - time.monotonic(), 0.5), _WAIT_REPORT_SECONDS))
+                result = await attempt(min(max(deadline - time.monotonic(), 0.5), _WAIT_REPORT_SECONDS))
+                if full_since is not None:
+                    log.info("journal.disk_space_back", waited_seconds=round(time.monotonic() - full_since, 1))
+                return result
+            except _NoSpace as exc:
+                if self._closing:
+                    raise JournalError("journal database cannot commit: its disk is full") from exc.__cause__
+                now = time.monotonic()
+                if full_since is None or (now - full_since) % _FULL_REPORT_SECONDS < _FULL_RETRY_SECONDS:
+                    log.error(
+                        "journal.disk_full",
+                        error=str(exc.__cause__),
+                        waited_seconds=round(now - full_since, 1) if full_since else 0.0,
+                        hint="free space on the journal database's disk; writes resume by themselves",
+                    )
+                full_since = full_since or now
+                self.waiting_for_space = self.waiting_for_space or exc.write
+                await asyncio.sleep(_FULL_RETRY_SECONDS)
+                deadline = time.monotonic() + self._reconnect_seconds  # waiting for space is not an outage
             except _RACES as exc:
                 races += 1
                 if races >= _RACE_ATTEMPTS:
@@ -161,6 +200,8 @@ class PoolDriver:
             # or not: a read saves the BEGIN and COMMIT.
             try:
                 return await run_async(conn, make())
+            except errors.DiskFull as exc:  # a read that spills to a temporary file
+                raise _NoSpace(write=False) from exc
             except psycopg.OperationalError as exc:
                 raise _Uncommitted() from exc
 
@@ -178,6 +219,11 @@ class PoolDriver:
                         results.append(result)
                     committing = True  # the COMMIT goes with the statements not yet sent
                     await cur.execute(_joined([*pending, "COMMIT"]))
+                except errors.DiskFull as exc:
+                    # The server answered (nothing in doubt) and the transaction is aborted.
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.execute(b"ROLLBACK")
+                    raise _NoSpace(write=True) from exc
                 except (psycopg.OperationalError, asyncio.CancelledError):
                     raise  # the pool discards a connection left busy or broken
                 except BaseException:
@@ -191,4 +237,5 @@ class PoolDriver:
                 if committing:
                     raise JournalError(f"journal commit in doubt (the database connection failed): {exc}") from exc
                 raise _Uncommitted() from exc
+            self.waiting_for_space = False
             return results

@@ -139,8 +139,14 @@ class PostgresJournal(SqlJournal):
         """Nothing of ours can hang here (no thread, the pool reconnects by itself)."""
         return True
 
+    def disk_full(self) -> str | None:
+        """The database while its writes wait for disk space (SQLSTATE 53100), else None."""
+        return self.where if self._pg_driver.waiting_for_space else None
+
     async def ping(self) -> bool:
-        """The database answers within a few seconds (``/healthz``, the watchdog)."""
+        """The database answers within a few seconds and takes writes (``/healthz``)."""
+        if self._pg_driver.waiting_for_space:
+            return False
         try:
             async with asyncio.timeout(5.0):
                 async with self._pool.connection(timeout=5.0) as conn:

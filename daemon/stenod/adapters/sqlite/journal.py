@@ -61,6 +61,10 @@ class SqliteJournal(SqlJournal):
             return False
         return bool(await self._writer.call(lambda c: c.execute("SELECT 1").fetchone()[0], write=False))
 
+    def disk_full(self) -> str | None:
+        """The journal's file while its commits wait for disk space (SQLITE_FULL), else None."""
+        return str(self.path) if self._writer.waiting_for_space else None
+
     async def alive(self) -> bool:
         """The writer thread works (the watchdog): waiting for disk space is working, and a
         restart would not make room."""
