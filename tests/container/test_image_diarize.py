@@ -6,23 +6,21 @@ wheels made on the host (torch's CPU build) and kept in a build context of its o
 from __future__ import annotations
 
 import json
-import shutil
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bench.conversations import Conversation, Turn, write_conversation
+from bench.conversations import Conversation, write_conversation
 from tests.container.conftest import UID, Containers, Image, inbox_for
 from tests.container.podman import Podman
+from tests.container.test_image import MODEL, drop
 from tests.e2e.harness import wait_for
+from tests.e2e.test_speakers_offline import label_of
 
 # Building the image with torch is the long part: many minutes on a machine with nothing cached.
 pytestmark = [pytest.mark.container, pytest.mark.timeout(3600)]
 
-MODEL = "/opt/stenod/models/whisper-base"
 # Measured here: 2.35 GB with the extra (torch's CPU build 0.75 GB of it), 0.83 GB without.
 MAX_DIARIZE_IMAGE_BYTES = 3_000_000_000
 SHORT = Conversation("container", ("kal", "f2"), 4, overlap=False, seed=5)
@@ -33,15 +31,6 @@ def diarizing(podman: Podman, diarize_image: Image) -> Iterator[Containers]:
     made = Containers(podman, diarize_image.id)
     yield made
     made.remove()
-
-
-def speaker_of(voice: str, turns: list[Turn], segments: list[dict[str, Any]]) -> str:
-    """The label most segments in ``voice``'s reference turns carry."""
-    spans = [(t.start, t.end) for t in turns if t.speaker == voice]
-    middles = [(s["speaker"], (s["start"] + s["end"]) / 2) for s in segments]
-    labels = Counter(label for label, middle in middles if any(a <= middle <= b for a, b in spans))
-    assert labels, f"no segment of {voice}'s turns in {segments}"
-    return str(labels.most_common(1)[0][0])
 
 
 def test_the_image_with_the_extra_is_sized_and_runs_unprivileged(podman: Podman, diarize_image: Image) -> None:
@@ -73,13 +62,11 @@ def test_a_two_voice_recording_is_diarized_with_no_network(diarizing: Containers
         "--volume",
         f"{diarizing.prefix}-state:/var/lib/stenod",
     ).ready()
-    partial = inbox / "talk.wav.part"
-    shutil.copyfile(recording, partial)
-    partial.rename(inbox / "talk.wav")
+    drop(recording, inbox)
     wait_for(lambda: (inbox / "talk.json").exists(), "the diarized transcript", timeout=600, interval=1)
     data = json.loads((inbox / "talk.json").read_text())
     assert [s["label"] for s in data["speakers"]] == ["SPEAKER_00", "SPEAKER_01"], container.events()[-5:]
-    assert {speaker_of("kal", turns, data["segments"]), speaker_of("f2", turns, data["segments"])} == {
+    assert {label_of("kal", turns, data["segments"]), label_of("f2", turns, data["segments"])} == {
         "SPEAKER_00",
         "SPEAKER_01",
     }
