@@ -1,10 +1,10 @@
 # stenod in a container: the daemon in a venv (/opt/stenod), the bundled Whisper model put
 # together and checked at build time (read-only, /opt/stenod/models), an unprivileged user.
-# README "Run in a container" has the commands; in short:
+# docs/container.md has the commands; in short:
 #
 #   podman build --format docker -t stenod .     (or: docker build -t stenod .)
 #   pip wheel -w dist/wheels . && podman build --format docker --build-arg WHEELS=dist/wheels -t stenod .
-#   podman build --format docker --build-arg EXTRAS=diarize -t stenod .     (who spoke, see README)
+#   podman build --format docker --build-arg EXTRAS=diarize -t stenod .     (who spoke, see docs/who-spoke.md)
 #
 # The second form installs from wheels made beforehand, with no package index (and no
 # network but Debian's mirror). `--format docker` keeps the HEALTHCHECK, which the OCI

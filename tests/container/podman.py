@@ -174,10 +174,12 @@ def ensure_base(podman: Podman) -> float:
     return time.monotonic() - started
 
 
-def build_wheels(context: Path) -> float:
-    """stenod's wheel, built from a clean copy of the tree, and every dependency's, in
-    ``context/wheels``. Dependencies come from that folder when they are all there, else
-    from the package index. A file whose bytes did not change is left alone, so podman's
+def build_wheels(context: Path, extras: str = "") -> float:
+    """stenod's wheel, built from a clean copy of the tree, and every dependency's (with
+    ``extras``, e.g. "diarize", theirs too), in ``context/wheels``. Dependencies come from
+    that folder when they are all there, else from the package index and pip's configured
+    find-links (where this machine keeps torch's CPU wheel: the pin in the extra takes it
+    before PyPI's CUDA build). A file whose bytes did not change is left alone, so podman's
     cache sees the same context. Returns the seconds it took."""
     started = time.monotonic()
     scratch = context.parent / "scratch"
@@ -207,8 +209,9 @@ def build_wheels(context: Path) -> float:
         for old in wheels.glob("stenod-*.whl"):
             old.unlink()
         shutil.move(built, current)
-    if not pip_wheel(str(current), into=wheels, offline=True):
-        assert pip_wheel(str(current), into=wheels, offline=False), "pip wheel of the dependencies failed"
+    wanted = f"{current}[{extras}]" if extras else str(current)
+    if not pip_wheel(wanted, into=wheels, offline=True):
+        assert pip_wheel(wanted, into=wheels, offline=False), "pip wheel of the dependencies failed"
     shutil.rmtree(scratch)
     return time.monotonic() - started
 
@@ -229,10 +232,11 @@ def _mirror(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def build_image(podman: Podman, context: Path) -> str:
+def build_image(podman: Podman, context: Path, extras: str = "") -> str:
     """Build the image from ``Containerfile`` with ``--build-arg WHEELS`` (no index, no
-    network but Debian's mirror). Returns its id. Images of earlier builds are pruned; this
-    build's own layers, both stages, stay for the next run's cache."""
+    network but Debian's mirror) and ``EXTRAS``, tagged by its extras. Returns its id.
+    Images of earlier builds are pruned; this build's own layers, both stages, stay for the
+    next run's cache."""
     _mirror(ROOT / "container", context / "container")
     common = [
         "--pull=never",
@@ -240,12 +244,15 @@ def build_image(podman: Podman, context: Path) -> str:
         "docker",
         "--build-arg",
         "WHEELS=wheels",
+        "--build-arg",
+        f"EXTRAS={extras}",
         "--file",
         str(ROOT / "Containerfile"),
     ]
-    iid = context.parent / "image-id"  # not in the context: it would change it
-    podman("build", *common, "--iidfile", str(iid), "--tag", TAG, str(context), timeout=1800)
+    suffix = f"-{extras}" if extras else ""  # localhost/stenod:test-diarize beside localhost/stenod:test
+    iid = context.parent / f"image-id{suffix}"  # not in the context: it would change it
+    podman("build", *common, "--iidfile", str(iid), "--tag", TAG + suffix, str(context), timeout=3600)
     # The build stage tagged too (from cache, at once), so pruning keeps it for next time.
-    podman("build", *common, "--target", "build", "--tag", BUILD_STAGE_TAG, str(context), timeout=600)
+    podman("build", *common, "--target", "build", "--tag", BUILD_STAGE_TAG + suffix, str(context), timeout=600)
     podman("image", "prune", "--force")
     return iid.read_text().strip()

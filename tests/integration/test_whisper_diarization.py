@@ -27,18 +27,17 @@ from bench.conversations import CONVERSATIONS, Turn, speak, write_conversation
 from bench.der import der
 from stenod.provider import (
     Batch,
-    BatchItem,
     Diarization,
     KnownSpeaker,
     PermanentError,
     RetryableError,
     Segment,
-    StartContext,
     Task,
     Transcript,
 )
-from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from stenod_whisper import WhisperOptions, WhisperProvider
 from tests.fakes.context import MemoryStepContext
+from tests.integration.test_whisper_provider import item_for, started
 
 # Minutes of audio through Whisper and diarization on a shared 2-core machine: the first test
 # also makes the conversations and loads both models.
@@ -52,11 +51,6 @@ DER_TWO_VOICES = 0.15
 DER_THREE_VOICES_TOLD = 0.15
 
 Conversations = dict[str, tuple[Path, list[Turn]]]
-
-
-def item_for(path: Path, item_id: str = "item-1") -> BatchItem:
-    st = os.stat(path)
-    return BatchItem(item_id, path, path.name, st.st_size, device=st.st_dev, inode=st.st_ino)
 
 
 def batch_of(path: Path, diarization: Diarization | None, language: str | None = "en-US") -> Batch:
@@ -107,12 +101,6 @@ def kal_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
-
-
-async def started(whisper_models: Path, **settings: Any) -> WhisperProvider:
-    provider = WhisperProvider(WhisperSettings(model_dir=whisper_models, **{"workers": 1, **settings}))
-    await provider.start(StartContext(state_dir=whisper_models.parent))
-    return provider
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
