@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.e2e.harness import Daemon, wait_for, write_config
-from tests.speech import SENTENCES, encode_pcm, synthesise_pcm
+from support.harness import Daemon, wait_for, write_config
+from support.speech import SENTENCES, encode_pcm, synthesise_pcm
 
 
 def _daemon(tmp: Path, folders: list[Path], provider: str = "whisper", **top: object) -> Daemon:

@@ -2,7 +2,7 @@
 
     python -m bench.bench_diarize [--workdir DIR] [--rounds N]
 
-On the synthesised conversations of :mod:`bench.conversations` (2–4 voices, 1–2 minutes,
+On the synthesised conversations of :mod:`support.conversations` (2–4 voices, 1–2 minutes,
 and one voice alone), side by side in one run:
 
 - **stenod**: the whisper provider (one worker, all cores), each file transcribed alone and
@@ -29,11 +29,11 @@ from typing import Any
 
 import psutil
 
-from bench.conversations import conversation_files
-from bench.der import der
 from stenod.provider import Batch, BatchItem, Diarization, Json, Segment, StartContext, Task, Transcript
 from stenod_whisper import WhisperProvider
 from stenod_whisper.settings import WhisperOptions, WhisperSettings
+from support.conversations import conversation_files
+from support.der import der
 
 _COUNTS = {"one_voice": 1, "two_voices": 2, "three_voices": 3, "four_voices": 4}
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.conversations import RATE, conversation_files
-from bench.der import der
+from support.conversations import RATE, conversation_files
+from support.der import der
 
 _COUNTS = {"one_voice": 1, "two_voices": 2, "three_voices": 3, "four_voices": 4}
 Turns = list[tuple[str, float, float]]

@@ -75,8 +75,8 @@ from bench.whisper_direct import Direct, FileRun, Run, run_direct, tree_of
 from bench.whisper_speech import SHORT, Clip, SpeechSet, speech_set
 from stenod_whisper.audio import decode
 from stenod_whisper.model import assemble_bundled
-from tests.e2e.harness import Daemon, wait_for, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, wait_for, write_config
+from support.server import free_port
 
 CACHE: Final = Path.home() / ".cache" / "stenod-bench"
 KEY: Final = "bench-http-key-0123456789"

@@ -34,8 +34,8 @@ from pathlib import Path
 import aio_pika
 import psutil
 
-from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology, queue_config
-from tests.e2e.harness import Daemon, wait_for
+from support.amqp import BROKER_URL, BrokerNames, delete_topology, queue_config
+from support.harness import Daemon, wait_for
 
 # The instant provider packs up to 50 inputs into one "remote job", 16 jobs at a time.
 PACKED = {"max_files": 50, "max_concurrent_jobs": 16}

@@ -35,8 +35,8 @@ from bench.wyoming_servers import (
 )
 from stenod_whisper.model import BUNDLED, assemble_bundled
 from stenod_whisper.settings import cpu_count
-from tests.e2e.harness import Daemon, wait_for
-from tests.speech import SENTENCES, festival_pcm, long_speech
+from support.harness import Daemon, wait_for
+from support.speech import SENTENCES, festival_pcm, long_speech
 
 COMMANDS = (
     "turn on the kitchen light",

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.harness import Daemon, fake_server
+from support.harness import Daemon, fake_server
 
 KEY = "bench-sarvam-key"
 

@@ -30,8 +30,8 @@ import psutil
 
 from bench.whisper_direct import FileRun, Run, TreeSampler, cores, tree_of
 from bench.whisper_speech import Clip, SpeechSet
-from tests.amqp_support import BROKER_URL, BrokerNames, Client
-from tests.e2e.harness import Daemon, wait_for, write_config
+from support.amqp import BROKER_URL, BrokerNames, Client
+from support.harness import Daemon, wait_for, write_config
 
 __all__ = ["IdleMemory", "Memory", "RunFailed", "run_folder", "run_idle", "run_queue"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from tests.amqp_support import BROKER_URL, BrokerNames, rabbitmqctl_argv
+from support.amqp import BROKER_URL, BrokerNames, rabbitmqctl_argv
 
 _RETRY_SECONDS = 0.3
 _ERRORS = (pika.exceptions.AMQPError, OSError)

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
+from support.harness import Daemon
 from tests.chaos.postgres import Outages
-from tests.e2e.harness import Daemon
 
 _READY_SECONDS = 90.0
 STOP_SECONDS = 30.0  # shutdown_grace_seconds is 3 in the chaos config

@@ -23,8 +23,8 @@ from stenod.dispatch.stepper import ProviderRuntime
 from stenod.fault_points import EXITING, SIGTERM_AT, STARTUP_POINTS
 from stenod.intake.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
-from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
-from tests.e2e.harness import Daemon, wait_for
+from support.amqp import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
+from support.harness import Daemon, wait_for
 from tests.fakes.scripted import ScriptedProvider
 
 STOP_SECONDS = 30.0  # shutdown_grace_seconds is 5 in this config: 30 s only means "it hangs"

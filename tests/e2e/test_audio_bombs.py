@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from support.speech import SENTENCES, synthesise_sentences
 from tests.audio_bombs import opus_silence
 from tests.e2e.http_support import HttpDaemon, http_daemon
-from tests.speech import SENTENCES, synthesise_sentences
 
 MAX_AUDIO_SECONDS = 5400  # 1.5 h here; 6 h by default
 WORKER_PEAK_BYTES = 800 << 20  # measured: 357 MB detecting, 613 MB transcribing; 2.97 GB before windows

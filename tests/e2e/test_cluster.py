@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from stenod.fault_points import PAUSE_AT
-from tests.e2e.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
+from support.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
+from support.postgres import fresh_database
 from tests.e2e.test_sarvam_e2e import KEY, inject, stats
-from tests.postgres_support import fresh_database
 
 pytestmark = pytest.mark.slow
 

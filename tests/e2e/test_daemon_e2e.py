@@ -15,11 +15,11 @@ import jiwer
 import psutil
 import psycopg
 
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.speech import SENTENCES, synthesise_sentences, write_slowly
 from tests.journal_rows import rows
-from tests.speech import SENTENCES, synthesise_sentences, write_slowly
 
-# Measured on this project's test voice (tests/speech.py): 0.00–0.11 per sentence, 0.04 over
+# Measured on this project's test voice (support/speech.py): 0.00–0.11 per sentence, 0.04 over
 # the five sentences together through the daemon. The bound leaves room for other machines.
 WER_BOUND = 0.25
 OUTPUTS = ("json", "srt", "txt", "vtt")

@@ -16,10 +16,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.harness import Daemon, wait_for
+from support.harness import Daemon, wait_for
+from support.server import free_port
+from support.speech import long_speech
 from tests.e2e.http_support import KEY, http_config, http_daemon, up
-from tests.fakes.server import free_port
-from tests.speech import long_speech
 
 MB = 1024 * 1024
 

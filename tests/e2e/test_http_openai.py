@@ -14,8 +14,8 @@ import openai
 import pytest
 from openai.types.audio import TranscriptionVerbose
 
+from support.speech import ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
-from tests.speech import ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 
 SPOKEN = SENTENCES[:2]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import Daemon, fake_server, running, start, wait_for, write_config
+from support.harness import Daemon, fake_server, running, start, wait_for, write_config
+from support.postgres import fresh_database
+from support.speech import ITALIAN, festival_speech
 from tests.fakes.translator import DEFAULT_API_KEY
 from tests.journal_rows import rows
-from tests.postgres_support import fresh_database
-from tests.speech import ITALIAN, festival_speech
 
 QUIET_SECONDS = 3.0  # well past the rules' settle time and a rescan: long enough for a second job to appear
 

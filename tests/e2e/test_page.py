@@ -14,9 +14,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.e2e.harness import ROOT, wait_for
+from support.harness import ROOT, wait_for
+from support.speech import SENTENCES, synthesise_sentences
 from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
-from tests.speech import SENTENCES, synthesise_sentences
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own connections are refused on this closed network; these keep it quiet and fast.

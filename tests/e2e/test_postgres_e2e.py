@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.amqp_support import BrokerDoor
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
-from tests.postgres_support import fresh_database
+from support.amqp import BrokerDoor
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.postgres import fresh_database
+from support.server import free_port
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import aio_pika
 
 from stenod.adapters.amqp.topology import declare_events
 from stenod.settings import AmqpSettings
-from tests.amqp_support import (
+from support.amqp import (
     BROKER_URL,
     BrokerDoor,
     BrokerNames,
@@ -20,7 +20,7 @@ from tests.amqp_support import (
     created_jobs,
     queue_daemon,
 )
-from tests.e2e.harness import wait_for
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 JOBS = 200

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
-from tests.amqp_support import created_jobs, queue_daemon, rabbitmqctl_argv
-from tests.e2e.harness import wait_for
+from support.amqp import created_jobs, queue_daemon, rabbitmqctl_argv
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 

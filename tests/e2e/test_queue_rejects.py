@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stenod.cli.schemas import EventData
-from tests.amqp_support import QueueDaemon, queue_daemon
+from support.amqp import QueueDaemon, queue_daemon
 
 BIG = 1024 * 1024
 

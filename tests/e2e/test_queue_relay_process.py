@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.amqp_support import QueueDaemon, queue_daemon
-from tests.e2e.harness import wait_for
+from support.amqp import QueueDaemon, queue_daemon
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 from stenod.cli.schemas import EventData
-from tests.amqp_support import queue_daemon
-from tests.e2e.harness import STENOD
+from support.amqp import queue_daemon
+from support.harness import STENOD
 
 ORDER = {"accepted": 0, "submitted": 1, "progress": 2, "succeeded": 3}
 CLOUDEVENT_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data")

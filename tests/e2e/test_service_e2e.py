@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.harness import Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, running, wait_for, write_config
+from support.server import free_port
 
 
 def _notify_socket(tmp: Path) -> socket.socket:
@@ -113,7 +113,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path, journal_backend):
-    from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
+    from support.amqp import BrokerDoor, BrokerNames, delete_topology
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

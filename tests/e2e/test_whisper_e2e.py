@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psutil
 
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.server import free_port
+from support.speech import ITALIAN, festival_speech, long_speech
 from tests.conftest import WHISPER_CACHE_ENV
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
-from tests.speech import ITALIAN, festival_speech, long_speech
 
 
 def _config(tmp: Path, inbox: Path, *, rule: dict[str, object] | None = None, **whisper: object) -> Path:

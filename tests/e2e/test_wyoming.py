@@ -25,9 +25,9 @@ from wyoming.info import Describe, Info
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from tests.e2e.harness import STENOD, Daemon, running, write_config
-from tests.fakes.server import free_port
-from tests.speech import festival_pcm, synthesise_pcm
+from support.harness import STENOD, Daemon, running, write_config
+from support.server import free_port
+from support.speech import festival_pcm, synthesise_pcm
 
 pytestmark = pytest.mark.timeout(300)
 

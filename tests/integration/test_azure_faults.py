@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_azure import AzureOptions, AzureSettings, AzureTranslatorProvider
+from support.server import ThreadedServer, serve
 from tests.fakes.azurite import Azurite
 from tests.fakes.context import MemoryStepContext
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.translator import DEFAULT_API_KEY, FakeTranslatorServer, make_docx
 
 _containers = itertools.count(1)

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_nanogpt import NanoGptOptions, NanoGptProvider, NanoGptSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.nanogpt import FakeNanoGptServer, write_pattern_wav
-from tests.fakes.server import ThreadedServer, serve
 
 
 @pytest.fixture(scope="module")

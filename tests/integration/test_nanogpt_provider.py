@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from stenod.provider import Batch, BatchItem, Cost, RemoteState, Task
 from stenod_nanogpt import NanoGptOptions, NanoGptProvider, NanoGptSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.nanogpt import FakeNanoGptServer, write_pattern_wav
-from tests.fakes.server import ThreadedServer, serve
 
 SPEECH_WITH_PAUSES = [(3.7, True), (0.6, False)] * 10  # 43 s, a pause every 4.3 s
 

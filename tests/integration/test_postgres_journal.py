@@ -16,10 +16,10 @@ from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
 from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
-from tests.amqp_support import BrokerDoor
-from tests.e2e.harness import STENOD, write_config
-from tests.fakes.server import free_port
-from tests.postgres_support import ADMIN_URL, database_url, fresh_database, terminate_sessions
+from support.amqp import BrokerDoor
+from support.harness import STENOD, write_config
+from support.postgres import ADMIN_URL, database_url, fresh_database, terminate_sessions
+from support.server import free_port
 
 
 def new_job(request_id: str | None = None) -> NewJob:

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
-from tests.fakes.server import ThreadedServer, serve
 from tests.integration.test_sarvam_provider import KEY, finish, make_batch
 
 

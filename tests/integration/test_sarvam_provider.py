@@ -21,9 +21,9 @@ from stenod.provider import (
     Task,
 )
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
-from tests.fakes.server import ThreadedServer, serve
 
 KEY = "test-sarvam-key"
 

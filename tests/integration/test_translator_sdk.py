@@ -17,8 +17,8 @@ from azure.ai.translation.document.models import DocumentTranslateContent
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
+from support.server import ThreadedServer, serve
 from tests.fakes.azurite import Azurite
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.translator import DEFAULT_API_KEY, FakeTranslatorServer
 
 API_VERSIONS = [None, "2024-05-01"]  # None: the SDK's own default (2026-03-01)

@@ -24,8 +24,8 @@ from stenod.provider import (
     Task,
 )
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.vachana import FakeVachana, VachanaControl, VachanaFakeConfig
 
 KEY = "test-vachana-key"

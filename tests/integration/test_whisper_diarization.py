@@ -23,8 +23,6 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from bench.conversations import CONVERSATIONS, Turn, speak, write_conversation
-from bench.der import der
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -38,6 +36,8 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from support.conversations import CONVERSATIONS, Turn, speak, write_conversation
+from support.der import der
 from tests.fakes.context import MemoryStepContext
 
 # Minutes of audio through Whisper and diarization on a shared 2-core machine: the first test

@@ -37,8 +37,8 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from support.speech import FORMATS, ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 from tests.fakes.context import MemoryStepContext
-from tests.speech import FORMATS, ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 
 # One event loop for the module: the shared provider's workers report to a socket served in it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -250,7 +250,7 @@ async def test_words_are_left_out_unless_asked(transcript_of: TranscriptOf) -> N
 
 
 async def test_silence_gives_an_empty_transcript_not_invented_words(provider: WhisperProvider, tmp_path: Path) -> None:
-    from tests.speech import encode_pcm
+    from support.speech import encode_pcm
 
     path = encode_pcm([bytes(16000 * 2 * 20)], tmp_path / "silence.wav", in_rate=16000)
     transcript = await transcribe(provider, path, language=None)

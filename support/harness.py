@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.server import free_port
+from support.server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 STENOD = [sys.executable, "-m", "stenod"]
 
 
