@@ -175,8 +175,7 @@ class Stenod:
 
     @property
     def pid(self) -> int:
-        assert self.daemon.proc is not None
-        return self.daemon.proc.pid
+        return self.daemon.process.pid
 
     @property
     def inbox(self) -> Path:

@@ -125,8 +125,7 @@ def renice_batch_workers(daemon: Daemon, niceness: int) -> list[int]:
     """Set the batch workers' niceness (an experiment: stenod runs them at 10 beside the live
     worker); lowering it needs root. Returns their pids."""
     [ready] = daemon.named("whisper.live_worker_ready")
-    assert daemon.proc is not None
-    workers = [p for p in psutil.Process(daemon.proc.pid).children() if p.pid not in ready["pids"]]
+    workers = [p for p in psutil.Process(daemon.process.pid).children() if p.pid not in ready["pids"]]
     for worker in workers:
         worker.nice(niceness)
     return [w.pid for w in workers]

@@ -198,7 +198,8 @@ def dead_letters(names: BrokerNames, *, limit: int = 20) -> list[str]:
                 method, props, body = ch.basic_get(names.dead, auto_ack=False)
                 if method is None:
                     break
-                headers = dict(props.headers or {})
+                assert props is not None and body is not None  # a message came with the method
+                headers: dict[str, Any] = dict(props.headers or {})  # AMQP tables: whatever the sender put
                 try:
                     request = json.loads(body).get("request_id")
                 except (ValueError, AttributeError):

@@ -65,7 +65,7 @@ def _peak_bytes(pid: int) -> int:
 
 
 def _peaks(server: HttpDaemon) -> dict[int, int]:
-    pid = server.daemon.proc.pid  # type: ignore[attr-defined]
+    pid = server.daemon.process.pid
     return {p: _peak_bytes(p) for p in [pid, *_descendants(pid)]}
 
 

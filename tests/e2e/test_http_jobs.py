@@ -23,7 +23,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDaemon]:
 
 def sse(response: httpx.Response) -> list[dict[str, Any]]:
     """The events of a finished Server-Sent Events answer: id, event name and parsed data."""
-    events, current = [], {}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
     for line in response.iter_lines():
         if not line:
             if current:

@@ -32,7 +32,7 @@ def _documents_translated(url: str) -> int:
 
 def _done(state_dir: Path, count: int) -> bool:
     finished = rows(state_dir, "SELECT COUNT(*) FROM items WHERE state IN ('succeeded', 'failed', 'cancelled')")
-    return finished[0][0] >= count
+    return int(finished[0][0]) >= count
 
 
 def test_whisper_translating_a_recording_does_not_take_its_own_transcript_back(tmp_path: Path) -> None:

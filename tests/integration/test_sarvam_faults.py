@@ -38,7 +38,7 @@ async def fake(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamControl
 
 @pytest.fixture
 def provider(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamProvider:
-    return SarvamProvider(SarvamSettings(api_key=KEY, base_url=server.url, request_timeout_seconds=2), http)
+    return SarvamProvider(SarvamSettings(api_key=SecretStr(KEY), base_url=server.url, request_timeout_seconds=2), http)
 
 
 async def test_wrong_key_is_an_auth_error_that_names_the_setting_but_not_the_key(

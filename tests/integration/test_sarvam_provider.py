@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from stenod.provider import (
     Batch,
@@ -49,7 +50,7 @@ async def fake(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamControl
 
 @pytest.fixture
 def provider(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamProvider:
-    return SarvamProvider(SarvamSettings(api_key=KEY, base_url=server.url), http)
+    return SarvamProvider(SarvamSettings(api_key=SecretStr(KEY), base_url=server.url), http)
 
 
 def make_batch(

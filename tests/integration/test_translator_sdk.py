@@ -125,7 +125,7 @@ def test_sdk_surfaces_validation_failure_with_azure_code(fake, endpoint, azurite
     source = azurite.container_sas_url("src-empty")
     with client(endpoint, None) as sdk, pytest.raises(HttpResponseError) as info:
         sdk.begin_translation(source, azurite.container_sas_url("out-empty"), "fr").result()
-    assert info.value.error.code == "NoTranslatableDocuments"
+    assert info.value.error is not None and info.value.error.code == "NoTranslatableDocuments"
 
 
 def test_sdk_rejects_a_wrong_key(fake, endpoint, azurite) -> None:

@@ -274,6 +274,7 @@ async def test_a_long_file_decoded_in_batches_loses_nothing_and_makes_readable_c
     # Sentence-sized segments timed by their words, as the plain decoder gives, not 30 s chunks.
     segments = transcript.segments
     assert len(segments) >= len(sentence_ends(spoken)) * 0.8
+    assert transcript.duration is not None
     assert all(0 <= s.start < s.end <= transcript.duration + 0.5 and s.end - s.start <= 16 for s in segments)
     assert [s.start for s in segments] == sorted(s.start for s in segments)
     assert [s.extra["id"] for s in segments] == list(range(len(segments)))
