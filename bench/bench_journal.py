@@ -70,6 +70,7 @@ async def run(jobs: int, batch: int, journal: Journal) -> tuple[float, float, in
             )
             item_ids = [view.items[0].item_id for view, _ in created]
             row = await journal.create_batch("echo", item_ids, next_at=0.0)
+            assert row is not None
             await journal.batch_submitted(row.batch_id, {"id": row.batch_id}, next_at=0.0)
             await journal.finish_items(
                 [

@@ -30,12 +30,13 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import psutil
 
-from tests.amqp_support import BROKER_URL, BrokerNames, delete_topology, queue_config
-from tests.e2e.harness import Daemon, wait_for
+from support.amqp import BROKER_URL, BrokerNames, delete_topology, queue_config
+from support.harness import Daemon, wait_for
 
 # The instant provider packs up to 50 inputs into one "remote job", 16 jobs at a time.
 PACKED = {"max_files": 50, "max_concurrent_jobs": 16}
@@ -204,7 +205,7 @@ def _first_commit(state: Path) -> float:
 
 
 async def through_daemon(
-    tmp: Path, count: int, patterns: list[str], tag: str, echo: dict[str, object]
+    tmp: Path, count: int, patterns: list[str], tag: str, echo: dict[str, Any]
 ) -> tuple[float, dict[str, float]]:
     """Requests per second from a daemon that finds ``count`` requests waiting when it starts:
     from its first job commit to the last event received (its start-up is not counted), with
@@ -227,9 +228,8 @@ async def through_daemon(
             daemon.kill()  # stop it, fill the queue, start it again: the run starts with a full queue
             await _prepublish(names, tmp / "roots", count, tag)
             daemon = Daemon(config, tmp / f"{tag}.log").start()
-            assert daemon.proc is not None
             samples: list[Sample] = []
-            tg.create_task(_sample_until(counter, daemon.proc.pid, samples))
+            tg.create_task(_sample_until(counter, daemon.process.pid, samples))
             last = await asyncio.wait_for(counter, timeout=900)
         first = _first_commit(tmp / "state")
         before = max((s for s in samples if s[0] <= first), default=samples[0], key=lambda s: s[0])

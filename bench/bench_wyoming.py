@@ -35,8 +35,8 @@ from bench.wyoming_servers import (
 )
 from stenod_whisper.model import BUNDLED, assemble_bundled
 from stenod_whisper.settings import cpu_count
-from tests.e2e.harness import Daemon, wait_for
-from tests.speech import SENTENCES, festival_pcm, long_speech
+from support.harness import Daemon, wait_for
+from support.speech import SENTENCES, festival_pcm, long_speech
 
 COMMANDS = (
     "turn on the kitchen light",
@@ -125,8 +125,7 @@ def renice_batch_workers(daemon: Daemon, niceness: int) -> list[int]:
     """Set the batch workers' niceness (an experiment: stenod runs them at 10 beside the live
     worker); lowering it needs root. Returns their pids."""
     [ready] = daemon.named("whisper.live_worker_ready")
-    assert daemon.proc is not None
-    workers = [p for p in psutil.Process(daemon.proc.pid).children() if p.pid not in ready["pids"]]
+    workers = [p for p in psutil.Process(daemon.process.pid).children() if p.pid not in ready["pids"]]
     for worker in workers:
         worker.nice(niceness)
     return [w.pid for w in workers]

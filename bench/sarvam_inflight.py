@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.harness import Daemon, fake_server
+from support.harness import Daemon, fake_server
 
 KEY = "bench-sarvam-key"
 
@@ -105,8 +105,7 @@ def main() -> None:
         daemon = Daemon(write_config(folder, url, args.poll_seconds, args.files), folder / "daemon.log")
         try:
             daemon.start().wait_ready()
-            assert daemon.proc is not None
-            process = psutil.Process(daemon.proc.pid)
+            process = psutil.Process(daemon.process.pid)
             started = time.monotonic()
             for path in staging.iterdir():
                 os.replace(path, folder / "inbox" / path.name)

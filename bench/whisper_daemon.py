@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import pika
+import pika.exceptions
 import psutil
 
 from bench.whisper_direct import FileRun, Run, TreeSampler, cores, tree_of
 from bench.whisper_speech import Clip, SpeechSet
-from tests.amqp_support import BROKER_URL, BrokerNames, Client
-from tests.e2e.harness import Daemon, wait_for, write_config
+from support.amqp import BROKER_URL, BrokerNames, Client
+from support.harness import Daemon, wait_for, write_config
 
 __all__ = ["IdleMemory", "Memory", "RunFailed", "run_folder", "run_idle", "run_queue"]
 
@@ -88,8 +89,7 @@ def _state(daemon: Daemon) -> Path:
 
 
 def _pid(daemon: Daemon) -> int:
-    assert daemon.proc is not None
-    return daemon.proc.pid
+    return daemon.process.pid
 
 
 def _workers_loaded(daemon: Daemon) -> None:
@@ -224,6 +224,7 @@ def _final_events(client: Client, queue: str, request_ids: set[str], daemon: Dae
             raise RunFailed(f"the daemon stopped or stalled; log: {daemon.log_path}")
         if method is None:
             continue
+        assert body is not None
         data = json.loads(body)["data"]
         if data["request_id"] in request_ids and data["state"] in ("failed", "partial", "cancelled", "rejected"):
             raise RunFailed(f"request {data['request_id']} ended {data['state']}: {data.get('error')}")

@@ -171,7 +171,8 @@ def _serve(model_path: str, threads: int, batched: bool, tasks: Any, results: An
     import av.logging
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    from stenod_whisper.audio import SAMPLE_RATE, decode
+    from bench.decoding import whole_file
+    from stenod_whisper.audio import SAMPLE_RATE
 
     av.logging.set_level(None)
     started = time.perf_counter()
@@ -183,8 +184,7 @@ def _serve(model_path: str, threads: int, batched: bool, tasks: Any, results: An
     while (task := tasks.get()) is not None:
         name, path = task
         begun = time.time()
-        with open(path, "rb") as fileobj:
-            audio, _ = decode(fileobj, name, on_progress=lambda share: None)
+        audio = whole_file(path)
         if pipeline is not None and len(audio) / SAMPLE_RATE >= BATCH_MIN_SECONDS:
             segments, _ = pipeline.transcribe(
                 audio, batch_size=BATCH_SIZE, without_timestamps=True, beam_size=BEAM_SIZE, vad_filter=True

@@ -16,7 +16,7 @@ from typing import Final
 
 import jiwer
 
-from tests.speech import encode_pcm, festival_pcm
+from support.speech import encode_pcm, festival_pcm
 
 __all__ = ["Clip", "SpeechSet", "normalise", "speech_set", "word_error_rate"]
 

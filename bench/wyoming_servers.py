@@ -27,8 +27,8 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.info import Describe
 
-from tests.e2e.harness import Daemon, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, write_config
+from support.server import free_port
 
 __all__ = ["ADDON_VERSION", "Addon", "Answer", "ask", "ask_pool", "ensure_addon_venv", "start_stenod", "wait_serving"]
 

@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @contextlib.contextmanager
 def _use_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from tests.postgres_support import fresh_database
+    from support.postgres import fresh_database
 
     with fresh_database() as url:
         monkeypatch.setenv("STENOD_JOURNAL__BACKEND", "postgresql")

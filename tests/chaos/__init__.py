@@ -3,4 +3,4 @@ and the fake providers are made to fail at moments chosen by a printed seed; the
 reliability invariants are checked and printed as figures (reliability R1, R6, R12, R15,
 R17, R19, R20). With ``cluster=N`` the same run has N daemons share one PostgreSQL journal,
 and daemons are also paused past their leases and the database restarted.
-``test_chaos.py`` is the CI variant; ``bench/chaos.py`` runs it longer."""
+``test_chaos.py`` is the CI variant; ``tests/chaos/long_run.py`` runs it longer."""

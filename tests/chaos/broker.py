@@ -20,7 +20,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from tests.amqp_support import BROKER_URL, BrokerNames, rabbitmqctl_argv
+from support.amqp import BROKER_URL, BrokerNames, rabbitmqctl_argv
 
 _RETRY_SECONDS = 0.3
 _ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -198,7 +198,8 @@ def dead_letters(names: BrokerNames, *, limit: int = 20) -> list[str]:
                 method, props, body = ch.basic_get(names.dead, auto_ack=False)
                 if method is None:
                     break
-                headers = dict(props.headers or {})
+                assert props is not None and body is not None  # a message came with the method
+                headers: dict[str, Any] = dict(props.headers or {})  # AMQP tables: whatever the sender put
                 try:
                     request = json.loads(body).get("request_id")
                 except (ValueError, AttributeError):

@@ -1,7 +1,7 @@
 """Shared by the fuzz tests (``tests/integration/test_fuzz_*.py``): how many examples to
 try, and a tally that prints how many bad inputs of a class were tried, with what outcome.
 
-``STENOD_FUZZ_EXAMPLES=N`` raises every class to N examples (``bench/chaos.py`` does so
+``STENOD_FUZZ_EXAMPLES=N`` raises every class to N examples (``tests/chaos/long_run.py`` does so
 for the long run); the tally line starts with ``FUZZ`` so it can be collected from
 ``pytest -s`` output.
 """

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.postgres_support import terminate_sessions
+from support.postgres import terminate_sessions
 
 _CTL_SECONDS = 120.0
 

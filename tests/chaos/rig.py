@@ -18,14 +18,14 @@ from typing import Any
 
 import httpx
 
-from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
+from support.amqp import BrokerDoor, BrokerNames, delete_topology
+from support.harness import fake_server, write_config
+from support.postgres import fresh_database
 from tests.chaos import postgres
 from tests.chaos.broker import EventTap, Publisher
 from tests.chaos.evidence import JournalSource
 from tests.chaos.plan import BAD_MARKER, CLUSTER_LEASE_SECONDS, node_names
 from tests.chaos.supervisor import Supervisor
-from tests.e2e.harness import fake_server, write_config
-from tests.postgres_support import fresh_database
 
 PROVIDER_TIMEOUT_SECONDS = 3.0  # the plugins' request timeout; a "hang" outlasts it
 HANG_SECONDS = PROVIDER_TIMEOUT_SECONDS + 1.5

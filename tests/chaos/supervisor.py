@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
+from support.harness import Daemon
 from tests.chaos.postgres import Outages
-from tests.e2e.harness import Daemon
 
 _READY_SECONDS = 90.0
 STOP_SECONDS = 30.0  # shutdown_grace_seconds is 3 in the chaos config
@@ -63,8 +63,7 @@ class Supervisor:
         with self._lock:
             env = {FAULT_EXIT_AFTER_COMMIT: "1"} if crash_after_commit else {}
             self._daemon = Daemon(self._config, self._log, env={**self._env, **env}).start()
-            assert self._daemon.proc is not None
-            self.incarnations.append(Incarnation(self._daemon.proc.pid, time.monotonic()))
+            self.incarnations.append(Incarnation(self._daemon.process.pid, time.monotonic()))
         self._wait_ready()
         if not self._thread.is_alive():
             self._thread.start()
@@ -140,8 +139,8 @@ class Supervisor:
 
     @property
     def pid(self) -> int:
-        assert self._daemon is not None and self._daemon.proc is not None
-        return self._daemon.proc.pid
+        assert self._daemon is not None
+        return self._daemon.process.pid
 
     def stop(self) -> int | None:
         """SIGTERM, as systemd stops it; returns the exit code."""
@@ -151,9 +150,8 @@ class Supervisor:
             if self._daemon is None or not self._daemon.alive:
                 return None
             self._remember_children()
-            assert self._daemon.proc is not None
             try:
-                self._daemon.proc.send_signal(signal.SIGCONT)  # a paused daemon would not see SIGTERM
+                self._daemon.process.send_signal(signal.SIGCONT)  # a paused daemon would not see SIGTERM
                 code = self._daemon.terminate(timeout=60)
             finally:
                 self._daemon.kill()

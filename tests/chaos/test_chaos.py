@@ -1,7 +1,7 @@
 """The CI chaos runs: a fixed seed, a few hundred jobs through folders and the queue while
 the daemon is SIGKILLed, the broker restarted and cut off, and the fake providers answer
 429/500/503, hang, reset, send garbage or quote the API key back. Every invariant must
-hold. The long variant is ``python -m bench.chaos --minutes 30 --seed N``.
+hold. The long variant is ``python -m tests.chaos.long_run --minutes 30 --seed N``.
 
 The cluster run does the same to three daemons sharing one PostgreSQL journal, one queue
 and the same folders, with a 3 s lease, and adds what only a cluster has: a daemon killed
@@ -9,7 +9,7 @@ and kept down or paused (SIGSTOP) past its lease, so that another takes its prov
 over and the paused one must write nothing more for them, and the database server
 restarted or the run's database sessions cut.
 
-Replay a failure of these tests with ``python -m bench.chaos --seed 20261123 --ci``
+Replay a failure of these tests with ``python -m tests.chaos.long_run --seed 20261123 --ci``
 (``--seed 20261124 --ci --cluster 3`` for the cluster run).
 
 Seeds on which a long run found a defect are replayed here too, with the CI's phases (the

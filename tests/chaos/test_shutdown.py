@@ -23,8 +23,8 @@ from stenod.dispatch.stepper import ProviderRuntime
 from stenod.fault_points import EXITING, SIGTERM_AT, STARTUP_POINTS
 from stenod.intake.request_intake import RequestIntake
 from stenod.settings import AmqpSettings
-from tests.amqp_support import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
-from tests.e2e.harness import Daemon, wait_for
+from support.amqp import BrokerDoor, BrokerNames, Client, connect, delete_topology, queue_config
+from support.harness import Daemon, wait_for
 from tests.fakes.scripted import ScriptedProvider
 
 STOP_SECONDS = 30.0  # shutdown_grace_seconds is 5 in this config: 30 s only means "it hangs"
@@ -56,10 +56,9 @@ def test_sigterm_while_a_flapping_broker_connection_is_down_still_stops_the_daem
                 client.publish(json.dumps({"request_id": f"r{cut}-{n}", "inputs": [{"path": str(audio)}]}).encode())
         door.close()
         time.sleep(rng.uniform(0.0, 2.5))
-        assert daemon.proc is not None
-        daemon.proc.send_signal(signal.SIGTERM)
+        daemon.process.send_signal(signal.SIGTERM)
         try:
-            code = daemon.proc.wait(timeout=STOP_SECONDS)
+            code = daemon.process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the daemon did not stop within {STOP_SECONDS:.0f} s of SIGTERM")
         assert code == 0
@@ -134,9 +133,8 @@ def test_a_sigterm_at_any_point_of_start_up_starts_no_consumer_and_takes_no_requ
         client.publish({"request_id": "r0", "inputs": [{"path": str(tmp_path / "roots" / "a.wav")}]})
         client.close()
         daemon.start()
-        assert daemon.proc is not None
         try:
-            code = daemon.proc.wait(timeout=STOP_SECONDS)
+            code = daemon.process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the daemon did not stop within {STOP_SECONDS:.0f} s of a SIGTERM at {point}")
         events = [e.get("event") for e in daemon.events()]
@@ -159,9 +157,8 @@ def test_a_sigterm_while_the_daemon_is_already_exiting_leaves_its_exit_code_alon
     daemon = Daemon(queue_config(tmp_path, names), tmp_path / "daemon.log", env={SIGTERM_AT: EXITING})
     try:
         daemon.start().wait_ready()
-        assert daemon.proc is not None
-        daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(timeout=STOP_SECONDS) == 0
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=STOP_SECONDS) == 0
     finally:
         daemon.kill()
         delete_topology(names)

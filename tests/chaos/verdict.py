@@ -10,6 +10,7 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
+from support.harness import STENOD
 from tests.chaos import checks, evidence, leases
 from tests.chaos.broker import TappedEvent, dead_letters, queue_depths
 from tests.chaos.faults import FaultInjector
@@ -18,7 +19,6 @@ from tests.chaos.plan import Plan
 from tests.chaos.rig import FOLDERS, Rig
 from tests.chaos.supervisor import Supervisor
 from tests.chaos.workload import Created
-from tests.e2e.harness import STENOD
 
 TAKEOVERS = "provider jobs taken over"
 LEASES_LOST = "leases lost (fenced)"

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from support.harness import wait_for
 from tests.container.podman import Podman, build_image, build_wheels, cache_dir, ensure_base
-from tests.e2e.harness import wait_for
 
 UID = 10001  # the image's user (Containerfile)
 

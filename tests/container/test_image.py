@@ -17,11 +17,11 @@ import httpx
 import jiwer
 import pytest
 
+from support.harness import wait_for
+from support.server import free_port
+from support.speech import SENTENCES, long_speech, synthesise_sentences
 from tests.container.conftest import UID, Container, Containers, Image, inbox_for
 from tests.container.podman import ROOT, Podman
-from tests.e2e.harness import wait_for
-from tests.fakes.server import free_port
-from tests.speech import SENTENCES, long_speech, synthesise_sentences
 
 # The first test builds the image (session fixture): minutes on a machine that has nothing cached.
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]

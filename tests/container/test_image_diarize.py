@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.conversations import Conversation, write_conversation
+from support.conversations import Conversation, write_conversation
+from support.harness import wait_for
 from tests.container.conftest import UID, Containers, Image, inbox_for
 from tests.container.podman import Podman
 from tests.container.test_image import MODEL, drop
-from tests.e2e.harness import wait_for
 from tests.e2e.test_speakers_offline import label_of
 
 # Building the image with torch is the long part: many minutes on a machine with nothing cached.

@@ -12,7 +12,7 @@ import pytest
 from stenod.adapters.postgres.journal import PostgresJournal
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.journal import Journal
-from tests.postgres_support import fresh_database
+from support.postgres import fresh_database
 
 OpenJournal = Callable[..., Awaitable[Journal]]
 

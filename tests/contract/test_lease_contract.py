@@ -70,8 +70,10 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(open_
     with pytest.raises(LeaseLost):
         await a.hold(batch.batch_id)
     now = await b.batch(batch.batch_id)
+    assert now is not None
     assert (now.state, now.handle, now.checkpoint) == (BatchState.SUBMITTING, None, {"remote": "created"})
-    assert (await b.job(view.job_id)).state == JobState.ACCEPTED
+    job = await b.job(view.job_id)
+    assert job is not None and job.state == JobState.ACCEPTED
     assert await event_types(a) == events_before
 
     # b, the holder now, finishes it
@@ -81,7 +83,8 @@ async def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(open_
         batch_id=batch.batch_id,
         batch_state=BatchState.DONE,
     )
-    assert (await b.job(view.job_id)).state == JobState.SUCCEEDED
+    job = await b.job(view.job_id)
+    assert job is not None and job.state == JobState.SUCCEEDED
 
 
 async def test_a_holder_that_renews_keeps_its_job_and_one_that_lost_it_is_told(open_journal):
@@ -199,6 +202,7 @@ async def test_max_concurrent_jobs_holds_across_instances(open_journal):
     view, _ = await a.create_job(new_job(inputs=3))
     first, second, third = (i.item_id for i in view.items)
     held = await a.create_batch("echo", [first], next_at=0, max_jobs=2)
+    assert held is not None
     assert await b.create_batch("echo", [second], next_at=0, max_jobs=2) is not None
     assert await b.create_batch("echo", [third], next_at=0, max_jobs=2) is None  # two unfinished: full
     assert await a.create_batch("sarvam", [third], next_at=0, max_jobs=2) is not None  # another provider's own

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, running, wait_for, write_config
+from support.server import free_port
 
 KEY = "test-key-0123456789"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from support.speech import SENTENCES, synthesise_sentences
 from tests.audio_bombs import opus_silence
 from tests.e2e.http_support import HttpDaemon, http_daemon
-from tests.speech import SENTENCES, synthesise_sentences
 
 MAX_AUDIO_SECONDS = 5400  # 1.5 h here; 6 h by default
 WORKER_PEAK_BYTES = 800 << 20  # measured: 357 MB detecting, 613 MB transcribing; 2.97 GB before windows
@@ -65,7 +65,7 @@ def _peak_bytes(pid: int) -> int:
 
 
 def _peaks(server: HttpDaemon) -> dict[int, int]:
-    pid = server.daemon.proc.pid  # type: ignore[attr-defined]
+    pid = server.daemon.process.pid
     return {p: _peak_bytes(p) for p in [pid, *_descendants(pid)]}
 
 

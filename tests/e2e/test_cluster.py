@@ -18,9 +18,9 @@ import psycopg
 import pytest
 
 from stenod.fault_points import PAUSE_AT
-from tests.e2e.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
+from support.harness import Daemon, fake_server, start, wait_for, write_config, write_wav
+from support.postgres import fresh_database
 from tests.e2e.test_sarvam_e2e import KEY, inject, stats
-from tests.postgres_support import fresh_database
 
 pytestmark = pytest.mark.slow
 
@@ -152,14 +152,14 @@ def test_an_instance_paused_past_its_lease_writes_nothing_for_the_job_it_lost(cl
     wait_for(lambda: stats(sarvam_url)["calls"].get("status"), "the job to be polled")
     paused_name = holder(database)
     paused = cluster[paused_name]
-    os.kill(paused.proc.pid, signal.SIGSTOP)
+    os.kill(paused.process.pid, signal.SIGSTOP)
     try:
         outputs = tmp_path / "inbox" / "call.json"
         wait_for(outputs.exists, "call.json, finished by another instance", 60)
         written = outputs.stat().st_mtime_ns
         kinds_before = job_event_kinds(database)
     finally:
-        os.kill(paused.proc.pid, signal.SIGCONT)
+        os.kill(paused.process.pid, signal.SIGCONT)
     wait_for(lambda: paused.named("batch.lease_lost"), "the paused instance to learn it lost the job", 30)
     time.sleep(3)  # whatever it was doing when it was paused has run its course
     assert outputs.stat().st_mtime_ns == written
@@ -181,7 +181,7 @@ def test_a_holder_frozen_between_renewing_its_lease_and_writing_the_outputs_writ
     frozen.env[PAUSE_AT] = "outputs"
     start(frozen)
     write_wav(tmp_path / "inbox" / "call.wav")
-    wait_for(lambda: psutil.Process(frozen.proc.pid).status() == psutil.STATUS_STOPPED, "node-a to freeze", 60)
+    wait_for(lambda: psutil.Process(frozen.process.pid).status() == psutil.STATUS_STOPPED, "node-a to freeze", 60)
     assert holder(database) == "node-a"
     try:
         start(cluster["node-b"])
@@ -191,7 +191,7 @@ def test_a_holder_frozen_between_renewing_its_lease_and_writing_the_outputs_writ
         written = [(o.stat().st_ino, o.stat().st_mtime_ns) for o in outputs]
         kinds_before = job_event_kinds(database)
     finally:
-        os.kill(frozen.proc.pid, signal.SIGCONT)
+        os.kill(frozen.process.pid, signal.SIGCONT)
     wait_for(lambda: frozen.named("batch.lease_lost"), "node-a to learn it lost the job", 30)
     time.sleep(2)  # whatever node-a was doing when it froze has run its course
     assert [(o.stat().st_ino, o.stat().st_mtime_ns) for o in outputs] == written
@@ -205,9 +205,9 @@ def test_a_holder_frozen_between_renewing_its_lease_and_writing_the_outputs_writ
 def test_a_second_daemon_under_the_same_instance_id_is_refused(cluster, database, tmp_path):
     first = start(cluster["node-a"])
     twin = Daemon(cluster["node-a"].config, tmp_path / "twin.log").start()
-    assert twin.proc.wait(timeout=120) == 2
+    assert twin.process.wait(timeout=120) == 2
     text = (tmp_path / "twin.log").read_text()
-    assert "instance_id 'node-a' is already running" in text and f"pid {first.proc.pid}" in text
+    assert "instance_id 'node-a' is already running" in text and f"pid {first.process.pid}" in text
     assert first.alive
 
 

@@ -15,11 +15,11 @@ import jiwer
 import psutil
 import psycopg
 
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.speech import SENTENCES, synthesise_sentences, write_slowly
 from tests.journal_rows import rows
-from tests.speech import SENTENCES, synthesise_sentences, write_slowly
 
-# Measured on this project's test voice (tests/speech.py): 0.00–0.11 per sentence, 0.04 over
+# Measured on this project's test voice (support/speech.py): 0.00–0.11 per sentence, 0.04 over
 # the five sentences together through the daemon. The bound leaves room for other machines.
 WER_BOUND = 0.25
 OUTPUTS = ("json", "srt", "txt", "vtt")
@@ -76,7 +76,7 @@ def test_kill_9_during_recognition_then_restart_gives_each_output_once(tmp_path,
         wait_for(lambda: len(first.named("batch.submitted") + first.named("job.accepted")) >= 3, "intake", 60)
         time.sleep(1.0)  # recognition under way
         assert not first.named("item.succeeded") or len(first.named("item.succeeded")) < 3
-        workers = [p.pid for p in psutil.Process(first.proc.pid).children(recursive=True)]
+        workers = [p.pid for p in psutil.Process(first.process.pid).children(recursive=True)]
     finally:
         first.kill()
     # The orphaned workers notice their parent is gone and exit (no zombies, no stray CPU).
@@ -247,9 +247,9 @@ def test_a_journal_from_a_newer_stenod_stops_the_start_with_exit_2(tmp_path, jou
             conn.execute("CREATE TABLE stenod_schema (version INTEGER NOT NULL)")
             conn.execute("INSERT INTO stenod_schema VALUES (999)")
     else:
-        conn = sqlite3.connect(state / "journal.db")
-        conn.execute("PRAGMA user_version = 999")
-        conn.close()
+        db = sqlite3.connect(state / "journal.db")
+        db.execute("PRAGMA user_version = 999")
+        db.close()
     cfg = write_config(tmp_path / "stenod.toml", top={"state_dir": state, "log_format": "json"})
     proc = subprocess.run([*STENOD, "run", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "written by a newer stenod" in proc.stderr, proc.stderr[-2000:]

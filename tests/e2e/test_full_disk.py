@@ -20,9 +20,9 @@ import pytest
 from stenod.adapters.folders.disk_space import DiskSpace
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.journal import NewItem, NewJob
-from tests.e2e.harness import wait_for
+from support.harness import wait_for
+from support.postgres import throwaway_cluster
 from tests.e2e.http_support import HttpDaemon, http_daemon
-from tests.postgres_support import throwaway_cluster
 
 MIN_FREE = 1 << 20
 

@@ -17,8 +17,8 @@ import httpx
 import pysubs2
 import pytest
 
+from support.speech import ITALIAN, SENTENCES, festival_pcm, festival_speech, synthesise_sentences
 from tests.e2e.http_support import HttpDaemon, http_daemon
-from tests.speech import ITALIAN, SENTENCES, festival_pcm, festival_speech, synthesise_sentences
 
 BAZARR = "127.0.0.2"  # Bazarr's address: in keyless_networks; the tests' own 127.0.0.1 is not
 

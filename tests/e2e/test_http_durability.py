@@ -16,10 +16,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.harness import Daemon, wait_for
+from support.harness import Daemon, wait_for
+from support.server import free_port
+from support.speech import long_speech
 from tests.e2e.http_support import KEY, http_config, http_daemon, up
-from tests.fakes.server import free_port
-from tests.speech import long_speech
 
 MB = 1024 * 1024
 
@@ -53,8 +53,7 @@ def rss(pid: int) -> int:
 
 def test_a_2_gb_upload_is_refused_by_size_without_memory_growth(tmp_path: Path) -> None:
     with http_daemon(tmp_path, http={"max_upload_bytes": 64 * MB}) as server:
-        assert server.daemon.proc is not None
-        pid = server.daemon.proc.pid
+        pid = server.daemon.process.pid
         before = rss(pid)
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "multipart/form-data; boundary=b"}
         declared = declared_only(server.url, headers, 2048 * MB)
@@ -117,8 +116,7 @@ def test_kill_9_during_an_http_job_then_restart_finishes_it_once(tmp_path: Path)
         caller.start()
         wait_for(lambda: first.named("whisper.workers_started"), "transcription to start", timeout=60)
         time.sleep(1.0)
-        assert first.proc is not None
-        os.kill(first.proc.pid, signal.SIGKILL)
+        os.kill(first.process.pid, signal.SIGKILL)
         caller.join(timeout=30)
     finally:
         first.kill()

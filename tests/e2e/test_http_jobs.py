@@ -23,7 +23,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDaemon]:
 
 def sse(response: httpx.Response) -> list[dict[str, Any]]:
     """The events of a finished Server-Sent Events answer: id, event name and parsed data."""
-    events, current = [], {}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
     for line in response.iter_lines():
         if not line:
             if current:
@@ -160,8 +161,8 @@ def test_the_openapi_document_is_served(server: HttpDaemon) -> None:
 
 
 def test_events_of_http_jobs_reach_the_exchange_when_amqp_is_on(tmp_path: Path) -> None:
-    from tests.amqp_support import BROKER_URL, BrokerNames, Client, delete_topology
-    from tests.e2e.harness import wait_for
+    from support.amqp import BROKER_URL, BrokerNames, Client, delete_topology
+    from support.harness import wait_for
 
     names = BrokerNames.new("http-events")
     amqp = names.amqp_section(BROKER_URL, allowed_roots=[tmp_path / "roots"])
@@ -193,7 +194,7 @@ def _created(server: HttpDaemon, body: dict[str, Any]) -> str:
 def test_a_lan_address_without_keys_stops_the_start(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.e2e.harness import STENOD, write_config
+    from support.harness import STENOD, write_config
 
     cfg = write_config(
         tmp_path / "stenod.toml",

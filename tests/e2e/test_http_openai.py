@@ -12,10 +12,10 @@ from pathlib import Path
 import jiwer
 import openai
 import pytest
-from openai.types.audio import TranscriptionVerbose
+from openai.types.audio import TranscriptionTextDoneEvent, TranscriptionVerbose
 
+from support.speech import ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
-from tests.speech import ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 
 SPOKEN = SENTENCES[:2]
 
@@ -98,6 +98,7 @@ def test_streaming_yields_deltas_then_the_done_text(client: openai.OpenAI, tmp_p
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
     done = events[-1]
     assert kinds[-1] == "transcript.text.done" and set(kinds[:-1]) == {"transcript.text.delta"}
+    assert isinstance(done, TranscriptionTextDoneEvent)
     assert len(deltas) >= 2 and done.text and wer(spoken, done.text) < 0.25
     assert "".join(deltas).split() == done.text.split()
 
@@ -113,7 +114,7 @@ def test_a_wrong_key_is_an_authentication_error(server: HttpDaemon, speech: Path
 
 def test_an_unknown_response_format_is_a_bad_request(client: openai.OpenAI, speech: Path) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.audio.transcriptions.create(file=speech, model="whisper-1", response_format="xml")  # type: ignore[arg-type]
+        client.audio.transcriptions.create(file=speech, model="whisper-1", response_format="xml")  # type: ignore[call-overload]  # on purpose
     assert info.value.param == "response_format"
 
 

@@ -9,12 +9,14 @@ does not support this pytest); each is a Hypothesis test of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -36,12 +38,14 @@ def test_every_route_answers_as_documented(server: HttpDaemon) -> None:
     api = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
     tried = []
     for result in api.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         tried.append(operation.label)
 
         @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case[Any]) -> None:
             case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"}, timeout=60, checks=CHECKS)
 
         check()
@@ -78,11 +82,13 @@ HOSTILE = st.fixed_dictionaries(
 def test_hostile_headers_on_every_route_never_make_a_server_error(server: HttpDaemon) -> None:
     api = schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
     for result in api.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
 
         @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy(), hostile=HOSTILE)
-        def check(case: schemathesis.Case, hostile: dict[str, str]) -> None:
+        def check(case: schemathesis.Case[Any], hostile: dict[str, str]) -> None:
             case.call_and_validate(
                 headers={"Authorization": f"Bearer {KEY}", **hostile}, timeout=60, checks=[not_a_server_error]
             )

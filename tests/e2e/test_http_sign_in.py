@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import ROOT, Daemon, wait_for, write_config
+from support.harness import ROOT, Daemon, wait_for, write_config
 from tests.e2e.http_support import KEY, HttpDaemon, form_token, http_daemon, raw_request, sign_in, up
 
 BAZARR = "127.0.0.2"

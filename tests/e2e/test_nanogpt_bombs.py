@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
 from tests.audio_bombs import opus_silence
-from tests.e2e.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
 
 KEY = "e2e-nanogpt-key"
 DAEMON_CPU_SECONDS = 5.0  # the daemon's own share while the bombs are handled; decoding 3 h takes ~12 s

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.harness import Daemon, fake_server, running, start, wait_for, write_config
+from support.harness import Daemon, fake_server, running, start, wait_for, write_config
+from support.postgres import fresh_database
+from support.speech import ITALIAN, festival_speech
 from tests.fakes.translator import DEFAULT_API_KEY
 from tests.journal_rows import rows
-from tests.postgres_support import fresh_database
-from tests.speech import ITALIAN, festival_speech
 
 QUIET_SECONDS = 3.0  # well past the rules' settle time and a rescan: long enough for a second job to appear
 
@@ -32,7 +32,7 @@ def _documents_translated(url: str) -> int:
 
 def _done(state_dir: Path, count: int) -> bool:
     finished = rows(state_dir, "SELECT COUNT(*) FROM items WHERE state IN ('succeeded', 'failed', 'cancelled')")
-    return finished[0][0] >= count
+    return int(finished[0][0]) >= count
 
 
 def test_whisper_translating_a_recording_does_not_take_its_own_transcript_back(tmp_path: Path) -> None:

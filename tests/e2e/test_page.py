@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
-from tests.e2e.harness import ROOT, wait_for
+from support.harness import ROOT, wait_for
+from support.speech import SENTENCES, synthesise_sentences
 from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
-from tests.speech import SENTENCES, synthesise_sentences
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own connections are refused on this closed network; these keep it quiet and fast.
@@ -238,7 +238,12 @@ def test_names_and_text_with_markup_are_shown_as_text(page: Page, server: HttpDa
     job_id = api_job(server, {"provider": "echo", "inputs": [{"path": str(hostile)}]})
     server.finished(job_id)
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     sign_in(page)
     page.goto("/")
     page.goto(f"/jobs/{job_id}")

@@ -8,18 +8,20 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.amqp_support import BrokerDoor
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
-from tests.postgres_support import fresh_database
+from support.amqp import BrokerDoor
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.postgres import fresh_database
+from support.server import free_port
 
 
 @pytest.fixture
-def database(clean_env) -> str:
+def database(clean_env) -> Iterator[str]:
     with fresh_database() as url:
         yield url
 
@@ -49,7 +51,7 @@ def _config(tmp_path: Path, url: str, *, reconnect_seconds: float, port: int | N
     )
 
 
-def _health(port: int) -> tuple[int, dict]:
+def _health(port: int) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -89,7 +91,7 @@ def test_an_outage_past_reconnect_seconds_stops_the_daemon_and_a_restart_finishe
         daemon.wait_ready()
         door.close()
         (inbox / "late.wav").write_bytes(b"late")
-        assert daemon.proc.wait(timeout=60) == 1  # exit 1: systemd starts it again (exit 2 would not)
+        assert daemon.process.wait(timeout=60) == 1  # exit 1: systemd starts it again (exit 2 would not)
     finally:
         daemon.kill()
     text = log.read_text()

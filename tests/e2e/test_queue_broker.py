@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import aio_pika
+from pydantic import SecretStr
 
 from stenod.adapters.amqp.topology import declare_events
 from stenod.settings import AmqpSettings
-from tests.amqp_support import (
+from support.amqp import (
     BROKER_URL,
     BrokerDoor,
     BrokerNames,
@@ -20,7 +22,7 @@ from tests.amqp_support import (
     created_jobs,
     queue_daemon,
 )
-from tests.e2e.harness import wait_for
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 JOBS = 200
@@ -78,7 +80,7 @@ def test_broker_restart_in_the_middle_of_200_jobs_loses_nothing_and_runs_nothing
             client = Client(q.names)
             by_request: dict[str, dict[str, str]] = defaultdict(dict)  # request_id -> {event id: state}
 
-            def all_done(events: list[dict]) -> bool:
+            def all_done(events: list[dict[str, Any]]) -> bool:
                 for e in events:
                     by_request[e["data"]["request_id"]][e["id"]] = e["data"]["state"]
                 return sum("succeeded" in states.values() for states in by_request.values()) == JOBS
@@ -102,7 +104,7 @@ async def _declare_event_exchange(names: BrokerNames) -> None:
     connection = await aio_pika.connect(BROKER_URL)
     async with connection:
         channel = await connection.channel()
-        await declare_events(channel, AmqpSettings(url=BROKER_URL, event_exchange=names.events))
+        await declare_events(channel, AmqpSettings(url=SecretStr(BROKER_URL), event_exchange=names.events))
 
 
 def test_daemon_started_while_the_broker_is_away_does_folder_work_and_connects_when_it_returns(tmp_path):

@@ -13,10 +13,10 @@ import psutil
 import psycopg
 
 from stenod.fault_points import PAUSE_AT, REQUEST_DELIVERED
-from tests.amqp_support import created_jobs, queue_daemon
-from tests.e2e.harness import wait_for
+from support.amqp import created_jobs, queue_daemon
+from support.harness import wait_for
+from support.postgres import fresh_database
 from tests.journal_rows import rows
-from tests.postgres_support import fresh_database
 
 LIMIT = 3
 KILLS = 2 * LIMIT  # twice as many deaths with the request in flight as the limit allows
@@ -31,7 +31,7 @@ def test_a_request_outlives_a_crash_loop_longer_than_the_delivery_limit(tmp_path
         for attempt in range(KILLS):
             # Each daemon has the request delivered, stops right there, and is killed.
             wait_for(
-                lambda: psutil.Process(q.daemon.proc.pid).status() == psutil.STATUS_STOPPED,
+                lambda: psutil.Process(q.daemon.process.pid).status() == psutil.STATUS_STOPPED,
                 f"the request to be delivered to daemon {attempt + 1} (not dead-lettered)",
                 timeout=30,
             )
@@ -67,7 +67,7 @@ def test_a_request_the_journal_keeps_refusing_is_dead_lettered_after_the_limit_n
             renewed = q.daemon.named("amqp.delivery_count_renewed")
         monkeypatch.delenv("STENOD_JOURNAL__URL")
         with psycopg.connect(url) as db:
-            states = dict(db.execute("SELECT request_id, state FROM jobs").fetchall())
+            states: dict[str, str] = dict(db.execute("SELECT request_id, state FROM jobs").fetchall())
     _, props, body = dead[0]
     assert json.loads(body)["request_id"] == "r-poison"
     assert props.headers["x-death"][0]["reason"] == "delivery_limit"

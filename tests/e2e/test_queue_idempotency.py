@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 from stenod.adapters.amqp.source import FAULT_EXIT_AFTER_COMMIT
-from tests.amqp_support import created_jobs, queue_daemon, rabbitmqctl_argv
-from tests.e2e.harness import wait_for
+from support.amqp import created_jobs, queue_daemon, rabbitmqctl_argv
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 
@@ -43,7 +43,7 @@ def test_kill_9_between_commit_and_ack_does_not_create_a_second_job(tmp_path, jo
         (q.roots / "a.wav").write_bytes(b"audio")
         events_queue = q.client.bind_events()
         q.client.publish({"request_id": "r-crash", "inputs": [{"path": str(q.roots / "a.wav")}]})
-        assert q.daemon.proc.wait(timeout=30) == 99  # died right after the commit, before the ack
+        assert q.daemon.process.wait(timeout=30) == 99  # died right after the commit, before the ack
         assert [state for _, state in _jobs(tmp_path / "state", "r-crash")] == ["accepted"]
 
         q.restart()  # without the fault hook: the broker redelivers the unacked message

@@ -7,11 +7,12 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stenod.cli.schemas import EventData
-from tests.amqp_support import QueueDaemon, queue_daemon
+from support.amqp import QueueDaemon, queue_daemon
 
 BIG = 1024 * 1024
 
@@ -28,19 +29,19 @@ def q(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueDaemon]:
         (roots / "in.wav").symlink_to(roots / "ok.wav")
         os.mkfifo(roots / "pipe.wav")
         (tmp / "secret.wav").write_bytes(b"not yours")
-        daemon.pid = daemon.daemon.proc.pid  # type: ignore[attr-defined]
+        daemon.pid = daemon.daemon.process.pid  # type: ignore[attr-defined]
         yield daemon
 
 
-def _request(roots: Path, **fields: object) -> dict:
+def _request(roots: Path, **fields: object) -> dict[str, Any]:
     return {"provider": "echo", "inputs": [{"path": str(roots / "ok.wav")}], **fields}
 
 
-def _path(name: str) -> dict:
+def _path(name: str) -> dict[str, Any]:
     return {"__path__": name}
 
 
-CASES: dict[str, tuple[object, dict, str]] = {
+CASES: dict[str, tuple[object, dict[str, Any], str]] = {
     # name: (body, extra AMQP properties, expected code)
     "random_bytes": (bytes(range(256)) * 3, {}, "invalid_json"),
     "not_utf8": (b'{"inputs": [{"path": "/x\xff\xfe"}]}', {}, "invalid_json"),
@@ -122,4 +123,4 @@ def test_bad_message_is_dead_lettered_with_its_reason_and_the_next_request_is_se
     q.client.publish(_request(q.roots, request_id=f"after-{case}"), reply_to=reply, correlation_id="after")
     served = q.client.events(reply, lambda got: len(got) >= 1)[0]
     assert served["data"]["request_id"] == f"after-{case}" and served["data"]["state"] == "succeeded"
-    assert q.daemon.alive and q.daemon.proc.pid == q.pid  # type: ignore[attr-defined]
+    assert q.daemon.alive and q.daemon.process.pid == q.pid

@@ -6,19 +6,19 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from tests.amqp_support import QueueDaemon, queue_daemon
-from tests.e2e.harness import wait_for
+from support.amqp import QueueDaemon, queue_daemon
+from support.harness import wait_for
 from tests.journal_rows import rows
 
 
 def _relay(q: QueueDaemon) -> psutil.Process:
-    assert q.daemon.proc is not None
     (child,) = [
         c
-        for c in psutil.Process(q.daemon.proc.pid).children()
+        for c in psutil.Process(q.daemon.process.pid).children()
         if "stenod.adapters.amqp.relay_worker" in " ".join(c.cmdline())
     ]
     return child
@@ -34,7 +34,7 @@ def _request(q: QueueDaemon, n: int) -> None:
     q.client.publish({"request_id": f"r-{n}", "inputs": [{"path": str(audio)}]})
 
 
-def _succeeded(events: list[dict]) -> set[str]:
+def _succeeded(events: list[dict[str, Any]]) -> set[str]:
     return {e["data"]["request_id"] for e in events if e["type"] == "stenod.job.succeeded"}
 
 
@@ -71,9 +71,8 @@ def test_a_graceful_stop_publishes_what_the_relay_holds_and_exits_0(tmp_path):
             _request(q, n)
         q.client.events(events, lambda got: len(_succeeded(got)) == 20, timeout=60)
         child = _relay(q)
-        assert q.daemon.proc is not None
-        os.kill(q.daemon.proc.pid, signal.SIGTERM)
-        assert q.daemon.proc.wait(timeout=30) == 0
+        os.kill(q.daemon.process.pid, signal.SIGTERM)
+        assert q.daemon.process.wait(timeout=30) == 0
         child.wait(timeout=10)
         assert _outbox_depth(tmp_path / "state") == 0
         lines = q.daemon.log_path.read_text()

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 from stenod.cli.schemas import EventData
-from tests.amqp_support import queue_daemon
-from tests.e2e.harness import STENOD
+from support.amqp import queue_daemon
+from support.harness import STENOD
 
 ORDER = {"accepted": 0, "submitted": 1, "progress": 2, "succeeded": 3}
 CLOUDEVENT_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data")
 
 
-def _kind(event: dict) -> str:
-    return event["type"].removeprefix("stenod.job.")
+def _kind(event: dict[str, Any]) -> str:
+    return str(event["type"]).removeprefix("stenod.job.")
 
 
 def test_request_published_with_pika_succeeds_and_events_arrive_in_order_as_cloudevents(tmp_path, journal_backend):
@@ -105,9 +106,9 @@ def test_stenod_cancel_cancels_a_running_job(tmp_path):
 
 
 def test_url_inputs_are_downloaded_by_the_daemon_and_a_failed_download_fails_its_item(tmp_path):
-    from tests.integration.test_amqp_url_fetch import Listener, serving
+    from tests.integration.test_amqp_url_fetch import Listener, Routes, serving
 
-    routes = {"/clip.wav": (200, {}, b"downloaded audio")}
+    routes: Routes = {"/clip.wav": (200, {}, b"downloaded audio")}
     with (
         serving(Listener(routes=routes)) as web,
         queue_daemon(tmp_path, "url-inputs", amqp={"allow_http_urls": True, "allow_private_urls": True}) as q,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import wait_for
+from support.harness import wait_for
 from tests.e2e.http_support import HttpDaemon, http_daemon
 from tests.journal_rows import rows
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
+from support.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "e2e-sarvam-key"

@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.harness import Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
+from support.harness import Daemon, running, wait_for, write_config
+from support.server import free_port
 
 
 def _notify_socket(tmp: Path) -> socket.socket:
@@ -21,12 +21,13 @@ def _notify_socket(tmp: Path) -> socket.socket:
     return sock
 
 
-def _drain(sock: socket.socket, into: list[tuple[float, str]]) -> None:
+def _drain(sock: socket.socket, into: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """Add what the daemon has sent to ``into``; returns ``into``, every message so far."""
     while True:
         try:
             data = sock.recv(4096)
         except TimeoutError:
-            return
+            return into
         into.extend((time.monotonic(), line) for line in data.decode().splitlines())
 
 
@@ -46,15 +47,15 @@ def test_ready_after_start_up_watchdog_pings_and_stopping_on_sigterm(tmp_path):
         cfg, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
     ).start()
     try:
-        wait_for(lambda: (_drain(sock, messages), any(m == "READY=1" for _, m in messages))[1], "READY=1", 60)
+        wait_for(lambda: any(m == "READY=1" for _, m in _drain(sock, messages)), "READY=1", 60)
         ready_at = next(t for t, m in messages if m == "READY=1")
         time.sleep(3)
         _drain(sock, messages)
         pings = [t for t, m in messages if m == "WATCHDOG=1" and t > ready_at]
         assert len(pings) >= 4  # every WATCHDOG_USEC/2 = 0.5 s over 3 s, with slack for a busy machine
         assert any(m.startswith("STATUS=") and "jobs in flight" in m for _, m in messages)
-        daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(timeout=30) == 0
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
         _drain(sock, messages)
         assert any(m == "STOPPING=1" for _, m in messages)
         scan_done = [e for e in daemon.events() if e.get("event") == "daemon.ready"]
@@ -79,13 +80,13 @@ def test_sighup_picks_up_a_changed_rule_and_keeps_the_old_config_when_the_new_on
 
     with running(config(first), tmp_path / "daemon.log") as daemon:
         config(second)
-        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.process.send_signal(signal.SIGHUP)
         wait_for(lambda: daemon.named("config.reloaded"), "reload", 30)
         (second / "new.wav").write_bytes(b"n")
         (first / "old.wav").write_bytes(b"o")
         wait_for(lambda: (second / "new.txt").exists(), "the new rule to work", 30)
         cfg_path.write_text("[[watch]\nthis is not toml\n")
-        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.process.send_signal(signal.SIGHUP)
         wait_for(lambda: daemon.named("config.reload_refused"), "the broken reload to be refused", 30)
         (second / "still.wav").write_bytes(b"s")
         wait_for(lambda: (second / "still.txt").exists(), "the old config to stay in force", 30)
@@ -113,7 +114,7 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path, journal_backend):
-    from tests.amqp_support import BrokerDoor, BrokerNames, delete_topology
+    from support.amqp import BrokerDoor, BrokerNames, delete_topology
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

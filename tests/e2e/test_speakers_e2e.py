@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from stenod.cli.schemas import EventData
-from tests.amqp_support import queue_daemon
-from tests.e2e.harness import STENOD, running, wait_for, write_config, write_wav
+from support.amqp import queue_daemon
+from support.harness import STENOD, running, wait_for, write_config, write_wav
 from tests.e2e.http_support import HttpDaemon, http_daemon
 
 

@@ -23,8 +23,8 @@ import openai
 import pytest
 from openai.types.audio import TranscriptionDiarized
 
-from bench.conversations import Conversation, Turn, write_conversation
 from stenod_whisper.diarization import KNOWN_VOICE, MODEL
+from support.conversations import Conversation, Turn, write_conversation
 from tests.e2e.http_support import KEY, HttpDaemon, http_daemon
 
 # One daemon for every step: loading Whisper and the diarization models once takes most of it.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.harness import Daemon, running, wait_for, write_config, write_wav
+from support.harness import Daemon, running, wait_for, write_config, write_wav
 
 
 def test_kill_9_while_a_provider_diarizes_then_restart_finishes_the_same_job_once_with_speakers(

@@ -8,9 +8,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.e2e.harness import STENOD, fake_server, running, wait_for, write_config
+from support.harness import STENOD, fake_server, running, wait_for, write_config
+from support.speech import SENTENCES, synthesise_sentences
 from tests.fakes.translator import DEFAULT_API_KEY, docx_texts, make_docx
-from tests.speech import SENTENCES, synthesise_sentences
 
 
 def test_documents_dropped_into_a_translate_rule_come_back_translated_beside_them(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from stenod.fault_points import PAUSE_AT
-from tests.e2e.harness import Daemon, running, wait_for, write_config, write_wav
+from support.harness import Daemon, running, wait_for, write_config, write_wav
 
 
 def _config(tmp_path: Path, inbox: Path, *, fail_marker: str) -> Path:
@@ -41,7 +41,7 @@ def test_a_failure_after_a_kill_between_writing_and_recording_leaves_only_the_er
     first.start().wait_ready()
     try:
         write_wav(inbox / "call-REFUSED.wav")
-        wait_for(lambda: psutil.Process(first.proc.pid).status() == psutil.STATUS_STOPPED, "the freeze", 60)
+        wait_for(lambda: psutil.Process(first.process.pid).status() == psutil.STATUS_STOPPED, "the freeze", 60)
         written = sorted(p.name for p in inbox.glob("call-REFUSED.*") if p.suffix != ".wav")
         assert written == ["call-REFUSED.json", "call-REFUSED.srt", "call-REFUSED.txt"]
     finally:

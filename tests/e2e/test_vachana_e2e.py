@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
+from support.harness import Daemon, fake_server, start, wait_for, watch_config, write_wav
 
 KEY = "e2e-vachana-key"
 INTERVAL = 1.0  # the fake's poll interval, shortened from Vachana's 60 s

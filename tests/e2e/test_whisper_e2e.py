@@ -11,17 +11,18 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
 
+from support.harness import STENOD, Daemon, running, wait_for, write_config
+from support.server import free_port
+from support.speech import ITALIAN, festival_speech, long_speech
 from tests.conftest import WHISPER_CACHE_ENV
-from tests.e2e.harness import STENOD, Daemon, running, wait_for, write_config
-from tests.fakes.server import free_port
-from tests.speech import ITALIAN, festival_speech, long_speech
 
 
-def _config(tmp: Path, inbox: Path, *, rule: dict[str, object] | None = None, **whisper: object) -> Path:
+def _config(tmp: Path, inbox: Path, *, rule: Mapping[str, object] | None = None, **whisper: object) -> Path:
     return write_config(
         tmp / "stenod.toml",
         top={"state_dir": tmp / "state", "log_format": "json"},
@@ -65,10 +66,9 @@ def test_a_worker_killed_mid_file_is_retried_and_the_daemon_lives(tmp_path: Path
     with running(cfg, tmp_path / "daemon.log") as daemon:
         long.rename(inbox / "lecture.flac")
         wait_for(lambda: daemon.named("whisper.workers_started"), "the worker pool", timeout=60)
-        assert daemon.proc is not None
 
         def busy_worker() -> int | None:
-            for child in psutil.Process(daemon.proc.pid).children():  # type: ignore[union-attr]
+            for child in psutil.Process(daemon.process.pid).children():
                 if child.cpu_percent(interval=0.2) > 20:
                     return child.pid
             return None

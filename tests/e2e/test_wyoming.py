@@ -25,9 +25,9 @@ from wyoming.info import Describe, Info
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from tests.e2e.harness import STENOD, Daemon, running, write_config
-from tests.fakes.server import free_port
-from tests.speech import festival_pcm, synthesise_pcm
+from support.harness import STENOD, Daemon, running, write_config
+from support.server import free_port
+from support.speech import festival_pcm, synthesise_pcm
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -245,9 +245,8 @@ def test_sigterm_with_clients_connected_stops_cleanly(tmp_path: Path) -> None:
         for client in clients:
             await client.connect()
         await clients[0].write_event(AudioStart(rate=16000, width=2, channels=1).event())
-        assert daemon.proc is not None
-        daemon.proc.terminate()
-        code = await asyncio.to_thread(daemon.proc.wait, 60)
+        daemon.process.terminate()
+        code = await asyncio.to_thread(daemon.process.wait, 60)
         for client in clients:
             assert await asyncio.wait_for(client.read_event(), 5) is None  # closed by the server
             await client.disconnect()

@@ -25,7 +25,7 @@ from typing import Self
 
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from tests.fakes.server import free_port
+from support.server import free_port
 
 ACCOUNT = "devstoreaccount1"
 # Published in Microsoft's Azurite documentation; it only ever opens the local emulator.

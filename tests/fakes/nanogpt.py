@@ -35,8 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from support.server import run_forever
 from tests.fakes.faultscript import FaultScript, generic_fault
-from tests.fakes.server import run_forever
 
 DEFAULT_API_KEY = "test-nanogpt-key"
 SYNC_MODELS = {

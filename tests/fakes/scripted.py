@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,7 +26,9 @@ from stenod.provider import (
     Transcript,
 )
 
-Outcome = Any  # a value to return, an exception to raise, or a callable producing either
+T = TypeVar("T")
+Outcome: TypeAlias = T | BaseException | Callable[[], T | BaseException]
+"""A value to return, an exception to raise, or a callable producing either."""
 
 
 class ScriptedOptions(BaseModel):
@@ -52,9 +54,9 @@ class ScriptedProvider:
             tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav", "mp3"}), max_files=10, min_poll_seconds=0.0
         )
     )
-    submits: deque[Outcome] = field(default_factory=deque)
-    polls: deque[Outcome] = field(default_factory=deque)
-    fetches: deque[Outcome] = field(default_factory=deque)
+    submits: deque[Outcome[Handle]] = field(default_factory=deque)
+    polls: deque[Outcome[Status]] = field(default_factory=deque)
+    fetches: deque[Outcome[Sequence[ItemResult]]] = field(default_factory=deque)
     calls: list[Call] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
     block_submit: asyncio.Event | None = None  # submit waits for this (to test shutdown/crash)
@@ -65,9 +67,9 @@ class ScriptedProvider:
         return [c for c in self.calls if c.operation == operation]
 
     @staticmethod
-    async def _play(queue: deque[Outcome], default: Callable[[], Any]) -> Any:
+    async def _play(queue: deque[Outcome[T]], default: Callable[[], T]) -> T:
         outcome = queue.popleft() if queue else default()
-        if callable(outcome) and not isinstance(outcome, type):
+        if callable(outcome):
             outcome = outcome()
         if isinstance(outcome, BaseException):
             raise outcome

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import run_forever
+from support.server import run_forever
 
 _HEAD_BYTES = 4096
 

@@ -46,8 +46,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from support.server import run_forever
 from tests.fakes.faultscript import FaultScript, ResetResponse, generic_fault
-from tests.fakes.server import run_forever
 
 DEFAULT_API_KEY = "test-translator-key"
 API_VERSIONS = {"2024-05-01", "2026-03-01"}

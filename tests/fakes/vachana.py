@@ -380,7 +380,7 @@ class VachanaControl:
 
 
 def main() -> None:
-    from tests.fakes.server import run_forever
+    from support.server import run_forever
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)

@@ -10,7 +10,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from stenod.adapters.amqp.acks import AckBatcher
-from tests.amqp_support import BROKER_URL, BrokerNames
+from support.amqp import BROKER_URL, BrokerNames
 
 COUNT = 60
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -27,7 +28,7 @@ PROVIDERS = {
 }
 
 
-def _check(body: dict, unavailable: dict | None = None) -> tuple[str, dict]:
+def _check(body: dict[str, Any], unavailable: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     request = parse_body(json.dumps(body).encode(), Request, max_body_bytes=10_000)
     return check_request(request, PROVIDERS, unavailable or {}, default_provider="both", request_id=None)
 

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import pytest
 from cryptography import x509
@@ -21,6 +22,8 @@ from cryptography.x509.oid import NameOID
 from stenod.adapters.downloads.url_fetch import DownloadFailed, UrlDownloader, UrlPolicy, UrlRefused, name_from_url
 
 ALIAS = "127.0.0.2"  # a loopback alias standing in for "a public server" via allowed_networks
+Routes: TypeAlias = dict[str, tuple[int, dict[str, str], bytes]]
+"""A listener's answers: path -> (status, headers, body)."""
 PUBLIC_ALIAS = UrlPolicy(allow_http=True, allowed_networks=(ipaddress.ip_network(f"{ALIAS}/32"),))
 
 
@@ -30,7 +33,7 @@ class Listener:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        routes: dict[str, tuple[int, dict[str, str], bytes]] | None = None,
+        routes: Routes | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.connections = 0
@@ -77,13 +80,8 @@ def serving(listener: Listener) -> Iterator[Listener]:
         listener.server.server_close()
 
 
-def _fetcher(policy: UrlPolicy, **kwargs: object) -> UrlDownloader:
-    return UrlDownloader(
-        policy,
-        max_bytes=kwargs.pop("max_bytes", 1_000_000),
-        timeout_seconds=10,  # type: ignore[arg-type]
-        **kwargs,
-    )  # type: ignore[arg-type]
+def _fetcher(policy: UrlPolicy, *, max_bytes: int = 1_000_000, **kwargs: Any) -> UrlDownloader:
+    return UrlDownloader(policy, max_bytes=max_bytes, timeout_seconds=10, **kwargs)
 
 
 @pytest.fixture
@@ -191,7 +189,7 @@ async def test_a_body_over_the_size_cap_fails_and_leaves_no_file(tmp_path, heade
 
 
 async def test_server_errors_are_retryable_and_client_errors_are_not(tmp_path):
-    routes = {"/busy": (503, {}, b""), "/gone": (404, {}, b"")}
+    routes: Routes = {"/busy": (503, {}, b""), "/gone": (404, {}, b"")}
     with serving(Listener(ALIAS, routes=routes)) as server:
         fetcher = _fetcher(PUBLIC_ALIAS)
         try:

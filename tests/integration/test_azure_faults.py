@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,9 +14,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_azure import AzureOptions, AzureSettings, AzureTranslatorProvider
+from support.server import ThreadedServer, serve
 from tests.fakes.azurite import Azurite
 from tests.fakes.context import MemoryStepContext
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.translator import DEFAULT_API_KEY, FakeTranslatorServer, make_docx
 
 _containers = itertools.count(1)
@@ -78,7 +79,7 @@ def batch_of(paths: list[Path], targets: tuple[str, ...] = ("fr",), **options) -
     return Batch("faulty", Task.TRANSLATE, tuple(items), None, targets, AzureOptions(**options))
 
 
-def load(server, *rules: dict) -> None:
+def load(server, *rules: dict[str, Any]) -> None:
     httpx.post(f"{server[1].url}/__fake__/faults", json=list(rules)).raise_for_status()
 
 
@@ -186,6 +187,7 @@ async def test_failed_document_error_names_file_and_language(server, fake, http,
     handle = await plugin.submit(batch_of(docs), MemoryStepContext())
     await poll_until_terminal(plugin, handle)
     results = await plugin.fetch(handle)
+    assert results[1].error is not None
     assert results[1].error.message == (
         "Azure could not translate b.html to fr (TranslationFailed): Injected failure for b.html."
     )
@@ -204,6 +206,7 @@ async def test_sync_refusal_fails_the_item_with_azures_code(server, fake, http, 
     load(server, {"route": "translate", "status": 400, "code": "InvalidArgument", "message": "bad doc"})
     plugin = provider(server, http)
     [result] = await plugin.fetch(await plugin.submit(batch_of(docs[:1]), MemoryStepContext()))
+    assert result.error is not None
     assert (result.error.code, "bad doc" in result.error.message, result.documents) == (
         "InvalidArgument",
         True,
@@ -223,6 +226,7 @@ async def test_without_a_container_batch_only_formats_are_refused(server, fake, 
     pdf.write_bytes(b"%PDF-1.4")
     plugin = provider(server, http)
     [result] = await plugin.fetch(await plugin.submit(batch_of([pdf]), MemoryStepContext()))
+    assert result.error is not None
     assert ("pdf" in plugin.limits.formats, result.error.code) == (False, "needs_batch_api")
 
 

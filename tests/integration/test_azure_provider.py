@@ -15,9 +15,9 @@ from pydantic import SecretStr
 
 from stenod.provider import Batch, BatchItem, ItemResult, RemoteState, RetryableError, Task
 from stenod_azure import AzureOptions, AzureSettings, AzureTranslatorProvider
+from support.server import ThreadedServer, serve
 from tests.fakes.azurite import Azurite
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.translator import DEFAULT_API_KEY, FakeTranslatorServer, docx_texts, make_docx
 
 _containers = itertools.count(1)

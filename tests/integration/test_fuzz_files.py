@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from stenod.provider import Batch, BatchItem, ItemResult, PermanentError, RetryableError, StartContext, Task
 from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from support.harness import STENOD
+from support.speech import encode_pcm, synthesise
 from tests.chaos.fuzzing import Tally, fuzz_settings, tree
-from tests.e2e.harness import STENOD
 from tests.fakes.context import MemoryStepContext
-from tests.speech import encode_pcm, synthesise
 
 AUDIO_EXTENSIONS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "webm", "mp4"]
 SEED_FORMATS = ["wav", "flac", "ogg", "mp3", "m4a", "opus", "webm"]

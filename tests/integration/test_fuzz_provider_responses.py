@@ -26,6 +26,7 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from stenod.adapters.folders.writers import FileSink, safe_stem
 from stenod.adapters.sqlite.journal import SqliteJournal
@@ -315,7 +316,7 @@ def _fuzz_provider(
 
 
 def test_spoiled_sarvam_answers_end_in_results_or_a_stenod_error(tmp_path: Path) -> None:
-    settings = SarvamSettings(api_key=KEY, base_url="http://sarvam.test", request_timeout_seconds=10)
+    settings = SarvamSettings(api_key=SecretStr(KEY), base_url="http://sarvam.test", request_timeout_seconds=10)
     _fuzz_provider(
         tmp_path,
         "sarvam",
@@ -327,7 +328,7 @@ def test_spoiled_sarvam_answers_end_in_results_or_a_stenod_error(tmp_path: Path)
 
 
 def test_spoiled_vachana_answers_end_in_results_or_a_stenod_error(tmp_path: Path) -> None:
-    settings = VachanaSettings(api_key=KEY, base_url="http://vachana.test", request_timeout_seconds=10)
+    settings = VachanaSettings(api_key=SecretStr(KEY), base_url="http://vachana.test", request_timeout_seconds=10)
     _fuzz_provider(
         tmp_path,
         "vachana",
@@ -362,7 +363,7 @@ def _one_job(tmp: Path, provider: Any, fake: Any, route: tuple[str, str], mutati
 
 
 def test_a_job_id_too_long_for_a_url_is_a_malformed_answer_not_a_crash(tmp_path: Path) -> None:
-    settings = VachanaSettings(api_key=KEY, base_url="http://vachana.test", request_timeout_seconds=10)
+    settings = VachanaSettings(api_key=SecretStr(KEY), base_url="http://vachana.test", request_timeout_seconds=10)
     fake = FakeVachana(VachanaFakeConfig(api_key=KEY, poll_interval_seconds=0, polls_to_complete=1)).app
     outcome = _one_job(
         tmp_path,
@@ -375,7 +376,7 @@ def test_a_job_id_too_long_for_a_url_is_a_malformed_answer_not_a_crash(tmp_path:
 
 
 def test_an_unusable_presigned_url_is_a_malformed_answer_not_a_crash(tmp_path: Path) -> None:
-    settings = SarvamSettings(api_key=KEY, base_url="http://sarvam.test", request_timeout_seconds=10)
+    settings = SarvamSettings(api_key=SecretStr(KEY), base_url="http://sarvam.test", request_timeout_seconds=10)
     fake = FakeSarvam(SarvamFakeConfig(api_key=KEY, polls_to_complete=1)).app
     url = "http://" + "b" * 70_000 + ".test/call.wav"
     outcome = _one_job(

@@ -25,7 +25,7 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.stepper import ProviderRuntime
 from stenod.intake.request_intake import CANCEL_TYPE, REQUEST_TYPE, Accepted, Delivery, RequestIntake, Retry
 from stenod.intake.request_message import Rejected
-from tests.amqp_support import QueueDaemon, queue_daemon
+from support.amqp import QueueDaemon, queue_daemon
 from tests.chaos.fuzzing import Tally, fuzz_settings, tree
 from tests.fakes.scripted import ScriptedProvider
 
@@ -105,7 +105,7 @@ def valid(roots: Path, **changes: Any) -> dict[str, Any]:
 
 def put(body: dict[str, Any], where: tuple[Any, ...], value: Any) -> dict[str, Any]:
     """``body`` (deep-copied) with the value at ``where`` replaced."""
-    out = json.loads(json.dumps(body))
+    out: dict[str, Any] = json.loads(json.dumps(body))
     node = out
     for key in where[:-1]:
         node = node[key]
@@ -218,7 +218,7 @@ def test_huge_strings_are_refused_before_or_by_the_schema(intake: IntakeRig) -> 
         # limit bounds them. Every other string field has its own length limit.
         assert isinstance(outcome, Rejected) or where == ("options", "tag")
         if len(body) > MAX_BODY:
-            assert outcome.code == "body_too_large"
+            assert isinstance(outcome, Rejected) and outcome.code == "body_too_large"
 
     check()
     tally.report()
@@ -314,7 +314,7 @@ def q(tmp_path_factory: pytest.TempPathFactory, echo_plugin: None) -> Iterator[Q
     tmp = tmp_path_factory.mktemp("fuzz-broker")
     with queue_daemon(tmp, "fuzz-requests") as daemon:
         (daemon.roots / "ok.wav").write_bytes(b"audio")
-        daemon.pid = daemon.daemon.proc.pid  # type: ignore[attr-defined]
+        daemon.pid = daemon.daemon.process.pid  # type: ignore[attr-defined]
         daemon.reply = daemon.client.reply_queue()  # type: ignore[attr-defined]
         yield daemon
 
@@ -367,4 +367,4 @@ def test_through_the_broker_each_bad_message_is_answered_and_the_daemon_stays_up
 
     check()
     tally.report()
-    assert q.daemon.alive and q.daemon.proc.pid == q.pid  # type: ignore[attr-defined]
+    assert q.daemon.alive and q.daemon.process.pid == q.pid  # type: ignore[attr-defined]

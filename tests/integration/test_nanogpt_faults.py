@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,9 +12,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, Batch, BatchItem, PermanentError, RemoteState, RetryableError, Task
 from stenod_nanogpt import NanoGptOptions, NanoGptProvider, NanoGptSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.nanogpt import FakeNanoGptServer, write_pattern_wav
-from tests.fakes.server import ThreadedServer, serve
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def clip(tmp_path: Path) -> Path:
     return path
 
 
-def plugin(url: str, http: httpx.AsyncClient, key: str = "test-nanogpt-key", **settings: object) -> NanoGptProvider:
+def plugin(url: str, http: httpx.AsyncClient, key: str = "test-nanogpt-key", **settings: Any) -> NanoGptProvider:
     return NanoGptProvider(NanoGptSettings(api_key=SecretStr(key), base_url=f"{url}/api", **settings), http)
 
 
@@ -53,7 +54,7 @@ def batch_of(path: Path, model: str = "Whisper-Large-V3") -> Batch:
     return Batch("batch-1", Task.TRANSCRIBE, (item,), None, (), NanoGptOptions(model=model))
 
 
-def load(url: str, *rules: dict) -> None:
+def load(url: str, *rules: dict[str, Any]) -> None:
     httpx.post(f"{url}/__fake__/faults", json=list(rules)).raise_for_status()
 
 
@@ -163,6 +164,7 @@ async def test_failed_run_fails_its_item_with_the_reason(url, http, fake, clip) 
             break
         status = await nanogpt.poll(handle)
     [result] = await nanogpt.fetch(handle)
+    assert result.error is not None
     assert (status.state, status.items[0].state, result.transcript, result.error.message) == (
         RemoteState.DONE,
         RemoteState.FAILED,

@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 import urllib.parse
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,10 +17,10 @@ from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 from stenod.errors import ConfigError
 from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
-from tests.amqp_support import BrokerDoor
-from tests.e2e.harness import STENOD, write_config
-from tests.fakes.server import free_port
-from tests.postgres_support import ADMIN_URL, database_url, fresh_database, terminate_sessions
+from support.amqp import BrokerDoor
+from support.harness import STENOD, write_config
+from support.postgres import ADMIN_URL, database_url, fresh_database, terminate_sessions
+from support.server import free_port
 
 
 def new_job(request_id: str | None = None) -> NewJob:
@@ -32,9 +33,16 @@ def new_job(request_id: str | None = None) -> NewJob:
     )
 
 
+def first_value(conn: psycopg.Connection[Any], sql: str) -> Any:
+    """The first column of the first row ``sql`` returns (which must return one)."""
+    row = conn.execute(sql.encode()).fetchone()
+    assert row is not None, sql
+    return row[0]
+
+
 def schema_version(url: str) -> int:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT version FROM stenod_schema").fetchone()[0]
+        return int(first_value(conn, "SELECT version FROM stenod_schema"))
 
 
 async def test_a_new_database_gets_the_schema_and_a_reopened_one_keeps_its_jobs():
@@ -45,7 +53,8 @@ async def test_a_new_database_gets_the_schema_and_a_reopened_one_keeps_its_jobs(
         assert schema_version(url) == SCHEMA_VERSION == len(MIGRATIONS)
         again = await PostgresJournal.open(url)
         try:
-            assert (await again.job_by_request("kept")).job_id == view.job_id
+            kept = await again.job_by_request("kept")
+            assert kept is not None and kept.job_id == view.job_id
         finally:
             await again.aclose()
         assert schema_version(url) == SCHEMA_VERSION
@@ -57,7 +66,7 @@ async def test_instances_starting_together_migrate_once():
         for journal in journals:
             await journal.aclose()
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT count(*) FROM stenod_schema").fetchone()[0] == 1
+            assert first_value(conn, "SELECT count(*) FROM stenod_schema") == 1
 
 
 async def test_a_database_from_a_newer_stenod_is_refused_clearly():
@@ -267,6 +276,7 @@ async def test_writes_queued_together_each_get_their_own_answer_when_one_of_them
         try:
             view, _ = await a.create_job(new_job("packed"))
             batch = await a.create_batch("echo", [view.items[0].item_id], next_at=0.0)
+            assert batch is not None
             await asyncio.sleep(0.5)
             assert [t.batch_id for t in await b.claim_batches(["echo"])] == [batch.batch_id]
 
@@ -280,12 +290,9 @@ async def test_writes_queued_together_each_get_their_own_answer_when_one_of_them
             created = [r for n, r in enumerate(results) if n != 10]
             assert all(isinstance(r, tuple) and r[1] for r in created), created
             with psycopg.connect(url) as conn:
-                assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 21
-                assert (
-                    conn.execute("SELECT count(*) FROM outbox WHERE routing_key LIKE 'job.accepted.%'").fetchone()[0]
-                    == 21
-                )
-                assert conn.execute("SELECT handle FROM batches").fetchone()[0] is None  # the fenced write: nothing
+                assert first_value(conn, "SELECT count(*) FROM jobs") == 21
+                assert first_value(conn, "SELECT count(*) FROM outbox WHERE routing_key LIKE 'job.accepted.%'") == 21
+                assert first_value(conn, "SELECT handle FROM batches") is None  # the fenced write: nothing
         finally:
             await a.aclose()
             await b.aclose()

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from support.server import ThreadedServer, serve
 from tests.fakes.sarvam import FakeSarvam, SarvamFakeConfig
-from tests.fakes.server import ThreadedServer, serve
 
 KEY = "fake-contract-key"
 STT = "/speech-to-text/job/v1"

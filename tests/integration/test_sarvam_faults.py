@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from stenod.provider import AuthError, PermanentError, RemoteState, RetryableError, Task
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
-from tests.fakes.server import ThreadedServer, serve
 from tests.integration.test_sarvam_provider import KEY, finish, make_batch
 
 
@@ -38,7 +38,7 @@ async def fake(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamControl
 
 @pytest.fixture
 def provider(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamProvider:
-    return SarvamProvider(SarvamSettings(api_key=KEY, base_url=server.url, request_timeout_seconds=2), http)
+    return SarvamProvider(SarvamSettings(api_key=SecretStr(KEY), base_url=server.url, request_timeout_seconds=2), http)
 
 
 async def test_wrong_key_is_an_auth_error_that_names_the_setting_but_not_the_key(

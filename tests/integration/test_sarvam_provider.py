@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from stenod.provider import (
     Batch,
@@ -21,9 +22,9 @@ from stenod.provider import (
     Task,
 )
 from stenod_sarvam import SarvamOptions, SarvamProvider, SarvamSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
 from tests.fakes.sarvam import FakeSarvam, SarvamControl
-from tests.fakes.server import ThreadedServer, serve
 
 KEY = "test-sarvam-key"
 
@@ -49,7 +50,7 @@ async def fake(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamControl
 
 @pytest.fixture
 def provider(server: ThreadedServer, http: httpx.AsyncClient) -> SarvamProvider:
-    return SarvamProvider(SarvamSettings(api_key=KEY, base_url=server.url), http)
+    return SarvamProvider(SarvamSettings(api_key=SecretStr(KEY), base_url=server.url), http)
 
 
 def make_batch(

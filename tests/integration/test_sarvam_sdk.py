@@ -16,8 +16,8 @@ from sarvamai import AsyncSarvamAI, SarvamAI
 from sarvamai.core.api_error import ApiError
 from sarvamai.environment import SarvamAIEnvironment
 
+from support.server import ThreadedServer, serve
 from tests.fakes.sarvam import FakeSarvam, SarvamFakeConfig
-from tests.fakes.server import ThreadedServer, serve
 
 KEY = "sdk-test-key"
 

@@ -17,8 +17,8 @@ from azure.ai.translation.document.models import DocumentTranslateContent
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
+from support.server import ThreadedServer, serve
 from tests.fakes.azurite import Azurite
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.translator import DEFAULT_API_KEY, FakeTranslatorServer
 
 API_VERSIONS = [None, "2024-05-01"]  # None: the SDK's own default (2026-03-01)
@@ -125,7 +125,7 @@ def test_sdk_surfaces_validation_failure_with_azure_code(fake, endpoint, azurite
     source = azurite.container_sas_url("src-empty")
     with client(endpoint, None) as sdk, pytest.raises(HttpResponseError) as info:
         sdk.begin_translation(source, azurite.container_sas_url("out-empty"), "fr").result()
-    assert info.value.error.code == "NoTranslatableDocuments"
+    assert info.value.error is not None and info.value.error.code == "NoTranslatableDocuments"
 
 
 def test_sdk_rejects_a_wrong_key(fake, endpoint, azurite) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from stenod.provider import FileUpload
 from stenod_nanogpt.api import NanoGptApi, TranscribeRequest
-from tests.fakes.server import ThreadedServer, serve
+from support.server import ThreadedServer, serve
 from tests.fakes.slow_upload import SlowUploadState, create_app
 
 SIZE = 256 << 20

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fakes.server import serve
+from support.server import serve
 from tests.fakes.vachana import FakeVachana, VachanaFakeConfig
 
 KEY = "fake-contract-key"

@@ -24,8 +24,8 @@ from stenod.provider import (
     Task,
 )
 from stenod_vachana import VachanaOptions, VachanaProvider, VachanaSettings
+from support.server import ThreadedServer, serve
 from tests.fakes.context import MemoryStepContext, SimulatedCrash
-from tests.fakes.server import ThreadedServer, serve
 from tests.fakes.vachana import FakeVachana, VachanaControl, VachanaFakeConfig
 
 KEY = "test-vachana-key"
@@ -53,7 +53,7 @@ async def fake(server: ThreadedServer, http: httpx.AsyncClient) -> VachanaContro
 
 @pytest.fixture
 def settings(server: ThreadedServer) -> VachanaSettings:
-    return VachanaSettings(api_key=KEY, base_url=server.url, request_timeout_seconds=2)
+    return VachanaSettings(api_key=SecretStr(KEY), base_url=server.url, request_timeout_seconds=2)
 
 
 @pytest.fixture
@@ -293,7 +293,7 @@ async def test_status_faults_are_retryable(
 
 
 async def test_unknown_job_is_permanent(provider: VachanaProvider, fake: VachanaControl) -> None:
-    handle = {"job_id": "batch_000000000000", "request_id": "stenod-x", "language": None, "files": []}
+    handle: Handle = {"job_id": "batch_000000000000", "request_id": "stenod-x", "language": None, "files": []}
     with pytest.raises(PermanentError, match="no longer knows"):
         await provider.poll(handle)
 

@@ -23,8 +23,6 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from bench.conversations import CONVERSATIONS, Turn, speak, write_conversation
-from bench.der import der
 from stenod.provider import (
     Batch,
     Diarization,
@@ -36,6 +34,8 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import WhisperOptions, WhisperProvider
+from support.conversations import CONVERSATIONS, Turn, speak, write_conversation
+from support.der import der
 from tests.fakes.context import MemoryStepContext
 from tests.integration.test_whisper_provider import item_for, started
 

@@ -14,8 +14,8 @@ import pytest_asyncio
 
 from stenod.provider import Batch, BatchItem, LiveAudio, LiveTranscriber, PermanentError, Segment, StartContext, Task
 from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from support.speech import festival_pcm, synthesise
 from tests.fakes.context import MemoryStepContext
-from tests.speech import festival_pcm, synthesise
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -37,8 +37,8 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import WhisperOptions, WhisperProvider, WhisperSettings
+from support.speech import FORMATS, ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 from tests.fakes.context import MemoryStepContext
-from tests.speech import FORMATS, ITALIAN, SENTENCES, festival_speech, long_speech, synthesise_sentences
 
 # One event loop for the module: the shared provider's workers report to a socket served in it.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -250,7 +250,7 @@ async def test_words_are_left_out_unless_asked(transcript_of: TranscriptOf) -> N
 
 
 async def test_silence_gives_an_empty_transcript_not_invented_words(provider: WhisperProvider, tmp_path: Path) -> None:
-    from tests.speech import encode_pcm
+    from support.speech import encode_pcm
 
     path = encode_pcm([bytes(16000 * 2 * 20)], tmp_path / "silence.wav", in_rate=16000)
     transcript = await transcribe(provider, path, language=None)
@@ -274,6 +274,7 @@ async def test_a_long_file_decoded_in_batches_loses_nothing_and_makes_readable_c
     # Sentence-sized segments timed by their words, as the plain decoder gives, not 30 s chunks.
     segments = transcript.segments
     assert len(segments) >= len(sentence_ends(spoken)) * 0.8
+    assert transcript.duration is not None
     assert all(0 <= s.start < s.end <= transcript.duration + 0.5 and s.end - s.start <= 16 for s in segments)
     assert [s.start for s in segments] == sorted(s.start for s in segments)
     assert [s.extra["id"] for s in segments] == list(range(len(segments)))

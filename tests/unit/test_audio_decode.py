@@ -12,7 +12,7 @@ import pytest
 from stenod.provider import PermanentError
 from stenod_whisper.audio import SAMPLE_RATE, PcmStream
 from stenod_whisper.windows import windows
-from tests.speech import FORMATS, SENTENCES, long_speech, synthesise
+from support.speech import FORMATS, SENTENCES, long_speech, synthesise
 
 
 @pytest.fixture(scope="module")

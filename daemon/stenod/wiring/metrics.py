@@ -1,7 +1,7 @@
 """Prometheus metrics: what stenod counts and measures, on a registry of its own.
 
 The composition root creates one :class:`PrometheusMetrics` and hands it to the parts that report;
-``/metrics`` (:mod:`stenod.adapters.health_http`) exposes ``metrics.registry``. Nothing is
+``/metrics`` (:mod:`stenod.adapters.http.health`) exposes ``metrics.registry``. Nothing is
 registered on prometheus-client's global default registry, so tests and several daemons
 in one process never collide. Label values must come from bounded sets (provider names,
 job states, error codes, ignore reasons), never from file names or ids.

@@ -1,7 +1,7 @@
 """API keys: ``Authorization: Bearer <key>`` on every route but ``/healthz`` and ``/metrics``.
 With no keys configured the server listens on loopback only (the settings refuse anything
 else), so there is nothing to check. The page's cookie is never a key here: the page has
-its own sessions (:mod:`stenod.adapters.http.page.sessions`).
+its own sessions (:mod:`stenod.adapters.http.sessions`).
 
 ``keyless_networks`` lets clients that cannot send a header at all (Bazarr's Whisper
 provider) call ``/asr``, ``/detect-language`` and ``/status`` from those addresses, and

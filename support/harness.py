@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.server import free_port
+from support.server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 STENOD = [sys.executable, "-m", "stenod"]
 
 
@@ -86,6 +86,12 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self._offset = 0
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The process :meth:`start` started (an AssertionError before it was started)."""
+        assert self.proc is not None, "the daemon was not started"
+        return self.proc
+
     def start(self) -> Daemon:
         self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
@@ -125,9 +131,8 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is None
 
     def terminate(self, timeout: float = 60.0) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pika
+import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from tests.fakes.server import free_port
+from support.harness import Daemon, wait_for, write_config
+from support.server import free_port
 
 BROKER_URL = os.environ.get("STENOD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 # The node ``rabbitmqctl`` stops and starts: the one BROKER_URL points at. Unset, the
@@ -294,7 +296,7 @@ class BrokerDoor:
 class QueueDaemon:
     """A ``stenod run`` subprocess with the queue interface on per-test names."""
 
-    daemon: Any  # tests.e2e.harness.Daemon
+    daemon: Daemon
     names: BrokerNames
     client: Client
     tmp: Path
@@ -302,8 +304,6 @@ class QueueDaemon:
     config: Path
 
     def wait_consuming(self, timeout: float = 60.0) -> None:
-        from tests.e2e.harness import wait_for
-
         wait_for(
             lambda: (
                 self.daemon.named("amqp.consuming", since_start=True)
@@ -314,8 +314,6 @@ class QueueDaemon:
         )
 
     def restart(self, env: dict[str, str] | None = None) -> None:
-        from tests.e2e.harness import Daemon
-
         self.daemon.kill()
         self.daemon = Daemon(self.config, self.daemon.log_path, env=env).start()
         self.daemon.wait_ready()
@@ -330,8 +328,6 @@ def queue_config(
     watch: list[dict[str, Any]] | None = None,
     url: str = BROKER_URL,
 ) -> Path:
-    from tests.e2e.harness import write_config
-
     roots = tmp / "roots"
     roots.mkdir(exist_ok=True)
     return write_config(
@@ -354,8 +350,6 @@ def queue_daemon(
     tmp: Path, label: str, *, env: dict[str, str] | None = None, wait: bool = True, url: str = BROKER_URL, **config: Any
 ) -> Iterator[QueueDaemon]:
     """Start a daemon on fresh names; on exit kill it and delete its queues and exchanges."""
-    from tests.e2e.harness import Daemon
-
     names = BrokerNames.new(label)
     path = queue_config(tmp, names, url=url, **config)
     daemon = Daemon(path, tmp / "daemon.log", env=env).start()

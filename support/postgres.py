@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.fakes.server import free_port
+from support.server import free_port
 
 ADMIN_URL = os.environ.get("STENOD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -7,8 +7,6 @@ placed one after another with silences between them, and one turn starts before 
 previous one has ended (an overlap). The reference says when each voice actually makes
 sound (its own track, 10 ms frames above a floor, pauses under 0.3 s bridged), so a
 sentence-final silence inside a turn is not counted as speech.
-
-Self-contained (issue 27: bench/ imports nothing from tests/); the tests import it.
 """
 
 from __future__ import annotations

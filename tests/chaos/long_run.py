@@ -1,9 +1,9 @@
 """The long chaos run: the CI chaos suite (``tests/chaos``) for as long as asked, on any seed.
 
-    .venv/bin/python -m bench.chaos --minutes 30 [--seed N] [--jobs-per-second 2] [--fuzz-examples 2000]
-    .venv/bin/python -m bench.chaos --ci --seed 20261123      # replay the CI test's run
-    .venv/bin/python -m bench.chaos --minutes 30 --cluster 3  # three daemons on one PostgreSQL journal
-    .venv/bin/python -m bench.chaos --ci --cluster 3 --seed 20261124  # replay the CI cluster run
+    .venv/bin/python -m tests.chaos.long_run --minutes 30 [--seed N] [--jobs-per-second 2] [--fuzz-examples 2000]
+    .venv/bin/python -m tests.chaos.long_run --ci --seed 20261123      # replay the CI test's run
+    .venv/bin/python -m tests.chaos.long_run --minutes 30 --cluster 3  # three daemons on one PostgreSQL journal
+    .venv/bin/python -m tests.chaos.long_run --ci --cluster 3 --seed 20261124  # replay the CI cluster run
 
 Prints the seed first and the figures at the end: jobs, faults injected by kind, every
 invariant (each must be 0), the daemon's memory before and after, and, unless
@@ -45,7 +45,7 @@ from tests.chaos.test_chaos import (
     CI_PHASES,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FUZZ_TESTS = [
     "tests/integration/test_fuzz_requests.py",
     "tests/integration/test_fuzz_files.py",
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.cluster > 1:
         shape += f" --cluster {args.cluster}" + ("" if args.ci else f" --db-restart-every {args.db_restart_every:g}")
-    command = f".venv/bin/python -m bench.chaos {shape} --seed {seed} --fuzz-examples {args.fuzz_examples}"
+    command = f".venv/bin/python -m tests.chaos.long_run {shape} --seed {seed} --fuzz-examples {args.fuzz_examples}"
     figures.extra.append(f"reproduce: {command}")
     print(figures.render(), flush=True)
     if figures.violations():
