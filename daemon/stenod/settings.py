@@ -195,6 +195,7 @@ class WyomingSettings(_Section):
     max_command_seconds: float = Field(default=30.0, gt=0, le=600)  # longer: an error, the audio dropped
     command_timeout_seconds: float = Field(default=30.0, gt=0)  # a cloud provider slower than this: an error
     max_clients: int = Field(default=64, ge=1)  # connections served at once; more wait to be accepted
+    workers: int = Field(default=1, ge=1, le=8)  # commands the offline engine decodes at once (a process each)
 
     @field_validator("listen", mode="before")
     @classmethod

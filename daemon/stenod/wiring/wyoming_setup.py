@@ -84,6 +84,7 @@ async def build_wyoming(
         language=settings.language or None,
         beam_size=settings.beam_size,
         vad_filter=settings.vad_filter,
+        workers=settings.workers,
     )
     commands = VoiceCommands(providers, defaults)
     if not any(model.name == defaults.provider for model in commands.models()):
