@@ -7,6 +7,11 @@ to ``transcript`` read. Two phases: idle, then busy (stenod transcribing a long 
 a watched folder, which loads the machine for both servers). Prints figures; asserts none.
 
     .venv/bin/python -m bench.bench_wyoming [--rounds 20] [--long-seconds 600]
+
+``--concurrency`` measures instead what several satellites speaking at once get from stenod
+with one or two live workers (and with ``keep`` on): :mod:`bench.wyoming_concurrency`.
+
+    .venv/bin/python -m bench.bench_wyoming --concurrency
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.wyoming_concurrency import compare
 from bench.wyoming_servers import (
     ADDON_VERSION,
     Addon,
@@ -147,6 +153,13 @@ async def run(args: argparse.Namespace) -> None:
     assemble_bundled(models)
     model = models / BUNDLED.folder
     threads = cpu_count()
+    if args.concurrency:
+        try:
+            await compare(tmp, models, spoken(), beam=args.beam_size)
+        finally:
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return
     python = ensure_addon_venv(Path(args.addon_venv))
     inbox = tmp / "inbox"
     inbox.mkdir()
@@ -194,6 +207,7 @@ def main() -> None:
     parser.add_argument("--long-files", type=int, default=1, help="long files at once (2 fills both workers)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, the model)")
     parser.add_argument("--batch-nice", type=int, help="experiment: renice stenod's batch workers (root)")
+    parser.add_argument("--concurrency", action="store_true", help="1 vs 2 live workers, 1/4/10 clients at once")
     parser.add_argument("--pool-rounds", type=int, default=3, help="busy commands through /asr (0: none)")
     parser.add_argument(
         "--addon-venv", default=str(Path(tempfile.gettempdir()) / "stenod-bench-addon-venv"),

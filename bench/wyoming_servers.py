@@ -89,15 +89,19 @@ class Addon:
         self._log.close()
 
 
-def start_stenod(tmp: Path, model_dir: Path, inbox: Path, *, beam_size: int) -> tuple[Daemon, int, str]:
-    """``stenod run`` with default whisper workers, a watched folder, the listener and the
-    HTTP server (``/asr``: a command as a job through the batch workers, for comparison)."""
+def start_stenod(
+    tmp: Path, model_dir: Path, inbox: Path, *, beam_size: int, workers: int = 1, keep: bool = False
+) -> tuple[Daemon, int, str]:
+    """``stenod run`` with default whisper workers, a watched folder, the listener (with
+    ``workers`` live workers, journaling commands with ``keep``) and the HTTP server
+    (``/asr``: a command as a job through the batch workers, for comparison)."""
     port, http = free_port(), free_port()
+    listener = {"listen": f"127.0.0.1:{port}", "zeroconf": False, "beam_size": beam_size, "workers": workers}
     config = write_config(
         tmp / "stenod.toml",
         top={"state_dir": tmp / "state", "log_format": "json"},
         sections={
-            "wyoming": {"listen": f"127.0.0.1:{port}", "zeroconf": False, "beam_size": beam_size},
+            "wyoming": {**listener, "keep": keep},
             "http": {"listen": f"127.0.0.1:{http}"},
         },
         watch=[{"path": inbox, "settle_seconds": 0.3, "formats": ["txt"]}],

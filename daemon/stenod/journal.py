@@ -85,6 +85,7 @@ class NewItem:
     inode: int | None = None
     content_hash: str | None = None
     reused_result: Mapping[str, Any] | None = None  # an earlier identical input's result
+    result: Mapping[str, Any] | None = None  # its own, for a job finished before it is journaled
     task: str | None = None  # overrides of the job's, for a chained step
     provider: str | None = None
     target_languages: Sequence[str] | None = None
@@ -191,12 +192,13 @@ class ItemOutcome:
 
 @dataclass(frozen=True, slots=True)
 class FinishedJob:
-    """A finished HTTP job, for the keeper of uploads' results: when it ended, where its
-    outputs went."""
+    """A finished HTTP job (or a voice command kept from the Wyoming listener), for the
+    keeper of uploads' results: when it ended, where its outputs went."""
 
     job_id: str
     finished_at: str
     output_dir: str | None
+    source: str = "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +285,7 @@ class Journal(JobJournal, VoiceJournal, Protocol):
 
     # intake
     async def create_job(self, new: NewJob) -> tuple[JobView, bool]: ...
+    async def record_finished_job(self, new: NewJob) -> JobView: ...  # finished already (a voice command kept)
     async def seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> bool: ...
     async def forget_seen(self, rule: str, path: str) -> None: ...
     async def record_seen(self, rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> None: ...

@@ -49,9 +49,11 @@ class LiveTranscriber(Protocol):
     is down or stopping); the caller reports them to the person waiting, it does not retry.
     """
 
-    async def start_live(self) -> None:
+    async def start_live(self, workers: int = 1) -> None:
         """Called once at daemon start when a live listener is on, after ``start``: get the
-        engine ready for commands and keep it ready (no idle unload) until ``aclose``."""
+        engine ready for commands and keep it ready (no idle unload) until ``aclose``.
+        ``workers``: how many commands the listener wants decoded at once (``[wyoming]
+        workers``); an engine that cannot run several ignores it."""
         ...
 
     async def transcribe_live(

@@ -58,8 +58,8 @@ class BatchAsLive:
         self._timeout = timeout_seconds
         self.limits: Limits = provider.limits
 
-    async def start_live(self) -> None:
-        """Nothing to load: the provider is remote."""
+    async def start_live(self, workers: int = 1) -> None:
+        """Nothing to load: the provider is remote (and answers commands at once anyway)."""
 
     async def transcribe_live(
         self, audio: LiveAudio, on_segment: Callable[[Segment], None] | None = None

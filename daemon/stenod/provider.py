@@ -493,6 +493,17 @@ class Provider(Protocol):
     # commands in memory, for the Wyoming listener.
 
 
+# What a network failure means, for the person reading the error (a voice assistant's user
+# among them); the exception's own text is left out: it may quote an address with a token.
+_NETWORK_FAILURES = {
+    "ConnectError": "no connection could be made (is the address right, is it up?)",
+    "ReadError": "the connection broke while it answered",
+    "WriteError": "the connection broke while the request was sent",
+    "RemoteProtocolError": "it closed the connection before answering",
+    "ProxyError": "the proxy refused the connection",
+}
+
+
 def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
     """Parse ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms``; None if absent."""
     raw_ms = response.headers.get("retry-after-ms")
@@ -569,7 +580,8 @@ def provider_http_errors(provider: str, *, request_id_header: str | None = None)
     except httpx.TimeoutException as exc:
         raise RetryableError(f"{provider} did not answer in time ({type(exc).__name__})", code="timeout") from exc
     except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
-        raise RetryableError(f"{provider} unreachable: {type(exc).__name__}", code="network") from exc
+        why = _NETWORK_FAILURES.get(type(exc).__name__, "the connection failed")
+        raise RetryableError(f"{provider} unreachable: {why} ({type(exc).__name__})", code="network") from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         # A URL built from the provider's own answer (a job id, a presigned URL) that cannot be
         # requested. Left out of the message: a presigned URL is a credential.

@@ -186,7 +186,7 @@ class WyomingSettings(_Section):
     listen: str | None = None  # "0.0.0.0:10300"
     zeroconf: bool = True  # announce _wyoming._tcp so Home Assistant discovers it
     zeroconf_name: str = Field(default="", max_length=63)  # "": "stenod-<host name>"
-    keep: bool = False  # voice commands are transcribed in memory, not journaled
+    keep: bool = False  # true: each answered command is journaled, a finished job with its transcript (no audio)
     provider: str = ""  # for a command that names none; "": whisper
     language: str = ""  # for a command that names none; "": detected
     beam_size: int = Field(default=5, ge=1, le=20)  # as the Home Assistant add-on on x86; 1 is faster
@@ -195,6 +195,7 @@ class WyomingSettings(_Section):
     max_command_seconds: float = Field(default=30.0, gt=0, le=600)  # longer: an error, the audio dropped
     command_timeout_seconds: float = Field(default=30.0, gt=0)  # a cloud provider slower than this: an error
     max_clients: int = Field(default=64, ge=1)  # connections served at once; more wait to be accepted
+    workers: int = Field(default=1, ge=1, le=8)  # commands the offline engine decodes at once (a process each)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -351,11 +352,6 @@ def load_settings(explicit: Path | None = None, **overrides: Any) -> Settings:
         check_listen(settings.http.listen, keys=bool(settings.http.api_keys))
     if settings.wyoming.listen is not None:
         parse_listen(settings.wyoming.listen, key="wyoming.listen", example="0.0.0.0:10300")
-    if settings.wyoming.keep:
-        raise ConfigError(
-            f"invalid configuration ({origin}):\n  wyoming.keep: journaling voice commands is not available yet; "
-            "leave it false (commands are transcribed in memory, only metrics are kept)"
-        )
     if not settings.watch and path is None and not settings.amqp_enabled:
         # A new user with no config at all gets a working transcriber: ./inbox, offline, and
         # the page and the APIs on loopback (keyless there: the HTTP front door refuses

@@ -52,6 +52,7 @@ class CommandDefaults:
     language: str | None = None  # None: detect
     beam_size: int | None = None
     vad_filter: bool = False
+    workers: int = 1  # commands a local engine decodes at once
 
 
 class VoiceCommands:
@@ -74,7 +75,7 @@ class VoiceCommands:
         warm). Called once at start, before the listener opens."""
         live, _ = self._providers()
         for name, entry in live.items():
-            await entry.live.start_live()
+            await entry.live.start_live(self._defaults.workers)
             log.info("voice.provider_ready", provider=name)
 
     def resolve(self, name: str | None) -> tuple[str, LiveEntry]:

@@ -10,6 +10,7 @@ gets the CPU it needs. The price is one more model in memory (the base model: ~3
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -33,22 +34,29 @@ _WARM_UP_SECONDS = 1.0
 
 
 class LiveEngine:
-    """One worker process holding the model for voice commands only."""
+    """Worker processes (``[wyoming] workers``, one by default) holding the model for voice
+    commands only."""
 
-    def __init__(self, engine: dict[str, Any], *, multilingual: bool, beam_size: int, stall_seconds: float) -> None:
-        self._pool = EnginePool(engine=engine, workers=1, idle_unload_seconds=0, stall_seconds=stall_seconds)
+    def __init__(
+        self, engine: dict[str, Any], *, workers: int = 1, multilingual: bool, beam_size: int, stall_seconds: float
+    ) -> None:
+        self._pool = EnginePool(engine=engine, workers=workers, idle_unload_seconds=0, stall_seconds=stall_seconds)
+        self._workers = workers
         self._multilingual = multilingual
         self._beam_size = beam_size
         self._ids = itertools.count(1)
 
     async def start(self) -> None:
-        """Start the worker and decode a second of silence, so that the first real command
-        does not pay for loading the model and CTranslate2's first allocations."""
-        await self.transcribe(LiveAudio(bytes(int(_WARM_UP_SECONDS * LiveAudio.SAMPLE_RATE) * 2), ENGLISH))
+        """Start the workers and have each decode a second of silence, so that the first
+        real commands do not pay for loading the model and CTranslate2's first allocations."""
+        silence = LiveAudio(bytes(int(_WARM_UP_SECONDS * LiveAudio.SAMPLE_RATE) * 2), ENGLISH)
+        async with asyncio.TaskGroup() as warming:  # at once: each idle worker takes one
+            for n in range(self._workers):
+                warming.create_task(self.transcribe(silence), name=f"whisper:live-warm-up-{n}")
         log.info("whisper.live_worker_ready", pids=self._pool.worker_pids())
 
     def worker_pids(self) -> list[int]:
-        """The live worker's process id (a list: empty while it is restarting)."""
+        """The live workers' process ids (fewer while one is restarting)."""
         return self._pool.worker_pids()
 
     async def transcribe(self, audio: LiveAudio, on_segment: Callable[[Segment], None] | None = None) -> Transcript:

@@ -182,15 +182,17 @@ class WhisperProvider:
         """Whether the model is in memory (worker processes running) now."""
         return self._pool is not None and self._pool.loaded
 
-    async def start_live(self) -> None:
-        """Start the reserved worker for voice commands (all cores' threads: a command has
-        the machine while it runs) and lower the batch workers' priority."""
+    async def start_live(self, workers: int = 1) -> None:
+        """Start the reserved workers for voice commands (the cores' threads shared among
+        them: a lone command has the machine while it runs) and lower the batch workers'
+        priority."""
         if self.engine is None or self._pool is None:
             raise PermanentError("the whisper provider was not started", code="internal_error")
         if self._live is None:
-            threads = self.settings.cpu_threads or cpu_count()
+            threads = self.settings.cpu_threads or max(1, cpu_count() // workers)
             self._live = LiveEngine(
                 {**self._engine_spec, "cpu_threads": threads},
+                workers=workers,
                 multilingual=self.engine.model.multilingual,
                 beam_size=self.settings.beam_size,
                 stall_seconds=self.settings.stall_timeout_seconds,
@@ -202,14 +204,14 @@ class WhisperProvider:
     async def transcribe_live(
         self, audio: LiveAudio, on_segment: Callable[[Segment], None] | None = None
     ) -> Transcript:
-        """Transcribe a voice command on the reserved worker (see :mod:`stenod_whisper.live`)."""
+        """Transcribe a voice command on a reserved worker (see :mod:`stenod_whisper.live`)."""
         if self._live is None:
             await self.start_live()
         assert self._live is not None
         return await self._live.transcribe(audio, on_segment)
 
     def live_worker_pids(self) -> list[int]:
-        """The reserved worker's process id, if it runs (diagnostics and tests)."""
+        """The reserved workers' process ids, while they run (diagnostics and tests)."""
         return self._live.worker_pids() if self._live else []
 
     def request(self, batch: Batch) -> dict[str, Any]:

@@ -3,6 +3,7 @@ batch workers (real processes, the bundled model, Festival's voice)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -66,3 +67,17 @@ async def test_batch_workers_run_below_the_live_worker(provider: WhisperProvider
     batch = provider.worker_pids()
     assert batch and live not in batch
     assert psutil.Process(live).nice() == 0 and all(psutil.Process(pid).nice() == 10 for pid in batch)
+
+
+async def test_two_live_workers_are_warmed_at_start_and_answer_commands_at_once(whisper_models: Path) -> None:
+    two = WhisperProvider(WhisperSettings(model_dir=whisper_models, workers=1))
+    await two.start(StartContext(state_dir=whisper_models.parent))
+    try:
+        await two.start_live(workers=2)
+        pids = two.live_worker_pids()
+        phrases = [COMMAND, "open the garage door"]
+        heard = await asyncio.gather(*(two.transcribe_live(LiveAudio(festival_pcm(p), "en")) for p in phrases))
+        assert len(pids) == 2 and two.live_worker_pids() == pids  # warmed both at start, none replaced
+        assert [words(t.text) for t in heard] == phrases
+    finally:
+        await two.aclose()

@@ -58,7 +58,7 @@ def test_no_config_at_all_watches_inbox_with_the_offline_default(clean_env, monk
         ("state_dir = \n", "not valid TOML"),
         ("[wyoming]\nlisten = '10300'\n", "wyoming.listen = '10300' is not host:port"),
         ("[wyoming]\nbeam_size = 0\n", "wyoming.beam_size"),
-        ("[wyoming]\nkeep = true\n", "wyoming.keep: journaling voice commands is not available yet"),
+        ("[wyoming]\nworkers = 0\n", "wyoming.workers"),
     ],
 )
 def test_an_invalid_config_names_the_key(clean_env, text, expected):

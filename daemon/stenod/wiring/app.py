@@ -189,6 +189,7 @@ async def build(
     if settings.amqp_enabled or settings.http.listen:
         await _requests(daemon, stack, watch)
     if settings.wyoming.listen:
+        from stenod.kept_commands import KeptCommands
         from stenod.wiring.wyoming_setup import build_wyoming, live_view
 
         view = live_view(
@@ -197,9 +198,15 @@ async def build(
             folder=settings.state_dir / "wyoming",
             timeout_seconds=settings.wyoming.command_timeout_seconds,
         )
-        parts, _ = await build_wyoming(settings.wyoming, view, metrics.registry)
+        kept = KeptCommands(journal, metrics) if settings.wyoming.keep else None
+        parts, _ = await build_wyoming(settings.wyoming, view, metrics.registry, kept=kept)
         daemon.services.append(parts.run)
         daemon.health["wyoming"] = parts.healthy
+        if kept is not None and not settings.http.listen:  # with HTTP on, its keeper forgets them
+            from stenod.adapters.http.retention import ResultsKeeper
+
+            days = settings.http.keep_results_days
+            daemon.services.append(ResultsKeeper(journal, settings.state_dir, keep_days=days, metrics=metrics).run)
     return daemon
 
 

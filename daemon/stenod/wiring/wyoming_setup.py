@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stenod.errors import ConfigError
+from stenod.kept_commands import KeptCommands
 from stenod.live import LiveTranscriber
 from stenod.live_batch import BatchAsLive
 from stenod.provider import Provider, Task
@@ -66,10 +67,11 @@ def live_view(
 
 
 async def build_wyoming(
-    settings: WyomingSettings, providers: LiveView, registry: CollectorRegistry
+    settings: WyomingSettings, providers: LiveView, registry: CollectorRegistry, *, kept: KeptCommands | None = None
 ) -> tuple[WyomingParts, VoiceCommands]:
-    """Start the live engines and bind the listener. Raises ConfigError for a busy port or
-    a default provider that cannot answer voice commands."""
+    """Start the live engines and bind the listener; ``kept``: journal answered commands
+    (``[wyoming] keep``). Raises ConfigError for a busy port or a default provider that
+    cannot answer voice commands."""
     from stenod.adapters.wyoming.info import describe  # the wyoming package only when it is on
     from stenod.adapters.wyoming.metrics import WyomingMetrics
     from stenod.adapters.wyoming.server import ListenerSettings, WyomingServer
@@ -82,6 +84,7 @@ async def build_wyoming(
         language=settings.language or None,
         beam_size=settings.beam_size,
         vad_filter=settings.vad_filter,
+        workers=settings.workers,
     )
     commands = VoiceCommands(providers, defaults)
     if not any(model.name == defaults.provider for model in commands.models()):
@@ -102,6 +105,7 @@ async def build_wyoming(
         commands,
         lambda: describe(commands.models(), streaming=settings.streaming),
         metrics,
+        kept.keep if kept is not None else None,
     )
     try:
         await server.bind()

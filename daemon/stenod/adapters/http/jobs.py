@@ -79,9 +79,11 @@ async def _view(ctx: HttpContext, job_id: str) -> JobView:
 
 
 def _an_upload(ctx: HttpContext, view: JobView) -> bool:
-    """A job of the HTTP server whose files are stenod's own (the results of an upload)."""
+    """A job of the HTTP server whose files are stenod's own (the results of an upload),
+    or a voice command kept from the Wyoming listener (no files): kept as long."""
     roots = (str(ctx.results_dir) + "/", str(ctx.uploads_dir) + "/")
-    return view.source == "http" and all(o.startswith(roots) for item in view.items for o in item.outputs)
+    own = all(o.startswith(roots) for item in view.items for o in item.outputs)
+    return (view.source == "http" and own) or view.source == "wyoming"
 
 
 def _accepted(outcome: Accepted | Rejected | Retry) -> Accepted:

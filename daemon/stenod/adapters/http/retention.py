@@ -1,6 +1,7 @@
 """Results nobody fetched: the outputs of HTTP uploads (``state_dir/results/<id>``, and the
 page's kept uploads ``state_dir/uploads/<id>``) stay ``[http] keep_results_days`` after
-their job ends, then go with the job's rows.
+their job ends, then go with the job's rows; so do voice commands kept from the Wyoming
+listener (``[wyoming] keep``), which have rows only.
 
 In the journal's order, oldest first, one job at a time: its folder is removed, then its
 rows; a crash between the two leaves rows whose files are gone, which the next sweep
@@ -101,9 +102,12 @@ class ResultsKeeper:
         while page := await self._journal.finished_http_jobs(cutoff, after=after, limit=_PAGE):
             for job in page:
                 folder = self._folder(job)
-                if folder is None:
+                if folder is not None:
+                    size = await asyncio.to_thread(self._remove, folder)
+                elif job.source == "wyoming":
+                    size = 0  # a voice command: its transcript is in its rows, it has no files
+                else:
                     continue  # outputs beside a path input: the client's files, not ours
-                size = await asyncio.to_thread(self._remove, folder)
                 if await self._journal.forget_job(job.job_id):
                     removed += 1
                     removed_bytes += size

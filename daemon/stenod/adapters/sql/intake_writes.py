@@ -1,5 +1,5 @@
-"""Writes that take work in or change it from outside: new jobs, seen files, cancels and
-corrections by hand."""
+"""Writes that take work in or change it from outside: new jobs (also one that finished
+before it was recorded), seen files, cancels and corrections by hand."""
 
 from __future__ import annotations
 
@@ -32,8 +32,14 @@ _SEEN_CLAIM = (
 
 
 def insert_item(job_id: str, idx: int, item: NewItem, now: str) -> Op[ItemView]:
-    """Insert an item; returns its view (what a read of the row would give)."""
-    state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+    """Insert an item; returns its view (what a read of the row would give). An item with
+    its own ``result`` has succeeded; one with a ``reused_result`` waits for its outputs."""
+    result: Mapping[str, Any] | None
+    if item.result is not None:
+        state, result = ItemState.SUCCEEDED, item.result
+    else:
+        state = ItemState.FETCHED if item.reused_result is not None else ItemState.PENDING
+        result = item.reused_result
     item_id = str(ULID())
     yield Exec(
         "INSERT INTO items (id, job_id, idx, input, path, name, size, device, inode, content_hash, state, result, "
@@ -51,7 +57,7 @@ def insert_item(job_id: str, idx: int, item: NewItem, now: str) -> Op[ItemView]:
             item.inode,
             item.content_hash,
             str(state),
-            dumps(dict(item.reused_result)) if item.reused_result is not None else None,
+            dumps(dict(result)) if result is not None else None,
             item.task,
             item.provider,
             dumps(list(item.target_languages)) if item.target_languages is not None else None,
@@ -59,8 +65,7 @@ def insert_item(job_id: str, idx: int, item: NewItem, now: str) -> Op[ItemView]:
             now,
         ),
     )
-    reused = item.reused_result
-    transcript = reused.get("transcript") if reused else None
+    transcript = result.get("transcript") if result else None
     return ItemView(item_id=ItemId(item_id), index=idx, input=item.input, state=state, transcript=transcript)
 
 
@@ -137,6 +142,54 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
     )
     emit(em, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
     return view, True
+
+
+def record_finished_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[JobView]:
+    """Commit a job that finished before it was journaled (a voice command answered in
+    memory): the job and its items (each with its ``result``, no files) succeeded, and the
+    job's ``succeeded`` event, its only one."""
+    job_id = str(ULID())
+    now = utc_now()
+    yield Exec(
+        "INSERT INTO jobs (id, request_id, source, task, provider, language, target_languages, options, "
+        "output, state, progress, created_at, updated_at, instance) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'succeeded', 1.0, ?, ?, ?)",
+        (
+            job_id,
+            new.request_id,
+            new.source,
+            new.task,
+            new.provider,
+            new.language,
+            dumps(list(new.target_languages)),
+            dumps(dict(new.options or {})),
+            dumps(dict(new.output or {})),
+            now,
+            now,
+            instance,
+        ),
+    )
+    items = []
+    for idx, item in enumerate(new.items):
+        items.append((yield from insert_item(job_id, idx, item, now)))
+    view = JobView(
+        job_id=JobId(job_id),
+        request_id=new.request_id,
+        task=new.task,
+        provider=new.provider,
+        state=JobState.SUCCEEDED,
+        progress=1.0,
+        items=tuple(items),
+        error=None,
+        cost=None,
+        created_at=now,
+        updated_at=now,
+        source=new.source,
+        language=new.language,
+        target_languages=tuple(new.target_languages),
+    )
+    emit(em, EventKind.SUCCEEDED, {"reply_to": None, "correlation_id": None}, view)
+    return view
 
 
 def record_seen(rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> Op[None]:

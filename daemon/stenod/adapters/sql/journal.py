@@ -116,6 +116,11 @@ class SqlJournal(SqlVoices):
         ``request_id``, the existing job and ``created=False``."""
         return await self._write(lambda em: intake_writes.create_job(em, new, self.instance_id))
 
+    async def record_finished_job(self, new: NewJob) -> JobView:
+        """Commit a job that finished before it was journaled (a voice command answered in
+        memory: each item with its ``result``) and its ``succeeded`` event."""
+        return await self._write(lambda em: intake_writes.record_finished_job(em, new, self.instance_id))
+
     async def forget_seen(self, rule: str, path: str) -> None:
         await self._change(lambda: intake_writes.forget_seen(rule, path))
 

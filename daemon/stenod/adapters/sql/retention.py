@@ -1,5 +1,6 @@
-"""Results nobody fetched: finding finished HTTP jobs older than the keep time, and
-forgetting one (its rows, once its files are gone), oldest first."""
+"""Results nobody fetched: finding finished HTTP jobs (and kept voice commands, which have
+no files) older than the keep time, and forgetting one (its rows, once its files are
+gone), oldest first."""
 
 from __future__ import annotations
 
@@ -14,19 +15,19 @@ _IN_TERMINAL = ", ".join("?" for _ in _TERMINAL)
 
 
 def finished_http_jobs(cutoff: str, instance: str | None, after: str, limit: int) -> Op[list[FinishedJob]]:
-    """Jobs from the HTTP server that ended before ``cutoff``, by id after ``after`` (the
-    journal's order); only those ``instance`` accepted, when one is named (their files are
-    on its disk)."""
+    """Jobs from the HTTP server and the Wyoming listener that ended before ``cutoff``, by
+    id after ``after`` (the journal's order); only those ``instance`` accepted, when one is
+    named (their files are on its disk)."""
     sql = (
-        f"SELECT id, updated_at, output FROM jobs WHERE source = 'http' AND state IN ({_IN_TERMINAL}) "
-        "AND updated_at < ? AND id > ?"
+        f"SELECT id, updated_at, output, source FROM jobs WHERE source IN ('http', 'wyoming') "
+        f"AND state IN ({_IN_TERMINAL}) AND updated_at < ? AND id > ?"
     )
     args: list[object] = [*_TERMINAL, cutoff, after]
     if instance is not None:
         sql += " AND instance = ?"
         args.append(instance)
     rows = yield All(sql + " ORDER BY id LIMIT ?", (*args, limit))
-    return [FinishedJob(r["id"], r["updated_at"], (loads(r["output"]) or {}).get("dir")) for r in rows]
+    return [FinishedJob(r["id"], r["updated_at"], (loads(r["output"]) or {}).get("dir"), r["source"]) for r in rows]
 
 
 def forget_job(job_id: str) -> Op[bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -20,6 +20,7 @@ from wyoming.error import Error
 from wyoming.event import async_write_event
 from wyoming.info import Info
 
+from stenod.kept_commands import HeardCommand
 from stenod.voice_commands import VoiceCommands
 
 from .announce import Announcement
@@ -44,9 +45,15 @@ class WyomingServer:
     """Accepts Wyoming clients and runs a :class:`WyomingSession` for each."""
 
     def __init__(
-        self, settings: ListenerSettings, commands: VoiceCommands, info: Callable[[], Info], metrics: WyomingMetrics
+        self,
+        settings: ListenerSettings,
+        commands: VoiceCommands,
+        info: Callable[[], Info],
+        metrics: WyomingMetrics,
+        keep: Callable[[HeardCommand], Awaitable[object]] | None = None,
     ) -> None:
         self._settings = settings
+        self._keep = keep  # [wyoming] keep: journal each answered command
         self._commands = commands
         self._info = info
         self._metrics = metrics
@@ -125,7 +132,9 @@ class WyomingServer:
                 await async_write_event(Error(text=text, code="too_many_clients").event(), writer)
             writer.close()
             return
-        session = WyomingSession(reader, writer, self._commands, self._info, self._metrics, self._settings.limits)
+        session = WyomingSession(
+            reader, writer, self._commands, self._info, self._metrics, self._settings.limits, self._keep
+        )
         self._open.add(session)
         self._metrics.client(+1)
         try:

@@ -5,6 +5,8 @@
 Audio of any rate, width and channel count is converted as it arrives (the ``wyoming``
 package's converter) into what the providers take: 16 kHz, 16-bit, mono. It is held in
 memory only, bounded by ``max_command_seconds``, and dropped when the connection goes.
+With ``[wyoming] keep``, an answered command's transcript (never its audio) is journaled
+after the answer went out (:mod:`stenod.kept_commands`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,7 +24,9 @@ from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Describe, Info
 
+from stenod import provider
 from stenod.errors import JobError
+from stenod.kept_commands import HeardCommand
 from stenod.live import LiveAudio
 from stenod.provider import Segment
 from stenod.voice_commands import VoiceCommands
@@ -60,6 +64,7 @@ class WyomingSession:
         info: Callable[[], Info],
         metrics: WyomingMetrics,
         limits: SessionLimits,
+        keep: Callable[[HeardCommand], Awaitable[object]] | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -67,6 +72,7 @@ class WyomingSession:
         self._info = info
         self._metrics = metrics
         self._limits = limits
+        self._keep = keep
         self._request = Transcribe()
         self._audio = bytearray()
         self._converter = _converter()
@@ -136,7 +142,7 @@ class WyomingSession:
         streaming = self._limits.streaming
         chunks: asyncio.Queue[Segment | None] = asyncio.Queue()
         self._stream_started = False
-        outcome: Transcript | JobError
+        outcome: provider.Transcript | JobError
         async with asyncio.TaskGroup() as pump:
             if streaming:
                 pump.create_task(self._stream(chunks), name="wyoming:transcript-chunks")
@@ -147,7 +153,7 @@ class WyomingSession:
                     language=self._request.language,
                     on_segment=chunks.put_nowait if streaming else None,
                 )
-                outcome = Transcript(text=found.text, language=found.language)
+                outcome = found
             except JobError as exc:  # caught here: a TaskGroup would wrap it in a group
                 outcome = exc
             finally:
@@ -161,15 +167,21 @@ class WyomingSession:
             if not self._stream_started:  # silence: no piece was decoded
                 await self._send(TranscriptStart(language=self._request.language).event())
             await self._send(TranscriptStop().event())
-        await self._send(outcome.event())
-        seconds = time.perf_counter() - stopped
-        self._metrics.answered(label, seconds, len(pcm) / _BYTES_PER_SECOND)
+        await self._send(Transcript(text=outcome.text, language=outcome.language).event())
+        seconds, audio_seconds = time.perf_counter() - stopped, len(pcm) / _BYTES_PER_SECOND
+        self._metrics.answered(label, seconds, audio_seconds)
         log.info(
             "wyoming.command_answered",
             provider=label,
-            audio_seconds=round(len(pcm) / _BYTES_PER_SECOND, 2),
+            audio_seconds=round(audio_seconds, 2),
             latency_seconds=round(seconds, 3),
         )
+        if self._keep is not None:  # after the answer: the person waits for it, not for the journal
+            await self._keep(HeardCommand(label, outcome, self._client(), audio_seconds))
+
+    def _client(self) -> str:
+        peer = self._writer.get_extra_info("peername")
+        return str(peer[0]) if isinstance(peer, tuple) else "a Wyoming client"
 
     async def _stream(self, chunks: asyncio.Queue[Segment | None]) -> None:
         """``transcript-start`` with the first decoded piece (so that an error before any is
