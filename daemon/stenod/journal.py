@@ -13,6 +13,7 @@ from stenod.corrections import EditableItem
 from stenod.errors import ConfigError, ErrorInfo, StenodError
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, ItemState, JobView
+from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization
 from stenod.voices import VoiceJournal
 
@@ -89,7 +90,7 @@ class NewJob:
     language: str | None = None
     target_languages: Sequence[str] = ()
     options: Mapping[str, Any] | None = None
-    output: Mapping[str, Any] | None = None
+    output: OutputSpec | None = None  # None: the defaults (stored as {})
     request_id: str | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
@@ -110,7 +111,7 @@ class OpenItem:
     language: str | None
     target_languages: tuple[str, ...]
     options: Mapping[str, Any]
-    output: Mapping[str, Any]
+    output: OutputSpec
     input: str
     name: str
     path: str | None

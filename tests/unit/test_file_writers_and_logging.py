@@ -18,6 +18,7 @@ from stenod.errors import ErrorInfo
 from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState
 from stenod.journal import Held, LeaseExpired, OpenItem
+from stenod.output_spec import OutputSpec
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument
 
 TRANSCRIPT = Transcript(
@@ -39,7 +40,7 @@ def item(path: Path, **output) -> OpenItem:
         language=None,
         target_languages=(),
         options={},
-        output={"formats": ["txt", "json", "srt", "vtt"], **output},
+        output=OutputSpec(**output),
         input=str(path),
         name=path.name,
         path=str(path),

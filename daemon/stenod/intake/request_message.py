@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 
 from stenod.diarization import MAX_SPEAKERS, diarization_of, unavailable_reason
 from stenod.errors import ConfigError
+from stenod.output_spec import DEFAULT_TRANSLATE_PROVIDER
 from stenod.provider import Limits, Task
 from stenod.settings import languages
 from stenod.speakers import Diarization, KnownSpeaker
 
 MAX_INPUTS = 100
-DEFAULT_TRANSLATE_PROVIDER = "azure"
 _TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]

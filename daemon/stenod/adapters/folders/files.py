@@ -9,7 +9,8 @@ import os
 import stat
 from pathlib import Path
 
-from stenod.adapters.folders.writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
+from stenod.adapters.folders.writers import ERROR_SUFFIX
+from stenod.output_spec import TRANSCRIPT_FORMATS
 from stenod.settings import WatchRule
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".!qb", "~")

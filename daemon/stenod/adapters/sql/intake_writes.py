@@ -100,7 +100,7 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
             new.language,
             dumps(list(new.target_languages)),
             dumps(dict(new.options or {})),
-            dumps(dict(new.output or {})),
+            dumps(new.output.to_json() if new.output is not None else {}),
             new.reply_to,
             new.correlation_id,
             now,
