@@ -128,9 +128,9 @@ async def create(request: Request, ctx: Ctx) -> JSONResponse:
         outcome = await ctx.intake.handle(Delivery(body=body, message_id=key, source="http"))
         accepted = _accepted(outcome)
         if accepted.created:
-            ctx.notify()
+            ctx.daemon.notify()
             if accepted.urls:
-                ctx.wake_urls()
+                ctx.daemon.wake_urls()
     return await _created(ctx, accepted)
 
 

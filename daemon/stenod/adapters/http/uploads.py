@@ -62,7 +62,7 @@ async def receive(ctx: HttpContext, request: Request, field: str, *, raw_pcm: bo
 async def refuse_when_full(ctx: HttpContext, field: str = "file") -> None:
     """507 before a byte is read when the state directory's filesystem is full (the spooled
     file, the journal and the results all go there)."""
-    if await asyncio.to_thread(ctx.state_full):
+    if await asyncio.to_thread(ctx.daemon.state_full):
         raise _no_room(field)
 
 
@@ -106,7 +106,7 @@ async def submit_upload(
         await ctx.spool.discard(form.folder)
         raise ApiError(503, f"stenod could not record the job: {outcome.reason}", type=SERVER)
     if outcome.created:
-        ctx.notify()
+        ctx.daemon.notify()
     else:  # the same Idempotency-Key again: the first upload's job answers
         await ctx.spool.discard(form.folder)
     return outcome
@@ -130,7 +130,7 @@ async def _known_format(ctx: HttpContext, spooled: SpooledFile, field: str) -> N
     extension = spooled.path.suffix.lower().lstrip(".")
     if extension:
         return
-    found = await asyncio.to_thread(ctx.probe_format, spooled.path)
+    found = await asyncio.to_thread(ctx.daemon.probe_format, spooled.path)
     if found is None:
         raise ApiError(
             400,
@@ -203,5 +203,5 @@ async def keep_uploads(ctx: HttpContext, form: SpooledForm, spec: JobSpec) -> li
         if isinstance(outcome, Retry):
             raise ApiError(503, f"stenod could not record the job: {outcome.reason}", type=SERVER)
         accepted.append(outcome.job_id)
-    ctx.notify()
+    ctx.daemon.notify()
     return accepted

@@ -34,7 +34,7 @@ def _audio_allowed(ctx: HttpContext, path: str | None) -> Path | None:
     if not path or Path(path).suffix.lower().lstrip(".") not in _PLAYABLE:
         return None
     real = Path(os.path.realpath(path))
-    roots = [Path(os.path.realpath(r)) for r in ctx.audio_roots()]
+    roots = [Path(os.path.realpath(r)) for r in [ctx.uploads_dir, *ctx.daemon.audio_roots()]]
     if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
         return None
     return real
