@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.stepper import ProviderRuntime

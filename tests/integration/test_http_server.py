@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.http.build import HttpParts, build_http

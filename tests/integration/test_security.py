@@ -30,7 +30,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
+from stenod.adapters.downloads.url_downloader import UrlDownloader
+from stenod.adapters.downloads.url_policy import UrlPolicy, UrlRefused, system_resolve
 from stenod.adapters.folders.atomic import OrphanSweeper
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.source import FolderSource

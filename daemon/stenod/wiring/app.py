@@ -20,7 +20,9 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.adapters.downloads.url_downloader import UrlDownloader
+from stenod.adapters.downloads.url_fetch_service import UrlFetchService
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.disk_space import DiskSpace
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.media_probe import MediaProbe
