@@ -30,7 +30,8 @@ from stenod.errors import ConfigError
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.loop_lag import LoopLagMonitor
-from stenod.settings import HttpSettings, check_listen, parse_listen
+from stenod.settings import HttpSettings
+from stenod.settings_loading import check_listen, parse_listen
 from stenod.wiring.metrics import PrometheusMetrics
 
 

@@ -42,7 +42,8 @@ from stenod.job_watch import JobWatch
 from stenod.journal import Journal, JournalError
 from stenod.logging import REDACTOR
 from stenod.loop_lag import LoopLagMonitor
-from stenod.settings import Settings, WatchRule, load_settings
+from stenod.settings import Settings, WatchRule
+from stenod.settings_loading import load_settings
 from stenod.wiring.metrics import PrometheusMetrics
 from stenod.wiring.plugin_discovery import Catalogue
 from stenod.wiring.provider_setup import Providers, load_providers

@@ -22,7 +22,8 @@ from stenod.corrections import Corrections
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
-from stenod.settings import HttpSettings, parse_listen
+from stenod.settings import HttpSettings
+from stenod.settings_loading import parse_listen
 from stenod.speaker_naming import SpeakerNaming
 
 __all__ = ["HttpParts", "build_http"]
