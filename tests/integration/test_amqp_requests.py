@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from stenod.intake.request_message import ProviderInfo, Rejected, Request, check_request, parse_body
+from stenod.errors import Rejected
+from stenod.intake.request_message import ProviderInfo, Request, check_request, parse_body
 from stenod.provider import Limits, Task
 
 

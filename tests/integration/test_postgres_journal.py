@@ -14,8 +14,8 @@ import pytest
 
 from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from stenod.errors import ConfigError
-from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
+from stenod.errors import ConfigError, JournalError, LeaseLost, SchemaTooNew
+from stenod.journal import NewItem, NewJob
 from tests.amqp_support import BrokerDoor
 from tests.e2e.harness import STENOD, write_config
 from tests.fakes.server import free_port

@@ -39,8 +39,8 @@ from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.dispatcher import Dispatcher
 from stenod.dispatch.stepper import ProviderRuntime
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
-from stenod.intake.request_message import Rejected
 from stenod.jobs import JobView
 from stenod.provider import ItemResult, Transcript
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule

@@ -17,9 +17,9 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.dispatcher import Dispatcher
 from stenod.dispatch.pacing import backoff_delay
 from stenod.dispatch.stepper import ProviderRuntime
-from stenod.errors import ErrorInfo, PermanentError, RetryableError
+from stenod.errors import ErrorInfo, JournalError, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
-from stenod.journal import JournalError, NewItem, NewJob
+from stenod.journal import NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings

@@ -25,8 +25,8 @@ from stenod.dispatch.outcomes import DispatchMetrics, Outcomes, OutputSink
 from stenod.dispatch.pacing import ProviderPauses
 from stenod.dispatch.packing_pass import PackingPass
 from stenod.dispatch.stepper import LiveText, ProviderRuntime, Stepper
-from stenod.errors import StenodError
-from stenod.journal import BatchRow, JobJournal, LeaseLost
+from stenod.errors import LeaseLost, StenodError
+from stenod.journal import BatchRow, JobJournal
 from stenod.settings import RetrySettings
 
 __all__ = ["Dispatcher"]

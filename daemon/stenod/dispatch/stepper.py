@@ -16,10 +16,10 @@ import structlog
 from stenod.dispatch.outcomes import DISK_FULL, DispatchMetrics, Outcomes
 from stenod.dispatch.pacing import ProviderPauses, backoff_delay
 from stenod.dispatch.step_context import JournalStepContext, batch_value
-from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.errors import ErrorInfo, JobError, JournalError, LeaseExpired, LeaseLost, PermanentError, RetryableError
 from stenod.fault_points import OUTPUTS, pause_at
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, JournalError, LeaseExpired, LeaseLost, OpenItem
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, OpenItem
 from stenod.provider import (
     ItemResult,
     Limits,

@@ -18,6 +18,7 @@ import structlog
 from ulid import ULID
 
 from stenod.dispatch.packing_pass import is_url
+from stenod.errors import Rejected
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.intake.intake_values import (
     Accepted,
@@ -29,15 +30,7 @@ from stenod.intake.intake_values import (
     Runtime,
     Upload,
 )
-from stenod.intake.request_message import (
-    CancelRequest,
-    JobSpec,
-    ProviderInfo,
-    Rejected,
-    Request,
-    check_request,
-    parse_body,
-)
+from stenod.intake.request_message import CancelRequest, JobSpec, ProviderInfo, Request, check_request, parse_body
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization, KnownSpeaker

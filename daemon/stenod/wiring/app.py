@@ -34,12 +34,12 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
 from stenod.dispatch.dispatcher import Dispatcher
-from stenod.errors import ConfigError
+from stenod.errors import ConfigError, JournalError
 from stenod.events_wait import first_of
 from stenod.fault_points import sigterm_at
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
-from stenod.journal import Journal, JournalError
+from stenod.journal import Journal
 from stenod.logging import REDACTOR
 from stenod.loop_lag import LoopLagMonitor
 from stenod.settings import Settings, WatchRule

@@ -16,12 +16,14 @@ from typing import TypeAlias
 
 import httpx
 
+from stenod.errors import StenodError
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver: TypeAlias = Callable[[str, int], Awaitable[Sequence[str]]]
 
 
-class UrlRefused(Exception):
+class UrlRefused(StenodError):
     """A URL (or a redirect hop) that policy does not allow. Never retried."""
 
     def __init__(self, reason: str) -> None:
@@ -29,7 +31,7 @@ class UrlRefused(Exception):
         self.reason = reason
 
 
-class DownloadFailed(Exception):
+class DownloadFailed(StenodError):
     """A download that did not complete; ``retryable`` for network errors, 429 and 5xx."""
 
     def __init__(self, code: str, message: str, *, retryable: bool) -> None:

@@ -24,7 +24,8 @@ import watchfiles
 
 from stenod.adapters.folders.atomic import output_key
 from stenod.adapters.folders.files import PARTIAL_SUFFIXES, FileRefused, hash_file, is_ignored_name
-from stenod.journal import Journal, JournalError, NewItem, NewJob
+from stenod.errors import JournalError
+from stenod.journal import Journal, NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.settings import WatchRule
 from stenod.voices import with_remembered

@@ -23,9 +23,10 @@ from stenod.adapters.http.errors import SERVER, ApiError
 from stenod.adapters.http.retention import gone_message
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import receive, submit_upload
+from stenod.errors import Rejected
 from stenod.formats import render_json, render_srt, render_tsv, render_txt, render_vtt
 from stenod.intake.request_intake import Accepted, Delivery, Retry
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobView
 from stenod.provider import Transcript
 

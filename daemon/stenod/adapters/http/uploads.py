@@ -18,8 +18,9 @@ from starlette.requests import ClientDisconnect, Request
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import SERVER, ApiError, for_failure
 from stenod.adapters.http.spool import BadUpload, SpooledFile, SpooledForm, UploadTooLarge
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted, Retry, Upload
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
 from stenod.speakers import KnownSpeaker

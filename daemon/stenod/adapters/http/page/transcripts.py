@@ -16,7 +16,7 @@ from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.page.session import signed_form, signed_in
 from stenod.adapters.http.page.speakers import speaker_list
-from stenod.corrections import CorrectionError
+from stenod.errors import CorrectionError
 
 __all__ = ["router"]
 

@@ -27,8 +27,9 @@ from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import keep_uploads, receive
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobView
 
 __all__ = ["router", "static"]
