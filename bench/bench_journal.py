@@ -29,6 +29,7 @@ from stenod.adapters.postgres.journal import PostgresJournal
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
+from stenod.output_spec import OutputSpec
 
 
 def output_file(path: str) -> OutputFile:
@@ -62,7 +63,7 @@ async def run(jobs: int, batch: int, journal: Journal) -> tuple[float, float, in
                             request_id=f"r-{n}",
                             reply_to="amq.gen-reply",
                             correlation_id=f"c-{n}",
-                            output={"formats": ["txt"]},
+                            output=OutputSpec(formats=("txt",)),
                         )
                     )
                     for n in range(start, min(jobs, start + batch))

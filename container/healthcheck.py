@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 from stenod.errors import ConfigError
-from stenod.settings import load_settings, parse_listen
+from stenod.settings_loading import load_settings, parse_listen
 
 _TIMEOUT_SECONDS = 5.0
 _ANY = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}

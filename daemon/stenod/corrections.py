@@ -14,19 +14,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stenod.errors import CorrectionError
 from stenod.provider import Transcript
 
 if TYPE_CHECKING:  # stenod.journal imports this module
     from stenod.journal import OutputFile, Unsettled
 
-__all__ = ["CorrectionError", "Corrections", "EditableItem"]
+__all__ = ["Corrections", "EditableItem"]
 
 MAX_TEXT = 10_000
 MAX_SPEAKER = 100
-
-
-class CorrectionError(Exception):
-    """The change cannot be made (no such item or segment, no transcript yet, bad text)."""
 
 
 @dataclass(frozen=True, slots=True)

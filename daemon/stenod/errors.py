@@ -9,8 +9,21 @@
     │   └── PermanentError       will fail again: bad input, unsupported format, 4xx, limit
     │       └── AuthError        credentials rejected; a person must act
     ├── ConfigError              settings or plugin config invalid; startup stops, exit 2
+    │   ├── SchemaTooNew         the journal was written by a newer stenod
+    │   └── JournalInUse         another stenod runs under this instance id on this database
     ├── PluginError              a plugin failed to load or validate; reported, daemon continues
-    └── InvalidTransition        programming error in the state machine
+    ├── JournalError             the journal cannot be used; the daemon stops
+    ├── LeaseLost                another instance holds the provider job now; nothing written
+    ├── LeaseExpired             the lease may have run out before outputs were written
+    ├── Rejected                 a request that can never succeed (dead-lettered, or a 4xx)
+    ├── CorrectionError          a transcript correction that cannot be made
+    ├── NameTaken                a speaker renamed onto a name with voiceprints of its own
+    ├── NotSignedIn              the page needs a key: a redirect to the sign-in form
+    ├── InvalidTransition        programming error in the state machine
+    └── (at the edges)           adapters' own, translated where they are caught:
+                                 UrlRefused, DownloadFailed (adapters/downloads),
+                                 FileRefused (adapters/folders), ApiError, BodyTooLarge,
+                                 UploadTooLarge, BadUpload (adapters/http)
 
 In the journal and in events errors are data: :class:`ErrorInfo`.
 """
@@ -25,12 +38,21 @@ from stenod.masking import mask_text
 __all__ = [
     "AuthError",
     "ConfigError",
+    "CorrectionError",
     "ErrorInfo",
     "InvalidTransition",
     "JobError",
+    "JournalError",
+    "JournalInUse",
+    "LeaseExpired",
+    "LeaseLost",
+    "NameTaken",
+    "NotSignedIn",
     "PermanentError",
     "PluginError",
+    "Rejected",
     "RetryableError",
+    "SchemaTooNew",
     "StenodError",
 ]
 
@@ -133,6 +155,74 @@ class ConfigError(StenodError):
 
 class PluginError(StenodError):
     """A plugin failed to load or validate; it is reported and the daemon continues."""
+
+
+class JournalInUse(ConfigError):
+    """Another stenod runs under this instance id on this database (exit 2: a person must choose)."""
+
+
+class JournalError(StenodError):
+    """The journal cannot be used (corrupt, unwritable, its database gone): the daemon must stop."""
+
+
+class SchemaTooNew(ConfigError):
+    """The journal was written by a newer stenod: a person must choose (exit 2, no restart loop)."""
+
+
+class LeaseLost(StenodError):
+    """This instance no longer holds the provider job: its lease expired and another
+    instance took it over. Nothing of the refused write was committed; the step stops
+    without touching the job again (fencing)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"the lease on provider job {batch_id} was lost to another instance")
+        self.batch_id = batch_id
+
+
+class LeaseExpired(StenodError):
+    """A write outside the journal (an output file) was not made because the lease that
+    allowed it may have run out meanwhile: the process was paused, or the writes took too
+    long. Whether another instance has the job now, only the next renewal can tell."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"the lease on provider job {batch_id} may have run out before its outputs were written")
+        self.batch_id = batch_id
+
+
+class Rejected(StenodError):
+    """A message that can never succeed: dead-lettered with ``code`` and ``reason``."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        request_id: str | None = None,
+        task: str | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.request_id = request_id
+        self.task = task
+        self.provider = provider
+
+
+class CorrectionError(StenodError):
+    """The change cannot be made (no such item or segment, no transcript yet, bad text)."""
+
+
+class NameTaken(StenodError):
+    """A rename onto a name that has voiceprints of its own, without ``merge``."""
+
+
+class NotSignedIn(StenodError):
+    """The page needs a key: answered with a redirect to the sign-in form."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
 
 
 class InvalidTransition(StenodError):

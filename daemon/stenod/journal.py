@@ -10,39 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stenod.corrections import EditableItem
-from stenod.errors import ConfigError, ErrorInfo, StenodError
+from stenod.errors import ErrorInfo, LeaseExpired
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, ItemState, JobView
+from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization
 from stenod.voices import VoiceJournal
-
-
-class JournalError(StenodError):
-    """The journal cannot be used (corrupt, unwritable, its database gone): the daemon must stop."""
-
-
-class SchemaTooNew(ConfigError):
-    """The journal was written by a newer stenod: a person must choose (exit 2, no restart loop)."""
-
-
-class LeaseLost(StenodError):
-    """This instance no longer holds the provider job: its lease expired and another
-    instance took it over. Nothing of the refused write was committed; the step stops
-    without touching the job again (fencing)."""
-
-    def __init__(self, batch_id: str) -> None:
-        super().__init__(f"the lease on provider job {batch_id} was lost to another instance")
-        self.batch_id = batch_id
-
-
-class LeaseExpired(StenodError):
-    """A write outside the journal (an output file) was not made because the lease that
-    allowed it may have run out meanwhile: the process was paused, or the writes took too
-    long. Whether another instance has the job now, only the next renewal can tell."""
-
-    def __init__(self, batch_id: str) -> None:
-        super().__init__(f"the lease on provider job {batch_id} may have run out before its outputs were written")
-        self.batch_id = batch_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +74,7 @@ class NewJob:
     language: str | None = None
     target_languages: Sequence[str] = ()
     options: Mapping[str, Any] | None = None
-    output: Mapping[str, Any] | None = None
+    output: OutputSpec | None = None  # None: the defaults (stored as {})
     request_id: str | None = None
     reply_to: str | None = None
     correlation_id: str | None = None
@@ -122,7 +95,7 @@ class OpenItem:
     language: str | None
     target_languages: tuple[str, ...]
     options: Mapping[str, Any]
-    output: Mapping[str, Any]
+    output: OutputSpec
     input: str
     name: str
     path: str | None

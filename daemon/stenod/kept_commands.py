@@ -17,8 +17,9 @@ from typing import Protocol
 
 import structlog
 
+from stenod.errors import JournalError
 from stenod.jobs import JobView
-from stenod.journal import JournalError, NewItem, NewJob
+from stenod.journal import NewItem, NewJob
 from stenod.provider import Transcript
 
 __all__ = ["FinishedJobs", "HeardCommand", "KeptCommands"]

@@ -9,24 +9,22 @@ error mapping, safe reading of input files and uploading them without reading on
 event loop, decoding untrusted media in a memory-capped child process: :class:`MediaChild`)
 is defined or re-exported here.
 
+The names are defined in small modules (:mod:`stenod.provider_jobs`: a provider job's
+values; :mod:`stenod.results`: transcripts and results; :mod:`stenod.provider_http`: HTTP
+helpers; :mod:`stenod.errors`: the error tree) and gathered here: a plugin imports them
+from ``stenod.provider`` only.
+
 Stability: names in ``__all__`` are the contract; ``tests/unit/test_plugins.py``
 pins them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import math
-import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from stenod.errors import (
@@ -40,7 +38,21 @@ from stenod.errors import (
 from stenod.languages import LANGUAGES, language_name
 from stenod.live import LiveAudio, LiveTranscriber
 from stenod.media_child import MediaChild
-from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint, speakers_from_json
+from stenod.provider_http import error_text, provider_http_errors, retry_after_seconds
+from stenod.provider_jobs import (
+    Batch,
+    BatchItem,
+    Handle,
+    ItemStatus,
+    Json,
+    RemoteState,
+    Status,
+    Task,
+    finished,
+    is_finished,
+)
+from stenod.results import Cost, ItemResult, Segment, Transcript, TranslatedDocument, Word
+from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint
 from stenod.uploads import FileUpload, MultipartBody, file_chunks
 
 __all__ = [
@@ -88,33 +100,6 @@ __all__ = [
     "provider_http_errors",
     "retry_after_seconds",
 ]
-
-Json: TypeAlias = Any
-"""A JSON-serialisable value (dict/list/str/int/float/bool/None)."""
-
-Handle: TypeAlias = Mapping[str, Json]
-"""What ``submit`` returns: everything needed to poll, fetch and cancel the provider
-job later, persisted in the journal. Must be JSON-serialisable and must not contain
-secrets or presigned URLs (they are short-lived and are credentials)."""
-
-_FINISHED_KEY = "stenod:finished"
-
-
-def finished(handle: Mapping[str, Json]) -> dict[str, Json]:
-    """Mark a handle whose work is already done (a synchronous backend answered with the
-    result): the dispatcher then polls at once instead of waiting the poll interval."""
-    return {**handle, _FINISHED_KEY: True}
-
-
-def is_finished(handle: Mapping[str, Json]) -> bool:
-    return bool(handle.get(_FINISHED_KEY))
-
-
-class Task(StrEnum):
-    """What a job asks for."""
-
-    TRANSCRIBE = "transcribe"
-    TRANSLATE = "translate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,74 +156,6 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One input file of a provider job.
-
-    ``name`` is a safe base name (no directory part) to use for uploads. Read the
-    content only through :meth:`open`, which refuses the file if it was replaced
-    (symlink, different inode, changed size) since stenod accepted it; upload it as
-    ``FileUpload(item.name, item.size, item.open)`` (see :class:`MultipartBody` and
-    :func:`file_chunks`), which calls ``open`` and reads in a worker thread.
-    """
-
-    item_id: str
-    path: Path
-    name: str
-    size: int
-    duration: float | None = None
-    device: int | None = None
-    inode: int | None = None
-
-    @property
-    def extension(self) -> str:
-        return self.path.suffix.lower().lstrip(".")
-
-    def open(self) -> IO[bytes]:
-        """Open the input for reading, without following symlinks.
-
-        Raises PermanentError if the file is gone or is no longer the file that was
-        accepted.
-        """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise PermanentError(
-                f"input file {self.path} disappeared before it could be read", code="input_missing"
-            ) from exc
-        except OSError as exc:
-            raise PermanentError(f"cannot open {self.path}: {exc.strerror}", code="input_unreadable") from exc
-        st = os.fstat(fd)
-        same = (self.inode is None or (st.st_ino == self.inode and st.st_dev == self.device)) and (
-            st.st_size == self.size
-        )
-        if not same:
-            os.close(fd)
-            raise PermanentError(f"input file {self.path} changed after it was accepted", code="input_changed")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """One provider job: items of the same task, language and options.
-
-    ``batch_id`` is stable across restarts: use it as an idempotency key or request
-    id where the provider has one. ``options`` is an instance of the provider's
-    ``Options`` model. ``diarization``: the job asks who spoke (only given to a provider
-    whose ``Limits.diarization`` is true); segments and words then carry ``speaker``, and
-    the transcript lists its ``speakers``.
-    """
-
-    batch_id: str
-    task: Task
-    items: tuple[BatchItem, ...]
-    language: str | None
-    target_languages: tuple[str, ...]
-    options: BaseModel
-    diarization: Diarization | None = None
-
-
 class StepContext(Protocol):
     """Handed to ``submit``: resumability and progress reporting."""
 
@@ -270,169 +187,6 @@ class StartContext:
     state_dir: Path
     """The daemon's state directory (``state_dir``); a provider keeps caches in a folder of
     its own below it, such as ``state_dir / "models"``."""
-
-
-class RemoteState(StrEnum):
-    """A provider job's state as the dispatcher needs it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"  # finished; fetch() gives per-item results (some may have failed)
-    FAILED = "failed"  # the whole provider job failed; Status.error says why
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True, slots=True)
-class ItemStatus:
-    item_id: str
-    state: RemoteState
-    error: ErrorInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """The answer to ``poll``. ``retry_after`` asks for the next poll no sooner than
-    that many seconds from now (the core also applies the minimum poll interval)."""
-
-    state: RemoteState
-    progress: float | None = None
-    items: tuple[ItemStatus, ...] = ()
-    retry_after: float | None = None
-    error: ErrorInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    start: float
-    end: float
-    text: str
-    speaker: str | None = None
-    confidence: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """A timed piece of a transcript. ``extra`` keeps provider-specific fields
-    (sentiment, emotion, detected language, …) in the normalised JSON."""
-
-    start: float
-    end: float
-    text: str
-    speaker: str | None = None
-    confidence: float | None = None
-    extra: Mapping[str, Json] = field(default_factory=dict)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """The normalised transcript of one input, the same for every provider."""
-
-    text: str
-    language: str | None = None
-    duration: float | None = None
-    segments: tuple[Segment, ...] = ()
-    words: tuple[Word, ...] | None = None
-    provider: str | None = None
-    provider_job_id: str | None = None
-    language_probability: float | None = None  # set when the provider detected the language
-    speakers: tuple[Speaker, ...] = ()  # each voice heard, when the provider said who spoke
-
-    def to_json(self) -> dict[str, Json]:
-        """JSON-safe: a non-finite number from a provider (NaN, inf) becomes null, which every
-        JSON reader accepts (a bare NaN token is not JSON)."""
-        return {
-            "text": self.text,
-            "language": self.language,
-            "language_probability": _finite(self.language_probability),
-            "duration": _finite(self.duration),
-            "segments": [
-                {
-                    "start": _finite(s.start),
-                    "end": _finite(s.end),
-                    "text": s.text,
-                    "speaker": s.speaker,
-                    "confidence": _finite(s.confidence),
-                    **({"extra": dict(s.extra)} if s.extra else {}),
-                }
-                for s in self.segments
-            ],
-            "words": None
-            if self.words is None
-            else [
-                {
-                    "start": _finite(w.start),
-                    "end": _finite(w.end),
-                    "text": w.text,
-                    "speaker": w.speaker,
-                    "confidence": _finite(w.confidence),
-                }
-                for w in self.words
-            ],
-            "provider": self.provider,
-            "provider_job_id": self.provider_job_id,
-            **({"speakers": [s.to_json() for s in self.speakers]} if self.speakers else {}),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Json]) -> Transcript:
-        words = data.get("words")
-        return cls(
-            text=data["text"],
-            language=data.get("language"),
-            duration=data.get("duration"),
-            segments=tuple(
-                Segment(
-                    start=s["start"] if s["start"] is not None else 0.0,  # null: it was not a number
-                    end=s["end"] if s["end"] is not None else (s["start"] or 0.0),
-                    text=s["text"],
-                    speaker=s.get("speaker"),
-                    confidence=s.get("confidence"),
-                    extra=s.get("extra") or {},
-                )
-                for s in data.get("segments") or ()
-            ),
-            words=None
-            if words is None
-            else tuple(
-                Word(w["start"] or 0.0, w["end"] or w["start"] or 0.0, w["text"], w.get("speaker"), w.get("confidence"))
-                for w in words
-            ),
-            provider=data.get("provider"),
-            provider_job_id=data.get("provider_job_id"),
-            language_probability=data.get("language_probability"),
-            speakers=speakers_from_json(data.get("speakers")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TranslatedDocument:
-    """A translated document for one target language; written as
-    ``<stem>.<language>.<extension>`` beside the input (or in the output dir)."""
-
-    language: str
-    content: bytes
-    extension: str
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    amount: float
-    currency: str = "USD"
-
-
-@dataclass(frozen=True, slots=True)
-class ItemResult:
-    """The outcome of one item: a transcript, translated documents, or an error."""
-
-    item_id: str
-    transcript: Transcript | None = None
-    documents: tuple[TranslatedDocument, ...] = ()
-    error: ErrorInfo | None = None
-    cost: Cost | None = None
 
 
 @runtime_checkable
@@ -491,104 +245,3 @@ class Provider(Protocol):
     # Optional: ``async def aclose(self) -> None`` — called once at daemon shutdown.
     # Optional: :class:`LiveTranscriber` (``start_live``, ``transcribe_live``) — voice
     # commands in memory, for the Wyoming listener.
-
-
-# What a network failure means, for the person reading the error (a voice assistant's user
-# among them); the exception's own text is left out: it may quote an address with a token.
-_NETWORK_FAILURES = {
-    "ConnectError": "no connection could be made (is the address right, is it up?)",
-    "ReadError": "the connection broke while it answered",
-    "WriteError": "the connection broke while the request was sent",
-    "RemoteProtocolError": "it closed the connection before answering",
-    "ProxyError": "the proxy refused the connection",
-}
-
-
-def retry_after_seconds(response: httpx.Response, *, now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms``; None if absent."""
-    raw_ms = response.headers.get("retry-after-ms")
-    if raw_ms:
-        with contextlib.suppress(ValueError):
-            value = float(raw_ms) / 1000.0
-            if math.isfinite(value):
-                return max(0.0, value)
-    raw = response.headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        return max(0.0, when - (time.time() if now is None else now))
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def error_text(response: httpx.Response, *, limit: int = 500) -> str:
-    """The most useful human text of an error response, whatever envelope the
-    provider uses (``{"error": {"message"}}``, ``{"detail": …}``, ``{"message"}``,
-    plain text). Never raises."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return response.text[:limit].strip() or response.reason_phrase
-    parts: list[str] = []
-
-    def walk(node: Json) -> None:
-        if isinstance(node, str):
-            parts.append(node)
-        elif isinstance(node, Mapping):
-            for key in ("code", "error_code", "type", "message", "error", "detail"):
-                if key in node:
-                    walk(node[key])
-
-    walk(body)
-    text = ": ".join(dict.fromkeys(p for p in parts if p)) or response.text
-    return text[:limit]
-
-
-@contextlib.contextmanager
-def provider_http_errors(provider: str, *, request_id_header: str | None = None) -> Iterator[None]:
-    """Translate httpx failures into the stenod error taxonomy, once, at the edge.
-
-    401/403 → AuthError; 408, 429 and 5xx → RetryableError (with Retry-After);
-    other 4xx → PermanentError carrying the provider's message and request id;
-    timeouts, network errors, malformed answers and unusable URLs → RetryableError.
-    """
-    try:
-        yield
-    except httpx.HTTPStatusError as exc:
-        response = exc.response
-        code = response.status_code
-        detail = error_text(response)
-        rid = response.headers.get(request_id_header) if request_id_header else None
-        suffix = f" (request id {rid})" if rid else ""
-        if code in (401, 403):
-            raise AuthError(
-                f"{provider} rejected the API key ({code}: {detail}); check [providers.{provider}] "
-                f"api_key or $CREDENTIALS_DIRECTORY/{provider}.api_key{suffix}"
-            ) from exc
-        if code in (408, 429) or code >= 500:
-            raise RetryableError(
-                f"{provider} answered {code}: {detail}{suffix}",
-                retry_after=retry_after_seconds(response),
-                code=f"http_{code}",
-            ) from exc
-        raise PermanentError(f"{provider} refused the request ({code}): {detail}{suffix}", code=f"http_{code}") from exc
-    except httpx.TimeoutException as exc:
-        raise RetryableError(f"{provider} did not answer in time ({type(exc).__name__})", code="timeout") from exc
-    except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as exc:
-        why = _NETWORK_FAILURES.get(type(exc).__name__, "the connection failed")
-        raise RetryableError(f"{provider} unreachable: {why} ({type(exc).__name__})", code="network") from exc
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        # A URL built from the provider's own answer (a job id, a presigned URL) that cannot be
-        # requested. Left out of the message: a presigned URL is a credential.
-        raise RetryableError(
-            f"{provider} sent an unusable address ({type(exc).__name__})", code="malformed_response"
-        ) from exc
-    except ValueError as exc:
-        # Malformed JSON (json.JSONDecodeError) or a response body of the wrong shape:
-        # providers sometimes answer garbage during incidents; try again later.
-        raise RetryableError(f"{provider} sent a malformed answer: {exc}", code="malformed_response") from exc

@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from stenod.corrections import CorrectionError, Corrections, EditableItem
+from stenod.corrections import Corrections, EditableItem
+from stenod.errors import CorrectionError
 from stenod.voices import VoiceJournal, check_name
 
 __all__ = ["Named", "SpeakerNaming"]

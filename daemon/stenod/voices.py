@@ -13,16 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from stenod.errors import StenodError
 from stenod.speakers import Diarization, KnownSpeaker, Voiceprint
 
-__all__ = ["NameTaken", "RememberedVoice", "VoiceJournal", "check_name", "with_remembered"]
+__all__ = ["RememberedVoice", "VoiceJournal", "check_name", "with_remembered"]
 
 MAX_NAME_CHARS = 100
-
-
-class NameTaken(StenodError):
-    """A rename onto a name that has voiceprints of its own, without ``merge``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import pytest
 
 from stenod.adapters.amqp.source import AmqpSource
 from stenod.adapters.amqp.topology import BrokerLink, request_queue_arguments
-from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.stepper import ProviderRuntime

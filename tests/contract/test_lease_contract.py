@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, LeaseLost
 from stenod.jobs import BatchState, ItemState, JobState
-from stenod.journal import ItemOutcome, Journal, LeaseLost, NewItem, NewJob, OutputFile
+from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
 from tests.contract.test_journal_contract import event_types, new_job
 
 

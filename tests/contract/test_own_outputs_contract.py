@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from stenod.errors import LeaseLost
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import ItemOutcome, LeaseLost, OutputFile, OwnOutput
+from stenod.journal import ItemOutcome, OutputFile, OwnOutput
 from tests.contract.test_journal_contract import new_job
 from tests.contract.test_lease_contract import LEASE, instances, packed
 

@@ -10,13 +10,18 @@ from stenod.errors import ErrorInfo
 from stenod.events import utc_now
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, Journal, NewItem, NewJob, OutputFile
+from stenod.output_spec import OutputSpec
 
 
 async def _job(journal: Journal, *, source: str = "http", finish: bool = True, name: str = "a.wav") -> str:
     item = NewItem(input=name, name=name, path=f"/state/spool/x/{name}", size=1)
     view, _ = await journal.create_job(
         NewJob(
-            source=source, task="transcribe", provider="echo", items=[item], output={"dir": f"/state/results/{name}"}
+            source=source,
+            task="transcribe",
+            provider="echo",
+            items=[item],
+            output=OutputSpec(dir=f"/state/results/{name}"),
         )
     )
     if finish:

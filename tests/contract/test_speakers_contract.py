@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from stenod.errors import NameTaken
 from stenod.jobs import ItemState
 from stenod.journal import ItemOutcome, NewItem, NewJob
 from stenod.speakers import Diarization, KnownSpeaker, Voiceprint
-from stenod.voices import NameTaken
 
 ASKED = Diarization(min_speakers=2, max_speakers=3, known=(KnownSpeaker("Host", references=("/clips/host.wav",)),))
 

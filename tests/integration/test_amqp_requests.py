@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from stenod.intake.request_message import ProviderInfo, Rejected, Request, check_request, parse_body
+from stenod.errors import Rejected
+from stenod.intake.request_message import ProviderInfo, Request, check_request, parse_body
 from stenod.provider import Limits, Task
 
 

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from stenod.adapters.downloads.url_fetch import DownloadFailed, UrlDownloader, UrlPolicy, UrlRefused, name_from_url
+from stenod.adapters.downloads.url_downloader import UrlDownloader, name_from_url
+from stenod.adapters.downloads.url_policy import DownloadFailed, UrlPolicy, UrlRefused
 
 ALIAS = "127.0.0.2"  # a loopback alias standing in for "a public server" via allowed_networks
 Routes: TypeAlias = dict[str, tuple[int, dict[str, str], bytes]]

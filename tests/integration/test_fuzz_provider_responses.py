@@ -34,6 +34,7 @@ from stenod.dispatch.dispatcher import Dispatcher
 from stenod.dispatch.stepper import ProviderRuntime
 from stenod.jobs import ItemState
 from stenod.journal import NewItem, NewJob, OpenItem
+from stenod.output_spec import OutputSpec
 from stenod.provider import (
     Batch,
     BatchItem,
@@ -229,7 +230,7 @@ def open_item(path: Path, item_id: str, out: Path) -> OpenItem:
         language=None,
         target_languages=(),
         options={},
-        output={"dir": str(out), "formats": None},
+        output=OutputSpec(dir=str(out)),
         input=str(path),
         name=path.name,
         path=str(path),
@@ -243,7 +244,7 @@ def open_item(path: Path, item_id: str, out: Path) -> OpenItem:
 
 
 def _write(results: list[ItemResult], item: OpenItem) -> list[str]:
-    sink = FileSink(Path(item.output["dir"]) / "fallback")
+    sink = FileSink(Path(item.output.dir or "") / "fallback")
     written: list[str] = []
     for result in results:
         if result.error is not None:
@@ -519,7 +520,7 @@ async def test_nan_in_a_providers_transcript_never_reaches_an_event(tmp_path: Pa
                 language=None,
                 target_languages=(),
                 options={},
-                output={"formats": ["txt"]},
+                output=OutputSpec(formats=("txt",)),
                 items=[
                     NewItem(
                         input=str(audio),

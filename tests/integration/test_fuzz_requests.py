@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.stepper import ProviderRuntime
+from stenod.errors import Rejected
 from stenod.intake.request_intake import CANCEL_TYPE, REQUEST_TYPE, Accepted, Delivery, RequestIntake, Retry
-from stenod.intake.request_message import Rejected
 from support.amqp import QueueDaemon, queue_daemon
 from tests.chaos.fuzzing import Tally, fuzz_settings, tree
 from tests.fakes.scripted import ScriptedProvider

@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from stenod.adapters.downloads.url_fetch import UrlPolicy
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.writers import FileSink
-from stenod.adapters.http.build import build_http
+from stenod.adapters.http.build import HttpParts, build_http
 from stenod.adapters.http.context import Check
 from stenod.adapters.http.retention import ResultsKeeper
 from stenod.adapters.sqlite.journal import SqliteJournal
@@ -30,22 +30,63 @@ from stenod.errors import ConfigError
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.loop_lag import LoopLagMonitor
-from stenod.settings import HttpSettings, check_listen, parse_listen
+from stenod.settings import HttpSettings
+from stenod.settings_loading import check_listen, parse_listen
 from stenod.wiring.metrics import PrometheusMetrics
 
 
-def page_parts(tmp: Path, journal: SqliteJournal) -> dict[str, Any]:
-    """What the web page needs, for a server with no folders, no broker and no jobs."""
-    return {
-        "corrections": Corrections(journal, FileSink(tmp / "results")),
-        "audio_roots": lambda: [],
-        "watched": lambda: [],
-        "status_lines": lambda: [],
-        "configured": lambda: set(),
-        "probe_format": lambda path: None,
-        "state_full": lambda: None,
-        "results": ResultsKeeper(journal, tmp, keep_days=7),
-    }
+class EmptyDaemon:
+    """A daemon with no providers, no folders and no broker, as the routes see it."""
+
+    def providers(self) -> tuple[Sequence[str], Mapping[str, str]]:
+        return [], {}
+
+    def configured(self) -> set[str]:
+        return set()
+
+    def watched(self) -> list[dict[str, Any]]:
+        return []
+
+    def status_lines(self) -> list[str]:
+        return []
+
+    def audio_roots(self) -> Sequence[Path]:
+        return []
+
+    def probe_format(self, path: Path) -> str | None:
+        return None
+
+    def state_full(self) -> str | None:
+        return None
+
+    def notify(self) -> None:
+        pass
+
+    def wake_urls(self) -> None:
+        pass
+
+
+def parts(
+    tmp: Path,
+    journal: SqliteJournal,
+    intake: RequestIntake,
+    checks: Mapping[str, Check],
+    *,
+    metrics: PrometheusMetrics | None = None,
+    json_bytes: int = 65536,
+) -> HttpParts:
+    """What the HTTP adapter needs, for a server with no folders, no broker and no jobs."""
+    return HttpParts(
+        intake=intake,
+        journal=journal,
+        watch=JobWatch(),
+        corrections=Corrections(journal, FileSink(tmp / "results")),
+        results=ResultsKeeper(journal, tmp, keep_days=7),
+        checks=checks,
+        registry=(metrics or PrometheusMetrics()).registry,
+        daemon=EmptyDaemon(),
+        json_bytes=json_bytes,
+    )
 
 
 class Flag:
@@ -69,16 +110,7 @@ async def serving(
     server = await build_http(
         HttpSettings(listen="127.0.0.1:0", **http),  # type: ignore[arg-type]
         tmp,
-        intake=intake,
-        journal=journal,
-        watch=JobWatch(),
-        checks=checks,
-        registry=(metrics or PrometheusMetrics()).registry,
-        providers=lambda: ([], {}),
-        notify=lambda: None,
-        wake_urls=lambda: None,
-        json_bytes=65536,
-        **page_parts(tmp, journal),
+        parts(tmp, journal, intake, checks, metrics=metrics),
     )
     host, port = server.bind()
     stopping = asyncio.Event()
@@ -192,18 +224,7 @@ async def test_a_busy_port_is_a_configuration_error(tmp_path: Path) -> None:
             journal, LocalInputs([], UrlPolicy()), lambda: ({}, {}), default_provider="whisper", max_body_bytes=1024
         )
         server = await build_http(
-            HttpSettings(listen=f"127.0.0.1:{port}"),
-            tmp_path,
-            intake=intake,
-            journal=journal,
-            watch=JobWatch(),
-            checks={},
-            registry=PrometheusMetrics().registry,
-            providers=lambda: ([], {}),
-            notify=lambda: None,
-            wake_urls=lambda: None,
-            json_bytes=1024,
-            **page_parts(tmp_path, journal),
+            HttpSettings(listen=f"127.0.0.1:{port}"), tmp_path, parts(tmp_path, journal, intake, {}, json_bytes=1024)
         )
         with pytest.raises(ConfigError, match="cannot be used"):
             server.bind()

@@ -15,8 +15,8 @@ import pytest
 
 from stenod.adapters.postgres.journal import PostgresJournal, PostgresOutbox
 from stenod.adapters.postgres.schema import MIGRATIONS, SCHEMA_VERSION
-from stenod.errors import ConfigError
-from stenod.journal import JournalError, LeaseLost, NewItem, NewJob, SchemaTooNew
+from stenod.errors import ConfigError, JournalError, LeaseLost, SchemaTooNew
+from stenod.journal import NewItem, NewJob
 from support.amqp import BrokerDoor
 from support.harness import STENOD, write_config
 from support.postgres import ADMIN_URL, database_url, fresh_database, terminate_sessions

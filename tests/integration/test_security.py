@@ -30,7 +30,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlPolicy, UrlRefused, system_resolve
+from stenod.adapters.downloads.url_downloader import UrlDownloader
+from stenod.adapters.downloads.url_policy import UrlPolicy, UrlRefused, system_resolve
 from stenod.adapters.folders.atomic import OrphanSweeper
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.source import FolderSource
@@ -38,8 +39,8 @@ from stenod.adapters.folders.writers import FileSink
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.dispatcher import Dispatcher
 from stenod.dispatch.stepper import ProviderRuntime
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
-from stenod.intake.request_message import Rejected
 from stenod.jobs import JobView
 from stenod.provider import ItemResult, Transcript
 from stenod.settings import AmqpSettings, RetrySettings, WatchRule

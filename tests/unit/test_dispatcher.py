@@ -17,9 +17,10 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.dispatch.dispatcher import Dispatcher
 from stenod.dispatch.pacing import backoff_delay
 from stenod.dispatch.stepper import ProviderRuntime
-from stenod.errors import ErrorInfo, PermanentError, RetryableError
+from stenod.errors import ErrorInfo, JournalError, PermanentError, RetryableError
 from stenod.jobs import JobState, JobView
-from stenod.journal import JournalError, NewItem, NewJob
+from stenod.journal import NewItem, NewJob
+from stenod.output_spec import OutputSpec
 from stenod.provider import ItemResult, Limits, RemoteState, Status, Task, Transcript
 from stenod.settings import RetrySettings
 from tests.fakes.scripted import ScriptedProvider
@@ -95,7 +96,7 @@ async def submit_job(journal: SqliteJournal, files: Sequence[Path], **kwargs) ->
             task="transcribe",
             provider="scripted",
             items=items,
-            output={"formats": ["txt", "json"]},
+            output=OutputSpec(formats=("txt", "json")),
             **kwargs,
         )
     )

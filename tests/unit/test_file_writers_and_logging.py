@@ -14,10 +14,11 @@ import structlog
 from stenod import logging as stenod_logging
 from stenod.adapters.folders.atomic import atomic_write
 from stenod.adapters.folders.writers import FileSink, safe_stem
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, LeaseExpired
 from stenod.formats import render_srt, render_vtt
 from stenod.jobs import ItemState
-from stenod.journal import Held, LeaseExpired, OpenItem
+from stenod.journal import Held, OpenItem
+from stenod.output_spec import OutputSpec
 from stenod.provider import ItemResult, Segment, Transcript, TranslatedDocument
 
 TRANSCRIPT = Transcript(
@@ -39,7 +40,7 @@ def item(path: Path, **output) -> OpenItem:
         language=None,
         target_languages=(),
         options={},
-        output={"formats": ["txt", "json", "srt", "vtt"], **output},
+        output=OutputSpec(**output),
         input=str(path),
         name=path.name,
         path=str(path),

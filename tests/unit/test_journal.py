@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from stenod.adapters.sqlite.journal import SqliteJournal
-from stenod.journal import JournalError, NewItem, NewJob
+from stenod.errors import JournalError
+from stenod.journal import NewItem, NewJob
 
 
 def new_job(request_id: str | None = None, inputs: int = 1, **kw) -> NewJob:

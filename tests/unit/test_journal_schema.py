@@ -10,8 +10,7 @@ import pytest
 
 from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
-from stenod.errors import ConfigError
-from stenod.journal import SchemaTooNew
+from stenod.errors import ConfigError, SchemaTooNew
 
 
 def old_journal(path: Path, versions: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from stenod.cli.main import main
 from stenod.errors import ConfigError
-from stenod.settings import load_settings
+from stenod.settings_loading import load_settings
 
 STENOD = [sys.executable, "-m", "stenod"]
 

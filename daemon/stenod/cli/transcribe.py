@@ -17,6 +17,7 @@ from typing import Any
 from stenod.diarization import unavailable_reason
 from stenod.jobs import JobState, JobView
 from stenod.journal import Journal, NewItem, NewJob
+from stenod.output_spec import OutputSpec
 from stenod.settings import Settings
 from stenod.speakers import Diarization
 from stenod.wiring.app import build
@@ -43,18 +44,18 @@ async def transcribe_files(
         return 2
     task = "transcribe"
     targets: tuple[str, ...] = ()
-    output: dict[str, Any] = {
-        "dir": os.path.abspath(output_dir) if output_dir else None,  # noqa: ASYNC240 (no I/O)
-        "formats": list(formats or ("txt", "json", "srt", "vtt")),
-        "after": "keep",
-    }
+    chain_to: Sequence[str] = ()
     if translate_to:
         if translate_provider is None and provider_translates(provider, translate_to):
             task, targets = "translate", tuple(translate_to)  # the provider translates the input itself
         else:
-            output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
-            output["then_translate_to"] = list(translate_to)
-            output["translate_provider"] = translate_provider or "azure"
+            chain_to = translate_to
+    output = OutputSpec.build(
+        dir=os.path.abspath(output_dir) if output_dir else None,  # noqa: ASYNC240 (no I/O)
+        formats=formats,
+        then_translate_to=chain_to,
+        translate_provider=translate_provider,
+    )
     stopping = asyncio.Event()
     async with AsyncExitStack() as stack:
         daemon = await build(settings, stack, use_watcher=False)

@@ -9,9 +9,9 @@ from collections.abc import Collection, Mapping, Sequence
 import structlog
 
 from stenod.dispatch.stepper import ProviderRuntime
-from stenod.errors import ErrorInfo, JobError
+from stenod.errors import ErrorInfo, JobError, LeaseLost
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, LeaseLost
+from stenod.journal import BatchRow, ItemOutcome, JobJournal
 
 __all__ = ["cancel_items"]
 

@@ -7,10 +7,11 @@ one adds its events."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import structlog
 
+from stenod.dispatch.dispatch_state import DispatchState
 from stenod.dispatch.outcomes import Outcomes, result_from_json
 from stenod.errors import ErrorInfo
 from stenod.jobs import ItemState
@@ -21,10 +22,10 @@ log = structlog.get_logger("stenod.dispatcher")
 
 
 class DirectFinisher:
-    def __init__(self, journal: JobJournal, outcomes: Outcomes, *, done: Callable[[str], None]) -> None:
+    def __init__(self, journal: JobJournal, outcomes: Outcomes, state: DispatchState) -> None:
         self._journal = journal
         self._outcomes = outcomes
-        self._done = done  # told each item id once its outcome is committed (or failed to be)
+        self._state = state  # told each item id once its outcome is committed (or failed to be)
         self.finishing: set[str] = set()  # items being finished now: not to be looked at again
 
     def start(
@@ -66,4 +67,4 @@ class DirectFinisher:
             self._outcomes.recorded([item], [outcome])
         finally:
             self.finishing.discard(item.item_id)
-            self._done(item.item_id)
+            self._state.item_finished(item.item_id)

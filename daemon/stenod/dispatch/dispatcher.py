@@ -12,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from stenod.dispatch.cancels import cancel_items
 from stenod.dispatch.direct_finish import DirectFinisher
+from stenod.dispatch.dispatch_state import DispatchState
 from stenod.dispatch.lease_keeper import LeaseKeeper, LeaseMetrics
 from stenod.dispatch.outcomes import DispatchMetrics, Outcomes, OutputSink
 from stenod.dispatch.pacing import ProviderPauses
 from stenod.dispatch.packing_pass import PackingPass
-from stenod.dispatch.schedule import Schedule
 from stenod.dispatch.stepper import LiveText, ProviderRuntime, Stepper
-from stenod.errors import StenodError
-from stenod.journal import BatchRow, JobJournal, LeaseLost
+from stenod.errors import LeaseLost, StenodError
+from stenod.journal import BatchRow, JobJournal
 from stenod.settings import RetrySettings
 
 __all__ = ["Dispatcher"]
@@ -58,8 +57,8 @@ class Dispatcher:
         live: LiveText | None = None,
     ) -> None:
         self._journal = journal
-        self._runtimes = runtimes
         self._intake = PackingPass(journal, probe=probe, pack_window_seconds=pack_window_seconds)
+        self._state = DispatchState(runtimes, self._intake)
         self._grace = grace_seconds
         self._live = live
         self._outcomes = Outcomes(sink, metrics)
@@ -68,31 +67,15 @@ class Dispatcher:
             journal,
             self._outcomes,
             policy,
+            state=self._state,
             pauses=self._pauses,
-            runtimes=lambda: self._runtimes,
-            reschedule=self._reschedule,
-            spawn=self._spawn,
             progress_interval_seconds=progress_interval_seconds,
             metrics=metrics,
             live=live,
         )
-        self._wake = asyncio.Event()
-        self._dirty = True
         self._next_pass = 0.0  # loop time before which no pass over the open items starts
-        self._schedule = Schedule()
-        self._batches: dict[str, BatchRow] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._lost: set[str] = set()  # running steps whose lease was lost: cancelled, then forgotten
-        self._keeper = LeaseKeeper(
-            journal,
-            providers=lambda: list(self._runtimes),
-            lost=self._lease_lost,
-            claimed=self._claimed,
-            held=lambda: self.active_jobs,
-            metrics=metrics if isinstance(metrics, LeaseMetrics) else None,
-        )
-        self._direct = DirectFinisher(journal, self._outcomes, done=self._finished_direct)
-        self._tg: asyncio.TaskGroup | None = None
+        self._keeper = LeaseKeeper(journal, self._state, metrics=metrics if isinstance(metrics, LeaseMetrics) else None)
+        self._direct = DirectFinisher(journal, self._outcomes, self._state)
         self._stopping = False
         self.idle = idle  # set whenever nothing is left to do (tests, `stenod transcribe`)
 
@@ -100,21 +83,20 @@ class Dispatcher:
 
     def notify(self) -> None:
         """New work was committed to the journal (a job accepted, a cancel requested)."""
-        self._dirty = True
-        self._wake.set()
+        self._state.notify()
 
     def replace_runtimes(self, runtimes: Mapping[str, ProviderRuntime]) -> None:
         """A reload: steps already running keep the provider they started with."""
         for name, runtime in runtimes.items():
-            old = self._runtimes.get(name)
+            old = self._state.runtimes.get(name)
             if old is not None and old is not runtime:
                 runtime.in_flight = old.in_flight
-        self._runtimes = runtimes
+        self._state.runtimes = runtimes
         self.notify()
 
     @property
     def active_jobs(self) -> int:
-        return len(self._batches) + len(self._running)
+        return self._state.held
 
     # -- main loop ------------------------------------------------------------------
 
@@ -124,24 +106,24 @@ class Dispatcher:
         try:
             async with asyncio.timeout(None) as deadline:
                 async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
+                    self._state.task_group = tg
                     tg.create_task(self._relay_stop(stopping), name="dispatcher:stop-relay")
                     tg.create_task(self._keeper.run(stopping), name="dispatcher:leases")
                     while not stopping.is_set():
-                        if self._dirty and loop.time() >= self._next_pass:
-                            self._dirty = False
+                        if self._state.dirty and loop.time() >= self._next_pass:
+                            self._state.dirty = False
                             started = loop.time()
                             await self._take_in(tg)
                             self._next_pass = loop.time() + (loop.time() - started) * _PASS_SPACING
                         await self._launch_due(tg)
                         await self._sleep()
                     self._stopping = True
-                    log.info("dispatcher.draining", in_flight=len(self._running), grace_seconds=self._grace)
+                    log.info("dispatcher.draining", in_flight=len(self._state.running), grace_seconds=self._grace)
                     deadline.reschedule(loop.time() + self._grace)
         except TimeoutError:
-            log.warning("dispatcher.grace_expired", interrupted=len(self._running))
+            log.warning("dispatcher.grace_expired", interrupted=len(self._state.running))
         finally:
-            self._tg = None
+            self._state.task_group = None
         # Steps are over: what this instance still holds is free for the others at once.
         # (A journal that cannot be reached now lets the leases run out instead.)
         with contextlib.suppress(StenodError):
@@ -149,109 +131,75 @@ class Dispatcher:
 
     async def _relay_stop(self, stopping: asyncio.Event) -> None:
         await stopping.wait()
-        self._wake.set()
+        self._state.wake.set()
 
     async def _sleep(self) -> None:
         now = time.time()
-        candidates = [t for t in (self._schedule.next_time(), self._intake.wakeup) if t is not None]
-        if self._batches or self._running:
+        candidates = [t for t in (self._state.schedule.next_time(), self._intake.wakeup) if t is not None]
+        if self._state.batches or self._state.running:
             candidates.append(now + _CANCEL_CHECK_SECONDS)
-        if self._dirty:  # a pass is waiting for its spacing
+        if self._state.dirty:  # a pass is waiting for its spacing
             candidates.append(now + self._next_pass - asyncio.get_running_loop().time())
         timeout = max(0.0, min(candidates) - now) if candidates else None
         if (
             self.idle is not None
-            and not self._batches
-            and not self._running
+            and not self._state.batches
+            and not self._state.running
             and not self._direct.finishing
             and self._intake.wakeup is None
-            and not self._dirty
+            and not self._state.dirty
         ):
             self.idle.set()
         try:
             async with asyncio.timeout(timeout):
-                await self._wake.wait()
+                await self._state.wake.wait()
         except TimeoutError:
             pass
-        self._wake.clear()
+        self._state.wake.clear()
         if self._intake.wakeup is not None and time.time() >= self._intake.wakeup:
             self._intake.wakeup = None
-            self._dirty = True
-        if self._batches or self._running:
-            self._dirty = True  # re-check cancellations and freed capacity
-
-    def _adopt(self, batch: BatchRow) -> None:
-        self._batches[batch.batch_id] = batch
-        runtime = self._runtimes.get(batch.provider)
-        if runtime is not None:
-            runtime.in_flight += 1
-        self._schedule.push(batch.batch_id, batch.next_at)
+            self._state.dirty = True
+        if self._state.batches or self._state.running:
+            self._state.dirty = True  # re-check cancellations and freed capacity
 
     async def _launch_due(self, tg: asyncio.TaskGroup) -> None:
         if self._stopping:
             return
-        due = self._schedule.pop_due(time.time())
+        due = self._state.schedule.pop_due(time.time())
         if not due:
             return
         await self._pauses.refresh()
         for batch_id in due:
-            batch = self._batches.get(batch_id)
+            batch = self._state.batches.get(batch_id)
             if batch is None:
                 continue
             if (until := self._pauses.until(batch.provider)) is not None:
-                self._schedule.push(batch_id, until)  # the provider asked everyone to wait
+                self._state.schedule.push(batch_id, until)  # the provider asked everyone to wait
                 continue
-            del self._batches[batch_id]
-            self._running[batch_id] = tg.create_task(self._step(batch), name=f"batch:{batch_id}")
+            del self._state.batches[batch_id]
+            self._state.running[batch_id] = tg.create_task(self._step(batch), name=f"batch:{batch_id}")
 
     # -- intake: preflight, cancel, pack --------------------------------------------
 
     async def _take_in(self, tg: asyncio.TaskGroup) -> None:
-        full = [name for name, rt in self._runtimes.items() if rt.in_flight >= rt.max_concurrent_jobs]
+        full = [name for name, rt in self._state.runtimes.items() if rt.in_flight >= rt.max_concurrent_jobs]
         items = await self._journal.open_items(skip_providers=full)
         cancelled = set(await self._journal.cancel_requested_jobs())
         if cancelled:
             await self._cancel_batches(cancelled)
-        found = await self._intake.sort(items, self._runtimes, self._direct.finishing)
+        found = await self._intake.sort(items, self._state.runtimes, self._direct.finishing)
         for item in found.cancelled:
             self._direct.start(tg, item, cancelled=True)
         for item in found.reused:
             self._direct.start(tg, item, reused=True)
         for item, error in found.failed:
             self._direct.start(tg, item, error=error)
-        await self._intake.pack(found.groups, self._runtimes, self._adopt)
+        await self._intake.pack(found.groups, self._state.runtimes, self._state.adopt)
 
     async def _cancel_batches(self, job_ids: set[str]) -> None:
-        batches = [b for b in self._batches.values() if any(i.job_id in job_ids for i in b.items)]
-        for batch in await cancel_items(self._journal, self._runtimes, batches, job_ids):
-            self._forget(batch.batch_id, batch.provider)
-
-    def _finished_direct(self, item_id: str) -> None:
-        self._intake.forget(item_id)
-        self._dirty = True
-        self._wake.set()
-
-    def _lease_lost(self, batch_id: str) -> None:
-        """Another instance holds this provider job now: stop stepping it here."""
-        batch = self._batches.get(batch_id)
-        if batch is not None:
-            self._forget(batch_id, batch.provider)
-        task = self._running.get(batch_id)
-        if task is not None:
-            self._lost.add(batch_id)
-            task.cancel()
-
-    def _claimed(self, batch: BatchRow) -> None:
-        if batch.batch_id not in self._batches and batch.batch_id not in self._running:
-            self._adopt(batch)
-            self._wake.set()
-
-    def _forget(self, batch_id: str, provider: str) -> None:
-        self._batches.pop(batch_id, None)
-        self._schedule.due.pop(batch_id, None)
-        runtime = self._runtimes.get(provider)
-        if runtime is not None:
-            runtime.in_flight = max(0, runtime.in_flight - 1)
+        batches = [b for b in self._state.batches.values() if any(i.job_id in job_ids for i in b.items)]
+        for batch in await cancel_items(self._journal, self._state.runtimes, batches, job_ids):
+            self._state.forget(batch.batch_id, batch.provider)
 
     # -- provider steps ---------------------------------------------------------------
 
@@ -271,22 +219,10 @@ class Dispatcher:
                 keep = False
                 log.warning("batch.lease_lost", hint="another instance took this provider job over; nothing written")
             finally:
-                self._running.pop(batch.batch_id, None)
+                self._state.running.pop(batch.batch_id, None)
                 if self._live is not None:  # results (or the error) are in the journal now, or it runs again
                     self._live.finished({i.job_id for i in batch.items})
-                if not keep or batch.batch_id in self._lost:
-                    self._lost.discard(batch.batch_id)
-                    self._forget(batch.batch_id, batch.provider)
-                self._dirty = True
-                self._wake.set()
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """A short side task of a step (a progress event) in the dispatcher's TaskGroup."""
-        if self._tg is None:
-            work.close()
-            return
-        self._tg.create_task(work, name=name)
-
-    def _reschedule(self, batch: BatchRow, when: float) -> None:
-        self._batches[batch.batch_id] = batch
-        self._schedule.push(batch.batch_id, when)
+                if not keep or batch.batch_id in self._state.lost:
+                    self._state.lost.discard(batch.batch_id)
+                    self._state.forget(batch.batch_id, batch.provider)
+                self._state.notify()

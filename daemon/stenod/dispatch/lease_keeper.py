@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import structlog
 
-from stenod.journal import BatchRow, JobJournal
+from stenod.dispatch.dispatch_state import DispatchState
+from stenod.journal import JobJournal
 
 log = structlog.get_logger("stenod.leases")
 
@@ -34,25 +34,19 @@ class LeaseKeeper:
     def __init__(
         self,
         journal: JobJournal,
+        state: DispatchState,
         *,
-        providers: Callable[[], Sequence[str]],
-        lost: Callable[[str], None],
-        claimed: Callable[[BatchRow], None],
-        held: Callable[[], int],
         metrics: LeaseMetrics | None = None,
     ) -> None:
         self._journal = journal
-        self._providers = providers
-        self._lost = lost
-        self._claimed = claimed
-        self._held = held
+        self._state = state
         self._metrics = metrics
         self.interval = max(1.0, journal.lease_seconds / 3)
 
     async def claim(self, *, own: bool = False) -> int:
         """Take what is free: at start with ``own`` (this instance's jobs of before a restart
         come back at once), and every interval after. Returns how many were taken."""
-        claimed = await self._journal.claim_batches(self._providers(), own=own)
+        claimed = await self._journal.claim_batches(list(self._state.runtimes), own=own)
         for batch in claimed:
             log.info(
                 "batch.claimed",
@@ -61,9 +55,9 @@ class LeaseKeeper:
                 state=str(batch.state),
                 lease_gen=batch.lease_gen,
             )
-            self._claimed(batch)
+            self._state.claimed(batch)
         if own and self._metrics is not None:
-            self._metrics.leases(self._held(), claimed=len(claimed))
+            self._metrics.leases(self._state.held, claimed=len(claimed))
         return len(claimed)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -94,8 +88,8 @@ class LeaseKeeper:
                     hint="another instance took this provider job over while this one did not renew its "
                     "lease (paused, or the database was away); this one stops working on it",
                 )
-                self._lost(batch_id)
+                self._state.lease_lost(batch_id)
             claimed = await self.claim()
-            expiry = await self._journal.next_expiry(self._providers())
+            expiry = await self._journal.next_expiry(list(self._state.runtimes))
             if self._metrics is not None:
-                self._metrics.leases(self._held(), claimed=claimed, lost=len(lost))
+                self._metrics.leases(self._state.held, claimed=claimed, lost=len(lost))

@@ -21,6 +21,7 @@ from stenod.diarization import with_speakers_listed
 from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
 from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile, Unsettled
+from stenod.output_spec import DEFAULT_TRANSLATE_PROVIDER
 from stenod.provider import ItemResult, Task, Transcript
 
 __all__ = ["DISK_FULL", "DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
@@ -184,7 +185,7 @@ class Outcomes:
     @staticmethod
     def _chained(item: OpenItem, outputs: Sequence[OutputFile]) -> NewItem | None:
         """Transcribe-then-translate: the transcript becomes a translate item of the same job."""
-        languages = item.output.get("then_translate_to")
+        languages = item.output.then_translate_to
         text = next((o.path for o in outputs if o.path.endswith(".txt")), None)
         if not languages or text is None or item.task != Task.TRANSCRIBE:
             return None
@@ -197,8 +198,8 @@ class Outcomes:
             device=st.st_dev,
             inode=st.st_ino,
             task=str(Task.TRANSLATE),
-            provider=item.output.get("translate_provider") or "azure",
-            target_languages=tuple(languages),
+            provider=item.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER,
+            target_languages=languages,
             options={},
         )
 

@@ -7,19 +7,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from stenod.dispatch.outcomes import DISK_FULL, DispatchMetrics, Outcomes
 from stenod.dispatch.pacing import ProviderPauses, backoff_delay
 from stenod.dispatch.step_context import JournalStepContext, batch_value
-from stenod.errors import ErrorInfo, JobError, PermanentError, RetryableError
+from stenod.errors import ErrorInfo, JobError, JournalError, LeaseExpired, LeaseLost, PermanentError, RetryableError
 from stenod.fault_points import OUTPUTS, OUTPUTS_WRITTEN, pause_at
 from stenod.jobs import BatchState, ItemState
-from stenod.journal import BatchRow, ItemOutcome, JobJournal, JournalError, LeaseExpired, LeaseLost, OpenItem
+from stenod.journal import BatchRow, ItemOutcome, JobJournal, OpenItem
 from stenod.provider import (
     ItemResult,
     Limits,
@@ -31,14 +31,14 @@ from stenod.provider import (
 )
 from stenod.settings import RetrySettings
 
+if TYPE_CHECKING:
+    from stenod.dispatch.dispatch_state import DispatchState
+
 __all__ = ["LiveText", "ProviderRuntime", "Stepper"]
 
 log = structlog.get_logger("stenod.dispatcher")
 _BUG_HINT = "This is a bug; please report it with the log."
 _DISK_FULL_RETRY_SECONDS = 15.0  # writing again is cheap, but each try fetches the results again
-
-Spawn = Callable[[Coroutine[Any, Any, None], str], None]
-Reschedule = Callable[[BatchRow, float], None]
 
 
 @dataclass(slots=True)
@@ -69,10 +69,8 @@ class Stepper:
         outcomes: Outcomes,
         policy: RetrySettings,
         *,
+        state: DispatchState,
         pauses: ProviderPauses,
-        runtimes: Callable[[], Mapping[str, ProviderRuntime]],
-        reschedule: Reschedule,
-        spawn: Spawn,
         progress_interval_seconds: float,
         metrics: DispatchMetrics | None = None,
         live: LiveText | None = None,
@@ -81,9 +79,7 @@ class Stepper:
         self._outcomes = outcomes
         self._policy = policy
         self._pauses = pauses
-        self._runtimes = runtimes
-        self._reschedule = reschedule
-        self._spawn = spawn
+        self._state = state
         self._progress_interval = progress_interval_seconds
         self._metrics = metrics
         self._live = live
@@ -103,11 +99,11 @@ class Stepper:
             fresh = await self._journal.batch(batch.batch_id)
             if fresh is None or fresh.state in (BatchState.DONE, BatchState.FAILED):
                 return False
-            self._reschedule(fresh, time.time())
+            self._state.reschedule(fresh, time.time())
             return True
 
     async def _step(self, batch: BatchRow) -> bool:
-        runtime = self._runtimes().get(batch.provider)
+        runtime = self._state.runtimes.get(batch.provider)
         try:
             if runtime is None:
                 raise PermanentError(f"provider {batch.provider!r} is not available", code="unknown_provider")
@@ -156,7 +152,7 @@ class Stepper:
             log.info("batch.submitted", items=len(batch.items))
             batch = _replace(batch, state=BatchState.POLLING, handle=dict(handle), attempts=0, next_at=next_at)
             if not done and runtime.poll_interval > 0:
-                self._reschedule(batch, next_at)
+                self._state.reschedule(batch, next_at)
                 return True
         if batch.state == BatchState.POLLING:
             assert batch.handle is not None
@@ -175,7 +171,7 @@ class Stepper:
                     poll_time=poll_time,
                 )
                 await self._maybe_progress_events(changed, batch.batch_id)
-                self._reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
+                self._state.reschedule(_replace(batch, attempts=0, last_poll_at=poll_time), next_at)
                 return True
             return await self._conclude(runtime, batch, status)
         if batch.state == BatchState.FETCHING:
@@ -255,7 +251,7 @@ class Stepper:
         delay = backoff_delay(attempts, self._policy, exc.retry_after)
         if exc.code == DISK_FULL:
             delay = min(self._policy.max_seconds, _DISK_FULL_RETRY_SECONDS)
-        runtime = self._runtimes().get(batch.provider)
+        runtime = self._state.runtimes.get(batch.provider)
         next_at = time.time() + delay
         if batch.state == BatchState.POLLING and runtime is not None:
             # A refused or failed status call still counts as a call for the provider's pacing.
@@ -270,7 +266,7 @@ class Stepper:
             error=exc.message,
             retry_after=exc.retry_after,
         )
-        self._reschedule(_replace(batch, attempts=attempts), next_at)
+        self._state.reschedule(_replace(batch, attempts=attempts), next_at)
         return True
 
     async def fail(self, batch: BatchRow, error: ErrorInfo) -> None:
@@ -306,7 +302,7 @@ class Stepper:
             return
         for j in due:
             self._last_progress[j] = now
-        self._spawn(self._record_progress(due, fraction, batch.batch_id), f"progress:{batch.batch_id}")
+        self._state.spawn(self._record_progress(due, fraction, batch.batch_id), f"progress:{batch.batch_id}")
 
     async def _record_progress(self, jobs: list[str], fraction: float, batch_id: str) -> None:
         try:

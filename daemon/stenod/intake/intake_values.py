@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stenod.intake.request_message import Rejected
+from stenod.errors import Rejected
 from stenod.journal import NewItem
 from stenod.provider import Limits
 

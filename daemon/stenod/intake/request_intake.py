@@ -18,6 +18,7 @@ import structlog
 from ulid import ULID
 
 from stenod.dispatch.packing_pass import is_url
+from stenod.errors import Rejected
 from stenod.events import EventKind, JobEvent, utc_now
 from stenod.intake.intake_values import (
     Accepted,
@@ -29,17 +30,9 @@ from stenod.intake.intake_values import (
     Runtime,
     Upload,
 )
-from stenod.intake.request_message import (
-    DEFAULT_TRANSLATE_PROVIDER,
-    CancelRequest,
-    JobSpec,
-    ProviderInfo,
-    Rejected,
-    Request,
-    check_request,
-    parse_body,
-)
+from stenod.intake.request_message import CancelRequest, JobSpec, ProviderInfo, Request, check_request, parse_body
 from stenod.journal import Journal, NewItem, NewJob
+from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization, KnownSpeaker
 from stenod.voices import with_remembered
 
@@ -168,8 +161,7 @@ class RequestIntake:
             content_hash=upload.sha256,
             reused_result=reused,
         )
-        output = self._output(spec, output_dir)
-        output["after"] = "keep" if keep else "discard"
+        output = self._output(spec, output_dir, after="keep" if keep else "discard")
         job = NewJob(
             source=source,
             task=spec.task,
@@ -206,8 +198,7 @@ class RequestIntake:
             items, output_dir = await self._local_checks(request)
         except Rejected as exc:
             raise Rejected(exc.code, exc.reason, **context) from None
-        output = self._output(request, output_dir)
-        output["resolved"] = True  # symlinks resolved: the writer refuses new ones
+        output = self._output(request, output_dir, resolved=True)  # symlinks resolved: the writer refuses new ones
         return NewJob(
             source=delivery.source,
             task=request.task,
@@ -230,18 +221,16 @@ class RequestIntake:
         return with_remembered(asked, await self._journal.known_voices())
 
     @staticmethod
-    def _output(spec: JobSpec, output_dir: str | None) -> dict[str, Any]:
-        formats = list(spec.output.formats) if spec.output and spec.output.formats else None
-        output: dict[str, Any] = {
-            "dir": output_dir,
-            "formats": formats or ["txt", "json", "srt", "vtt"],
-            "after": "keep",
-        }
-        if spec.output is not None and spec.output.chain_languages:
-            output["formats"] = sorted({*output["formats"], "txt"})  # the translation step reads the .txt
-            output["then_translate_to"] = list(spec.output.chain_languages)
-            output["translate_provider"] = spec.output.translate_provider or DEFAULT_TRANSLATE_PROVIDER
-        return output
+    def _output(spec: JobSpec, output_dir: str | None, *, after: str = "keep", resolved: bool = False) -> OutputSpec:
+        asked = spec.output
+        return OutputSpec.build(
+            dir=output_dir,
+            formats=asked.formats if asked is not None else None,
+            after=after,
+            resolved=resolved,
+            then_translate_to=asked.chain_languages if asked is not None else (),
+            translate_provider=asked.translate_provider if asked is not None else None,
+        )
 
     async def _local_checks(self, request: Request) -> tuple[list[NewItem], str | None]:
         """Items (paths checked on disk, URLs checked by policy) and the output folder."""

@@ -18,13 +18,13 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
 from stenod.diarization import MAX_SPEAKERS, diarization_of, unavailable_reason
-from stenod.errors import ConfigError
+from stenod.errors import ConfigError, Rejected
+from stenod.output_spec import DEFAULT_TRANSLATE_PROVIDER
 from stenod.provider import Limits, Task
 from stenod.settings import languages
 from stenod.speakers import Diarization, KnownSpeaker
 
 MAX_INPUTS = 100
-DEFAULT_TRANSLATE_PROVIDER = "azure"
 _TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)
 
 RequestId = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_TEXT)]
@@ -137,26 +137,6 @@ class CancelRequest(_Strict):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="stenod cancel")
 
     job_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z]+$")]
-
-
-class Rejected(Exception):
-    """A message that can never succeed: dead-lettered with ``code`` and ``reason``."""
-
-    def __init__(
-        self,
-        code: str,
-        reason: str,
-        *,
-        request_id: str | None = None,
-        task: str | None = None,
-        provider: str | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-        self.request_id = request_id
-        self.task = task
-        self.provider = provider
 
 
 @dataclass(frozen=True, slots=True)

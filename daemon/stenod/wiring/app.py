@@ -20,7 +20,9 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from stenod.adapters.downloads.url_fetch import UrlDownloader, UrlFetchService, UrlPolicy
+from stenod.adapters.downloads.url_downloader import UrlDownloader
+from stenod.adapters.downloads.url_fetch_service import UrlFetchService
+from stenod.adapters.downloads.url_policy import UrlPolicy
 from stenod.adapters.folders.disk_space import DiskSpace
 from stenod.adapters.folders.local_inputs import LocalInputs
 from stenod.adapters.folders.media_probe import MediaProbe
@@ -32,15 +34,16 @@ from stenod.adapters.sqlite.journal import SqliteJournal
 from stenod.adapters.systemd.notify import SystemdNotifier
 from stenod.corrections import Corrections
 from stenod.dispatch.dispatcher import Dispatcher
-from stenod.errors import ConfigError
+from stenod.errors import ConfigError, JournalError
 from stenod.events_wait import first_of
 from stenod.fault_points import sigterm_at
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
-from stenod.journal import Journal, JournalError
+from stenod.journal import Journal
 from stenod.logging import REDACTOR
 from stenod.loop_lag import LoopLagMonitor
-from stenod.settings import Settings, WatchRule, load_settings
+from stenod.settings import Settings, WatchRule
+from stenod.settings_loading import load_settings
 from stenod.wiring.metrics import PrometheusMetrics
 from stenod.wiring.plugin_discovery import Catalogue
 from stenod.wiring.provider_setup import Providers, load_providers
@@ -244,42 +247,27 @@ async def _requests(daemon: Daemon, stack: AsyncExitStack, watch: JobWatch) -> N
         daemon.health["broker"] = parts.link.healthy
         daemon.status_parts["amqp"] = parts.link.status
     if settings.http.listen:
-        from stenod.adapters.http.build import build_http
+        from stenod.adapters.http.build import HttpParts, build_http
         from stenod.adapters.http.retention import ResultsKeeper
+        from stenod.wiring.http_view import DaemonHttpView
 
         keeper = ResultsKeeper(journal, settings.state_dir, keep_days=settings.http.keep_results_days, metrics=metrics)
         daemon.services.append(keeper.run)
 
         REDACTOR.add_secrets(k.get_secret_value() for k in settings.http.api_keys)
-        server = await build_http(
-            settings.http,
-            settings.state_dir,
+        http_parts = HttpParts(
             intake=intake,
             journal=journal,
             watch=watch,
+            corrections=Corrections(journal, daemon.sink),
+            results=keeper,
             checks=daemon.health,
             registry=metrics.registry,
-            providers=lambda: (sorted(daemon.providers.runtimes), daemon.providers.unavailable),
-            notify=notify,
-            wake_urls=fetcher.wake,
-            corrections=Corrections(journal, daemon.sink),
-            audio_roots=lambda: [r.path for r in daemon.settings.watch] + list(amqp.allowed_roots),
-            watched=lambda: [
-                {
-                    "path": str(r.path),
-                    "provider": r.provider or daemon.settings.default_provider,
-                    "language": r.language,
-                }
-                for r in daemon.settings.watch
-            ],
-            status_lines=lambda: [part() for part in daemon.status_parts.values()],
-            configured=lambda: {*daemon.settings.providers, daemon.settings.default_provider},
+            daemon=DaemonHttpView(daemon, wake_urls=fetcher.wake, queue_roots=amqp.allowed_roots),
             json_bytes=amqp.max_body_bytes,
-            probe_format=daemon.media.audio_format,
-            state_full=daemon.disk.state_full,
-            results=keeper,
             remember_voices=settings.diarization.remember_voices,
         )
+        server = await build_http(settings.http, settings.state_dir, http_parts)
         server.bind()  # a busy port fails at start-up, not later
         daemon.services.append(server.run)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from stenod.errors import ConfigError, PluginError
 from stenod.provider import Limits, Provider, ProviderSettings
-from stenod.settings import credential
+from stenod.settings_loading import credential
 
 GROUP = "stenod.providers"
 _REQUIRED_METHODS = ("submit", "poll", "fetch", "cancel")

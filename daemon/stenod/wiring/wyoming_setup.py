@@ -17,7 +17,8 @@ from stenod.kept_commands import KeptCommands
 from stenod.live import LiveTranscriber
 from stenod.live_batch import BatchAsLive
 from stenod.provider import Provider, Task
-from stenod.settings import WyomingSettings, parse_listen
+from stenod.settings import WyomingSettings
+from stenod.settings_loading import parse_listen
 from stenod.voice_commands import CommandDefaults, LiveEntry, LiveView, VoiceCommands
 from stenod.wiring.provider_setup import Providers
 

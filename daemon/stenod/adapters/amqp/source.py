@@ -28,10 +28,10 @@ from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
 from stenod.adapters.amqp.returns import Returns
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
+from stenod.errors import Rejected
 from stenod.events import utc_now
 from stenod.fault_points import REQUEST_DELIVERED, pause_at, sigterm_at
 from stenod.intake.request_intake import Accepted, Delivery, RequestIntake
-from stenod.intake.request_message import Rejected
 from stenod.journal import Journal
 from stenod.settings import AmqpSettings, Settings
 

@@ -9,14 +9,16 @@ import os
 import stat
 from pathlib import Path
 
-from stenod.adapters.folders.writers import ERROR_SUFFIX, TRANSCRIPT_FORMATS
+from stenod.adapters.folders.writers import ERROR_SUFFIX
+from stenod.errors import StenodError
+from stenod.output_spec import TRANSCRIPT_FORMATS
 from stenod.settings import WatchRule
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".download", ".!qb", "~")
 _HASH_CHUNK = 1 << 20
 
 
-class FileRefused(Exception):
+class FileRefused(StenodError):
     """A path that must not be read (symlink, hard link, FIFO, device, changed under us)."""
 
 

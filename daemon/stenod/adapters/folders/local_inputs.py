@@ -11,17 +11,11 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from stenod.adapters.downloads.url_fetch import (
-    DownloadFailed,
-    Resolver,
-    UrlPolicy,
-    UrlRefused,
-    name_from_url,
-    system_resolve,
-)
+from stenod.adapters.downloads.url_downloader import name_from_url
+from stenod.adapters.downloads.url_policy import DownloadFailed, Resolver, UrlPolicy, UrlRefused, system_resolve
 from stenod.adapters.folders.files import FileRefused, open_regular
 from stenod.adapters.thread_lane import ThreadLane
-from stenod.intake.request_message import Rejected
+from stenod.errors import Rejected
 from stenod.journal import NewItem
 
 __all__ = ["LocalInputs", "local_input"]

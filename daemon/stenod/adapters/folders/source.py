@@ -18,14 +18,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 import watchfiles
 
 from stenod.adapters.folders.atomic import output_key
 from stenod.adapters.folders.files import PARTIAL_SUFFIXES, FileRefused, hash_file, is_ignored_name
-from stenod.journal import Journal, JournalError, NewItem, NewJob
+from stenod.errors import JournalError
+from stenod.journal import Journal, NewItem, NewJob
+from stenod.output_spec import OutputSpec
 from stenod.settings import WatchRule
 from stenod.voices import with_remembered
 
@@ -303,16 +304,14 @@ class FolderSource:
             options,
             asked,
         )
-        output: dict[str, Any] = {
-            "dir": str(rule.output_dir) if rule.output_dir else None,
-            "formats": list(rule.formats),
-            "after": rule.after,
-            "root": str(self.root),
-        }
-        if rule.chain_languages:
-            output["formats"] = sorted({*rule.formats, "txt"})  # the translation step reads the .txt
-            output["then_translate_to"] = list(rule.chain_languages)
-            output["translate_provider"] = rule.translate_provider
+        output = OutputSpec.build(
+            dir=str(rule.output_dir) if rule.output_dir else None,
+            formats=rule.formats,
+            after=rule.after,
+            root=str(self.root),
+            then_translate_to=rule.chain_languages,
+            translate_provider=rule.translate_provider,
+        )
         job, created = await self._journal.create_job(
             NewJob(
                 source="folder",

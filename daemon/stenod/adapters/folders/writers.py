@@ -14,9 +14,8 @@ import os
 import shutil
 import stat
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -25,11 +24,11 @@ from stenod.errors import ErrorInfo
 from stenod.formats import render_json, render_srt, render_txt, render_vtt
 from stenod.journal import OpenItem, OutputFile, Unsettled
 from stenod.jsontext import dumps_pretty
+from stenod.output_spec import TRANSCRIPT_FORMATS
 from stenod.provider import ItemResult, Transcript
 
 log = structlog.get_logger("stenod.output")
 
-TRANSCRIPT_FORMATS = ("txt", "json", "srt", "vtt")
 ERROR_SUFFIX = ".error.json"
 # Some filesystems keep modification times to the second or two (FAT, some network shares).
 _MTIME_GRAIN_SECONDS = 2.0
@@ -54,17 +53,17 @@ class FileSink:
         self._sweeper = OrphanSweeper()
 
     def _target(self, item: OpenItem, *, failed: bool = False) -> Path:
-        output: Mapping[str, Any] = item.output
-        if output.get("dir"):
-            directory = Path(output["dir"])
-        elif output.get("after") == "move" and output.get("root"):
-            return _own_folder(Path(output["root"]) / ("failed" if failed else "done"))
+        output = item.output
+        if output.dir:
+            directory = Path(output.dir)
+        elif output.after == "move" and output.root:
+            return _own_folder(Path(output.root) / ("failed" if failed else "done"))
         elif item.path and not item.input.startswith(("http://", "https://")):
             directory = Path(item.path).parent
         else:
             return _own_folder(self._fallback_dir / item.job_id, parents=True)
         directory.mkdir(parents=True, exist_ok=True)
-        if output.get("resolved") and os.path.realpath(directory) != str(directory):
+        if output.resolved and os.path.realpath(directory) != str(directory):
             # The folder was checked (symlinks resolved) when the request was accepted.
             raise OSError(
                 errno.ELOOP,
@@ -127,7 +126,7 @@ class FileSink:
         transcript = result.transcript
         if transcript is not None:
             renderers = self._renderers(item.input)
-            for fmt in item.output.get("formats") or TRANSCRIPT_FORMATS:
+            for fmt in item.output.formats:
                 files.append((directory / f"{stem}.{fmt}", functools.partial(renderers[fmt], transcript)))
         for doc in result.documents:
             lang = "".join(ch for ch in doc.language if ch.isalnum() or ch == "-")[:35] or "xx"
@@ -226,9 +225,9 @@ class FileSink:
             (directory / f"{stem}{ERROR_SUFFIX}").unlink()
 
     def _after(self, item: OpenItem, *, succeeded: bool) -> None:
-        if item.output.get("then_translate_to") and item.task == "translate":
+        if item.output.then_translate_to and item.task == "translate":
             return  # a chained step's input is our own transcript, not the user's file
-        action = item.output.get("after", "keep")
+        action = item.output.after
         if item.path and (item.input.startswith(("http://", "https://")) or action == "discard"):
             self._drop_download(Path(item.path))  # a download or an upload: our copy, done with
             return
@@ -246,7 +245,7 @@ class FileSink:
                 source.unlink()
                 log.info("input.deleted", input=str(source))
             return
-        root = Path(item.output.get("root") or source.parent)
+        root = Path(item.output.root or source.parent)
         destination = _own_folder(root / ("done" if succeeded else "failed"))
         shutil.move(source, destination / source.name)
         log.info("input.moved", input=str(source), to=str(destination))

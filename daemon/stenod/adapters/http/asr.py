@@ -152,7 +152,7 @@ async def detect_language(request: Request, ctx: Ctx, encode: Encode = True) -> 
 
 @router.get("/status", summary="Whether stenod answers, and its version (Bazarr's Test Connection)")
 async def status(ctx: Ctx) -> dict[str, Any]:
-    names, _ = ctx.providers()
+    names, _ = ctx.daemon.providers()
     return {
         "status": "ok",
         "version": f"stenod {ctx.version}",

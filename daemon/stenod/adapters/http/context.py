@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
@@ -22,9 +22,52 @@ from stenod.job_watch import JobWatch
 from stenod.journal import Journal
 from stenod.speaker_naming import SpeakerNaming
 
-__all__ = ["Ctx", "HttpContext", "require_key", "require_key_or_keyless"]
+__all__ = ["Ctx", "DaemonView", "HttpContext", "require_key", "require_key_or_keyless"]
 
 Check = Callable[[], Awaitable[bool | Mapping[str, Any]]]  # a mapping: {"ok": …} and what to say
+
+
+class DaemonView(Protocol):
+    """The running daemon as the routes see it: answers that change with a reload, and the
+    parts a route wakes. The composition root implements it."""
+
+    def providers(self) -> tuple[Sequence[str], Mapping[str, str]]:
+        """The providers available now, and why each other one is not."""
+        ...
+
+    def configured(self) -> set[str]:
+        """Providers the configuration names (the others run on their defaults)."""
+        ...
+
+    def watched(self) -> list[dict[str, Any]]:
+        """The watched folders, for the status page."""
+        ...
+
+    def status_lines(self) -> list[str]:
+        """The daemon's status in words (the broker link)."""
+        ...
+
+    def audio_roots(self) -> Sequence[Path]:
+        """Where the page may play recordings from besides uploads: the watched folders and
+        the queue's allowed roots."""
+        ...
+
+    def probe_format(self, path: Path) -> str | None:
+        """An upload's container, judged by libav in a child process (blocking)."""
+        ...
+
+    def state_full(self) -> str | None:
+        """What has no room for new jobs (the state directory's filesystem, the journal's
+        database), None when both have (blocking)."""
+        ...
+
+    def notify(self) -> None:
+        """New work is in the journal: wake the dispatcher."""
+        ...
+
+    def wake_urls(self) -> None:
+        """A job has URL inputs: wake the downloader."""
+        ...
 
 
 @dataclass(slots=True)
@@ -41,18 +84,10 @@ class HttpContext:
     checks: Mapping[str, Check]
     registry: CollectorRegistry
     stopping: asyncio.Event
-    providers: Callable[[], tuple[Sequence[str], Mapping[str, str]]]  # available names; why others are not
-    notify: Callable[[], None]  # new work is in the journal: wake the dispatcher
-    wake_urls: Callable[[], None]  # a job has URL inputs: wake the downloader
+    daemon: DaemonView
     corrections: Corrections
     naming: SpeakerNaming  # speakers named for a recording or for good (voices remembered)
     uploads_dir: Path  # files uploaded on the page, kept as their jobs' inputs
-    audio_roots: Callable[[], Sequence[Path]]  # where the page may play recordings from
-    watched: Callable[[], list[dict[str, Any]]]  # the watched folders, for the status page
-    status_lines: Callable[[], list[str]]  # the daemon's status in words (the broker link)
-    configured: Callable[[], set[str]]  # providers the configuration names (the others run on defaults)
-    probe_format: Callable[[Path], str | None]  # an upload's container, judged by libav in a child process
-    state_full: Callable[[], str | None]  # what has no room for new jobs (state filesystem, journal); blocking
     results: ResultsKeeper  # how long uploads' jobs are kept (410 after)
 
 

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, StenodError
 
 __all__ = ["ApiError", "for_failure", "install_handlers"]
 
@@ -41,7 +41,7 @@ _CLIENT_CODES = frozenset(
 )
 
 
-class ApiError(Exception):
+class ApiError(StenodError):
     """An answer other than success, in OpenAI's error shape."""
 
     def __init__(

@@ -23,9 +23,10 @@ from stenod.adapters.http.errors import SERVER, ApiError
 from stenod.adapters.http.retention import gone_message
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import receive, refuse_when_full, submit_upload
+from stenod.errors import Rejected
 from stenod.formats import render_json, render_srt, render_tsv, render_txt, render_vtt
 from stenod.intake.request_intake import Accepted, Delivery, Retry
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobView
 from stenod.provider import Transcript
 
@@ -131,9 +132,9 @@ async def create(request: Request, ctx: Ctx) -> JSONResponse:
         outcome = await ctx.intake.handle(Delivery(body=body, message_id=key, source="http"))
         accepted = _accepted(outcome)
         if accepted.created:
-            ctx.notify()
+            ctx.daemon.notify()
             if accepted.urls:
-                ctx.wake_urls()
+                ctx.daemon.wake_urls()
     return await _created(ctx, accepted)
 
 

@@ -88,7 +88,7 @@ def _provider_of(ctx: HttpContext, model: str | None) -> tuple[str, dict[str, An
     """The provider ``model`` names, and the options that naming implies."""
     if not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
-    names, _ = ctx.providers()
+    names, _ = ctx.daemon.providers()
     if model in _OPENAI_MODELS or model.startswith(("whisper-", "gpt-")):
         return ctx.intake.default_provider, {}
     name, _, sub = model.partition("/")
@@ -239,6 +239,6 @@ async def translations(request: Request, ctx: Ctx) -> Response:
 
 @router.get("/v1/models", summary="Models (providers) this server offers")
 async def models(ctx: Ctx) -> dict[str, Any]:
-    names, _ = ctx.providers()
+    names, _ = ctx.daemon.providers()
     ids = ["whisper-1", *sorted(names)]
     return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "stenod"} for i in ids]}

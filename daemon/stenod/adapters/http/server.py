@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from pydantic import IPvAnyNetwork
 
 from stenod.errors import ConfigError
-from stenod.settings import is_loopback, parse_listen
+from stenod.settings_loading import is_loopback, parse_listen
 
 __all__ = ["HttpServer"]
 

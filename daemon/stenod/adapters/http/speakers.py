@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stenod.adapters.http.context import Ctx, require_key
 from stenod.adapters.http.errors import ApiError
-from stenod.corrections import CorrectionError
-from stenod.voices import NameTaken, check_name
+from stenod.errors import CorrectionError, NameTaken
+from stenod.voices import check_name
 
 __all__ = ["router"]
 

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from ulid import ULID
 
 from stenod.adapters.folders.writers import safe_stem
+from stenod.errors import StenodError
 
 __all__ = ["BadUpload", "Spool", "SpooledFile", "SpooledForm", "UploadTooLarge"]
 
@@ -41,7 +42,7 @@ _MAX_PARTS = 100
 _PCM_RATE = 16_000  # what whisper-asr-webservice's encode=false means: 16 kHz mono s16le, no header
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(StenodError):
     """The body is over ``max_bytes``."""
 
     def __init__(self, limit: int) -> None:
@@ -49,7 +50,7 @@ class UploadTooLarge(Exception):
         self.limit = limit
 
 
-class BadUpload(Exception):
+class BadUpload(StenodError):
     """The body is not a usable multipart form; ``param`` names the field at fault."""
 
     def __init__(self, message: str, param: str | None = None) -> None:

@@ -18,8 +18,9 @@ from starlette.requests import ClientDisconnect, Request
 from stenod.adapters.http.context import HttpContext
 from stenod.adapters.http.errors import SERVER, ApiError, for_failure
 from stenod.adapters.http.spool import BadUpload, SpooledFile, SpooledForm, UploadTooLarge
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted, Retry, Upload
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobState, JobView
 from stenod.provider import Transcript
 from stenod.speakers import KnownSpeaker
@@ -63,7 +64,7 @@ async def refuse_when_full(ctx: HttpContext, field: str | None = "file") -> None
     """507 before a byte is read when the state directory's filesystem (the spooled file, the
     journal and the results go there) or the journal's database has no room: a job taken
     now would wait for its commit instead of being answered."""
-    if (full := await asyncio.to_thread(ctx.state_full)) is not None:
+    if (full := await asyncio.to_thread(ctx.daemon.state_full)) is not None:
         raise _no_room(field, full)
 
 
@@ -108,7 +109,7 @@ async def submit_upload(
         await ctx.spool.discard(form.folder)
         raise ApiError(503, f"stenod could not record the job: {outcome.reason}", type=SERVER)
     if outcome.created:
-        ctx.notify()
+        ctx.daemon.notify()
     else:  # the same Idempotency-Key again: the first upload's job answers
         await ctx.spool.discard(form.folder)
     return outcome
@@ -132,7 +133,7 @@ async def _known_format(ctx: HttpContext, spooled: SpooledFile, field: str) -> N
     extension = spooled.path.suffix.lower().lstrip(".")
     if extension:
         return
-    found = await asyncio.to_thread(ctx.probe_format, spooled.path)
+    found = await asyncio.to_thread(ctx.daemon.probe_format, spooled.path)
     if found is None:
         raise ApiError(
             400,
@@ -205,5 +206,5 @@ async def keep_uploads(ctx: HttpContext, form: SpooledForm, spec: JobSpec) -> li
         if isinstance(outcome, Retry):
             raise ApiError(503, f"stenod could not record the job: {outcome.reason}", type=SERVER)
         accepted.append(outcome.job_id)
-    ctx.notify()
+    ctx.daemon.notify()
     return accepted

@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stenod.adapters.postgres.write_groups import WriteGroups
 from stenod.adapters.sql.statements import All, Exec, Many, One, Op
-from stenod.journal import JournalError
+from stenod.errors import JournalError
 
 T = TypeVar("T")
 log = structlog.get_logger("stenod.journal")

@@ -21,8 +21,7 @@ from typing import Any
 import psycopg
 
 from stenod.adapters.postgres.driver import CONNECTION_OPTIONS
-from stenod.errors import ConfigError
-from stenod.journal import JournalError
+from stenod.errors import JournalError, JournalInUse
 
 _IDLE_SECONDS = 15  # check() runs every few seconds; a session silent this long has no daemon behind it
 _HOLDER_SQL = """
@@ -42,10 +41,6 @@ def lock_key(instance_id: str) -> int:
     """The advisory lock's 63-bit key for an instance id (two ids colliding is a 2^-63 chance)."""
     digest = hashlib.sha256(b"stenod instance\0" + instance_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-class JournalInUse(ConfigError):
-    """Another stenod runs under this instance id on this database (exit 2: a person must choose)."""
 
 
 class InstanceLock:

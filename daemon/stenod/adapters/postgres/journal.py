@@ -20,9 +20,9 @@ from stenod.adapters.postgres.schema import migrate
 from stenod.adapters.sql import views
 from stenod.adapters.sql.journal import SqlJournal, default_instance_id
 from stenod.adapters.sql.statements import run_sync
-from stenod.errors import ConfigError
+from stenod.errors import ConfigError, JournalError
 from stenod.jobs import JobView
-from stenod.journal import JournalError, OutboxRow
+from stenod.journal import OutboxRow
 
 __all__ = ["PostgresJournal", "PostgresOutbox", "PostgresReader", "describe_url"]
 

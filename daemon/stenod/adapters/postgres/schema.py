@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
-from stenod.journal import SchemaTooNew
+from stenod.errors import SchemaTooNew
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from stenod.adapters.sql.statements import Op
-from stenod.journal import JournalError
+from stenod.errors import JournalError
 
 T = TypeVar("T")
 

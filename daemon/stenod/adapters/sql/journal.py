@@ -20,10 +20,10 @@ from stenod.adapters.sql.emit import Emitter
 from stenod.adapters.sql.reads import Driver
 from stenod.adapters.sql.statements import Op
 from stenod.adapters.sql.voices import SqlVoices
-from stenod.errors import ErrorInfo
+from stenod.errors import ErrorInfo, LeaseLost
 from stenod.events import JobEvent
 from stenod.jobs import BatchState, JobView
-from stenod.journal import BatchRow, FinishedJob, Held, ItemOutcome, LeaseLost, NewJob, OutputFile, Unsettled
+from stenod.journal import BatchRow, FinishedJob, Held, ItemOutcome, NewJob, OutputFile, Unsettled
 
 T = TypeVar("T")
 

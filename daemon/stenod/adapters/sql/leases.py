@@ -8,7 +8,7 @@ transaction ends; a takeover (:func:`claim`) selects the expired jobs ``FOR UPDA
 LOCKED``, so it passes over a job whose holder is writing about it right now (it is alive,
 and its write renews the lease) and one that another instance is claiming at the same
 moment: two instances never take the same job. A holder that lost the job gets zero rows
-from its fence, raises :class:`~stenod.journal.LeaseLost`, and its transaction (with the
+from its fence, raises :class:`~stenod.errors.LeaseLost`, and its transaction (with the
 events it would have added) is rolled back.
 """
 
@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 
 from stenod.adapters.sql.statements import SKIP_LOCKED, All, Count, Exec, One, Op, chunks, marks
 from stenod.adapters.sql.views import ACTIVE_BATCH, batches_where
-from stenod.journal import BatchRow, LeaseLost
+from stenod.errors import LeaseLost
+from stenod.journal import BatchRow
 
 
 def fence(batch_id: str, holder: str, gen: int, until: float) -> Op[None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from stenod.adapters.sql.statements import FOR_UPDATE, All, Exec, One, Op, loads
 from stenod.jobs import JobState
 from stenod.journal import FinishedJob
+from stenod.output_spec import OutputSpec
 
 __all__ = ["finished_http_jobs", "forget_job"]
 
@@ -27,7 +28,9 @@ def finished_http_jobs(cutoff: str, instance: str | None, after: str, limit: int
         sql += " AND instance = ?"
         args.append(instance)
     rows = yield All(sql + " ORDER BY id LIMIT ?", (*args, limit))
-    return [FinishedJob(r["id"], r["updated_at"], (loads(r["output"]) or {}).get("dir"), r["source"]) for r in rows]
+    return [
+        FinishedJob(r["id"], r["updated_at"], OutputSpec.from_json(loads(r["output"])).dir, r["source"]) for r in rows
+    ]
 
 
 def forget_job(job_id: str) -> Op[bool]:

@@ -10,6 +10,7 @@ from stenod.corrections import EditableItem
 from stenod.errors import ErrorInfo
 from stenod.jobs import BatchState, ItemState, ItemView, JobId, JobState, JobView
 from stenod.journal import BatchRow, NewItem, NewJob, OpenItem, OutboxRow
+from stenod.output_spec import OutputSpec
 
 # Items of several jobs at once ({marks}: the job ids' placeholders), grouped by job.
 ITEMS_IN_SQL = (
@@ -77,7 +78,7 @@ def open_item(r: Row) -> OpenItem:
         language=r["language"],
         target_languages=tuple(loads(r["eff_targets"])),
         options=loads(r["eff_options"]),
-        output=loads(r["output"]),
+        output=OutputSpec.from_json(loads(r["output"])),
         input=r["input"],
         name=r["name"],
         path=r["path"],
@@ -237,7 +238,7 @@ def repeat_of(job_id: str) -> Op[NewJob | None]:
         language=job["language"],
         target_languages=tuple(loads(job["target_languages"])),
         options=loads(job["options"]),
-        output=loads(job["output"]),
+        output=OutputSpec.from_json(loads(job["output"])),
         retry_of=job_id,
         diarization=diarization_of_text(job["diarization"]),
     )

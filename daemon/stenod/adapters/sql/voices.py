@@ -9,9 +9,10 @@ from typing import TypeVar
 
 from stenod.adapters.sql.reads import SqlReads
 from stenod.adapters.sql.statements import All, Count, Exec, One, Op, dumps, loads
+from stenod.errors import NameTaken
 from stenod.events import utc_now
 from stenod.speakers import KnownSpeaker, Voiceprint
-from stenod.voices import NameTaken, RememberedVoice
+from stenod.voices import RememberedVoice
 
 __all__ = ["SqlVoices"]
 

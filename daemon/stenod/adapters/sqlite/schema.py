@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from stenod.journal import SchemaTooNew
+from stenod.errors import SchemaTooNew
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 

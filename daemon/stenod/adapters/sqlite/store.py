@@ -18,8 +18,7 @@ from pathlib import Path
 import structlog
 
 from stenod.adapters.thread_lane import Call, Outcome, ThreadLane
-from stenod.errors import ConfigError
-from stenod.journal import JournalError
+from stenod.errors import ConfigError, JournalError
 
 log = structlog.get_logger("stenod.journal")
 

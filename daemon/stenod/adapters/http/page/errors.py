@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
-from stenod.adapters.http.page.session import NotSignedIn
+from stenod.errors import NotSignedIn
 
 __all__ = ["install_page_handlers", "wants_html"]
 

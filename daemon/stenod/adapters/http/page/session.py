@@ -17,20 +17,13 @@ from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.front_door import FORM_BYTES
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.sessions import COOKIE, SESSION_SECONDS
+from stenod.errors import NotSignedIn
 
-__all__ = ["NotSignedIn", "check_form", "read_form", "router", "session_of", "signed_form", "signed_in"]
+__all__ = ["check_form", "read_form", "router", "session_of", "signed_form", "signed_in"]
 
 router = APIRouter(include_in_schema=False)
 
 _MAX_FIELDS = 20
-
-
-class NotSignedIn(Exception):
-    """The page needs a key: answered with a redirect to the sign-in form."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
-        self.target = target
 
 
 def session_of(request: Request) -> str | None:

@@ -15,8 +15,8 @@ from stenod.adapters.http.context import Ctx
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.page.session import signed_form, signed_in
-from stenod.corrections import CorrectionError
-from stenod.voices import NameTaken, check_name
+from stenod.errors import CorrectionError, NameTaken
+from stenod.voices import check_name
 
 __all__ = ["router", "speaker_list"]
 

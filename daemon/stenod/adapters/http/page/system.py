@@ -52,8 +52,8 @@ def _figures(registry: CollectorRegistry) -> list[str]:
 
 
 async def system_values(ctx: HttpContext) -> dict[str, Any]:
-    names, unavailable = ctx.providers()
-    configured = ctx.configured()
+    names, unavailable = ctx.daemon.providers()
+    configured = ctx.daemon.configured()
     counts = await ctx.journal.counts()
     providers = []
     for name in sorted(set(names) | set(unavailable) | set(counts)):
@@ -70,8 +70,8 @@ async def system_values(ctx: HttpContext) -> dict[str, Any]:
         )
     return {
         "checks": await _checks(ctx),
-        "status_lines": ctx.status_lines(),
+        "status_lines": ctx.daemon.status_lines(),
         "providers": providers,
-        "watched": ctx.watched(),
+        "watched": ctx.daemon.watched(),
         "figures": _figures(ctx.registry),
     }

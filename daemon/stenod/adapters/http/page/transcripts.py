@@ -16,7 +16,7 @@ from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.page.session import signed_form, signed_in
 from stenod.adapters.http.page.speakers import speaker_list
-from stenod.corrections import CorrectionError
+from stenod.errors import CorrectionError
 
 __all__ = ["router"]
 
@@ -34,7 +34,7 @@ def _audio_allowed(ctx: HttpContext, path: str | None) -> Path | None:
     if not path or Path(path).suffix.lower().lstrip(".") not in _PLAYABLE:
         return None
     real = Path(os.path.realpath(path))
-    roots = [Path(os.path.realpath(r)) for r in ctx.audio_roots()]
+    roots = [Path(os.path.realpath(r)) for r in [ctx.uploads_dir, *ctx.daemon.audio_roots()]]
     if not any(real.is_relative_to(root) for root in roots) or not real.is_file():
         return None
     return real

@@ -27,8 +27,9 @@ from stenod.adapters.http.page.session import check_form, signed_form, signed_in
 from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.sse import Sse, event_stream
 from stenod.adapters.http.uploads import keep_uploads, receive
+from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted
-from stenod.intake.request_message import JobSpec, Rejected
+from stenod.intake.request_message import JobSpec
 from stenod.jobs import JobView
 
 __all__ = ["router", "static"]
@@ -65,7 +66,7 @@ async def _rows(ctx: HttpContext, state: str | None, provider: str | None, befor
 
 
 def _providers(ctx: HttpContext) -> list[str]:
-    names, unavailable = ctx.providers()
+    names, unavailable = ctx.daemon.providers()
     return sorted(set(names) | set(unavailable))
 
 
@@ -183,7 +184,7 @@ async def cancel(request: Request, job_id: str, ctx: Ctx) -> Response:
     outcome = await ctx.intake.cancel(job_id)
     if isinstance(outcome, Rejected):
         raise ApiError(404, outcome.reason, code=outcome.code)
-    ctx.notify()
+    ctx.daemon.notify()
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
@@ -195,16 +196,16 @@ async def retry(request: Request, job_id: str, ctx: Ctx) -> Response:
         reason = outcome.reason if isinstance(outcome, Rejected) else "stenod could not record the job"
         view = await _job_values(ctx, job_id)
         return page(request, ctx, "job.html", status=409, nav="jobs", flash=reason, flash_kind="error", **view)
-    ctx.notify()
+    ctx.daemon.notify()
     if outcome.urls:
-        ctx.wake_urls()
+        ctx.daemon.wake_urls()
     return RedirectResponse(f"/jobs/{outcome.job_id}", status_code=303)
 
 
 @router.get("/upload")
 async def upload_form(request: Request, ctx: Ctx) -> Response:
     signed_in(request, ctx)
-    names, _ = ctx.providers()
+    names, _ = ctx.daemon.providers()
     return page(
         request, ctx, "upload.html", nav="upload", providers=sorted(names),
         default_provider=ctx.intake.default_provider, formats=FORMATS,
