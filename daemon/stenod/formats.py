@@ -20,7 +20,7 @@ import pysubs2
 
 from stenod.jsontext import dumps_pretty
 from stenod.provider import Segment, Transcript, Word
-from stenod.speaker_views import public_transcript
+from stenod.who_spoke.views import public_transcript
 
 __all__ = ["Cue", "cues", "render_json", "render_srt", "render_tsv", "render_txt", "render_vtt", "turns"]
 

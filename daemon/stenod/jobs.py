@@ -15,7 +15,7 @@ from typing import Any, Final, NewType
 from urllib.parse import urlsplit, urlunsplit
 
 from stenod.errors import ErrorInfo, InvalidTransition
-from stenod.speaker_views import public_speakers, public_transcript
+from stenod.who_spoke.views import public_speakers, public_transcript
 
 JobId = NewType("JobId", str)
 ItemId = NewType("ItemId", str)

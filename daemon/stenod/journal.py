@@ -15,7 +15,7 @@ from stenod.events import JobEvent
 from stenod.jobs import BatchState, ItemState, JobView
 from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization
-from stenod.voices import VoiceJournal
+from stenod.who_spoke.voices import VoiceJournal
 
 
 @dataclass(frozen=True, slots=True)

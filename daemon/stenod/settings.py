@@ -23,9 +23,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from stenod.diarization import diarization_of
 from stenod.provider import Task
 from stenod.speakers import Diarization
+from stenod.who_spoke.diarization import diarization_of
 
 OutputFormat = Literal["txt", "json", "srt", "vtt"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("txt", "json", "srt", "vtt")

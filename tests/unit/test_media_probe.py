@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from stenod.adapters.folders.media_probe import MediaProbe
-from stenod.media_child import MediaChild, MediaChildFailed
 from stenod.provider import PermanentError
+from stenod.provider.media_child import MediaChild, MediaChildFailed
 from tests.audio_bombs import opus_silence
 
 

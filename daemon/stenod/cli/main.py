@@ -18,13 +18,13 @@ import structlog
 
 from stenod import __version__
 from stenod import logging as stenod_logging
-from stenod.diarization import diarization_of
 from stenod.errors import ConfigError, JournalError
 from stenod.fault_points import EXITING, sigterm_at
 from stenod.intake.request_message import options_from_pairs
 from stenod.masking import mask_text
 from stenod.settings import Settings
 from stenod.settings_loading import load_settings, redacted_dump
+from stenod.who_spoke.diarization import diarization_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

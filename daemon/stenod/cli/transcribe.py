@@ -14,12 +14,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from stenod.diarization import unavailable_reason
 from stenod.jobs import JobState, JobView
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.settings import Settings
 from stenod.speakers import Diarization
+from stenod.who_spoke.diarization import unavailable_reason
 from stenod.wiring.app import build
 
 

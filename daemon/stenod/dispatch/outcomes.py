@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from stenod.diarization import with_speakers_listed
 from stenod.errors import ErrorInfo, RetryableError
 from stenod.jobs import ItemState
 from stenod.journal import Held, ItemOutcome, NewItem, OpenItem, OutputFile, Unsettled
 from stenod.output_spec import DEFAULT_TRANSLATE_PROVIDER
 from stenod.provider import ItemResult, Task, Transcript
+from stenod.who_spoke.diarization import with_speakers_listed
 
 __all__ = ["DISK_FULL", "DispatchMetrics", "Outcomes", "OutputSink", "result_from_json"]
 

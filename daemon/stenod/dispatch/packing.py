@@ -9,10 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stenod.diarization import unavailable_reason
 from stenod.errors import ErrorInfo
 from stenod.journal import OpenItem
 from stenod.provider import Limits, Task
+from stenod.who_spoke.diarization import unavailable_reason
 
 
 @dataclass(frozen=True, slots=True)

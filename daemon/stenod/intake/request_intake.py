@@ -34,7 +34,7 @@ from stenod.intake.request_message import CancelRequest, JobSpec, ProviderInfo, 
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.speakers import Diarization, KnownSpeaker
-from stenod.voices import with_remembered
+from stenod.who_spoke.voices import with_remembered
 
 __all__ = [
     "Accepted",

@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError, model_validator
 
-from stenod.diarization import MAX_SPEAKERS, diarization_of, unavailable_reason
 from stenod.errors import ConfigError, Rejected
 from stenod.output_spec import DEFAULT_TRANSLATE_PROVIDER
 from stenod.provider import Limits, Task
 from stenod.settings import languages
 from stenod.speakers import Diarization, KnownSpeaker
+from stenod.who_spoke.diarization import MAX_SPEAKERS, diarization_of, unavailable_reason
 
 MAX_INPUTS = 100
 _TEXT = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they end up in logs and file names)

@@ -192,7 +192,7 @@ async def build(
     if settings.amqp_enabled or settings.http.listen:
         await _requests(daemon, stack, watch)
     if settings.wyoming.listen:
-        from stenod.kept_commands import KeptCommands
+        from stenod.voice.kept import KeptCommands
         from stenod.wiring.wyoming_setup import build_wyoming, live_view
 
         view = live_view(

@@ -11,12 +11,12 @@ import httpx
 import structlog
 from pydantic import SecretStr
 
-from stenod.diarization import unavailable_reason
 from stenod.dispatch.stepper import ProviderRuntime
 from stenod.errors import ConfigError
 from stenod.logging import REDACTOR
 from stenod.provider import ProviderSettings, StartContext
 from stenod.settings import Settings
+from stenod.who_spoke.diarization import unavailable_reason
 from stenod.wiring.plugin_discovery import Catalogue, Loaded, instantiate, provider_settings
 
 log = structlog.get_logger("stenod.app")

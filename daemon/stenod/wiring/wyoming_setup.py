@@ -13,13 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stenod.errors import ConfigError
-from stenod.kept_commands import KeptCommands
-from stenod.live import LiveTranscriber
-from stenod.live_batch import BatchAsLive
 from stenod.provider import Provider, Task
 from stenod.settings import WyomingSettings
 from stenod.settings_loading import parse_listen
-from stenod.voice_commands import CommandDefaults, LiveEntry, LiveView, VoiceCommands
+from stenod.voice.commands import CommandDefaults, LiveEntry, LiveView, VoiceCommands
+from stenod.voice.kept import KeptCommands
+from stenod.voice.live import LiveTranscriber
+from stenod.voice.live_batch import BatchAsLive
 from stenod.wiring.provider_setup import Providers
 
 __all__ = ["WyomingParts", "build_wyoming", "live_view"]

@@ -2,7 +2,7 @@
 before any upload) and its format (an upload sent without a file name extension).
 
 libav parses these untrusted files in a child process (:class:`MediaProbe`, on the core's
-:class:`~stenod.media_child.MediaChild`), as it decodes them in the whisper workers, never in
+:class:`~stenod.provider.media_child.MediaChild`), as it decodes them in the whisper workers, never in
 the daemon: a crash, a hang or a file that makes it allocate without end costs that child,
 and the answer is "unknown".
 """
@@ -16,7 +16,7 @@ from typing import TypeVar
 import av
 import structlog
 
-from stenod.media_child import MediaChild, MediaChildFailed
+from stenod.provider.media_child import MediaChild, MediaChildFailed
 
 __all__ = ["MediaProbe", "probe_audio_format", "probe_duration"]
 

@@ -28,7 +28,7 @@ from stenod.errors import JournalError
 from stenod.journal import Journal, NewItem, NewJob
 from stenod.output_spec import OutputSpec
 from stenod.settings import WatchRule
-from stenod.voices import with_remembered
+from stenod.who_spoke.voices import with_remembered
 
 log = structlog.get_logger("stenod.folder")
 

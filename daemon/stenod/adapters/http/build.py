@@ -24,7 +24,7 @@ from stenod.job_watch import JobWatch
 from stenod.journal import Journal
 from stenod.settings import HttpSettings
 from stenod.settings_loading import parse_listen
-from stenod.speaker_naming import SpeakerNaming
+from stenod.who_spoke.naming import SpeakerNaming
 
 __all__ = ["HttpParts", "build_http"]
 

@@ -20,7 +20,7 @@ from stenod.corrections import Corrections
 from stenod.intake.request_intake import RequestIntake
 from stenod.job_watch import JobWatch
 from stenod.journal import Journal
-from stenod.speaker_naming import SpeakerNaming
+from stenod.who_spoke.naming import SpeakerNaming
 
 __all__ = ["Ctx", "DaemonView", "HttpContext", "require_key", "require_key_or_keyless"]
 

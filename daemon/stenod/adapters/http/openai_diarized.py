@@ -23,9 +23,9 @@ from typing import Any
 from stenod.adapters.folders.media_probe import probe_duration
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.spool import SpooledForm
-from stenod.diarization import MAX_KNOWN_SPEAKERS
 from stenod.provider import Segment, Transcript
 from stenod.speakers import KnownSpeaker
+from stenod.who_spoke.diarization import MAX_KNOWN_SPEAKERS
 
 __all__ = ["DIARIZED", "check_chunking", "diarized_body", "known_speakers", "segment_events"]
 

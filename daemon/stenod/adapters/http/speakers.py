@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stenod.adapters.http.context import Ctx, require_key
 from stenod.adapters.http.errors import ApiError
 from stenod.errors import CorrectionError, NameTaken
-from stenod.voices import check_name
+from stenod.who_spoke.voices import check_name
 
 __all__ = ["router"]
 

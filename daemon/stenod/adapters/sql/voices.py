@@ -12,7 +12,7 @@ from stenod.adapters.sql.statements import All, Count, Exec, One, Op, dumps, loa
 from stenod.errors import NameTaken
 from stenod.events import utc_now
 from stenod.speakers import KnownSpeaker, Voiceprint
-from stenod.voices import RememberedVoice
+from stenod.who_spoke.voices import RememberedVoice
 
 __all__ = ["SqlVoices"]
 
@@ -72,7 +72,7 @@ def forget(name: str) -> Op[int]:
 
 
 class SqlVoices(SqlReads):
-    """The journal's voiceprints (see :class:`stenod.voices.VoiceJournal`)."""
+    """The journal's voiceprints (see :class:`stenod.who_spoke.voices.VoiceJournal`)."""
 
     async def _keep_write(self, make: Callable[[], Op[T]]) -> T:
         return await self._driver.run(make, write=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
 import stenod
-from stenod.voice_commands import LiveModel
+from stenod.voice.commands import LiveModel
 
 __all__ = ["describe"]
 

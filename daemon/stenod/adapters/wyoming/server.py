@@ -20,8 +20,8 @@ from wyoming.error import Error
 from wyoming.event import async_write_event
 from wyoming.info import Info
 
-from stenod.kept_commands import HeardCommand
-from stenod.voice_commands import VoiceCommands
+from stenod.voice.commands import VoiceCommands
+from stenod.voice.kept import HeardCommand
 
 from .announce import Announcement
 from .metrics import WyomingMetrics

@@ -6,7 +6,7 @@ Audio of any rate, width and channel count is converted as it arrives (the ``wyo
 package's converter) into what the providers take: 16 kHz, 16-bit, mono. It is held in
 memory only, bounded by ``max_command_seconds``, and dropped when the connection goes.
 With ``[wyoming] keep``, an answered command's transcript (never its audio) is journaled
-after the answer went out (:mod:`stenod.kept_commands`).
+after the answer went out (:mod:`stenod.voice.kept`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from wyoming.info import Describe, Info
 
 from stenod import provider
 from stenod.errors import JobError
-from stenod.kept_commands import HeardCommand
-from stenod.live import LiveAudio
 from stenod.provider import Segment
-from stenod.voice_commands import VoiceCommands
+from stenod.voice.commands import VoiceCommands
+from stenod.voice.kept import HeardCommand
+from stenod.voice.live import LiveAudio
 
 from .metrics import WyomingMetrics
 

@@ -16,7 +16,7 @@ from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.page.session import signed_form, signed_in
 from stenod.errors import CorrectionError, NameTaken
-from stenod.voices import check_name
+from stenod.who_spoke.voices import check_name
 
 __all__ = ["router", "speaker_list"]
 

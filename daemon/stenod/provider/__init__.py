@@ -9,8 +9,8 @@ error mapping, safe reading of input files and uploading them without reading on
 event loop, decoding untrusted media in a memory-capped child process: :class:`MediaChild`)
 is defined or re-exported here.
 
-The names are defined in small modules (:mod:`stenod.provider_jobs`: a provider job's
-values; :mod:`stenod.results`: transcripts and results; :mod:`stenod.provider_http`: HTTP
+The names are defined in small modules (:mod:`stenod.provider.jobs`: a provider job's
+values; :mod:`stenod.provider.results`: transcripts and results; :mod:`stenod.provider.http`: HTTP
 helpers; :mod:`stenod.errors`: the error tree) and gathered here: a plugin imports them
 from ``stenod.provider`` only.
 
@@ -36,10 +36,8 @@ from stenod.errors import (
     RetryableError,
 )
 from stenod.languages import LANGUAGES, language_name
-from stenod.live import LiveAudio, LiveTranscriber
-from stenod.media_child import MediaChild
-from stenod.provider_http import error_text, provider_http_errors, retry_after_seconds
-from stenod.provider_jobs import (
+from stenod.provider.http import error_text, provider_http_errors, retry_after_seconds
+from stenod.provider.jobs import (
     Batch,
     BatchItem,
     Handle,
@@ -51,9 +49,11 @@ from stenod.provider_jobs import (
     finished,
     is_finished,
 )
-from stenod.results import Cost, ItemResult, Segment, Transcript, TranslatedDocument, Word
+from stenod.provider.media_child import MediaChild
+from stenod.provider.results import Cost, ItemResult, Segment, Transcript, TranslatedDocument, Word
+from stenod.provider.uploads import FileUpload, MultipartBody, file_chunks
 from stenod.speakers import Diarization, KnownSpeaker, Speaker, Voiceprint
-from stenod.uploads import FileUpload, MultipartBody, file_chunks
+from stenod.voice.live import LiveAudio, LiveTranscriber
 
 __all__ = [
     "LANGUAGES",

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from stenod.corrections import Corrections, EditableItem
 from stenod.errors import CorrectionError
-from stenod.voices import VoiceJournal, check_name
+from stenod.who_spoke.voices import VoiceJournal, check_name
 
 __all__ = ["Named", "SpeakerNaming"]
 

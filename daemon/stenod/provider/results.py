@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from stenod.errors import ErrorInfo
-from stenod.provider_jobs import Json
+from stenod.provider.jobs import Json
 from stenod.speakers import Speaker, speakers_from_json
 
 __all__ = ["Cost", "ItemResult", "Segment", "Transcript", "TranslatedDocument", "Word"]

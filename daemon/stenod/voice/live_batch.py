@@ -1,6 +1,6 @@
 """A batch-job provider answering a voice command: ``submit → poll → fetch`` in memory.
 
-For a cloud provider without :class:`~stenod.live.LiveTranscriber`. The command is
+For a cloud provider without :class:`~stenod.voice.live.LiveTranscriber`. The command is
 written to a private WAV file (a provider uploads files), run as a one-item provider job
 that the journal never sees (nothing to resume: a command nobody waits for any more is
 worthless), polled at the provider's own pace, and the file is deleted. Slower than the
@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from ulid import ULID
 
 from stenod.errors import PermanentError, RetryableError
-from stenod.live import LiveAudio
 from stenod.provider import Batch, BatchItem, Json, Limits, Provider, RemoteState, Segment, Task, Transcript
+from stenod.voice.live import LiveAudio
 
 __all__ = ["BatchAsLive", "MemoryStepContext"]
 
@@ -48,7 +48,7 @@ class MemoryStepContext:
 
 
 class BatchAsLive:
-    """One provider's batch API, as a :class:`~stenod.live.LiveTranscriber`."""
+    """One provider's batch API, as a :class:`~stenod.voice.live.LiveTranscriber`."""
 
     def __init__(self, name: str, provider: Provider, *, poll_seconds: float, folder: Path, timeout_seconds: float):
         self._name = name

@@ -2,8 +2,8 @@
 
 The Wyoming listener (and any other live interface) asks this service, never a provider
 directly: it picks the provider a command names (or the default), checks the language,
-and runs it as a :class:`~stenod.live.LiveTranscriber` (the provider's own, or its batch
-API run in memory: :mod:`stenod.live_batch`). Nothing here touches the journal.
+and runs it as a :class:`~stenod.voice.live.LiveTranscriber` (the provider's own, or its batch
+API run in memory: :mod:`stenod.voice.live_batch`). Nothing here touches the journal.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import structlog
 
 from stenod.errors import PermanentError
-from stenod.live import LiveAudio, LiveTranscriber
 from stenod.provider import Limits, Segment, Transcript
+from stenod.voice.live import LiveAudio, LiveTranscriber
 
 __all__ = ["CommandDefaults", "LiveEntry", "LiveModel", "VoiceCommands"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 import httpx
 
 from stenod.errors import AuthError, PermanentError, RetryableError
-from stenod.provider_jobs import Json
+from stenod.provider.jobs import Json
 
 __all__ = ["error_text", "provider_http_errors", "retry_after_seconds"]
 

@@ -1,0 +1,2 @@
+"""Who spoke: speakers attributed, named for a recording or for good, and voices
+remembered across recordings."""
