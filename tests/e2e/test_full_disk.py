@@ -125,6 +125,39 @@ def test_with_the_journal_on_a_full_disk_uploads_get_507_files_wait_and_all_resu
         assert server.finished(taken.json()["job_id"])["state"] == "succeeded"
 
 
+def test_with_the_journal_on_a_full_disk_changes_get_507_at_once_and_work_when_room_returns(
+    state_on_tmpfs: HttpDaemon,
+) -> None:
+    """A cancel, a speaker's name, a rename or a forgotten voice is a journal write too: on a
+    full disk it is refused at once (507), never left waiting for its commit."""
+    server = state_on_tmpfs
+    with server.client() as http:
+        made = http.post(
+            "/v1/jobs",
+            files={"file": ("voices-ann-bob-ann.wav", b"RIFF" + b"\0" * 64)},
+            data={"request": '{"provider": "echo", "diarize": true}'},
+        )
+        assert made.status_code == 202, made.text
+        job = server.finished(made.json()["job_id"])
+        label = job["items"][0]["transcript"]["speakers"][0]["label"]
+        naming = f"/v1/jobs/{job['job_id']}/items/0/speakers/{label}"
+        filler = fill(server.state)
+        for method, path, body in (
+            ("PUT", naming, {"name": "Ann"}),
+            ("DELETE", f"/v1/jobs/{job['job_id']}", None),
+            ("PATCH", "/v1/speakers/Ann", {"name": "Anne"}),
+            ("DELETE", "/v1/speakers/Ann", None),
+        ):
+            answer = http.request(method, path, json=body, timeout=10)
+            assert answer.status_code == 507, (method, path, answer.text)
+            assert "disk is full" in answer.json()["error"]["message"] and answer.headers["Retry-After"]
+        filler.unlink()
+        wait_for(lambda: http.get("/healthz").status_code == 200, "health after space returns", timeout=30)
+        named = http.put(naming, json={"name": "Ann"}, timeout=30)
+        assert named.status_code == 200 and named.json()["name"] == "Ann", named.text
+        assert http.delete("/v1/speakers/Ann", timeout=30).status_code == 204
+
+
 def test_outputs_on_a_full_disk_wait_instead_of_failing_and_are_written_when_room_returns(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()

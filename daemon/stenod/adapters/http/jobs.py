@@ -160,6 +160,7 @@ async def get_job(job_id: str, ctx: Ctx) -> dict[str, Any]:
 
 @router.delete("/v1/jobs/{job_id}", summary="Cancel a job", status_code=202)
 async def cancel(job_id: str, ctx: Ctx) -> JSONResponse:
+    await refuse_when_full(ctx, None, what="cancel")
     outcome = await ctx.intake.cancel(job_id)
     if isinstance(outcome, Rejected):
         raise ApiError(404, outcome.reason, code=outcome.code)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stenod.adapters.http.context import Ctx, require_key
 from stenod.adapters.http.errors import ApiError
+from stenod.adapters.http.uploads import refuse_when_full
 from stenod.errors import CorrectionError, NameTaken
 from stenod.who_spoke.voices import check_name
 
@@ -75,6 +76,7 @@ async def name_speaker(
     body: Naming,
     ctx: Ctx,
 ) -> NamedAnswer:
+    await refuse_when_full(ctx, None, what="name")
     try:
         named = await ctx.naming.name(job_id, index, label, body.name, for_good=body.remember)
     except CorrectionError as exc:
@@ -98,6 +100,7 @@ async def list_speakers(ctx: Ctx) -> Voices:
     "/v1/speakers/{name}", summary="Rename a remembered voice, or merge it into another", response_model=Renamed
 )
 async def rename_speaker(name: SpeakerName, body: Renaming, ctx: Ctx) -> Renamed:
+    await refuse_when_full(ctx, None, what="rename")
     try:
         new_name = check_name(body.name)
         moved = await ctx.journal.rename_voice(name, new_name, merge=body.merge)
@@ -114,6 +117,7 @@ async def rename_speaker(name: SpeakerName, body: Renaming, ctx: Ctx) -> Renamed
     "/v1/speakers/{name}", summary="Forget a voice: delete every voiceprint kept under the name", status_code=204
 )
 async def forget_speaker(name: SpeakerName, ctx: Ctx) -> Response:
+    await refuse_when_full(ctx, None, what="change")
     if not await ctx.journal.forget_voice(name):
         raise ApiError(404, f"no voice is remembered as {name!r}", code="unknown_speaker")
     return Response(status_code=204)

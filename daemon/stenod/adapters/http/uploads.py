@@ -60,16 +60,17 @@ async def receive(ctx: HttpContext, request: Request, field: str, *, raw_pcm: bo
     return form
 
 
-async def refuse_when_full(ctx: HttpContext, field: str | None = "file") -> None:
+async def refuse_when_full(ctx: HttpContext, field: str | None = "file", *, what: str | None = None) -> None:
     """507 before a byte is read when the state directory's filesystem (the spooled file, the
-    journal and the results go there) or the journal's database has no room: a job taken
-    now would wait for its commit instead of being answered."""
+    journal and the results go there) or the journal's database has no room: a job taken, or
+    a change (a cancel, a speaker's name, a correction) made now would wait for its commit
+    instead of being answered. ``what``: the request's thing, for the message."""
     if (full := await asyncio.to_thread(ctx.daemon.state_full)) is not None:
-        raise _no_room(field, full)
+        raise _no_room(field, full, what)
 
 
-def _no_room(field: str | None, full: str = "its state directory's filesystem") -> ApiError:
-    what = "upload" if field else "job"
+def _no_room(field: str | None, full: str = "its state directory's filesystem", what: str | None = None) -> ApiError:
+    what = what or ("upload" if field else "job")
     return ApiError(
         507,
         f"stenod's disk is full ({full}): no room to take this {what}. Nothing was kept; send it again "
