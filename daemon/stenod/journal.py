@@ -250,6 +250,7 @@ class Journal(JobJournal, VoiceJournal, Protocol):
 
     outbox_ready: asyncio.Event  # set after a commit that may have added outbox rows
     on_change: Callable[[set[str]], None] | None  # told the jobs whose events a commit added
+    on_entered: Callable[[Sequence[tuple[str, str]]], None] | None  # each (provider, state) a commit entered
 
     async def ping(self) -> bool: ...  # the journal can be used now (``/healthz``)
     async def alive(self) -> bool: ...  # this process's part of it responds (the watchdog)

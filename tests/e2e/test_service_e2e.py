@@ -151,6 +151,9 @@ def test_healthz_follows_the_broker_and_metrics_move_as_jobs_run(tmp_path, journ
                     30,
                 )
                 assert _metric(metrics, "stenod_files_seen_total") >= 3
+                # Each job's states, as the journal committed them (jobs entering a state).
+                assert _metric(metrics, "stenod_jobs_total", provider="echo", state="accepted") == 3
+                assert _metric(metrics, "stenod_jobs_total", provider="echo", state="succeeded") == 3
                 door.close()
                 wait_for(lambda: _get(f"{base}/healthz")[0] == 503, "unhealthy without the broker", 60)
                 assert json.loads(_get(f"{base}/healthz")[1])["checks"]["broker"]["ok"] is False

@@ -143,6 +143,7 @@ async def build(
     metrics.instance(journal.instance_id)
     watch = JobWatch()
     journal.on_change = watch.changed
+    journal.on_entered = metrics.jobs_entered
     sink = FileSink(settings.state_dir / "results")
     media = MediaProbe()
     stack.callback(media.close)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -128,6 +128,12 @@ class PrometheusMetrics:
     def job_state(self, provider: str, state: str) -> None:
         """Count a job entering a public state (``accepted`` … ``cancelled``); call once per transition."""
         self._jobs.labels(provider, str(state)).inc()
+
+    def jobs_entered(self, entered: Sequence[tuple[str, str]]) -> None:
+        """Count the states a commit's jobs entered, ``(provider, state)`` each (the journal
+        tells them after the commit: a transition that was rolled back is not counted)."""
+        for provider, state in entered:
+            self.job_state(provider, state)
 
     def set_job_counts(self, counts: Mapping[str, Mapping[str, int]]) -> None:
         """Set jobs in flight from the journal's ``{provider: {state: jobs}}`` (``journal.counts()``).

@@ -32,6 +32,7 @@ class Emitter:
     inline_transcript_bytes: int = 256 * 1024
     notify: str | None = None  # run once when outbox rows were written (PostgreSQL: wake the relays)
     changed: list[str] = field(default_factory=list)
+    entered: list[tuple[str, str]] = field(default_factory=list)  # (provider, state) of each job's new state
     history: list[tuple[Any, ...]] = field(default_factory=list)
     to_publish: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -45,6 +46,8 @@ def emit(em: Emitter, kind: EventKind, row: Row | Mapping[str, Any], view: JobVi
     body = dumps(event.envelope())
     em.history.append((event.id, view.job_id, str(kind), body, event.time))
     em.changed.append(view.job_id)
+    if kind != EventKind.PROGRESS:
+        em.entered.append((view.provider, str(kind)))
     if em.outbox:
         reply_to = row["reply_to"] if kind.terminal else None
         publish(em, event, body, reply_to, row["correlation_id"] if reply_to else None)

@@ -71,6 +71,7 @@ class SqlJournal(SqlVoices):
         self.outbox_ready = asyncio.Event()
         # Told, after each commit, the jobs whose events it added (the HTTP streams' watch).
         self.on_change: Callable[[set[str]], None] | None = None
+        self.on_entered: Callable[[Sequence[tuple[str, str]]], None] | None = None
 
     async def _change(self, make: Callable[[], Op[T]], *, fence: str | None = None) -> T:
         """A write that adds no event; with ``fence``, only while this instance holds that provider job."""
@@ -107,6 +108,8 @@ class SqlJournal(SqlVoices):
         changed = set(emitters[0].changed) if emitters else set()
         if changed and self.on_change is not None:
             self.on_change(changed)
+        if emitters and emitters[0].entered and self.on_entered is not None:
+            self.on_entered(emitters[0].entered)
         return result
 
     # -- intake ---------------------------------------------------------------------
