@@ -226,7 +226,8 @@ def main() -> None:
         print(line)
         print(
             f"{'':14} CPU s: alone {row['alone_cpu']:.2f}, with diarization {row['told_cpu']:.2f}; "
-            f"directly before {lib['before_cpu']:.2f}, after {lib['after_cpu']:.2f}"
+            f"directly before {lib['before_cpu']:.2f}, after {lib['after_cpu']:.2f}; "
+            f"stenod/after {(row['told_cpu'] - row['alone_cpu']) / lib['after_cpu']:.2f}"
         )
     print(
         f"peak RSS: stenod worker {rows['_peak_rss']['bytes'] / 2**20:.0f} MiB, "
