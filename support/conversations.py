@@ -7,6 +7,12 @@ placed one after another with silences between them, and one turn starts before 
 previous one has ended (an overlap). The reference says when each voice actually makes
 sound (its own track, 10 ms frames above a floor, pauses under 0.3 s bridged), so a
 sentence-final silence inside a turn is not counted as speech.
+
+Besides them, one real recording with a reference annotation (:func:`real_recording`:
+pyannote-audio's tutorial sample, kept with its licence in ``tests/data/pyannote_sample``).
+
+Shared by the tests and the benchmark (both import it from ``support``; it reads that data
+folder, it imports nothing of either).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 import av
 import numpy as np
 
+from support.der import read_rttm
+
 __all__ = [
     "CONVERSATIONS",
     "RATE",
@@ -30,6 +38,7 @@ __all__ = [
     "Conversation",
     "Turn",
     "conversation_files",
+    "real_recording",
     "speak",
     "write_conversation",
 ]
@@ -161,6 +170,15 @@ def conversation_files(folder: Path) -> dict[str, tuple[Path, list[tuple[str, fl
             kept.write_text(json.dumps([[t.speaker, t.start, t.end] for t in turns]))
         files[conversation.name] = (path, [(str(a), float(b), float(c)) for a, b, c in json.loads(kept.read_text())])
     return files
+
+
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "pyannote_sample"
+
+
+def real_recording() -> tuple[Path, list[tuple[str, float, float]]]:
+    """pyannote-audio's sample (30 s of a telephone call, two real voices, overlaps) and its
+    reference turns."""
+    return REAL / "sample.wav", read_rttm(REAL / "sample.rttm")
 
 
 def _activity(voice: str, track: np.ndarray) -> list[Turn]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["Score", "der"]
+__all__ = ["Score", "der", "read_rttm"]
 
 _STEP = 0.01
 
@@ -69,3 +70,15 @@ def der(
         false_alarm=float(np.maximum(0, n_hyp - n_ref).sum()) * _STEP,
         confusion=float(np.minimum(n_ref, n_hyp).sum() - correct) * _STEP,
     )
+
+
+def read_rttm(path: Path) -> list[tuple[str, float, float]]:
+    """The turns (speaker, start, end) of an RTTM file's ``SPEAKER`` lines (NIST's format:
+    the onset in field 4, the duration in field 5, the speaker in field 8)."""
+    turns = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start = float(fields[3])
+            turns.append((fields[7], start, round(start + float(fields[4]), 3)))
+    return turns

