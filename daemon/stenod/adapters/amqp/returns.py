@@ -26,7 +26,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-__all__ = ["RETURNS_HEADER", "RETURN_ROUNDS", "Returns"]
+__all__ = ["RETURNS_HEADER", "RETURN_ROUNDS", "Returns", "copy_of"]
 
 RETURNS_HEADER = "x-stenod-returns"
 RETURN_ROUNDS = 10
@@ -63,24 +63,32 @@ class Returns:
         headers = dict(message.headers or {})
         count = _int(headers.pop("x-delivery-count", 0))
         headers[RETURNS_HEADER] = _int(headers.get(RETURNS_HEADER)) + count
-        return aio_pika.Message(
-            body=message.body,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            type=message.type,
-            message_id=message.message_id,
-            timestamp=message.timestamp,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        return copy_of(message, headers=headers, message_id=message.message_id, timestamp=message.timestamp)
 
     @staticmethod
     def returns(message: AbstractIncomingMessage) -> int:
         """Returns the request had before this delivery, over all its renewals."""
         headers = message.headers or {}
         return _int(headers.get(RETURNS_HEADER)) + _int(headers.get("x-delivery-count"))
+
+
+def copy_of(
+    message: AbstractIncomingMessage, *, headers: dict[str, Any], message_id: str | None, timestamp: Any = None
+) -> aio_pika.Message:
+    """A persistent message with a delivery's body and properties and these headers (a request
+    published again, or moved to the dead-letter exchange)."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        type=message.type,
+        message_id=message_id,
+        timestamp=timestamp,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 def _key(message: AbstractIncomingMessage) -> str:

@@ -26,7 +26,7 @@ from ulid import ULID
 
 from stenod.adapters.amqp.acks import AckBatcher
 from stenod.adapters.amqp.relay_process import RelayProcess
-from stenod.adapters.amqp.returns import Returns
+from stenod.adapters.amqp.returns import Returns, copy_of
 from stenod.adapters.amqp.topology import BrokerLink, declare_requests, open_channel
 from stenod.errors import Rejected
 from stenod.events import utc_now
@@ -266,17 +266,7 @@ class AmqpSource:
                 "x-original-message-id": message.message_id or "",
             }
         )
-        copy = aio_pika.Message(
-            body=message.body,
-            headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            type=message.type,
-            message_id=str(ULID()),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        copy = copy_of(message, headers=headers, message_id=str(ULID()))
         assert self._dlx is not None
         try:
             await self._dlx.publish(

@@ -103,9 +103,7 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
             new.task,
             new.provider,
             new.language,
-            dumps(list(new.target_languages)),
-            dumps(dict(new.options or {})),
-            dumps(new.output.to_json() if new.output is not None else {}),
+            *_job_texts(new),
             new.reply_to,
             new.correlation_id,
             now,
@@ -123,23 +121,7 @@ def create_job(em: Emitter, new: NewJob, instance: str | None = None) -> Op[tupl
         items.append((yield from insert_item(job_id, idx, item, now)))
     if new.retry_of is not None:
         yield Exec("INSERT INTO job_retries (job_id, retry_of) VALUES (?, ?)", (job_id, new.retry_of))
-    # The view as a read of these rows would give it, without reading them back.
-    view = JobView(
-        job_id=JobId(job_id),
-        request_id=new.request_id,
-        task=new.task,
-        provider=new.provider,
-        state=JobState.ACCEPTED,
-        progress=0.0,
-        items=tuple(items),
-        error=None,
-        cost=None,
-        created_at=now,
-        updated_at=now,
-        source=new.source,
-        language=new.language,
-        target_languages=tuple(new.target_languages),
-    )
+    view = _new_view(job_id, new, items, JobState.ACCEPTED, now)
     emit(em, EventKind.ACCEPTED, {"reply_to": new.reply_to, "correlation_id": new.correlation_id}, view)
     return view, True
 
@@ -161,9 +143,7 @@ def record_finished_job(em: Emitter, new: NewJob, instance: str | None = None) -
             new.task,
             new.provider,
             new.language,
-            dumps(list(new.target_languages)),
-            dumps(dict(new.options or {})),
-            dumps(new.output.to_json() if new.output is not None else {}),
+            *_job_texts(new),
             now,
             now,
             instance,
@@ -172,13 +152,26 @@ def record_finished_job(em: Emitter, new: NewJob, instance: str | None = None) -
     items = []
     for idx, item in enumerate(new.items):
         items.append((yield from insert_item(job_id, idx, item, now)))
-    view = JobView(
+    view = _new_view(job_id, new, items, JobState.SUCCEEDED, now)
+    emit(em, EventKind.SUCCEEDED, {"reply_to": None, "correlation_id": None}, view)
+    return view
+
+
+def _job_texts(new: NewJob) -> tuple[str, str, str]:
+    """A new job's target languages, options and output settings, as the ``jobs`` row keeps them."""
+    output = new.output.to_json() if new.output is not None else {}
+    return dumps(list(new.target_languages)), dumps(dict(new.options or {})), dumps(output)
+
+
+def _new_view(job_id: str, new: NewJob, items: list[ItemView], state: JobState, now: str) -> JobView:
+    """The view of a job just inserted, as a read of its rows would give it, without reading them back."""
+    return JobView(
         job_id=JobId(job_id),
         request_id=new.request_id,
         task=new.task,
         provider=new.provider,
-        state=JobState.SUCCEEDED,
-        progress=1.0,
+        state=state,
+        progress=1.0 if state == JobState.SUCCEEDED else 0.0,
         items=tuple(items),
         error=None,
         cost=None,
@@ -188,8 +181,6 @@ def record_finished_job(em: Emitter, new: NewJob, instance: str | None = None) -
         language=new.language,
         target_languages=tuple(new.target_languages),
     )
-    emit(em, EventKind.SUCCEEDED, {"reply_to": None, "correlation_id": None}, view)
-    return view
 
 
 def record_seen(rule: str, path: str, device: int, inode: int, size: int, mtime_ns: int) -> Op[None]:
