@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from stenod.settings import OUTPUT_FORMATS
+
 DEFAULT_TRANSLATE_PROVIDER: Final = "azure"
 """The provider that translates a transcript when a chained request names none."""
 
-TRANSCRIPT_FORMATS: Final = ("txt", "json", "srt", "vtt")
+TRANSCRIPT_FORMATS: Final[tuple[str, ...]] = OUTPUT_FORMATS  # one list: the watch rules' formats
 """The transcript files written when a request names no formats."""
 
 
