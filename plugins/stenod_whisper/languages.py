@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from stenod.provider import LANGUAGES
+from stenod.provider import LANGUAGES, PermanentError
 
-__all__ = ["ENGLISH", "LANGUAGES", "UnknownLanguage", "whisper_code"]
+__all__ = ["ENGLISH", "LANGUAGES", "UnknownLanguage", "language_to_decode", "whisper_code"]
 
 ENGLISH: Final = "en"
 
@@ -39,3 +39,20 @@ def whisper_code(tag: str) -> str:
     if primary not in LANGUAGES:
         raise UnknownLanguage(f"{tag!r} is not a language Whisper knows")
     return primary
+
+
+def language_to_decode(tag: str | None, *, multilingual: bool, model: str, hint: str | None = None) -> str | None:
+    """Whisper's code for the language a file or a command asks for (None: detected), for a
+    batch and a voice command alike. PermanentError (``unsupported_language``) for a tag
+    Whisper does not know, or a language an English-only ``model`` cannot transcribe."""
+    if not tag:
+        return None
+    try:
+        code = whisper_code(tag)
+    except UnknownLanguage as exc:
+        raise PermanentError(str(exc), code="unsupported_language") from exc
+    if not multilingual and code != ENGLISH:
+        raise PermanentError(
+            f"the model {model} is English-only; it cannot transcribe {tag!r}", code="unsupported_language", hint=hint
+        )
+    return code

@@ -19,7 +19,7 @@ import structlog
 
 from stenod.provider import ErrorInfo, LiveAudio, PermanentError, Segment, Transcript
 from stenod_whisper import worker
-from stenod_whisper.languages import ENGLISH, UnknownLanguage, whisper_code
+from stenod_whisper.languages import ENGLISH, language_to_decode
 from stenod_whisper.pool import EnginePool
 
 __all__ = ["BATCH_NICENESS", "LiveEngine"]
@@ -78,17 +78,7 @@ class LiveEngine:
 
     def request(self, audio: LiveAudio) -> dict[str, Any]:
         """What the worker needs for ``audio``; PermanentError for an unknown language."""
-        code = None
-        if audio.language:
-            try:
-                code = whisper_code(audio.language)
-            except UnknownLanguage as exc:
-                raise PermanentError(str(exc), code="unsupported_language") from exc
-            if not self._multilingual and code != ENGLISH:
-                raise PermanentError(
-                    f"the whisper model is English-only; it cannot transcribe {audio.language!r}",
-                    code="unsupported_language",
-                )
+        code = language_to_decode(audio.language, multilingual=self._multilingual, model="whisper")
         return {
             "task": "transcribe",
             "language": code,

@@ -39,7 +39,7 @@ from stenod.provider import (
     Transcript,
 )
 from stenod_whisper import diarization
-from stenod_whisper.languages import ENGLISH, LANGUAGES, UnknownLanguage, whisper_code
+from stenod_whisper.languages import ENGLISH, LANGUAGES, language_to_decode
 from stenod_whisper.live import BATCH_NICENESS, LiveEngine
 from stenod_whisper.model import BUNDLED, ModelError, folder_model, is_model_name
 from stenod_whisper.pool import EnginePool
@@ -235,18 +235,12 @@ class WhisperProvider:
                     hint="Transcribe with whisper and translate the transcript with a translating provider "
                     "(output.then_translate_to / then_translate_to in a watch rule).",
                 )
-        code = None
-        if batch.language:
-            try:
-                code = whisper_code(batch.language)
-            except UnknownLanguage as exc:
-                raise PermanentError(str(exc), code="unsupported_language") from exc
-            if not multilingual and code != ENGLISH:
-                raise PermanentError(
-                    f"the model {model.name if model else ''} is English-only; it cannot transcribe {batch.language!r}",
-                    code="unsupported_language",
-                    hint="Use a multilingual model (model empty for the bundled base, or e.g. 'small').",
-                )
+        code = language_to_decode(
+            batch.language,
+            multilingual=multilingual,
+            model=model.name if model else "whisper",
+            hint="Use a multilingual model (model empty for the bundled base, or e.g. 'small').",
+        )
         diarize = batch.diarization
         if diarize is not None and not self.limits.diarization:
             raise PermanentError(self.limits.diarization_missing or diarization.MISSING, code="diarization_unavailable")

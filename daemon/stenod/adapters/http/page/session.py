@@ -17,9 +17,10 @@ from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.front_door import FORM_BYTES
 from stenod.adapters.http.page.render import page
 from stenod.adapters.http.sessions import COOKIE, SESSION_SECONDS
+from stenod.adapters.http.uploads import refuse_when_full
 from stenod.errors import NotSignedIn
 
-__all__ = ["check_form", "read_form", "router", "session_of", "signed_form", "signed_in"]
+__all__ = ["changing_form", "check_form", "read_form", "router", "session_of", "signed_form", "signed_in"]
 
 router = APIRouter(include_in_schema=False)
 
@@ -49,6 +50,14 @@ async def signed_form(request: Request, ctx: HttpContext) -> dict[str, str]:
     signed_in(request, ctx)
     values = await read_form(request)
     check_form(request, ctx, values.get("csrf"))
+    return values
+
+
+async def changing_form(request: Request, ctx: HttpContext) -> dict[str, str]:
+    """A signed form whose handler writes to the journal: 507 at once when the journal has
+    no room (its commit would wait for space), after the session and the token are checked."""
+    values = await signed_form(request, ctx)
+    await refuse_when_full(ctx, None, what="change")
     return values
 
 

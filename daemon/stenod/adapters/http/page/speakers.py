@@ -14,8 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from stenod.adapters.http.context import Ctx
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
-from stenod.adapters.http.page.session import signed_form, signed_in
-from stenod.adapters.http.uploads import refuse_when_full
+from stenod.adapters.http.page.session import changing_form, signed_in
 from stenod.errors import CorrectionError, NameTaken
 from stenod.who_spoke.voices import check_name
 
@@ -43,8 +42,7 @@ def speaker_list(transcript: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @router.post("/jobs/{job_id}/items/{index}/speaker")
 async def name_speaker(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    form = await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    form = await changing_form(request, ctx)
     try:
         await ctx.naming.name(
             job_id, index, form.get("old", ""), form.get("new", ""), for_good=form.get("remember") == "1"
@@ -65,8 +63,7 @@ async def speakers(request: Request, ctx: Ctx) -> Response:
 
 @router.post("/speakers/{name}/rename")
 async def rename(request: Request, name: str, ctx: Ctx) -> Response:
-    form = await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    form = await changing_form(request, ctx)
     try:
         moved = await ctx.journal.rename_voice(name, check_name(form.get("new", "")), merge=form.get("merge") == "1")
     except ValueError as exc:
@@ -80,8 +77,7 @@ async def rename(request: Request, name: str, ctx: Ctx) -> Response:
 
 @router.post("/speakers/{name}/forget")
 async def forget(request: Request, name: str, ctx: Ctx) -> Response:
-    await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    await changing_form(request, ctx)
     if not await ctx.journal.forget_voice(name):
         raise ApiError(404, f"no voice is remembered as {quote(name)!r}", code="unknown_speaker")
     return RedirectResponse("/speakers", status_code=303)

@@ -14,9 +14,8 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.page.render import page
-from stenod.adapters.http.page.session import signed_form, signed_in
+from stenod.adapters.http.page.session import changing_form, signed_in
 from stenod.adapters.http.page.speakers import speaker_list
-from stenod.adapters.http.uploads import refuse_when_full
 from stenod.errors import CorrectionError
 
 __all__ = ["router"]
@@ -79,14 +78,12 @@ async def _correct(request: Request, ctx: HttpContext, job_id: str, index: int, 
 
 @router.post("/jobs/{job_id}/items/{index}/segments/{segment}")
 async def edit_segment(request: Request, job_id: str, index: int, segment: int, ctx: Ctx) -> Response:
-    form = await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    form = await changing_form(request, ctx)
     change = ctx.corrections.edit_segment(job_id, index, segment, form.get("text", ""))
     return await _correct(request, ctx, job_id, index, change)
 
 
 @router.post("/jobs/{job_id}/items/{index}/revert")
 async def revert(request: Request, job_id: str, index: int, ctx: Ctx) -> Response:
-    await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    await changing_form(request, ctx)
     return await _correct(request, ctx, job_id, index, ctx.corrections.revert(job_id, index))

@@ -23,10 +23,10 @@ from stenod.adapters.http.context import Ctx, HttpContext
 from stenod.adapters.http.errors import ApiError
 from stenod.adapters.http.jobs import OutputFormat, job_events, job_output
 from stenod.adapters.http.page.render import STATIC, age, fragment, page
-from stenod.adapters.http.page.session import check_form, signed_form, signed_in
+from stenod.adapters.http.page.session import changing_form, check_form, signed_in
 from stenod.adapters.http.page.system import system_values
 from stenod.adapters.http.sse import Sse, event_stream
-from stenod.adapters.http.uploads import keep_uploads, receive, refuse_when_full
+from stenod.adapters.http.uploads import keep_uploads, receive
 from stenod.errors import Rejected
 from stenod.intake.request_intake import Accepted
 from stenod.intake.request_message import JobSpec
@@ -180,8 +180,7 @@ async def job_body(request: Request, job_id: str, ctx: Ctx) -> Response:
 
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, job_id: str, ctx: Ctx) -> Response:
-    await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    await changing_form(request, ctx)
     outcome = await ctx.intake.cancel(job_id)
     if isinstance(outcome, Rejected):
         raise ApiError(404, outcome.reason, code=outcome.code)
@@ -191,8 +190,7 @@ async def cancel(request: Request, job_id: str, ctx: Ctx) -> Response:
 
 @router.post("/jobs/{job_id}/retry")
 async def retry(request: Request, job_id: str, ctx: Ctx) -> Response:
-    await signed_form(request, ctx)
-    await refuse_when_full(ctx, None, what="change")  # its commit would wait for space
+    await changing_form(request, ctx)
     outcome = await ctx.intake.retry(job_id)
     if not isinstance(outcome, Accepted):
         reason = outcome.reason if isinstance(outcome, Rejected) else "stenod could not record the job"
