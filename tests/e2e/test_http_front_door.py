@@ -186,3 +186,36 @@ def test_a_page_form_with_a_file_is_refused_without_touching_the_disk(open_door:
         answer = http.post("/login", files={"key": ("big.bin", b"x" * 60_000)}, data={"csrf": "x"})
     assert answer.status_code == 400
     assert list((open_door.state.parent / "tmp").iterdir()) == []
+
+
+# -- a body that breaks the multipart syntax half-way ---------------------------------------
+
+BROKEN_FORMS = {
+    # the opening boundary not followed by CRLF (what schemathesis found: a 500)
+    "boundary-without-crlf": b'--xZ\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nab\r\n--x--\r\n',
+    # a part header line without a colon
+    "header-without-colon": b"--x\r\nContent-Disposition form-data\r\n\r\nab\r\n--x--\r\n",
+    # bytes before the first boundary that are not the boundary
+    "no-opening-boundary": b"--y\r\n\r\n--x--\r\n",
+}
+
+
+@pytest.mark.parametrize("route", ["/v1/audio/transcriptions", "/v1/audio/translations", "/asr", "/detect-language"])
+@pytest.mark.parametrize("body", BROKEN_FORMS.values(), ids=BROKEN_FORMS.keys())
+def test_a_broken_multipart_body_is_a_bad_request_and_leaves_nothing_spooled(
+    open_door: HttpDaemon, route: str, body: bytes
+) -> None:
+    with open_door.client(key=None) as http:
+        answer = http.post(route, content=body, headers={"Content-Type": "multipart/form-data; boundary=x"})
+        assert answer.status_code == 400, answer.text
+        assert "multipart" in answer.text or "boundary" in answer.text, answer.text
+        assert http.get("/healthz").status_code == 200
+    spool = open_door.state / "spool"
+    assert not spool.exists() or list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize("body", BROKEN_FORMS.values(), ids=BROKEN_FORMS.keys())
+def test_a_broken_multipart_sign_in_form_is_a_bad_request(open_door: HttpDaemon, body: bytes) -> None:
+    with open_door.client(key=None) as http:
+        answer = http.post("/login", content=body, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code in (400, 403), answer.text

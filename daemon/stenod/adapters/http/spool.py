@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import structlog
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from ulid import ULID
@@ -192,12 +193,12 @@ class Spool:
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise UploadTooLarge(self.max_bytes)
-                parser.write(chunk)
+                _feed(parser, chunk)
                 state.check()
                 for writer in state.writers:
                     if len(writer.buffer) >= _FLUSH_BYTES:
                         await writer.flush()
-            parser.finalize()
+            _feed(parser, None)
             state.check()
             if not state.ended:
                 raise BadUpload("the multipart body ends before its closing boundary")
@@ -221,6 +222,19 @@ class Spool:
             if folder not in needed:
                 log.info("spool.swept", folder=str(folder))
                 await self.discard(folder)
+
+
+def _feed(parser: MultipartParser, chunk: bytes | None) -> None:
+    """Give the parser the next chunk (None: the body ended). A body that breaks the
+    multipart syntax (a boundary not followed by CRLF, a header line without a colon) is
+    the client's error, a 400 naming what the parser found, not a server error."""
+    try:
+        if chunk is None:
+            parser.finalize()
+        else:
+            parser.write(chunk)
+    except MultipartParseError as error:
+        raise BadUpload(f"the multipart body is malformed: {error}") from None
 
 
 class _ParseState:
