@@ -21,7 +21,7 @@ from typing import IO
 
 import av
 
-from stenod.provider import PermanentError
+from stenod.provider import PermanentError, audio_too_long
 
 SAMPLE_RATE = 16_000
 BIT_RATE = 24_000  # MPEG-2 layer III at 16 kHz mono: plenty for speech recognition
@@ -63,16 +63,6 @@ def max_piece_samples(max_upload_bytes: int) -> int:
     return max(WINDOW_SAMPLES, int(usable / (BIT_RATE / 8) * SAMPLE_RATE))
 
 
-def too_long(label: str, seconds: float, max_seconds: float, *, declared: bool) -> PermanentError:
-    said = "its header says it lasts" if declared else "it holds more than"
-    return PermanentError(
-        f"{label} is too long: {said} {seconds / 3600:.1f} h ({seconds:.0f} s); nanogpt is sent at most "
-        f"{max_seconds:.0f} s per file",
-        code="too_long",
-        hint="Split the recording into shorter parts, or raise [providers.nanogpt] max_audio_seconds.",
-    )
-
-
 def probe_seconds(open_source: Opener) -> float | None:
     """The container's stated duration in seconds, or None when it does not say."""
     try:
@@ -95,7 +85,7 @@ def analyse(open_source: Opener, *, max_seconds: float, label: str) -> Analysis:
     total = 0
     for chunk in _pcm_chunks(open_source):
         if total > max_seconds * SAMPLE_RATE:
-            raise too_long(label, total / SAMPLE_RATE, max_seconds, declared=False)
+            raise audio_too_long("nanogpt", label, total / SAMPLE_RATE, max_seconds, declared=False)
         total += len(chunk) // 2
         pending += chunk
         whole = len(pending) // (WINDOW_SAMPLES * 2) * WINDOW_SAMPLES * 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stenod.provider import BatchItem, Json
+from stenod.provider import BatchItem, Json, audio_too_long
 
 from . import audio
 
@@ -32,7 +32,7 @@ def plan_upload(item: BatchItem, max_upload_bytes: int, max_seconds: float) -> d
     """
     declared = item.duration or audio.probe_seconds(item.open)
     if declared is not None and declared > max_seconds:
-        raise audio.too_long(item.name, declared, max_seconds, declared=True)
+        raise audio_too_long("nanogpt", item.name, declared, max_seconds, declared=True)
     if item.extension in audio.UPLOAD_FORMATS and item.size <= max_upload_bytes:
         if declared:
             samples = round(declared * audio.SAMPLE_RATE)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from stenod.provider import PermanentError
+from stenod.provider import audio_too_long
 from stenod_whisper.audio import SAMPLE_RATE, PcmStream
 
 __all__ = ["DETECT_SECONDS", "WINDOW_SECONDS", "Window", "head", "windows"]
@@ -46,21 +46,11 @@ class Window:
         return len(self.samples) / SAMPLE_RATE
 
 
-def too_long(label: str, seconds: float, max_seconds: float, *, declared: bool) -> PermanentError:
-    said = "its header says it lasts" if declared else "it holds more than"
-    return PermanentError(
-        f"{label} is too long: {said} {seconds / 3600:.1f} h ({seconds:.0f} s); whisper transcribes at most "
-        f"{max_seconds:.0f} s per file",
-        code="too_long",
-        hint="Split the recording into shorter parts, or raise [providers.whisper] max_audio_seconds.",
-    )
-
-
 def check_declared(audio: PcmStream, max_seconds: float) -> None:
     """Refuse at once a file whose header announces more than ``max_seconds``."""
     declared = audio.declared_seconds
     if declared is not None and declared > max_seconds:
-        raise too_long(audio.label, declared, max_seconds, declared=True)
+        raise audio_too_long("whisper", audio.label, declared, max_seconds, declared=True)
 
 
 def head(audio: PcmStream, seconds: float = DETECT_SECONDS) -> Samples:
@@ -92,7 +82,7 @@ def windows(
     reported = 0.0
     for chunk in audio.chunks():
         if audio.decoded_seconds > max_seconds:
-            raise too_long(audio.label, audio.decoded_seconds, max_seconds, declared=False)
+            raise audio_too_long("whisper", audio.label, audio.decoded_seconds, max_seconds, declared=False)
         pcm += chunk
         if audio.decoded_seconds - reported >= report_seconds:
             reported = audio.decoded_seconds

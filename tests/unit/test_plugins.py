@@ -102,6 +102,7 @@ def test_the_public_plugin_api_is_pinned():
             "Transcript",
             "Voiceprint",
             "Word",
+            "audio_too_long",
             "error_text",
             "file_chunks",
             "finished",

@@ -46,6 +46,7 @@ from stenod.provider.jobs import (
     RemoteState,
     Status,
     Task,
+    audio_too_long,
     finished,
     is_finished,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "TranslatedDocument",
     "Voiceprint",
     "Word",
+    "audio_too_long",
     "error_text",
     "file_chunks",
     "finished",

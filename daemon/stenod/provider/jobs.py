@@ -25,6 +25,7 @@ __all__ = [
     "RemoteState",
     "Status",
     "Task",
+    "audio_too_long",
     "finished",
     "is_finished",
 ]
@@ -152,3 +153,16 @@ class Status:
     items: tuple[ItemStatus, ...] = ()
     retry_after: float | None = None
     error: ErrorInfo | None = None
+
+
+def audio_too_long(provider: str, label: str, seconds: float, max_seconds: float, *, declared: bool) -> PermanentError:
+    """The error for a file longer than ``[providers.<provider>] max_audio_seconds``:
+    ``declared`` when its header says so (refused before decoding), else when decoding
+    passed the limit (a header that lied or said nothing)."""
+    said = "its header says it lasts" if declared else "it holds more than"
+    return PermanentError(
+        f"{label} is too long: {said} {seconds / 3600:.1f} h ({seconds:.0f} s); {provider} takes at most "
+        f"{max_seconds:.0f} s per file",
+        code="too_long",
+        hint=f"Split the recording into shorter parts, or raise [providers.{provider}] max_audio_seconds.",
+    )
