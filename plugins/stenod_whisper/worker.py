@@ -19,8 +19,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from stenod.provider import BatchItem, Diarization, PermanentError, Segment, Transcript, Word
@@ -105,14 +106,19 @@ def transcribe(token: int, item: BatchItem, request: dict[str, Any]) -> dict[str
         raise RuntimeError("stenod_whisper worker used without its initializer")
     worker.send({"token": token, "kind": "started", "pid": os.getpid()})
     try:
+        diarizing = request.get("diarization") is not None and not request.get("detect_only")
+        # Diarization clusters the speakers of the whole recording: its samples are kept as
+        # recognition decodes them (at most max_audio_seconds: 6 h is 1.4 GB of float32),
+        # which would otherwise be decoded a second time.
+        heard: list[Any] | None = [] if diarizing else None
         with item.open() as fileobj, PcmStream(fileobj, str(item.path)) as audio:
             if request.get("detect_only"):
                 transcript = _detect(worker, audio)
             else:
-                transcript = _recognise(worker, token, audio, request)
+                transcript = _recognise(worker, token, audio, request, heard)
             warnings = audio.problems
-        if request.get("diarization") is not None and not request.get("detect_only"):
-            samples = _whole(item, request["max_audio_seconds"])
+        if heard is not None:
+            samples = _joined(heard)
             transcript = _diarize(worker, token, samples, transcript, Diarization.from_json(request["diarization"]))
         return {"transcript": transcript.to_json(), "warnings": warnings}
     except PermanentError as exc:
@@ -172,13 +178,19 @@ def transcribe_pcm(token: int, pcm: bytes, request: dict[str, Any]) -> dict[str,
         worker.send({"token": token, "kind": "done"})
 
 
-def _recognise(worker: _Worker, token: int, audio: PcmStream, request: dict[str, Any]) -> Transcript:
+def _recognise(
+    worker: _Worker, token: int, audio: PcmStream, request: dict[str, Any], heard: list[Any] | None
+) -> Transcript:
+    """The file's windows recognised; each window's samples also appended to ``heard``
+    unless it is None."""
     total = audio.declared_seconds or 0.0
     source = windows(
         audio,
         max_seconds=request["max_audio_seconds"],
         on_progress=lambda share: worker.send({"token": token, "kind": "alive", "decoded": share}),
     )
+    if heard is not None:
+        source = _keeping(source, heard)
 
     def done(end: float) -> float:
         return min(0.99, end / total) if total else min(0.99, audio.read_fraction)
@@ -266,15 +278,19 @@ def _shifted(timed: _Timed, offset: float) -> _Timed:
 _HEARTBEAT_SECONDS = 10.0
 
 
-def _whole(item: BatchItem, max_seconds: float) -> Any:
-    """The whole input as one array, for diarization: its speakers are clustered over the whole
-    recording (at most ``max_audio_seconds``: 6 h is 1.4 GB of float32), decoded a second time
-    rather than kept from recognition, which holds one window at a time."""
+def _keeping(source: Iterable[Window], heard: list[Any]) -> Iterator[Window]:
+    for window in source:
+        heard.append(window.samples)
+        yield window
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The kept windows as one array; the list is emptied, so the windows are let go."""
     import numpy
 
-    with item.open() as fileobj, PcmStream(fileobj, str(item.path)) as audio:
-        parts = [w.samples for w in windows(audio, max_seconds=max_seconds, on_progress=lambda share: None)]
-    return numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.float32)
+    whole = numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.float32)
+    parts.clear()
+    return whole
 
 
 def _diarize(worker: _Worker, token: int, audio: Any, transcript: Transcript, asked: Diarization) -> Transcript:
@@ -294,7 +310,11 @@ def _diarize(worker: _Worker, token: int, audio: Any, transcript: Transcript, as
     heart.start()
     try:
         if worker.diarizer is None:
-            worker.diarizer = SenkoDiarizer(device=worker.engine["device"])
+            worker.diarizer = SenkoDiarizer(
+                device=worker.engine["device"],
+                cache=Path(worker.engine["cache"]),
+                threads=worker.engine["cpu_threads"],
+            )
         found = worker.diarizer.diarize(audio, asked, _reference)
     finally:
         stop.set()

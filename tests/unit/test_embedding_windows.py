@@ -1,11 +1,11 @@
 """The windows of speech the offline engine embeds to tell voices apart
-(stenod_whisper.diarization.embedding_windows): pure, no models."""
+(stenod_whisper.voice_embedding.embedding_windows): pure, no models."""
 
 from __future__ import annotations
 
 import pytest
 
-from stenod_whisper.diarization import HOP, WINDOW, embedding_windows
+from stenod_whisper.voice_embedding import HOP, WINDOW, embedding_windows
 
 
 def test_a_stretch_of_speech_is_embedded_every_hop() -> None:
