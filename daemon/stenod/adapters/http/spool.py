@@ -193,17 +193,21 @@ class Spool:
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise UploadTooLarge(self.max_bytes)
-                _feed(parser, chunk)
+                parser.write(chunk)
                 state.check()
                 for writer in state.writers:
                     if len(writer.buffer) >= _FLUSH_BYTES:
                         await writer.flush()
-            _feed(parser, None)
+            parser.finalize()
             state.check()
             if not state.ended:
                 raise BadUpload("the multipart body ends before its closing boundary")
             for writer in state.writers:
                 await writer.finish()
+        except MultipartParseError as error:
+            # A body that breaks the multipart syntax (a boundary not followed by CRLF, a
+            # header line without a colon) is the client's error, not a server error.
+            raise BadUpload(f"the multipart body is malformed: {error}") from None
         finally:
             for writer in state.writers:
                 writer.close()
@@ -222,19 +226,6 @@ class Spool:
             if folder not in needed:
                 log.info("spool.swept", folder=str(folder))
                 await self.discard(folder)
-
-
-def _feed(parser: MultipartParser, chunk: bytes | None) -> None:
-    """Give the parser the next chunk (None: the body ended). A body that breaks the
-    multipart syntax (a boundary not followed by CRLF, a header line without a colon) is
-    the client's error, a 400 naming what the parser found, not a server error."""
-    try:
-        if chunk is None:
-            parser.finalize()
-        else:
-            parser.write(chunk)
-    except MultipartParseError as error:
-        raise BadUpload(f"the multipart body is malformed: {error}") from None
 
 
 class _ParseState:
